@@ -1,0 +1,380 @@
+"use strict";
+// The AppKit plugin class. AppKit duck-types plugins, so this class has no runtime dependency
+// on @databricks/appkit: `createApp({ plugins: [server(), jobs()] })` constructs it, calls
+// attachContext/setup, mounts injectRoutes() under /api/jobs and hands exports() to the app.
+// All route behaviour lives in the Rust core (crates/core/src/routes.rs); this file only moves
+// requests and responses between express (or node:http) and the native router.
+
+const { createJobsRuntime } = require("./jobs.js");
+
+const JOB_ENV_PREFIX = "DATABRICKS_JOB_";
+const DEFAULT_ENV = "DATABRICKS_JOB_ID";
+
+const SSE_HEADERS = {
+  "Content-Type": "text/event-stream; charset=utf-8",
+  "Cache-Control": "no-cache, no-transform",
+  "X-Accel-Buffering": "no",
+};
+
+// name, method, path (relative to the mount)
+const ROUTES = [
+  ["run", "post", "/:jobKey/run"],
+  ["runs", "get", "/:jobKey/runs"],
+  ["run-detail", "get", "/:jobKey/runs/:runId"],
+  ["run-stream", "get", "/:jobKey/runs/:runId/stream"],
+  ["status", "get", "/:jobKey/status"],
+  ["cancel-run", "delete", "/:jobKey/runs/:runId"],
+];
+
+/** The env var that holds the id of a job key. */
+function envVarFor(key) {
+  return key === "default" ? DEFAULT_ENV : `${JOB_ENV_PREFIX}${key.toUpperCase()}`;
+}
+
+/**
+ * Job keys as the registry discovers them: `DATABRICKS_JOB_<NAME>` (non-empty) gives `<name>`,
+ * `DATABRICKS_JOB_ID` gives `default` only when nothing else is discovered or configured, and
+ * explicit `config.jobs` keys are merged in.
+ */
+function discoverJobKeys(config = {}, env = process.env) {
+  const keys = [];
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith(JOB_ENV_PREFIX) || name === DEFAULT_ENV) continue;
+    const suffix = name.slice(JOB_ENV_PREFIX.length);
+    if (!suffix || !value) continue;
+    const key = suffix.toLowerCase();
+    if (!keys.includes(key)) keys.push(key);
+  }
+  for (const key of Object.keys(config.jobs ?? {})) if (!keys.includes(key)) keys.push(key);
+  if (keys.length === 0 && env[DEFAULT_ENV]) keys.push("default");
+  return keys;
+}
+
+/** A Standard Schema object (Zod, Valibot, ArkType, ...). */
+function isStandardSchema(schema) {
+  return (
+    schema != null &&
+    (typeof schema === "object" || typeof schema === "function") &&
+    schema["~standard"] != null &&
+    typeof schema["~standard"].validate === "function"
+  );
+}
+
+function optionalZod() {
+  try {
+    return require("zod");
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The params of a job as JSON Schema for the client: a plain JSON Schema is passed as is; a
+ * Standard Schema is converted by its own library (the Standard JSON Schema hook, the schema's
+ * `toJSONSchema()`, or `z.toJSONSchema` when zod is installed). `null` when there is none or it
+ * cannot be converted.
+ */
+function paramsJsonSchema(schema) {
+  if (schema == null) return null;
+  if (!isStandardSchema(schema)) return typeof schema === "object" && !Array.isArray(schema) ? schema : null;
+  const attempts = [
+    () => schema["~standard"].jsonSchema?.input?.({ target: "draft-2020-12" }),
+    () => (typeof schema.toJSONSchema === "function" ? schema.toJSONSchema() : undefined),
+    () => optionalZod()?.toJSONSchema?.(schema),
+  ];
+  for (const attempt of attempts) {
+    try {
+      const out = attempt();
+      if (out && typeof out === "object") return JSON.parse(JSON.stringify(out));
+    } catch {
+      // try the next way
+    }
+  }
+  return null;
+}
+
+function isPlainObject(v) {
+  if (v === null || typeof v !== "object") return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+function firstValue(v) {
+  if (Array.isArray(v)) return firstValue(v[0]);
+  return v == null ? undefined : String(v);
+}
+
+function headerMap(headers) {
+  const out = {};
+  for (const [name, value] of Object.entries(headers ?? {})) {
+    const v = firstValue(value);
+    if (v !== undefined) out[name.toLowerCase()] = v;
+  }
+  return out;
+}
+
+function sendJson(res, status, body) {
+  if (res.headersSent || res.writableEnded) return;
+  const text = JSON.stringify(body);
+  res.statusCode = status;
+  res.setHeader("Content-Type", "application/json; charset=utf-8");
+  res.setHeader("Content-Length", Buffer.byteLength(text));
+  res.end(text);
+}
+
+class JobsPlugin {
+  static manifest = {
+    name: "jobs",
+    displayName: "Jobs Plugin",
+    description: "Trigger and monitor Databricks Lakeflow Jobs.",
+    resources: {
+      // Per-job requirements come from getResourceRequirements(); nothing static is required,
+      // so an app configured only with DATABRICKS_JOB_<NAME> boots in production.
+      required: [],
+      optional: [],
+    },
+    config: {
+      schema: {
+        type: "object",
+        properties: {
+          timeout: { type: "number", default: 60000, description: "Default timeout for Jobs API calls in milliseconds" },
+          pollIntervalMs: {
+            type: "number",
+            default: 5000,
+            description: "Poll interval for waiting on run completion in milliseconds",
+          },
+          jobs: { type: "object", description: "Named jobs: { <key>: { taskType?, params?, waitTimeout? } }" },
+        },
+      },
+    },
+  };
+
+  static phase = "normal";
+
+  /** One `job` resource per configured or discovered job, bound to its env var. */
+  static getResourceRequirements(config = {}) {
+    return discoverJobKeys(config ?? {}).map((key) => ({
+      type: "job",
+      alias: `job-${key}`,
+      resourceKey: `job-${key}`,
+      description: `Databricks Job "${key}"`,
+      permission: "CAN_MANAGE_RUN",
+      fields: { id: { env: envVarFor(key), description: `Job ID for "${key}"` } },
+      required: true,
+    }));
+  }
+
+  constructor(config = {}) {
+    this.config = config;
+    this.name = config.name ?? JobsPlugin.manifest.name;
+    this.context = config.context;
+    this.registeredEndpoints = {};
+    this._logger = config.logger ?? console;
+    // One native core (connection pool, cache, poller) for the routes and the code.
+    this._runtime = createJobsRuntime(config, config.env ? { env: config.env } : {});
+    this._exports = this._runtime.exports();
+    this._native = null;
+    this._streams = new Set();
+  }
+
+  attachContext(deps = {}) {
+    if (deps.context !== undefined) this.context = deps.context;
+  }
+
+  async setup() {
+    const keys = this.jobKeys();
+    this._logger.info?.(`[jobs] ${keys.length} job(s) configured: ${keys.length ? keys.join(", ") : "(none)"}`);
+    for (const key of keys) {
+      const envVar = envVarFor(key);
+      const explicitId = this.config.jobs?.[key]?.jobId ?? this.config.jobs?.[key]?.id;
+      const raw = explicitId ?? process.env[envVar];
+      if (raw === undefined || raw === null || raw === "" || !/^\d+$/.test(String(raw).trim())) {
+        this._logger.warn?.(`[jobs] Job "${key}" has no valid job id: set ${envVar} to the numeric id of the Databricks job`);
+      }
+    }
+  }
+
+  /** The configured job keys. */
+  jobKeys() {
+    return this._runtime.keys.slice();
+  }
+
+  injectRoutes(router) {
+    for (const [name, method, path] of ROUTES) {
+      router[method](path, (req, res, next) => {
+        this.handleRequest(req, res).catch((err) => (next ? next(err) : sendJson(res, 500, { error: "Internal Server Error", plugin: this.name })));
+      });
+      this.registeredEndpoints[name] = `/api/${this.name}${path}`;
+    }
+  }
+
+  getEndpoints() {
+    return { ...this.registeredEndpoints };
+  }
+
+  exports() {
+    return this._exports;
+  }
+
+  clientConfig() {
+    const jobs = {};
+    for (const key of this.jobKeys()) {
+      const job = this.config.jobs?.[key] ?? {};
+      jobs[key] = { params: paramsJsonSchema(job.params), taskType: job.taskType ?? null };
+    }
+    return { jobs };
+  }
+
+  /** The plugin seen as the user of `req`: its exports run with the user's token. */
+  asUser(req) {
+    const callable = this._exports;
+    return new Proxy(this, {
+      get(target, prop, receiver) {
+        if (prop === "exports") return () => (jobKey) => callable(jobKey).asUser(req);
+        return Reflect.get(target, prop, receiver);
+      },
+    });
+  }
+
+  /** Ends every open stream and its watcher. Runs are not cancelled. */
+  abortActiveOperations() {
+    if (this._native) this._native.abortAll();
+    for (const stream of this._streams) stream.cancel();
+    this._streams.clear();
+    this._runtime.close();
+  }
+
+  /** Streams (and run watchers) still open on the native side. */
+  activeStreamCount() {
+    return this._native ? this._native.activeStreams() : 0;
+  }
+
+  _router() {
+    if (!this._native) {
+      const { BindingRouter } = require("./binding.js");
+      const heartbeatMs = this.config.heartbeatMs ?? this.config.routes?.heartbeatMs;
+      this._native = new BindingRouter(this._runtime.native, heartbeatMs ? { heartbeatMs } : undefined);
+    }
+    return this._native;
+  }
+
+  /**
+   * Serve one request of the jobs routes. `req` is an express request or a node:http request
+   * with `body` already read (a string, a Buffer, or a parsed object); `path` defaults to the
+   * path relative to the router mount (express `req.path`).
+   */
+  async handleRequest(req, res, options = {}) {
+    const url = new URL(req.originalUrl ?? req.url ?? "/", "http://localhost");
+    const path = options.path ?? req.path ?? url.pathname;
+    const query = {};
+    if (req.query && typeof req.query === "object") {
+      for (const [k, v] of Object.entries(req.query)) {
+        const first = firstValue(v);
+        if (first !== undefined) query[k] = first;
+      }
+    } else {
+      for (const [k, v] of url.searchParams) if (!(k in query)) query[k] = v;
+    }
+    let body = req.body;
+    if (Buffer.isBuffer(body)) body = body.toString("utf8");
+    else if (body !== undefined && body !== null && typeof body !== "string") body = JSON.stringify(body);
+    const headers = headerMap(req.headers);
+
+    const pre = await this._validateExternal(req.method, path, query, headers, body);
+    if (pre.error) return sendJson(res, 400, { error: pre.error, plugin: this.name });
+    if (pre.body !== undefined) body = pre.body;
+
+    const response = await this._router().handle({
+      method: String(req.method ?? "GET").toUpperCase(),
+      path,
+      query,
+      headers,
+      body: typeof body === "string" ? body : undefined,
+    });
+    if (response.kind === "json") return sendJson(res, response.status, response.body);
+    if (response.kind === "empty") {
+      res.statusCode = response.status;
+      return res.end();
+    }
+    const stream = response.takeStream();
+    if (!stream) return sendJson(res, 500, { error: "Internal Server Error", plugin: this.name });
+    return this._pipeStream(stream, res);
+  }
+
+  /**
+   * Jobs whose params are a Standard Schema (Zod) are validated here, with the schema's own
+   * semantics (jobs.js `prepareParams`), before the Rust core sees the request; the core skips
+   * JSON Schema checks for them (`externalSchema`). Returns `{ error }` for a 400, or `{ body }`
+   * carrying the validated (maybe transformed) params.
+   */
+  async _validateExternal(method, path, query, headers, body) {
+    if (String(method).toUpperCase() !== "POST") return {};
+    const m = /^\/?([^/]+)\/run\/?$/.exec(path);
+    if (!m) return {};
+    let key;
+    try {
+      key = decodeURIComponent(m[1]);
+    } catch {
+      return {};
+    }
+    if (!this._runtime.keys.includes(key)) return {};
+    const schema = this.config.jobs?.[key]?.params;
+    if (!isStandardSchema(schema) && typeof schema?.safeParse !== "function") return {};
+    if (query.stream === "true" && headers["last-event-id"]) return {}; // a resume starts nothing
+    let parsed = {};
+    if (typeof body === "string" && body.trim() !== "") {
+      try {
+        parsed = JSON.parse(body);
+      } catch {
+        return {}; // the core answers the malformed body
+      }
+    }
+    if (!isPlainObject(parsed)) return {};
+    const params = parsed.params;
+    if (params !== undefined && !isPlainObject(params)) return {}; // the core answers 400
+    try {
+      const value = await this._runtime.prepareParams(key, params);
+      return { body: JSON.stringify({ ...parsed, params: value ?? {} }) };
+    } catch (err) {
+      if (err && (err.statusCode === 400 || err.code === "VALIDATION_ERROR")) return { error: err.message };
+      throw err;
+    }
+  }
+
+  async _pipeStream(stream, res) {
+    this._streams.add(stream);
+    let closed = false;
+    const onClose = () => {
+      closed = true;
+      stream.cancel();
+    };
+    res.on("close", onClose);
+    try {
+      res.statusCode = 200;
+      for (const [k, v] of Object.entries(SSE_HEADERS)) res.setHeader(k, v);
+      res.flushHeaders?.();
+      for (;;) {
+        const chunk = await stream.next();
+        if (chunk == null || closed) break;
+        if (!res.write(chunk)) {
+          await new Promise((resolve) => {
+            const done = () => {
+              res.off("drain", done);
+              res.off("close", done);
+              resolve();
+            };
+            res.on("drain", done);
+            res.on("close", done);
+          });
+        }
+      }
+    } finally {
+      stream.cancel();
+      this._streams.delete(stream);
+      res.off("close", onClose);
+      if (!res.writableEnded) res.end();
+    }
+  }
+}
+
+module.exports = { JobsPlugin, discoverJobKeys, envVarFor, paramsJsonSchema, isStandardSchema, SSE_HEADERS };
