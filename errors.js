@@ -1,0 +1,53 @@
+"use strict";
+// Errors of the JS surface. Each carries a stable `code`, an HTTP `statusCode` (and `status`,
+// the name AppKit's ExecutionResult uses) and, where one exists, a `cause`. Messages are built
+// by the Rust core or by this package: they name job keys and env vars, never a token, a URL
+// or the text of an upstream (Databricks) error.
+const { STATUS_CODES } = require("node:http");
+
+class JobsError extends Error {
+  /**
+   * @param {string} message
+   * @param {{ code?: string, statusCode?: number, cause?: unknown }} [options]
+   */
+  constructor(message, options = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "JobsError";
+    this.code = options.code ?? "JOBS_ERROR";
+    this.statusCode = options.statusCode ?? 500;
+  }
+
+  /** Alias of `statusCode`, the field name of `ExecutionResult`. */
+  get status() {
+    return this.statusCode;
+  }
+}
+
+/** Params failed the job's schema (Standard Schema / Zod in JS, JSON Schema in Rust). Nothing was sent. */
+class ValidationError extends JobsError {
+  constructor(message, options = {}) {
+    super(message, { code: "VALIDATION_ERROR", statusCode: 400, cause: options.cause });
+    this.name = "ValidationError";
+    /** Standard Schema issues, when the failure came from a JS schema. */
+    if (options.issues !== undefined) this.issues = options.issues;
+  }
+}
+
+/** Standard reason phrase for a status code: the only text an upstream failure is allowed to show. */
+function statusText(status) {
+  return STATUS_CODES[status] ?? "Request failed";
+}
+
+/**
+ * Builds the JS error for a failed native outcome `{ ok: false, status, code, message }`.
+ * The native message is already public (see `JobsError::public_message` in the core).
+ */
+function errorFromOutcome(outcome, prefix) {
+  const status = outcome.status ?? 500;
+  const message = prefix ? `${prefix}: ${outcome.message ?? statusText(status)}` : outcome.message ?? statusText(status);
+  if (outcome.code === "VALIDATION_ERROR") return new ValidationError(message);
+  const cause = { code: outcome.code ?? null, status };
+  return new JobsError(message, { code: outcome.code ?? "JOBS_ERROR", statusCode: status, cause });
+}
+
+module.exports = { JobsError, ValidationError, statusText, errorFromOutcome };

@@ -1,0 +1,34 @@
+"use strict";
+// appkit-jobs: a drop-in replacement for AppKit's jobs plugin with a Rust core.
+//
+//   const { jobs } = require("appkit-jobs");          // AppKit: createApp({ plugins: [server(), jobs()] })
+//   const { createJobs } = require("appkit-jobs");    // standalone: createJobs()( "etl").runNow()
+//   const { startEmulator } = require("appkit-jobs"); // local Jobs API 2.2 emulator
+//
+// Plain `exports.x = ...` assignments so that Node's ESM named imports see every name.
+const { JobsError, ValidationError } = require("./errors.js");
+const { createJobs, createJobsRuntime } = require("./jobs.js");
+
+/**
+ * AppKit plugin factory: `{ plugin: JobsPlugin, config, name: "jobs" }`.
+ * @param {import("./index").IJobsConfig} [config]
+ */
+function jobs(config) {
+  return { plugin: require("./plugin.js").JobsPlugin, config: config ?? {}, name: "jobs" };
+}
+
+/** Starts the local Jobs API 2.2 emulator (see ./emulator.js). */
+function startEmulator(...args) {
+  return require("./emulator.js").startEmulator(...args);
+}
+
+exports.jobs = jobs;
+exports.createJobs = createJobs;
+exports.createJobsRuntime = createJobsRuntime;
+exports.startEmulator = startEmulator;
+exports.JobsError = JobsError;
+exports.ValidationError = ValidationError;
+Object.defineProperty(exports, "JobsPlugin", {
+  enumerable: true,
+  get: () => require("./plugin.js").JobsPlugin,
+});

@@ -1,0 +1,318 @@
+"use strict";
+/*
+ * The JS layer over the native core: JobHandle and the standalone entry.
+ *
+ * Factory used by plugin.js (the AppKit plugin class) and by createJobs():
+ *
+ *   const { createJobsService } = require("./jobs.js");   // (alias: createJobsRuntime)
+ *   const rt = createJobsService(config, { env });   // env defaults to process.env
+ *
+ *   rt.native            BindingJobs: the one native service of this plugin instance
+ *                        (give it to `new BindingRouter(rt.native)`)
+ *   rt.keys              string[]: every job key (discovered from env + configured)
+ *   rt.config            the config as given (timeout, pollIntervalMs, jobs)
+ *   rt.jobConfig(key)    the JobConfig as given for a key ({} for a discovered one)
+ *   rt.exports           the callable `(jobKey) => JobHandle` (throws Unknown job "<key>"...),
+ *                        built once; it also carries `.keys` and `.close()`
+ *   rt.handle(key, token?)      a JobHandle (token: a user's access token, or undefined = service principal)
+ *   rt.tokenFromRequest(req)    the user's x-forwarded-access-token, or undefined in development
+ *                               (with a warning), else throws JobsError 401 UNAUTHENTICATED
+ *   rt.prepareParams(key, params)  async: validates with the job's Standard Schema (Zod) if it has one
+ *                               and returns the value to send (JSON Schema jobs are validated in Rust);
+ *                               rejects with ValidationError
+ *   rt.close()           cancels every watch started through this runtime
+ *
+ * Every JobHandle method except runAndWait/watchRun resolves to ExecutionResult:
+ * `{ ok: true, data }` or `{ ok: false, status, message }` (message = HTTP status text).
+ * Caller mistakes and configuration errors reject instead: ValidationError (400), JobsError with
+ * code UNKNOWN_JOB / JOB_ID_MISSING / CONFIG_ERROR / INVALID_REQUEST.
+ */
+const { JobsError, ValidationError, statusText, errorFromOutcome } = require("./errors.js");
+
+/** Codes that reject the call instead of resolving to `{ ok: false }`: the caller must fix something. */
+const REJECT_CODES = new Set(["VALIDATION_ERROR", "UNKNOWN_JOB", "JOB_ID_MISSING", "CONFIG_ERROR", "INVALID_REQUEST"]);
+
+let bindingCache;
+function binding() {
+  if (!bindingCache) bindingCache = require("./binding.js");
+  return bindingCache;
+}
+
+function isStandardSchema(schema) {
+  return schema != null && typeof schema === "object" && typeof schema["~standard"]?.validate === "function";
+}
+
+function isSafeParseSchema(schema) {
+  return schema != null && typeof schema === "object" && typeof schema.safeParse === "function";
+}
+
+/** A string-only copy of an env object (process.env may hold undefined values). */
+function stringEnv(env) {
+  const out = {};
+  for (const [k, v] of Object.entries(env ?? {})) if (typeof v === "string") out[k] = v;
+  return out;
+}
+
+/** JSON-safe: bigint becomes a decimal string, functions/undefined are dropped. */
+function toJson(value) {
+  return JSON.stringify(value, (_k, v) => (typeof v === "bigint" ? v.toString() : v));
+}
+
+/** The config the Rust core reads: plain JSON, JS schemas replaced by `externalSchema: true`. */
+function nativeConfig(config) {
+  const out = {};
+  for (const [k, v] of Object.entries(config)) {
+    if (k === "jobs" || typeof v === "function" || v === undefined) continue;
+    if (v !== null && typeof v === "object" && !Array.isArray(v) && Object.getPrototypeOf(v) !== Object.prototype) continue;
+    out[k] = v;
+  }
+  if (config.jobs != null) {
+    out.jobs = {};
+    for (const [key, job] of Object.entries(config.jobs)) {
+      const entry = {};
+      for (const [k, v] of Object.entries(job ?? {})) {
+        if (k === "params") continue;
+        if (typeof v !== "function" && v !== undefined) entry[k] = v;
+      }
+      const schema = job?.params;
+      if (isStandardSchema(schema) || isSafeParseSchema(schema)) entry.externalSchema = true;
+      else if (schema != null) entry.params = schema;
+      out.jobs[key] = entry;
+    }
+  }
+  // A JSON round trip drops anything that is not JSON (class instances' methods, symbols, ...).
+  return JSON.parse(toJson(out));
+}
+
+/** Accepts a run id as number, bigint or decimal string; returns its decimal string (i64 in Rust). */
+function runIdArg(runId) {
+  if (typeof runId === "bigint") {
+    if (runId > 0n && runId <= 9223372036854775807n) return runId.toString();
+  } else if (typeof runId === "number") {
+    if (Number.isSafeInteger(runId) && runId > 0) return String(runId);
+  } else if (typeof runId === "string" && /^[1-9][0-9]{0,18}$/.test(runId) && BigInt(runId) <= 9223372036854775807n) {
+    return runId;
+  }
+  throw new JobsError(`Invalid run id ${typeof runId === "bigint" ? runId.toString() : JSON.stringify(runId) ?? String(runId)}: expected a positive integer (number or bigint)`, {
+    code: "INVALID_REQUEST",
+    statusCode: 400,
+  });
+}
+
+function formatIssues(issues) {
+  return (issues ?? [])
+    .map((issue) => {
+      const path = (issue.path ?? []).map((p) => (typeof p === "object" && p !== null ? p.key : p)).map(String).join(".");
+      return path ? `${path}: ${issue.message}` : issue.message;
+    })
+    .join("; ");
+}
+
+/** Header lookup on an express request, a `{ headers }` object (any case) or a fetch `Headers`. */
+function headerOf(req, name) {
+  if (req == null) return undefined;
+  let value;
+  if (typeof req.header === "function") value = req.header(name);
+  if (value === undefined && req.headers != null) {
+    const headers = req.headers;
+    if (typeof headers.get === "function") value = headers.get(name) ?? undefined;
+    else {
+      const wanted = name.toLowerCase();
+      for (const [k, v] of Object.entries(headers)) {
+        if (k.toLowerCase() === wanted) {
+          value = v;
+          break;
+        }
+      }
+    }
+  }
+  if (Array.isArray(value)) value = value[0];
+  if (typeof value !== "string") return undefined;
+  const trimmed = value.trim();
+  return trimmed === "" ? undefined : trimmed;
+}
+
+class JobsRuntime {
+  constructor(config = {}, options = {}) {
+    if (config === null || typeof config !== "object") throw new TypeError("jobs config must be an object");
+    this.config = config;
+    const env = stringEnv(options.env ?? process.env);
+    this.native = new (binding().BindingJobs)(nativeConfig(config), env);
+    this.keys = this.native.keys();
+    this._watches = new Set();
+    this._warnedDevFallback = false;
+    const select = (jobKey) => {
+      this.assertKey(jobKey);
+      return this.handle(jobKey, undefined);
+    };
+    Object.defineProperty(select, "keys", { value: this.keys.slice(), enumerable: true });
+    Object.defineProperty(select, "close", { value: () => this.close(), enumerable: true });
+    /** The callable `(jobKey) => JobHandle` (AppKit's `exports()` value). */
+    this.exports = select;
+  }
+
+  jobConfig(key) {
+    return this.config.jobs?.[key] ?? {};
+  }
+
+  /** Throws `Unknown job "<key>". Available jobs: ...` (message from the core's registry). */
+  assertKey(key) {
+    const outcome = this.native.check(String(key));
+    if (!outcome.ok) throw errorFromOutcome(outcome);
+  }
+
+  async prepareParams(key, params) {
+    const schema = this.jobConfig(key).params;
+    if (isStandardSchema(schema)) {
+      const result = await schema["~standard"].validate(params ?? {});
+      if (result.issues) {
+        throw new ValidationError(`Parameter validation failed for job "${key}": ${formatIssues(result.issues)}`, {
+          issues: result.issues,
+        });
+      }
+      return result.value;
+    }
+    if (isSafeParseSchema(schema)) {
+      const result = await schema.safeParse(params ?? {});
+      if (!result.success) {
+        throw new ValidationError(`Parameter validation failed for job "${key}": ${formatIssues(result.error?.issues) || "invalid parameters"}`, {
+          issues: result.error?.issues,
+        });
+      }
+      return result.data;
+    }
+    return params;
+  }
+
+  tokenFromRequest(req) {
+    const token = headerOf(req, "x-forwarded-access-token");
+    if (token !== undefined) return token;
+    if (process.env.NODE_ENV === "development") {
+      if (!this._warnedDevFallback) {
+        this._warnedDevFallback = true;
+        console.warn("[appkit-jobs] asUser(req) called without an x-forwarded-access-token header in development: running as the service principal");
+      }
+      return undefined;
+    }
+    throw new JobsError("asUser(req): the request carries no x-forwarded-access-token header, so it cannot run as the user", {
+      code: "UNAUTHENTICATED",
+      statusCode: 401,
+    });
+  }
+
+  handle(key, token) {
+    return createHandle(this, key, token);
+  }
+
+  /** A native watch wrapped as an async generator; `checked`: verify the run belongs to the job first. */
+  async *_watch(key, token, runId, checked, signal) {
+    const watch = this.native.watch(key, token ?? null, runId, checked);
+    this._watches.add(watch);
+    const onAbort = () => watch.cancel();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      if (signal?.aborted) return;
+      for (;;) {
+        const outcome = await watch.next();
+        if (signal?.aborted) return;
+        if (!outcome.ok) throw errorFromOutcome(outcome);
+        const update = outcome.data;
+        if (update == null) return;
+        yield { status: update.status ?? undefined, timestamp: update.timestamp, run: update.run };
+      }
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      watch.cancel();
+      this._watches.delete(watch);
+    }
+  }
+
+  close() {
+    for (const watch of this._watches) watch.cancel();
+    this._watches.clear();
+  }
+}
+
+/** `{ ok: true, data }` / `{ ok: false, status, message }`, or a rejection for caller mistakes. */
+function toResult(outcome) {
+  if (outcome.ok) return { ok: true, data: outcome.data ?? undefined };
+  if (REJECT_CODES.has(outcome.code)) throw errorFromOutcome(outcome);
+  const status = outcome.status ?? 500;
+  return { ok: false, status, message: statusText(status) };
+}
+
+function createHandle(rt, key, token) {
+  const native = rt.native;
+  const tok = token ?? null;
+  const api = {
+    async runNow(params) {
+      const value = await rt.prepareParams(key, params);
+      return toResult(await native.runNow(key, tok, value === undefined ? null : toJson(value)));
+    },
+    async *runAndWait(params, signal) {
+      // An aborted signal ends the iteration without an error, as AppKit's loop does; an
+      // already-aborted signal starts nothing.
+      if (signal?.aborted) return;
+      const value = await rt.prepareParams(key, params);
+      if (signal?.aborted) return;
+      const started = await native.runNow(key, tok, value === undefined ? null : toJson(value));
+      if (!started.ok) throw errorFromOutcome(started, "Failed to trigger job run");
+      const runId = started.data?.run_id;
+      if (runId == null) throw new JobsError("run-now answered without a run_id", { code: "INTERNAL_ERROR", statusCode: 502 });
+      yield* rt._watch(key, tok, String(runId), false, signal);
+    },
+    async *watchRun(runId, signal) {
+      const id = runIdArg(runId);
+      if (signal?.aborted) return;
+      yield* rt._watch(key, tok, id, true, signal);
+    },
+    async lastRun() {
+      return toResult(await native.lastRun(key, tok));
+    },
+    async listRuns(options) {
+      const limit = options?.limit;
+      const n = limit == null ? null : Number(limit);
+      return toResult(await native.listRuns(key, tok, n == null || Number.isNaN(n) ? null : Math.trunc(n)));
+    },
+    async getRun(runId) {
+      return toResult(await native.getRun(key, tok, runIdArg(runId)));
+    },
+    async getRunOutput(runId) {
+      return toResult(await native.getRunOutput(key, tok, runIdArg(runId)));
+    },
+    async getJob() {
+      return toResult(await native.getJob(key, tok));
+    },
+    async cancelRun(runId) {
+      const outcome = toResult(await native.cancelRun(key, tok, runIdArg(runId)));
+      return outcome.ok ? { ok: true, data: undefined } : outcome;
+    },
+    asUser(req) {
+      return createHandle(rt, key, rt.tokenFromRequest(req));
+    },
+  };
+  return api;
+}
+
+function createJobsRuntime(config, options) {
+  return new JobsRuntime(config ?? {}, options ?? {});
+}
+
+/**
+ * Standalone entry (no AppKit): `const jobs = createJobs(config?, { env? })`, then
+ * `jobs("etl").runNow(...)`. The callable also has `keys` (the job keys) and `close()`.
+ */
+function createJobs(config, options) {
+  return createJobsRuntime(config, options).exports;
+}
+
+module.exports = {
+  createJobsService: createJobsRuntime,
+  createJobsRuntime,
+  createJobs,
+  JobsRuntime,
+  headerOf,
+  runIdArg,
+  toResult,
+  isStandardSchema,
+};
