@@ -1,0 +1,113 @@
+// Type test of the public surface (index.d.ts): checked with `tsc --noEmit -p __test__/types`.
+// Nothing here runs; every line must type-check, and every `@ts-expect-error` must be an error.
+import { z } from "zod";
+import {
+  createJobs,
+  jobs,
+  JobsError,
+  ValidationError,
+  type BaseRun,
+  type ExecutionResult,
+  type IJobsConfig,
+  type Job,
+  type JobAPI,
+  type JobConfig,
+  type JobHandle,
+  type JobRunStatus,
+  type JobsExport,
+  type Run,
+  type RunNowResponse,
+  type RunOutput,
+  type TaskType,
+} from "../../index.js";
+
+const taskType: TaskType = "notebook";
+const zodJob: JobConfig = {
+  taskType,
+  waitTimeout: 60_000,
+  params: z.object({ startDate: z.string(), dryRun: z.boolean().optional() }),
+};
+const jsonSchemaJob: JobConfig = {
+  taskType: "sql",
+  params: { type: "object", required: ["day"], properties: { day: { type: "string" } } },
+};
+const config: IJobsConfig = { timeout: 30_000, pollIntervalMs: 1000, jobs: { etl: zodJob, report: jsonSchemaJob } };
+
+// @ts-expect-error: not a task type
+const badTask: JobConfig = { taskType: "shell" };
+
+const plugin = jobs(config);
+const pluginName: "jobs" = plugin.name;
+const fromPlugin: JobsExport = new plugin.plugin({ ...plugin.config, name: "jobs" }).exports();
+
+const standalone = createJobs(config, { env: { DATABRICKS_HOST: "http://127.0.0.1:1" } });
+const keys: readonly string[] = standalone.keys;
+const handle: JobHandle = standalone("etl");
+const api: JobAPI = handle.asUser({ headers: { "x-forwarded-access-token": "t" } });
+const api2: JobAPI = handle.asUser({ header: (name: string) => (name ? "t" : undefined) });
+
+async function usage(): Promise<void> {
+  const started: ExecutionResult<RunNowResponse> = await handle.runNow({ startDate: "2025-01-01" });
+  if (started.ok) {
+    const runId: number | undefined = started.data.run_id;
+    void runId;
+  } else {
+    const status: number = started.status;
+    const message: string = started.message;
+    void status, message;
+  }
+
+  const controller = new AbortController();
+  for await (const update of handle.runAndWait({ startDate: "2025-01-01" }, controller.signal)) {
+    const u: JobRunStatus = update;
+    const state: string | undefined = u.status;
+    const ts: number = u.timestamp;
+    const run: Run = u.run;
+    void state, ts, run;
+    break;
+  }
+  for await (const update of api.watchRun(123n)) void update.run.run_id;
+
+  const last = await handle.lastRun();
+  if (last.ok && last.data) {
+    const b: BaseRun = last.data;
+    void b.state?.life_cycle_state;
+  }
+  const list = await handle.listRuns({ limit: 10 });
+  if (list.ok) list.data.forEach((r: BaseRun) => void r.run_id);
+  const run = await handle.getRun(42);
+  if (run.ok) void run.data.tasks?.map((t) => t.task_key);
+  const out = await handle.getRunOutput(9007199254740993n);
+  if (out.ok) {
+    const o: RunOutput = out.data;
+    void o.notebook_output?.result;
+    void o.tasks?.map((t) => [t.task_key, t.run_id, t.error]);
+  }
+  const job = await api2.getJob();
+  if (job.ok) {
+    const j: Job = job.data;
+    void j.settings?.name;
+  }
+  const cancelled: ExecutionResult<void> = await handle.cancelRun(42);
+  void cancelled;
+
+  // @ts-expect-error: a run id is a number or a bigint
+  await handle.getRun({ id: 1 });
+  // @ts-expect-error: listRuns takes an options object
+  await handle.listRuns(10);
+
+  try {
+    await handle.runNow({});
+  } catch (e) {
+    if (e instanceof ValidationError) {
+      const code: "VALIDATION_ERROR" = e.code;
+      const s: number = e.statusCode;
+      void code, s;
+    } else if (e instanceof JobsError) {
+      void e.code, e.status;
+    }
+  }
+  standalone.close();
+}
+
+void pluginName, fromPlugin, keys, badTask, usage;

@@ -1,0 +1,300 @@
+// Public types of appkit-jobs (hand-written; the generated native types live in binding.d.ts).
+// Names and shapes follow AppKit's jobs plugin so that code written against it type-checks here.
+
+// ---------------------------------------------------------------------------------------------
+// Results and errors
+// ---------------------------------------------------------------------------------------------
+
+/** What every JobHandle method but runAndWait/watchRun resolves to. `message` is HTTP status text. */
+export type ExecutionResult<T> = { ok: true; data: T } | { ok: false; status: number; message: string };
+
+/** Error raised by this package: stable `code`, HTTP `statusCode` (also as `status`), optional `cause`. */
+export declare class JobsError extends Error {
+  constructor(message: string, options?: { code?: string; statusCode?: number; cause?: unknown });
+  readonly code: string;
+  readonly statusCode: number;
+  readonly status: number;
+}
+
+/** Params failed the job's schema; nothing was sent. `statusCode` 400, `code` "VALIDATION_ERROR". */
+export declare class ValidationError extends JobsError {
+  constructor(message: string, options?: { cause?: unknown; issues?: ReadonlyArray<StandardSchemaIssue> });
+  readonly code: "VALIDATION_ERROR";
+  readonly issues?: ReadonlyArray<StandardSchemaIssue>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+/** Task types whose parameters are mapped to the matching run-now field. */
+export type TaskType = "notebook" | "python_wheel" | "python_script" | "spark_jar" | "sql" | "dbt";
+
+export interface StandardSchemaIssue {
+  readonly message: string;
+  readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }>;
+}
+
+/** Any Standard Schema (Zod 3.24+/4, Valibot, ArkType, ...): validated in JS with its own semantics. */
+export interface StandardSchemaLike<Output = Record<string, unknown>> {
+  readonly "~standard": {
+    readonly version: 1;
+    readonly vendor: string;
+    readonly validate: (
+      value: unknown,
+    ) =>
+      | { readonly value: Output; readonly issues?: undefined }
+      | { readonly issues: ReadonlyArray<StandardSchemaIssue> }
+      | Promise<{ readonly value: Output; readonly issues?: undefined } | { readonly issues: ReadonlyArray<StandardSchemaIssue> }>;
+  };
+}
+
+/** A plain JSON Schema object (drafts 4 to 2020-12): validated in Rust. */
+export type JsonSchema = { readonly [keyword: string]: unknown };
+
+/** Per-job options. */
+export interface JobConfig {
+  /** Longest time (ms) runAndWait/watchRun wait for a terminal state. Default 600000. */
+  waitTimeout?: number;
+  /** How params map to the run-now request (see README). Without it params pass through as-is. */
+  taskType?: TaskType;
+  /** Schema the params must satisfy before anything is sent: a Standard Schema (Zod) or a JSON Schema object. */
+  params?: StandardSchemaLike<Record<string, unknown>> | JsonSchema;
+  /** Send params as job-level `job_parameters` (map of strings) instead of the task-type field. */
+  jobParameters?: boolean;
+  /** The Databricks job id (number, or a decimal string beyond 2^53); wins over the env var. */
+  jobId?: number | string;
+}
+
+/** Options of the jobs plugin (and of `createJobs`). */
+export interface IJobsConfig {
+  /** Per-call timeout (ms) for the Jobs API; overrides the tier defaults (read 30 s, write 120 s). */
+  timeout?: number;
+  /** First poll interval (ms) of runAndWait; later polls back off from here. Default 5000. */
+  pollIntervalMs?: number;
+  /** Named jobs, merged over the ones discovered from DATABRICKS_JOB_<NAME>; explicit wins. */
+  jobs?: Record<string, JobConfig>;
+  /** Client-side limit of poll requests per second for the workspace. */
+  maxRequestsPerSecond?: number;
+  /** AppKit passes its own fields (name, telemetry, ...); they are accepted and ignored. */
+  [other: string]: unknown;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Jobs API 2.2 shapes (the fields this package and its users rely on; more may be present).
+// Integer ids above Number.MAX_SAFE_INTEGER arrive as `bigint` so no precision is lost.
+// ---------------------------------------------------------------------------------------------
+
+export type RunLifeCycleState =
+  | "QUEUED"
+  | "PENDING"
+  | "RUNNING"
+  | "TERMINATING"
+  | "TERMINATED"
+  | "SKIPPED"
+  | "INTERNAL_ERROR"
+  | "BLOCKED"
+  | "WAITING_FOR_RETRY"
+  | (string & {});
+
+export type RunResultState =
+  | "SUCCESS"
+  | "SUCCESS_WITH_FAILURES"
+  | "FAILED"
+  | "TIMEDOUT"
+  | "CANCELED"
+  | "MAXIMUM_CONCURRENT_RUNS_REACHED"
+  | "EXCLUDED"
+  | "UPSTREAM_CANCELED"
+  | "UPSTREAM_FAILED"
+  | "DISABLED"
+  | (string & {});
+
+export interface RunState {
+  life_cycle_state?: RunLifeCycleState;
+  result_state?: RunResultState;
+  state_message?: string;
+  user_cancelled_or_timedout?: boolean;
+  queue_reason?: string;
+}
+
+export interface RunStatus {
+  /** The V2 life cycle: QUEUED, PENDING, RUNNING, TERMINATING, TERMINATED, BLOCKED, WAITING. */
+  state?: string;
+  termination_details?: { code?: string; type?: string; message?: string };
+  queue_details?: { code?: string; message?: string };
+}
+
+export interface RunTask {
+  task_key: string;
+  run_id?: number;
+  state?: RunState;
+  status?: RunStatus;
+  start_time?: number;
+  end_time?: number;
+  run_page_url?: string;
+  [field: string]: unknown;
+}
+
+export interface JobParameter {
+  name?: string;
+  value?: string;
+  default?: string;
+}
+
+/** A run as listed by runs/list. */
+export interface BaseRun {
+  run_id?: number;
+  job_id?: number;
+  number_in_job?: number;
+  attempt_number?: number;
+  original_attempt_run_id?: number;
+  run_name?: string;
+  run_page_url?: string;
+  run_type?: "JOB_RUN" | "WORKFLOW_RUN" | "SUBMIT_RUN" | (string & {});
+  trigger?: string;
+  creator_user_name?: string;
+  start_time?: number;
+  end_time?: number;
+  setup_duration?: number;
+  execution_duration?: number;
+  cleanup_duration?: number;
+  run_duration?: number;
+  queue_duration?: number;
+  state?: RunState;
+  status?: RunStatus;
+  tasks?: RunTask[];
+  job_parameters?: JobParameter[];
+  overriding_parameters?: Record<string, unknown>;
+  has_more?: boolean;
+  [field: string]: unknown;
+}
+
+/** A run from runs/get (pages beyond 100 tasks already merged). */
+export interface Run extends BaseRun {
+  iterations?: RunTask[];
+  next_page_token?: string;
+}
+
+/** Output of one task run. */
+export interface TaskRunOutput {
+  notebook_output?: { result?: string; truncated?: boolean };
+  sql_output?: Record<string, unknown>;
+  dbt_output?: Record<string, unknown>;
+  run_job_output?: Record<string, unknown>;
+  error?: string;
+  error_trace?: string;
+  info?: string;
+  logs?: string;
+  logs_truncated?: boolean;
+  metadata?: Run;
+  [field: string]: unknown;
+}
+
+/**
+ * runs/get-output. For the parent run of a multi-task job (where the API itself answers 400),
+ * `metadata` is the parent run and `tasks` holds each task's output, in the run's task order.
+ */
+export interface RunOutput extends TaskRunOutput {
+  tasks?: Array<TaskRunOutput & { task_key: string; run_id: number }>;
+}
+
+export interface JobSettings {
+  name?: string;
+  tasks?: Array<{ task_key: string; [field: string]: unknown }>;
+  job_clusters?: Array<Record<string, unknown>>;
+  parameters?: Array<{ name: string; default: string }>;
+  max_concurrent_runs?: number;
+  timeout_seconds?: number;
+  tags?: Record<string, string>;
+  [field: string]: unknown;
+}
+
+export interface Job {
+  job_id?: number;
+  created_time?: number;
+  creator_user_name?: string;
+  run_as_user_name?: string;
+  settings?: JobSettings;
+  has_more?: boolean;
+  next_page_token?: string;
+  [field: string]: unknown;
+}
+
+export interface RunNowResponse {
+  run_id?: number;
+  number_in_job?: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The programmatic API
+// ---------------------------------------------------------------------------------------------
+
+/** A run or job id: a number, or a bigint for ids above Number.MAX_SAFE_INTEGER. */
+export type Id = number | bigint;
+
+/** One update of runAndWait/watchRun. */
+export interface JobRunStatus {
+  /** `state.life_cycle_state`, else the V2 `status.state`. */
+  status: string | undefined;
+  /** Epoch ms of the poll that produced this update. */
+  timestamp: number;
+  run: Run;
+}
+
+/** A request seen by asUser: an express request, or any object with `headers` (case-insensitive). */
+export type RequestLike =
+  | { header(name: string): string | undefined }
+  | { headers: Record<string, string | string[] | undefined> }
+  | { headers: { get(name: string): string | null } };
+
+export interface JobAPI {
+  /** Validate params, map them by task type and trigger the job (retried safely with an idempotency token). */
+  runNow(params?: Record<string, unknown>): Promise<ExecutionResult<RunNowResponse>>;
+  /** Trigger, then yield updates until a terminal state; `break`, `return()` or `signal` stop at once. */
+  runAndWait(params?: Record<string, unknown>, signal?: AbortSignal): AsyncGenerator<JobRunStatus, void, unknown>;
+  /** Re-attach to a run of this job (e.g. after a restart) and yield its updates until it ends. */
+  watchRun(runId: Id, signal?: AbortSignal): AsyncGenerator<JobRunStatus, void, unknown>;
+  /** The most recent run, or undefined when the job never ran. */
+  lastRun(): Promise<ExecutionResult<BaseRun | undefined>>;
+  /** Newest first; `limit` is clamped to 1..100 (default 20). */
+  listRuns(options?: { limit?: number }): Promise<ExecutionResult<BaseRun[]>>;
+  getRun(runId: Id): Promise<ExecutionResult<Run>>;
+  getRunOutput(runId: Id): Promise<ExecutionResult<RunOutput>>;
+  cancelRun(runId: Id): Promise<ExecutionResult<void>>;
+  getJob(): Promise<ExecutionResult<Job>>;
+}
+
+/** `app.jobs("etl")`: a JobAPI plus `asUser(req)` (runs with the request's x-forwarded-access-token). */
+export type JobHandle = JobAPI & {
+  asUser: (req: RequestLike) => JobAPI;
+};
+
+/** The plugin's exports: selects a job by key; throws `Unknown job "<key>". Available jobs: ...`. */
+export type JobsExport = (jobKey: string) => JobHandle;
+
+/** What `createJobs` returns: the same callable, plus the job keys and `close()`. */
+export interface StandaloneJobs extends JobsExport {
+  /** Every job key, discovered from the environment and configured. */
+  readonly keys: readonly string[];
+  /** Ends every watch started through this instance. */
+  close(): void;
+}
+
+export interface CreateJobsOptions {
+  /** Environment to read DATABRICKS_* from; defaults to process.env. */
+  env?: Record<string, string | undefined>;
+}
+
+/** The AppKit plugin data returned by `jobs()`. */
+export interface JobsPluginData {
+  plugin: new (config: IJobsConfig & { name?: string }) => { exports(): JobsExport };
+  config: IJobsConfig;
+  name: "jobs";
+}
+
+/** AppKit plugin factory: `createApp({ plugins: [server(), jobs()] })`. */
+export declare function jobs(config?: IJobsConfig): JobsPluginData;
+
+/** Standalone use without AppKit: `createJobs(config)("etl").runNow()`. */
+export declare function createJobs(config?: IJobsConfig, options?: CreateJobsOptions): StandaloneJobs;
