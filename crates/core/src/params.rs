@@ -1,1 +1,643 @@
-//! (in progress)
+//! Run-now params: JSON Schema validation (the `jsonschema` crate, drafts 4 to 2020-12) and the
+//! mapping of a params object onto the run-now request.
+//!
+//! Mapping (`build_run_now_request`):
+//!
+//! | job config            | params shape                 | request field          |
+//! |-----------------------|------------------------------|------------------------|
+//! | `jobParameters: true` | `{ name: value }`            | `job_parameters`       |
+//! | `notebook`            | `{ name: value }`            | `notebook_params`      |
+//! | `python_wheel`        | `{ name: value }`            | `python_named_params`  |
+//! | `python_script`       | `{ args: value[] }`          | `python_params`        |
+//! | `spark_jar`           | `{ args: value[] }`          | `jar_params`           |
+//! | `sql`                 | `{ name: value }`            | `sql_params`           |
+//! | `dbt`                 | none (non-empty is an error) | none                   |
+//! | no task type          | run-now fields               | passed through as-is   |
+//!
+//! Values are coerced to strings: strings as they are, numbers and booleans as JavaScript's
+//! `String()` prints them, objects and arrays as compact JSON text. A `null` value in a map
+//! leaves that key out (the job's default applies); a `null` item in `args` is an error, since
+//! dropping it would shift the positions. `args` items follow the same coercion.
+//!
+//! Pass-through (no task type): the params object's fields become run-now fields, e.g.
+//! `{ "notebook_params": {...}, "queue": {"enabled": true} }`. `job_id` always comes from the
+//! registry (a `job_id` in params is ignored, as in the stock plugin) and `idempotency_token`
+//! is dropped (the caller adds its own).
+//!
+//! Every `*_params` field (and `job_parameters`) must stay within the Jobs API's 10,000 bytes as
+//! JSON; a larger one is a validation error and nothing is sent.
+use serde_json::{Map, Value};
+
+use crate::error::{JobsError, Result};
+use crate::registry::{JobEntry, TaskType};
+
+/// The Jobs API limit on each `*_params` field, in bytes of JSON.
+pub const MAX_PARAMS_FIELD_BYTES: usize = 10_000;
+/// Cap on the validation detail text (errors are listed until this is reached).
+pub const MAX_DETAIL_CHARS: usize = 1_000;
+/// Cap on one schema error's message (instance values may be echoed in it).
+const MAX_ERROR_CHARS: usize = 200;
+
+/// A compiled params JSON Schema. Built once per job (in `Registry::new`).
+pub struct ParamsValidator {
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for ParamsValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ParamsValidator")
+    }
+}
+
+impl ParamsValidator {
+    /// Compile a JSON Schema (draft detected from `$schema`, 2020-12 by default). External
+    /// `$ref`s are not fetched. A broken schema is a `Config` error.
+    pub fn compile(schema: &Value) -> Result<ParamsValidator> {
+        Self::compile_detail(schema)
+            .map_err(|d| JobsError::Config(format!("Invalid params JSON Schema: {d}")))
+    }
+
+    /// As `compile`, with the bare description of what is wrong with the schema.
+    pub(crate) fn compile_detail(schema: &Value) -> std::result::Result<ParamsValidator, String> {
+        jsonschema::validator_for(schema)
+            .map(|validator| ParamsValidator { validator })
+            .map_err(|e| truncate(&e.to_string(), MAX_ERROR_CHARS))
+    }
+
+    /// `Ok` when `instance` satisfies the schema, else a `Validation` error whose detail lists
+    /// each failure as `<instance path or (root)>: <message>`, joined by `; ` and capped.
+    pub fn validate(&self, job_key: &str, instance: &Value) -> Result<()> {
+        let mut detail = String::new();
+        let mut listed = 0usize;
+        let mut total = 0usize;
+        for err in self.validator.iter_errors(instance) {
+            total += 1;
+            let path = err.instance_path().to_string();
+            let path = if path.is_empty() {
+                "(root)".to_string()
+            } else {
+                path
+            };
+            let item = format!(
+                "{}: {}",
+                truncate(&path, 100),
+                truncate(&err.to_string(), MAX_ERROR_CHARS)
+            );
+            if detail.len() + item.len() + 2 > MAX_DETAIL_CHARS && listed > 0 {
+                continue;
+            }
+            if listed > 0 {
+                detail.push_str("; ");
+            }
+            detail.push_str(&item);
+            listed += 1;
+        }
+        if total == 0 {
+            return Ok(());
+        }
+        if total > listed {
+            detail.push_str(&format!("; and {} more", total - listed));
+        }
+        Err(JobsError::validation(job_key, detail))
+    }
+}
+
+/// The run-now request body for `entry` with `params` validated and mapped:
+/// `{ "job_id": <id>, ...param fields }`. No `idempotency_token`: the caller adds it.
+///
+/// Errors, all before anything is sent: `JobIdMissing`, `Config` (invalid schema in config),
+/// `Validation` (params not an object, failing the schema, wrong shape for the task type, a
+/// field over 10,000 bytes).
+pub fn build_run_now_request(entry: &JobEntry, params: Option<&Value>) -> Result<Value> {
+    let job_id = entry.job_id()?;
+    let key = entry.key.as_str();
+    let params_value = params;
+    let params = match params {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => Some(map),
+        Some(other) => {
+            return Err(JobsError::validation(
+                key,
+                format!("params must be a JSON object, got {}", json_type(other)),
+            ))
+        }
+    };
+
+    if !entry.config.external_schema {
+        if let Some(validator) = entry.checked_validator()? {
+            // As the stock plugin: absent params are validated as `{}`.
+            let empty = Value::Object(Map::new());
+            let instance = match params_value {
+                Some(v @ Value::Object(_)) => v,
+                _ => &empty,
+            };
+            validator.validate(key, instance)?;
+        }
+    }
+
+    let mut request = Map::new();
+    if let Some(params) = params.filter(|m| !m.is_empty()) {
+        if entry.config.job_parameters {
+            request.insert(
+                "job_parameters".into(),
+                Value::Object(coerce_map(key, params)),
+            );
+        } else {
+            match entry.config.task_type {
+                Some(TaskType::Notebook) => {
+                    request.insert(
+                        "notebook_params".into(),
+                        Value::Object(coerce_map(key, params)),
+                    );
+                }
+                Some(TaskType::PythonWheel) => {
+                    request.insert(
+                        "python_named_params".into(),
+                        Value::Object(coerce_map(key, params)),
+                    );
+                }
+                Some(TaskType::Sql) => {
+                    request.insert("sql_params".into(), Value::Object(coerce_map(key, params)));
+                }
+                Some(TaskType::PythonScript) => {
+                    request.insert(
+                        "python_params".into(),
+                        args(key, TaskType::PythonScript, params)?,
+                    );
+                }
+                Some(TaskType::SparkJar) => {
+                    request.insert("jar_params".into(), args(key, TaskType::SparkJar, params)?);
+                }
+                Some(TaskType::Dbt) => {
+                    return Err(JobsError::validation(
+                        key,
+                        "dbt tasks do not accept parameters",
+                    ));
+                }
+                None => {
+                    for (field, value) in params {
+                        if field == "job_id" || field == "idempotency_token" {
+                            continue;
+                        }
+                        request.insert(field.clone(), value.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    for (field, value) in &request {
+        if field.ends_with("_params") || field == "job_parameters" {
+            let size = serde_json::to_vec(value)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
+            if size > MAX_PARAMS_FIELD_BYTES {
+                return Err(JobsError::validation(
+                    key,
+                    format!("{field} is {size} bytes as JSON, over the Jobs API limit of {MAX_PARAMS_FIELD_BYTES} bytes"),
+                ));
+            }
+        }
+    }
+
+    let mut body = Map::with_capacity(request.len() + 1);
+    body.insert("job_id".into(), Value::from(job_id));
+    body.extend(request);
+    Ok(Value::Object(body))
+}
+
+/// Coerce one value to the string a Jobs API param carries. `None` for `null`.
+pub fn coerce_to_string(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(number_text(n)),
+        other => Some(other.to_string()),
+    }
+}
+
+/// A number printed as JavaScript's `String()` would for the usual cases: integral floats
+/// (how JS numbers may cross the boundary) print without `.0`.
+fn number_text(n: &serde_json::Number) -> String {
+    if n.is_i64() || n.is_u64() {
+        return n.to_string();
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e21 => format!("{f:.0}"),
+        Some(f) => f.to_string(),
+        None => n.to_string(),
+    }
+}
+
+fn coerce_map(_key: &str, params: &Map<String, Value>) -> Map<String, Value> {
+    params
+        .iter()
+        .filter_map(|(k, v)| coerce_to_string(v).map(|s| (k.clone(), Value::String(s))))
+        .collect()
+}
+
+fn args(key: &str, task: TaskType, params: &Map<String, Value>) -> Result<Value> {
+    if let Some(extra) = params.keys().find(|k| *k != "args") {
+        return Err(JobsError::validation(
+            key,
+            format!(
+                "{task} params take the shape {{ args: string[] }}; unexpected field \"{}\"",
+                truncate(extra, 100)
+            ),
+        ));
+    }
+    let items = match params.get("args") {
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(JobsError::validation(
+                key,
+                format!("args: must be an array, got {}", json_type(other)),
+            ))
+        }
+        None => {
+            return Err(JobsError::validation(
+                key,
+                format!("{task} params take the shape {{ args: string[] }}"),
+            ))
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match coerce_to_string(item) {
+            Some(s) => out.push(Value::String(s)),
+            None => {
+                return Err(JobsError::validation(
+                    key,
+                    format!("args/{i}: must not be null"),
+                ))
+            }
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// At most `max` characters, with `...` when cut.
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(3)).collect();
+    out.push_str("...");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{PluginConfig, Registry};
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    /// A registry with one job `j` (id 42) configured by `job`.
+    fn entry(job: Value) -> JobEntry {
+        let env: HashMap<String, String> =
+            [("DATABRICKS_JOB_J".to_string(), "42".to_string())].into();
+        let config: PluginConfig = serde_json::from_value(json!({ "jobs": { "j": job } })).unwrap();
+        Registry::new(&env, &config).get("j").unwrap().clone()
+    }
+
+    fn build(job: Value, params: Value) -> Result<Value> {
+        build_run_now_request(&entry(job), Some(&params))
+    }
+
+    fn detail(err: JobsError) -> String {
+        match err {
+            JobsError::Validation { key, detail } => {
+                assert_eq!(key, "j");
+                detail
+            }
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn notebook_coerces_values() {
+        let body = build(
+            json!({"taskType": "notebook"}),
+            json!({"s": "x", "i": 3, "f": 2.5, "whole": 4.0, "b": true, "n": null, "o": {"a": [1, "b"]}, "arr": [1, 2]}),
+        )
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({"job_id": 42, "notebook_params": {
+                "s": "x", "i": "3", "f": "2.5", "whole": "4", "b": "true",
+                "o": "{\"a\":[1,\"b\"]}", "arr": "[1,2]"
+            }})
+        );
+    }
+
+    #[test]
+    fn python_wheel_and_sql_maps() {
+        assert_eq!(
+            build(
+                json!({"taskType": "python_wheel"}),
+                json!({"a": 1, "b": false})
+            )
+            .unwrap(),
+            json!({"job_id": 42, "python_named_params": {"a": "1", "b": "false"}})
+        );
+        assert_eq!(
+            build(
+                json!({"taskType": "sql"}),
+                json!({"day": "2025-01-01", "n": -7})
+            )
+            .unwrap(),
+            json!({"job_id": 42, "sql_params": {"day": "2025-01-01", "n": "-7"}})
+        );
+    }
+
+    #[test]
+    fn python_script_and_spark_jar_take_args() {
+        assert_eq!(
+            build(
+                json!({"taskType": "python_script"}),
+                json!({"args": ["--x", 1, true]})
+            )
+            .unwrap(),
+            json!({"job_id": 42, "python_params": ["--x", "1", "true"]})
+        );
+        assert_eq!(
+            build(
+                json!({"taskType": "spark_jar"}),
+                json!({"args": ["a", 2.0]})
+            )
+            .unwrap(),
+            json!({"job_id": 42, "jar_params": ["a", "2"]})
+        );
+        assert_eq!(
+            detail(build(json!({"taskType": "spark_jar"}), json!({"args": "a b"})).unwrap_err()),
+            "args: must be an array, got string"
+        );
+        assert_eq!(
+            detail(
+                build(
+                    json!({"taskType": "python_script"}),
+                    json!({"args": ["a", null]})
+                )
+                .unwrap_err()
+            ),
+            "args/1: must not be null"
+        );
+        assert_eq!(
+            detail(
+                build(
+                    json!({"taskType": "python_script"}),
+                    json!({"args": [], "x": 1})
+                )
+                .unwrap_err()
+            ),
+            "python_script params take the shape { args: string[] }; unexpected field \"x\""
+        );
+        assert_eq!(
+            detail(build(json!({"taskType": "spark_jar"}), json!({"other": 1})).unwrap_err()),
+            "spark_jar params take the shape { args: string[] }; unexpected field \"other\""
+        );
+    }
+
+    #[test]
+    fn dbt_rejects_params_but_accepts_none() {
+        let err = build(json!({"taskType": "dbt"}), json!({"a": 1})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Parameter validation failed for job \"j\": dbt tasks do not accept parameters"
+        );
+        assert_eq!(err.status(), 400);
+        assert_eq!(
+            build(json!({"taskType": "dbt"}), json!({})).unwrap(),
+            json!({"job_id": 42})
+        );
+        assert_eq!(
+            build_run_now_request(&entry(json!({"taskType": "dbt"})), None).unwrap(),
+            json!({"job_id": 42})
+        );
+    }
+
+    #[test]
+    fn no_task_type_passes_fields_through() {
+        assert_eq!(
+            build(
+                json!({}),
+                json!({"notebook_params": {"a": "1"}, "queue": {"enabled": true}, "job_id": 7, "idempotency_token": "x"})
+            )
+            .unwrap(),
+            json!({"job_id": 42, "notebook_params": {"a": "1"}, "queue": {"enabled": true}})
+        );
+    }
+
+    #[test]
+    fn job_parameters_mode_wins_over_task_type() {
+        assert_eq!(
+            build(
+                json!({"taskType": "python_script", "jobParameters": true}),
+                json!({"a": 1, "b": "x", "c": null})
+            )
+            .unwrap(),
+            json!({"job_id": 42, "job_parameters": {"a": "1", "b": "x"}})
+        );
+        // dbt jobs may take job-level parameters.
+        assert_eq!(
+            build(
+                json!({"taskType": "dbt", "jobParameters": true}),
+                json!({"target": "prod"})
+            )
+            .unwrap(),
+            json!({"job_id": 42, "job_parameters": {"target": "prod"}})
+        );
+    }
+
+    #[test]
+    fn empty_or_absent_params_send_no_field() {
+        for job in [
+            json!({"taskType": "notebook"}),
+            json!({"taskType": "spark_jar"}),
+            json!({}),
+            json!({"jobParameters": true}),
+        ] {
+            assert_eq!(
+                build(job.clone(), json!({})).unwrap(),
+                json!({"job_id": 42})
+            );
+            assert_eq!(
+                build(job.clone(), Value::Null).unwrap(),
+                json!({"job_id": 42})
+            );
+            assert_eq!(
+                build_run_now_request(&entry(job), None).unwrap(),
+                json!({"job_id": 42})
+            );
+        }
+    }
+
+    #[test]
+    fn params_must_be_an_object() {
+        for (p, t) in [
+            (json!([1]), "array"),
+            (json!("x"), "string"),
+            (json!(3), "number"),
+        ] {
+            let err = build(json!({"taskType": "notebook"}), p).unwrap_err();
+            assert_eq!(
+                detail(err),
+                format!("params must be a JSON object, got {t}")
+            );
+        }
+    }
+
+    #[test]
+    fn missing_job_id_fails_first() {
+        let config: PluginConfig = serde_json::from_value(json!({"jobs": {"x": {}}})).unwrap();
+        let r = Registry::new(&HashMap::new(), &config);
+        let err = build_run_now_request(r.get("x").unwrap(), None).unwrap_err();
+        assert!(matches!(err, JobsError::JobIdMissing { .. }));
+    }
+
+    #[test]
+    fn schema_errors_list_paths_and_messages() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "startDate": {"type": "string"},
+                "count": {"type": "integer", "minimum": 1},
+                "nested": {"type": "object", "properties": {"flag": {"type": "boolean"}}}
+            },
+            "required": ["startDate"],
+            "additionalProperties": false
+        });
+        let job = json!({"taskType": "notebook", "params": schema});
+        let ok = build(job.clone(), json!({"startDate": "2025-01-01", "count": 2})).unwrap();
+        assert_eq!(
+            ok["notebook_params"],
+            json!({"startDate": "2025-01-01", "count": "2"})
+        );
+
+        let err = build(job.clone(), json!({"count": 0, "nested": {"flag": "yes"}})).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("Parameter validation failed for job \"j\": "),
+            "{text}"
+        );
+        let d = detail(err);
+        let parts: Vec<&str> = d.split("; ").collect();
+        assert_eq!(parts.len(), 3, "{d}");
+        assert!(
+            parts.contains(&"(root): \"startDate\" is a required property"),
+            "{d}"
+        );
+        assert!(
+            parts.contains(&"/count: 0 is less than the minimum of 1"),
+            "{d}"
+        );
+        assert!(
+            parts.contains(&"/nested/flag: \"yes\" is not of type \"boolean\""),
+            "{d}"
+        );
+
+        // Absent params are validated as `{}`.
+        let err = build_run_now_request(&entry(job), None).unwrap_err();
+        assert_eq!(detail(err), "(root): \"startDate\" is a required property");
+    }
+
+    #[test]
+    fn older_drafts_compile() {
+        let schema = json!({
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "type": "object",
+            "properties": {"n": {"type": "number", "maximum": 5, "exclusiveMaximum": true}}
+        });
+        let job = json!({"params": schema, "taskType": "sql"});
+        assert!(build(job.clone(), json!({"n": 4})).is_ok());
+        assert_eq!(
+            detail(build(job, json!({"n": 5})).unwrap_err())
+                .split(':')
+                .next(),
+            Some("/n")
+        );
+    }
+
+    #[test]
+    fn external_schema_skips_rust_validation_but_maps() {
+        let job = json!({"taskType": "sql", "externalSchema": true, "params": {"type": "object", "required": ["x"]}});
+        assert_eq!(
+            build(job, json!({"y": 1})).unwrap(),
+            json!({"job_id": 42, "sql_params": {"y": "1"}})
+        );
+    }
+
+    #[test]
+    fn invalid_schema_is_a_config_error_at_call_time() {
+        let err = build(json!({"params": {"type": 12}}), json!({})).unwrap_err();
+        assert_eq!(err.code(), "CONFIG_ERROR");
+        assert!(
+            err.to_string()
+                .starts_with("Job \"j\" has an invalid params JSON Schema"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn detail_is_capped_for_huge_inputs() {
+        let schema = json!({"type": "object", "additionalProperties": {"type": "integer"}});
+        let mut params = Map::new();
+        for i in 0..500 {
+            params.insert(format!("k{i}"), Value::String("v".repeat(5_000)));
+        }
+        let d = detail(build(json!({"params": schema}), Value::Object(params)).unwrap_err());
+        assert!(d.len() <= MAX_DETAIL_CHARS + 40, "{}", d.len());
+        assert!(d.contains("more"), "{d}");
+        assert!(!d.contains(&"v".repeat(300)));
+    }
+
+    #[test]
+    fn params_field_over_10000_bytes_is_rejected() {
+        let big = "x".repeat(10_000);
+        let err = build(json!({"taskType": "notebook"}), json!({ "a": big })).unwrap_err();
+        let d = detail(err);
+        assert!(
+            d.starts_with(
+                "notebook_params is 10008 bytes as JSON, over the Jobs API limit of 10000 bytes"
+            ),
+            "{d}"
+        );
+        // Just under the limit passes: {"a":"..."} = 8 bytes of framing.
+        let fits = "x".repeat(9_992);
+        assert!(build(json!({"taskType": "notebook"}), json!({ "a": fits })).is_ok());
+        // Pass-through fields are checked too.
+        let err = build(json!({}), json!({"python_params": ["y".repeat(10_000)]})).unwrap_err();
+        assert!(detail(err).starts_with("python_params is"));
+        let err = build(
+            json!({"jobParameters": true}),
+            json!({"a": "z".repeat(10_000)}),
+        )
+        .unwrap_err();
+        assert!(detail(err).starts_with("job_parameters is"));
+    }
+
+    #[test]
+    fn coercion_rules() {
+        assert_eq!(coerce_to_string(&json!("s")), Some("s".into()));
+        assert_eq!(coerce_to_string(&json!(1)), Some("1".into()));
+        assert_eq!(coerce_to_string(&json!(1.0)), Some("1".into()));
+        assert_eq!(coerce_to_string(&json!(0.1)), Some("0.1".into()));
+        assert_eq!(coerce_to_string(&json!(-3.0)), Some("-3".into()));
+        assert_eq!(coerce_to_string(&json!(false)), Some("false".into()));
+        assert_eq!(coerce_to_string(&json!(null)), None);
+        assert_eq!(coerce_to_string(&json!({"a": 1})), Some("{\"a\":1}".into()));
+    }
+}
