@@ -1,0 +1,310 @@
+//! Emulator configuration: options, job specs, user tokens, faults and the sample jobs.
+//! Everything here deserializes from the camelCase JSON a JS caller passes.
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{JobsError, Result};
+
+/// Options of [`super::Emulator::start`]. Every field is optional.
+///
+/// JSON (camelCase): `{ port, jobs, jobsFile, timeScale, token, servicePrincipalName, users,
+/// clientId, clientSecret, oauthTokenTtlSecs, orgId, firstRunId, requestLogLimit }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EmulatorOptions {
+    /// TCP port on 127.0.0.1; 0 (the default) picks a free one.
+    pub port: u16,
+    /// The jobs to serve. `None` (and no `jobs_file`) serves [`sample_jobs`].
+    pub jobs: Option<Vec<JobSpec>>,
+    /// A JSON file holding either an array of jobs or `{ "jobs": [...] }`. Added to `jobs`.
+    pub jobs_file: Option<String>,
+    /// Virtual milliseconds per real millisecond (default 1.0; 0 freezes time).
+    pub time_scale: Option<f64>,
+    /// The service principal's personal access token (default: a random `dapi...` token).
+    pub token: Option<String>,
+    /// The service principal's user name (default `emulator-sp@example.com`).
+    pub service_principal_name: Option<String>,
+    /// User tokens with per-job permissions.
+    pub users: Vec<UserSpec>,
+    /// OAuth M2M client id (default `emulator-client`).
+    pub client_id: Option<String>,
+    /// OAuth M2M client secret (default: random).
+    pub client_secret: Option<String>,
+    /// Lifetime of OAuth access tokens, in real seconds (default 3600).
+    pub oauth_token_ttl_secs: Option<u64>,
+    /// The workspace id sent as `x-databricks-org-id` and in `run_page_url` (default `1234567890123456`).
+    pub org_id: Option<String>,
+    /// The first run id handed out (default 100000000001, above 2^32 to catch narrow ids).
+    pub first_run_id: Option<i64>,
+    /// How many requests the request log keeps, oldest dropped first (default 10000).
+    pub request_log_limit: Option<usize>,
+}
+
+/// One job. JSON: `{ id, name, taskType, tasks, taskCount, outcome, queueMs, pendingMs,
+/// durationMs, terminatingMs, retries, retryWaitMs, parameters, output, errorMessage }`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSpec {
+    pub id: i64,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Task type of generated tasks: notebook (default), python_wheel, python_script,
+    /// spark_jar, spark_submit, sql, dbt, run_job, pipeline, condition.
+    #[serde(default)]
+    pub task_type: Option<String>,
+    /// Explicit tasks. Empty: `task_count` tasks (default 1) of `task_type`.
+    #[serde(default)]
+    pub tasks: Vec<TaskSpec>,
+    #[serde(default)]
+    pub task_count: Option<usize>,
+    /// SUCCESS (default), SUCCESS_WITH_FAILURES, FAILED, TIMEDOUT, CANCELED, SKIPPED, INTERNAL_ERROR.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// Virtual milliseconds in QUEUED (default 100).
+    #[serde(default)]
+    pub queue_ms: Option<u64>,
+    /// Virtual milliseconds in PENDING (default 300).
+    #[serde(default)]
+    pub pending_ms: Option<u64>,
+    /// Virtual milliseconds in RUNNING per attempt (default 2000).
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// Virtual milliseconds in TERMINATING (default 200).
+    #[serde(default)]
+    pub terminating_ms: Option<u64>,
+    /// Failed attempts before the final one, each followed by WAITING_FOR_RETRY (default 0).
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Virtual milliseconds in WAITING_FOR_RETRY (default 500).
+    #[serde(default)]
+    pub retry_wait_ms: Option<u64>,
+    /// Job-level parameters (`settings.parameters`), overridable with `job_parameters`.
+    #[serde(default)]
+    pub parameters: Vec<JobParameter>,
+    /// The output text of a successful task (notebook result / logs). Default: a JSON
+    /// echo of the run's parameters.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// The error text of a failed task.
+    #[serde(default)]
+    pub error_message: Option<String>,
+}
+
+/// A task of a job. JSON: `{ taskKey, type, outcome, output }`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSpec {
+    pub task_key: String,
+    #[serde(default, rename = "type", alias = "taskType")]
+    pub task_type: Option<String>,
+    /// Overrides the job's outcome for this task when the run ends on its own.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    #[serde(default)]
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobParameter {
+    pub name: String,
+    #[serde(default)]
+    pub default: String,
+}
+
+/// A user token. JSON: `{ token, userName, permissions: { "<jobId>": "CAN_VIEW" | "CAN_MANAGE_RUN" |
+/// "CAN_MANAGE" | "IS_OWNER" }, defaultPermission }`. Without a permission on a job the user
+/// gets 403 PERMISSION_DENIED for it. Reads need CAN_VIEW, run-now and cancel CAN_MANAGE_RUN.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSpec {
+    pub token: String,
+    pub user_name: String,
+    #[serde(default)]
+    pub permissions: HashMap<i64, String>,
+    #[serde(default)]
+    pub default_permission: Option<String>,
+}
+
+/// A fault for the next `times` requests whose path matches `path` (exact, or a prefix when it
+/// ends with `*`), and `method` when given. JSON: `{ path, method, status, errorCode, message,
+/// retryAfter, delayMs, reset, body, contentType, html, times }`.
+///
+/// Applied in order: `delay_ms` (then, alone, the request proceeds normally), `reset` (the
+/// connection is closed with a TCP RST and no response), `body`/`html` (a non-JSON body with
+/// `status`, default 502), `status` (a Databricks error body, with `Retry-After` when set).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FaultSpec {
+    pub path: String,
+    pub method: Option<String>,
+    pub status: Option<u16>,
+    pub error_code: Option<String>,
+    pub message: Option<String>,
+    /// `Retry-After` header, integer seconds.
+    pub retry_after: Option<u64>,
+    pub delay_ms: Option<u64>,
+    pub reset: bool,
+    pub body: Option<String>,
+    pub content_type: Option<String>,
+    /// Shorthand for an HTML error page body.
+    pub html: bool,
+    /// How many matching requests it applies to (default 1).
+    pub times: Option<u32>,
+}
+
+impl FaultSpec {
+    pub(crate) fn matches(&self, method: &str, path: &str) -> bool {
+        let path_ok = match self.path.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => self.path == path,
+        };
+        path_ok
+            && self
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+    }
+}
+
+/// Permission levels, ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Permission {
+    CanView,
+    CanManageRun,
+    CanManage,
+    IsOwner,
+}
+
+impl Permission {
+    pub fn parse(s: &str) -> Option<Permission> {
+        match s.to_ascii_uppercase().as_str() {
+            "CAN_VIEW" => Some(Permission::CanView),
+            "CAN_MANAGE_RUN" => Some(Permission::CanManageRun),
+            "CAN_MANAGE" => Some(Permission::CanManage),
+            "IS_OWNER" => Some(Permission::IsOwner),
+            _ => None,
+        }
+    }
+}
+
+impl UserSpec {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.token.is_empty() {
+            return Err(JobsError::InvalidRequest(
+                "a user needs a non-empty token".into(),
+            ));
+        }
+        for p in self
+            .permissions
+            .values()
+            .chain(self.default_permission.iter())
+        {
+            if Permission::parse(p).is_none() {
+                return Err(JobsError::InvalidRequest(format!(
+                    "unknown permission {p:?} (use CAN_VIEW, CAN_MANAGE_RUN, CAN_MANAGE or IS_OWNER)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn permission(&self, job_id: i64) -> Option<Permission> {
+        self.permissions
+            .get(&job_id)
+            .or(self.default_permission.as_ref())
+            .and_then(|p| Permission::parse(p))
+    }
+}
+
+/// Reads a jobs file: an array of jobs, or an object with a `jobs` array.
+pub fn load_jobs_file(path: &str) -> Result<Vec<JobSpec>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| JobsError::Config(format!("cannot read emulator jobs file {path}: {e}")))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
+        JobsError::Config(format!("emulator jobs file {path} is not valid JSON: {e}"))
+    })?;
+    let list = match value {
+        Value::Object(mut o) => o.remove("jobs").unwrap_or(Value::Null),
+        other => other,
+    };
+    serde_json::from_value(list)
+        .map_err(|e| JobsError::Config(format!("emulator jobs file {path}: bad job list: {e}")))
+}
+
+fn job(id: i64, name: &str, task_type: &str, outcome: &str, duration_ms: u64) -> JobSpec {
+    JobSpec {
+        id,
+        name: Some(name.to_string()),
+        task_type: Some(task_type.to_string()),
+        tasks: vec![],
+        task_count: None,
+        outcome: Some(outcome.to_string()),
+        queue_ms: None,
+        pending_ms: None,
+        duration_ms: Some(duration_ms),
+        terminating_ms: None,
+        retries: None,
+        retry_wait_ms: None,
+        parameters: vec![],
+        output: None,
+        error_message: None,
+    }
+}
+
+/// The jobs served when none are configured: one per outcome and task type, plus a
+/// 150-task job (ids 1001..=1009).
+pub fn sample_jobs() -> Vec<JobSpec> {
+    let mut etl = job(1001, "nightly-etl", "notebook", "SUCCESS", 2000);
+    etl.parameters = vec![
+        JobParameter {
+            name: "date".into(),
+            default: "today".into(),
+        },
+        JobParameter {
+            name: "mode".into(),
+            default: "full".into(),
+        },
+    ];
+    let mut failing = job(1002, "flaky-report", "python_wheel", "FAILED", 1500);
+    failing.error_message = Some("ValueError: report input is empty".into());
+    let slow = job(1003, "slow-sql", "sql", "TIMEDOUT", 10_000);
+    let mut big = job(1004, "wide-pipeline", "notebook", "SUCCESS", 3000);
+    big.task_count = Some(150);
+    let skipped = job(1005, "skipped-job", "python_script", "SKIPPED", 1000);
+    let broken = job(1006, "broken-cluster", "spark_jar", "INTERNAL_ERROR", 1000);
+    let mut retrying = job(1007, "retrying-job", "spark_jar", "SUCCESS", 1000);
+    retrying.retries = Some(1);
+    let dbt = job(1008, "dbt-models", "dbt", "SUCCESS", 1500);
+    let mut mixed = job(
+        1009,
+        "mixed-tasks",
+        "notebook",
+        "SUCCESS_WITH_FAILURES",
+        1500,
+    );
+    mixed.tasks = vec![
+        TaskSpec {
+            task_key: "ingest".into(),
+            task_type: Some("notebook".into()),
+            outcome: None,
+            output: None,
+        },
+        TaskSpec {
+            task_key: "train".into(),
+            task_type: Some("python_wheel".into()),
+            outcome: Some("FAILED".into()),
+            output: None,
+        },
+        TaskSpec {
+            task_key: "report".into(),
+            task_type: Some("sql".into()),
+            outcome: Some("SUCCESS".into()),
+            output: None,
+        },
+    ];
+    vec![
+        etl, failing, slow, big, skipped, broken, retrying, dbt, mixed,
+    ]
+}
