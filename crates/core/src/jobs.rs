@@ -1,1 +1,481 @@
-//! (in progress)
+//! The service behind every `JobHandle` method and every `/api/jobs` route: one registry, one
+//! client (one connection pool), one read cache and one poller per plugin instance.
+//!
+//! - Writes: `run_now` sends an `idempotency_token` generated once per logical call, so the
+//!   write tier may retry it on transient failures without ever starting two runs; `cancel_run`
+//!   is idempotent and retried the same way. Both drop the job's cached reads.
+//! - Reads go through the read cache (keyed by `Identity::scope()`, so one identity's data is
+//!   never served to another) and the read tier (retries, `Retry-After`, timeout).
+//! - Scope: `get_run`, `get_run_output`, `cancel_run` and `watch_run` first read the run and
+//!   answer `NotFound` when it belongs to another job, without touching it.
+//! - `get_run_output` on the parent run of a multi-task job (which the API refuses with a 400)
+//!   answers `{ "metadata": <run>, "tasks": [{ "task_key", "run_id", ...task output }] }`; a task
+//!   whose output could not be read carries `error_status` and `error` (status text) instead.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::{join_all, BoxFuture, FutureExt};
+use serde_json::{Map, Value};
+
+use crate::auth::Identity;
+use crate::client::{ClientOptions, JobsClient, ListRuns};
+use crate::error::{status_text, JobsError, Result};
+use crate::exec::{self, CacheKey, ExecSettings, ReadCache, TierPolicy};
+use crate::params;
+use crate::poller::{FetchRun, PollSettings, Poller, RunWatch, WatchOptions};
+use crate::registry::{JobEntry, PluginConfig, Registry};
+use crate::run;
+
+/// `listRuns` default and bounds.
+pub const DEFAULT_LIST_LIMIT: i64 = 20;
+pub const MAX_LIST_LIMIT: i64 = 100;
+/// Cached reads kept at most (across identities).
+const CACHE_ENTRIES: u64 = 10_000;
+
+/// The jobs service of one plugin instance. `Send + Sync`; share it as `Arc<Jobs>`.
+pub struct Jobs {
+    registry: Registry,
+    client: JobsClient,
+    settings: ExecSettings,
+    cache: ReadCache,
+    poller: Poller,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs")
+            .field("registry", &self.registry)
+            .field("client", &self.client)
+            .field("poller", &self.poller)
+            .finish()
+    }
+}
+
+/// `limit` clamped to 1..=100, 20 when absent.
+pub fn clamp_limit(limit: Option<i64>) -> usize {
+    limit.unwrap_or(DEFAULT_LIST_LIMIT).clamp(1, MAX_LIST_LIMIT) as usize
+}
+
+/// A fresh run-now idempotency token: a UUID v4 (36 characters, within the API's 64).
+pub fn idempotency_token() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl Jobs {
+    /// Builds everything once: the registry (schemas compiled), the client and its pool, the
+    /// tiers, the read cache and the poller. Never fails: configuration problems are reported
+    /// by the calls that need what is missing.
+    pub fn new(config: PluginConfig, env: HashMap<String, String>) -> Jobs {
+        let registry = Registry::new(&env, &config);
+        let client = JobsClient::new(&env, ClientOptions::default());
+        let settings = ExecSettings::new(config.timeout);
+        let cache = ReadCache::new(&settings.read, CACHE_ENTRIES);
+
+        // The poller reads runs/get uncached, one attempt per tick under the read timeout: it
+        // paces and retries transient errors itself (and pauses on a 429's Retry-After).
+        let poll_policy = TierPolicy {
+            attempts: 1,
+            cache_ttl: None,
+            ..settings.read.clone()
+        };
+        let poll_client = client.clone();
+        let fetch: FetchRun = Arc::new(move |identity: Identity, run_id: i64| {
+            let client = poll_client.clone();
+            let policy = poll_policy.clone();
+            async move { exec::execute(&policy, || client.get_run(&identity, run_id)).await }
+                .boxed()
+        });
+        let poller = Poller::new(
+            fetch,
+            PollSettings {
+                base_interval: config.poll_interval(),
+                max_requests_per_second: config.max_requests_per_second,
+            },
+        );
+
+        Jobs {
+            registry,
+            client,
+            settings,
+            cache,
+            poller,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn client(&self) -> &JobsClient {
+        &self.client
+    }
+
+    pub fn poller(&self) -> &Poller {
+        &self.poller
+    }
+
+    fn entry(&self, key: &str) -> Result<(&JobEntry, i64)> {
+        let entry = self.registry.get(key)?;
+        let job_id = entry.job_id()?;
+        Ok((entry, job_id))
+    }
+
+    /// Validates and maps `params`, then triggers the job: `{ run_id, number_in_job }`.
+    pub async fn run_now(&self, key: &str, id: &Identity, params: Option<Value>) -> Result<Value> {
+        let entry = self.registry.get(key)?;
+        let mut body = params::build_run_now_request(entry, params.as_ref())?;
+        let job_id = entry.job_id()?;
+        if let Value::Object(map) = &mut body {
+            // One token for the whole logical call: every retry below carries the same one.
+            map.insert(
+                "idempotency_token".into(),
+                Value::String(idempotency_token()),
+            );
+        }
+        let started = exec::execute(&self.settings.write, || self.client.run_now(id, &body)).await;
+        // Even a failed (e.g. timed out) attempt may have started a run: drop stale lists.
+        self.cache.invalidate_job(job_id);
+        started
+    }
+
+    /// The newest run of the job, `None` when it never ran.
+    pub async fn last_run(&self, key: &str, id: &Identity) -> Result<Option<Value>> {
+        let (_, job_id) = self.entry(key)?;
+        let runs = self.cached_list(id, job_id, "lastRun", 1).await?;
+        Ok(match runs {
+            Value::Array(mut items) if !items.is_empty() => Some(items.swap_remove(0)),
+            _ => None,
+        })
+    }
+
+    /// Runs of the job, newest first; `limit` clamped to 1..=100 (default 20), paged by 25.
+    pub async fn list_runs(
+        &self,
+        key: &str,
+        id: &Identity,
+        limit: Option<i64>,
+    ) -> Result<Vec<Value>> {
+        let (_, job_id) = self.entry(key)?;
+        let limit = clamp_limit(limit);
+        match self.cached_list(id, job_id, "listRuns", limit).await? {
+            Value::Array(items) => Ok(items),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    async fn cached_list(
+        &self,
+        id: &Identity,
+        job_id: i64,
+        op: &'static str,
+        limit: usize,
+    ) -> Result<Value> {
+        let key = CacheKey::new(id.scope(), op, job_id, limit as i64);
+        self.cache
+            .get_or_fetch(key, async {
+                let q = ListRuns {
+                    job_id,
+                    limit,
+                    ..ListRuns::default()
+                };
+                exec::execute(&self.settings.read, || self.client.list_runs(id, q.clone()))
+                    .await
+                    .map(Value::Array)
+            })
+            .await
+    }
+
+    /// runs/get through the cache, keyed by the handle's job.
+    async fn cached_run(&self, id: &Identity, job_id: i64, run_id: i64) -> Result<Value> {
+        let key = CacheKey::new(id.scope(), "getRun", job_id, run_id);
+        self.cache
+            .get_or_fetch(key, async {
+                exec::execute(&self.settings.read, || self.client.get_run(id, run_id)).await
+            })
+            .await
+    }
+
+    /// The run, when it belongs to `key`'s job; `NotFound` otherwise (and nothing else is sent).
+    async fn owned_run(&self, key: &str, id: &Identity, run_id: i64) -> Result<(i64, Value)> {
+        let (_, job_id) = self.entry(key)?;
+        if run_id <= 0 {
+            return Err(JobsError::InvalidRequest(format!(
+                "Invalid run id {run_id}: expected a positive integer"
+            )));
+        }
+        let run = self.cached_run(id, job_id, run_id).await?;
+        if run::job_id(&run) != Some(job_id) {
+            return Err(JobsError::NotFound(format!(
+                "Run {run_id} not found for job \"{key}\""
+            )));
+        }
+        Ok((job_id, run))
+    }
+
+    /// The run (pages merged), if it belongs to the job.
+    pub async fn get_run(&self, key: &str, id: &Identity, run_id: i64) -> Result<Value> {
+        self.owned_run(key, id, run_id).await.map(|(_, run)| run)
+    }
+
+    /// The run's output, if it belongs to the job. Multi-task parent runs: see the module docs.
+    pub async fn get_run_output(&self, key: &str, id: &Identity, run_id: i64) -> Result<Value> {
+        let (job_id, run) = self.owned_run(key, id, run_id).await?;
+        let tasks: Vec<(String, i64)> = run
+            .get("tasks")
+            .and_then(Value::as_array)
+            .map(|tasks| {
+                tasks
+                    .iter()
+                    .filter_map(|t| {
+                        let task_run = run::run_id(t)?;
+                        let task_key = t.get("task_key").and_then(Value::as_str).unwrap_or("");
+                        Some((task_key.to_string(), task_run))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        if tasks.len() <= 1 {
+            // A single-task run: its own output (the API answers for the parent run or the task
+            // run alike; the task run is what it documents, so prefer it when known).
+            let target = tasks.first().map(|(_, r)| *r).unwrap_or(run_id);
+            return self.cached_output(id, job_id, target).await;
+        }
+
+        let outputs = join_all(
+            tasks
+                .iter()
+                .map(|(_, task_run)| self.cached_output(id, job_id, *task_run)),
+        )
+        .await;
+        let mut items = Vec::with_capacity(tasks.len());
+        for ((task_key, task_run), output) in tasks.into_iter().zip(outputs) {
+            let mut item = Map::new();
+            item.insert("task_key".into(), Value::String(task_key));
+            item.insert("run_id".into(), Value::from(task_run));
+            match output {
+                Ok(Value::Object(fields)) => {
+                    for (k, v) in fields {
+                        // The task's own metadata would repeat the task entry; keep it.
+                        if k != "task_key" && k != "run_id" {
+                            item.insert(k, v);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    item.insert("error_status".into(), Value::from(e.status()));
+                    item.insert(
+                        "error".into(),
+                        Value::String(status_text(e.status()).into()),
+                    );
+                }
+            }
+            items.push(Value::Object(item));
+        }
+        let mut out = Map::new();
+        out.insert("metadata".into(), run);
+        out.insert("tasks".into(), Value::Array(items));
+        Ok(Value::Object(out))
+    }
+
+    fn cached_output<'a>(
+        &'a self,
+        id: &'a Identity,
+        job_id: i64,
+        run_id: i64,
+    ) -> BoxFuture<'a, Result<Value>> {
+        async move {
+            let key = CacheKey::new(id.scope(), "getRunOutput", job_id, run_id);
+            self.cache
+                .get_or_fetch(key, async {
+                    exec::execute(&self.settings.read, || {
+                        self.client.get_run_output(id, run_id)
+                    })
+                    .await
+                })
+                .await
+        }
+        .boxed()
+    }
+
+    /// The job definition (pages merged).
+    pub async fn get_job(&self, key: &str, id: &Identity) -> Result<Value> {
+        let (_, job_id) = self.entry(key)?;
+        let cache_key = CacheKey::new(id.scope(), "getJob", job_id, ());
+        self.cache
+            .get_or_fetch(cache_key, async {
+                exec::execute(&self.settings.read, || self.client.get_job(id, job_id)).await
+            })
+            .await
+    }
+
+    /// Cancels the run if it belongs to the job (retried: cancel is idempotent).
+    pub async fn cancel_run(&self, key: &str, id: &Identity, run_id: i64) -> Result<()> {
+        let (job_id, _) = self.owned_run(key, id, run_id).await?;
+        let result =
+            exec::execute(&self.settings.write, || self.client.cancel_run(id, run_id)).await;
+        self.cache.invalidate_job(job_id);
+        result
+    }
+
+    /// Follows a run of the job until a terminal state (checks ownership first); the job's
+    /// `waitTimeout` bounds the wait. Joins the shared poll of `(identity, run)`.
+    /// Must be called within a Tokio runtime.
+    pub async fn watch_run(&self, key: &str, id: &Identity, run_id: i64) -> Result<RunWatch> {
+        self.owned_run(key, id, run_id).await?;
+        self.watch_started_run(key, id, run_id)
+    }
+
+    /// `watch_run` without the ownership check, for a run this service just started for `key`
+    /// (`runAndWait`, the streaming run route). Must be called within a Tokio runtime.
+    pub fn watch_started_run(&self, key: &str, id: &Identity, run_id: i64) -> Result<RunWatch> {
+        let entry = self.registry.get(key)?;
+        Ok(self.poller.watch(
+            id,
+            run_id,
+            WatchOptions {
+                timeout: entry.wait_timeout(),
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::{Emulator, EmulatorOptions, FaultSpec, JobSpec};
+    use serde_json::json;
+
+    fn env(emu: &Emulator, extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut env = HashMap::new();
+        env.insert("DATABRICKS_HOST".to_string(), emu.url());
+        env.insert("DATABRICKS_TOKEN".to_string(), emu.token());
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        env
+    }
+
+    fn config(v: Value) -> PluginConfig {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn limits_and_tokens() {
+        assert_eq!(clamp_limit(None), 20);
+        assert_eq!(clamp_limit(Some(0)), 1);
+        assert_eq!(clamp_limit(Some(-5)), 1);
+        assert_eq!(clamp_limit(Some(55)), 55);
+        assert_eq!(clamp_limit(Some(1000)), 100);
+        let a = idempotency_token();
+        assert!(a.len() <= 64);
+        assert_ne!(a, idempotency_token());
+    }
+
+    #[tokio::test]
+    async fn run_now_sends_one_token_and_retries_without_a_second_run() {
+        let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
+        let job_id = 1001; // a sample job of the emulator
+        let jobs = Jobs::new(
+            config(json!({})),
+            env(&emu, &[("DATABRICKS_JOB_ETL", &job_id.to_string())]),
+        );
+        emu.inject_fault(FaultSpec {
+            path: "/api/2.2/jobs/run-now".into(),
+            status: Some(503),
+            retry_after: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+        let started = jobs
+            .run_now("etl", &Identity::ServicePrincipal, None)
+            .await
+            .unwrap();
+        assert!(run::run_id(&started).is_some());
+        assert_eq!(emu.run_count(), 1);
+        let posts: Vec<_> = emu
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/run-now"))
+            .collect();
+        assert_eq!(posts.len(), 2);
+        let t0 = posts[0].body["idempotency_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            posts[1].body["idempotency_token"].as_str(),
+            Some(t0.as_str())
+        );
+        emu.stop().await;
+    }
+
+    #[tokio::test]
+    async fn another_jobs_run_is_not_found_and_untouched() {
+        let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
+        let (a, b) = (1001, 1002); // sample jobs of the emulator
+        let jobs = Jobs::new(
+            config(json!({})),
+            env(
+                &emu,
+                &[
+                    ("DATABRICKS_JOB_A", &a.to_string()),
+                    ("DATABRICKS_JOB_B", &b.to_string()),
+                ],
+            ),
+        );
+        let sp = Identity::ServicePrincipal;
+        let started = jobs.run_now("b", &sp, None).await.unwrap();
+        let run_id = run::run_id(&started).unwrap();
+        emu.clear_requests();
+        for err in [
+            jobs.get_run("a", &sp, run_id).await.unwrap_err(),
+            jobs.get_run_output("a", &sp, run_id).await.unwrap_err(),
+            jobs.cancel_run("a", &sp, run_id).await.unwrap_err(),
+        ] {
+            assert_eq!(err.status(), 404);
+            assert_eq!(
+                err.to_string(),
+                format!("Run {run_id} not found for job \"a\"")
+            );
+        }
+        assert!(jobs.watch_run("a", &sp, run_id).await.is_err());
+        // Only reads of the run went out: no cancel, no output.
+        assert!(emu.requests().iter().all(|r| r.path.ends_with("/runs/get")));
+        emu.stop().await;
+    }
+
+    #[tokio::test]
+    async fn multi_task_output_is_aggregated() {
+        let spec: JobSpec = serde_json::from_value(json!({
+            "id": 4242, "name": "multi", "tasks": [
+                {"taskKey": "extract"}, {"taskKey": "load"}
+            ],
+            "durationMs": 1
+        }))
+        .unwrap();
+        let emu = Emulator::start(EmulatorOptions {
+            jobs: Some(vec![spec]),
+            time_scale: Some(1000.0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let jobs = Jobs::new(
+            config(json!({})),
+            env(&emu, &[("DATABRICKS_JOB_MULTI", "4242")]),
+        );
+        let sp = Identity::ServicePrincipal;
+        let run_id = run::run_id(&jobs.run_now("multi", &sp, None).await.unwrap()).unwrap();
+        emu.set_run_state(run_id, "SUCCESS").unwrap();
+        let out = jobs.get_run_output("multi", &sp, run_id).await.unwrap();
+        let tasks = out["tasks"].as_array().unwrap();
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(tasks[0]["task_key"], "extract");
+        assert_eq!(tasks[1]["task_key"], "load");
+        assert!(tasks.iter().all(|t| t["run_id"].as_i64().is_some()));
+        assert_eq!(run::run_id(&out["metadata"]), Some(run_id));
+        emu.stop().await;
+    }
+}
