@@ -1,1 +1,1021 @@
-//! (in progress)
+//! The shared polling engine behind `runAndWait`, `watchRun` and SSE streams.
+//!
+//! - One poll task per `(identity.scope(), run_id)`, however many watchers: each watcher holds
+//!   a receiver of the poll's `tokio::sync::watch` channel (no task per watcher). A new watcher
+//!   gets the latest state at once; every later state change reaches every watcher.
+//! - The last watcher leaving (dropped, finished, or timed out) stops the poll task promptly,
+//!   cancelling a fetch in flight.
+//! - Pacing: the first poll at once, then from `base_interval` upward (x1.5 per unchanged poll,
+//!   capped at 6x base, back to base on a state change), each delay jittered by +-20 %.
+//! - Errors: transient ones (`JobsError::is_transient`) are retried at the next tick, waiting at
+//!   least their `Retry-After`; a 429 pauses the whole engine until its `Retry-After` (or one base
+//!   interval); a permanent error ends the poll and every watcher gets it.
+//! - `max_requests_per_second`: a FIFO slot scheduler shared by every poll of the engine. Each
+//!   request takes the next free slot (`1 / rate` apart) in the order it became due, so when
+//!   polling wants more than the limit every run's interval stretches by the same queueing delay;
+//!   nothing fails and no run starves.
+//!
+//! The engine never talks HTTP: it calls the `fetch` closure it was built with (in the service,
+//! a `runs/get` through the read tier, uncached).
+//!
+//! `Poller::watch` spawns on the current Tokio runtime: call it from within one.
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use rand::Rng;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::time::{sleep_until, timeout_at, Instant};
+
+use crate::auth::Identity;
+use crate::error::{JobsError, Result};
+use crate::run;
+
+/// How the engine reads a run: `runs/get` for `(identity, run_id)`.
+pub type FetchRun = Arc<dyn Fn(Identity, i64) -> BoxFuture<'static, Result<Value>> + Send + Sync>;
+
+/// Growth of the poll interval per unchanged poll.
+const BACKOFF_FACTOR: f64 = 1.5;
+/// Cap of the poll interval, in multiples of the base interval.
+const MAX_INTERVAL_FACTOR: u32 = 6;
+/// Jitter applied to every delay: +-20 %.
+const JITTER: f64 = 0.2;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollSettings {
+    /// `pollIntervalMs`: the first interval after the immediate first poll.
+    pub base_interval: Duration,
+    /// Client-side request limit of the engine (all runs, all identities). `None` or a
+    /// non-positive value means no limit.
+    pub max_requests_per_second: Option<f64>,
+}
+
+impl Default for PollSettings {
+    fn default() -> Self {
+        PollSettings {
+            base_interval: Duration::from_millis(crate::registry::DEFAULT_POLL_INTERVAL_MS),
+            max_requests_per_second: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// How long this watcher waits for a terminal state (the job's `waitTimeout`), counted from
+    /// `Poller::watch`.
+    pub timeout: Duration,
+}
+
+/// One state of a run, as every watcher receives it.
+#[derive(Debug, Clone)]
+pub struct RunUpdate {
+    /// `state.life_cycle_state`, else the V2 `status.state`.
+    pub status: Option<String>,
+    /// When the state was read, in ms since the Unix epoch.
+    pub timestamp: i64,
+    /// The full run as last read.
+    pub run: Arc<Value>,
+    /// Increases with every update of the shared poll.
+    pub seq: u64,
+}
+
+/// The shared engine. Cheap to clone; clones share the polls, the rate limit and the 429 pause.
+#[derive(Clone)]
+pub struct Poller {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Poller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poller")
+            .field("settings", &self.inner.settings)
+            .field("active_polls", &self.active_polls())
+            .finish()
+    }
+}
+
+type PollKey = (u64, i64);
+
+struct Inner {
+    fetch: FetchRun,
+    settings: PollSettings,
+    /// Minimum spacing of requests, from `max_requests_per_second`.
+    spacing: Option<Duration>,
+    polls: Mutex<HashMap<PollKey, watch::Sender<Snapshot>>>,
+    gate: Mutex<Gate>,
+}
+
+#[derive(Default)]
+struct Gate {
+    /// The next free request slot of the rate limit.
+    next_slot: Option<Instant>,
+    /// No request before this instant (set by a 429).
+    paused_until: Option<Instant>,
+}
+
+/// What the poll publishes. `seq` grows with every publication.
+#[derive(Default)]
+struct Snapshot {
+    seq: u64,
+    update: Option<RunUpdate>,
+    error: Option<JobsError>,
+}
+
+impl Poller {
+    pub fn new(fetch: FetchRun, settings: PollSettings) -> Poller {
+        let spacing = settings
+            .max_requests_per_second
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .map(|r| Duration::from_secs_f64(1.0 / r));
+        Poller {
+            inner: Arc::new(Inner {
+                fetch,
+                settings,
+                spacing,
+                polls: Mutex::new(HashMap::new()),
+                gate: Mutex::new(Gate::default()),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &PollSettings {
+        &self.inner.settings
+    }
+
+    /// Follow `run_id` as `identity`: joins the shared poll of `(identity.scope(), run_id)` or
+    /// starts it. Must be called within a Tokio runtime.
+    pub fn watch(&self, identity: &Identity, run_id: i64, options: WatchOptions) -> RunWatch {
+        let key = (identity.scope(), run_id);
+        let rx = {
+            let mut polls = self.inner.polls.lock().unwrap();
+            match polls.get(&key) {
+                Some(tx) => tx.subscribe(),
+                None => {
+                    let (tx, rx) = watch::channel(Snapshot::default());
+                    polls.insert(key, tx.clone());
+                    tokio::spawn(poll_loop(self.inner.clone(), key, identity.clone(), tx));
+                    rx
+                }
+            }
+        };
+        RunWatch {
+            rx: Some(rx),
+            seen: 0,
+            run_id,
+            timeout: options.timeout,
+            deadline: Instant::now() + options.timeout,
+        }
+    }
+
+    /// Number of poll tasks running (one per watched `(identity, run)`).
+    pub fn active_polls(&self) -> usize {
+        self.inner.polls.lock().unwrap().len()
+    }
+
+    /// Number of watchers across all polls.
+    pub fn active_watchers(&self) -> usize {
+        self.inner
+            .polls
+            .lock()
+            .unwrap()
+            .values()
+            .map(|tx| tx.receiver_count())
+            .sum()
+    }
+}
+
+/// One watcher of a run. Dropping it leaves the shared poll (the last one leaving stops it).
+/// `next` is cancel-safe: dropping its future loses no update.
+pub struct RunWatch {
+    rx: Option<watch::Receiver<Snapshot>>,
+    seen: u64,
+    run_id: i64,
+    timeout: Duration,
+    deadline: Instant,
+}
+
+impl std::fmt::Debug for RunWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunWatch")
+            .field("run_id", &self.run_id)
+            .field("seen", &self.seen)
+            .field("finished", &self.rx.is_none())
+            .finish()
+    }
+}
+
+impl RunWatch {
+    pub fn run_id(&self) -> i64 {
+        self.run_id
+    }
+
+    /// The next state of the run: the current one at once when the poll already has one,
+    /// then one per state change. After a terminal state (yielded), an error (a permanent
+    /// poll error, or `PollTimeout` when this watcher's timeout passes) it yields `None`.
+    pub async fn next(&mut self) -> Option<Result<RunUpdate>> {
+        loop {
+            let rx = self.rx.as_mut()?;
+            let fresh = {
+                let snap = rx.borrow_and_update();
+                if snap.seq > self.seen {
+                    Some((snap.seq, snap.update.clone(), snap.error.clone()))
+                } else {
+                    None
+                }
+            };
+            if let Some((seq, update, error)) = fresh {
+                self.seen = seq;
+                if let Some(e) = error {
+                    self.finish();
+                    return Some(Err(e));
+                }
+                if let Some(update) = update {
+                    if run::is_terminal(&update.run) {
+                        self.finish();
+                    }
+                    return Some(Ok(update));
+                }
+            }
+            match timeout_at(self.deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => {
+                    // Every publication that ends a poll comes before the sender goes, so
+                    // this only happens if the poll task died.
+                    self.finish();
+                    return Some(Err(JobsError::Internal(format!(
+                        "the poll of run {} ended without a final state",
+                        self.run_id
+                    ))));
+                }
+                Err(_) => {
+                    self.finish();
+                    return Some(Err(JobsError::PollTimeout {
+                        run_id: self.run_id,
+                        ms: self.timeout.as_millis() as u64,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// True once the watch has yielded its last item.
+    pub fn is_finished(&self) -> bool {
+        self.rx.is_none()
+    }
+
+    /// Leave the shared poll now.
+    fn finish(&mut self) {
+        self.rx = None;
+    }
+}
+
+/// The fields whose change makes an update.
+fn state_signature(run: &Value) -> u64 {
+    let mut h = DefaultHasher::new();
+    for pointer in [
+        "/state/life_cycle_state",
+        "/state/result_state",
+        "/status/state",
+        "/status/termination_details/code",
+        "/status/termination_details/type",
+    ] {
+        run.pointer(pointer).and_then(Value::as_str).hash(&mut h);
+    }
+    h.finish()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range((1.0 - JITTER)..=(1.0 + JITTER)))
+}
+
+/// The poll of one `(scope, run)`. Ends on a terminal state, a permanent error, or when no
+/// watcher is left.
+async fn poll_loop(
+    inner: Arc<Inner>,
+    key: PollKey,
+    identity: Identity,
+    tx: watch::Sender<Snapshot>,
+) {
+    let base = inner.settings.base_interval.max(Duration::from_millis(1));
+    let cap = base * MAX_INTERVAL_FACTOR;
+    let mut interval = base;
+    let mut due = Instant::now();
+    let mut last_signature: Option<u64> = None;
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            biased;
+            _ = tx.closed() => {
+                if inner.retire_if_unwatched(key, &tx) { return; }
+                continue;
+            }
+            _ = inner.wait_turn(due) => {}
+        }
+        let fetched = tokio::select! {
+            biased;
+            _ = tx.closed() => {
+                if inner.retire_if_unwatched(key, &tx) { return; }
+                continue;
+            }
+            r = (inner.fetch)(identity.clone(), key.1) => r,
+        };
+        let mut delay_floor = Duration::ZERO;
+        match fetched {
+            Ok(run) => {
+                let signature = state_signature(&run);
+                let terminal = run::is_terminal(&run);
+                if last_signature != Some(signature) {
+                    last_signature = Some(signature);
+                    seq += 1;
+                    let update = RunUpdate {
+                        status: run::life_cycle_state(&run).map(str::to_string),
+                        timestamp: now_ms(),
+                        run: Arc::new(run),
+                        seq,
+                    };
+                    tx.send_replace(Snapshot {
+                        seq,
+                        update: Some(update),
+                        error: None,
+                    });
+                    interval = base;
+                } else {
+                    interval = interval.mul_f64(BACKOFF_FACTOR).min(cap);
+                }
+                if terminal {
+                    inner.retire(key);
+                    return;
+                }
+            }
+            Err(e) if e.is_transient() => {
+                let retry_after = e.retry_after();
+                if matches!(e, JobsError::Api { status: 429, .. }) {
+                    inner.pause(retry_after.unwrap_or(base));
+                }
+                delay_floor = retry_after.unwrap_or_default();
+                interval = interval.mul_f64(BACKOFF_FACTOR).min(cap);
+            }
+            Err(e) => {
+                seq += 1;
+                tx.send_replace(Snapshot {
+                    seq,
+                    update: None,
+                    error: Some(e),
+                });
+                inner.retire(key);
+                return;
+            }
+        }
+        due = Instant::now() + jittered(interval).max(delay_floor);
+    }
+}
+
+impl Inner {
+    /// Remove the poll from the map when nobody watches it any more (checked under the map's
+    /// lock, which `Poller::watch` also holds while subscribing).
+    fn retire_if_unwatched(&self, key: PollKey, tx: &watch::Sender<Snapshot>) -> bool {
+        let mut polls = self.polls.lock().unwrap();
+        if tx.receiver_count() == 0 {
+            polls.remove(&key);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn retire(&self, key: PollKey) {
+        self.polls.lock().unwrap().remove(&key);
+    }
+
+    /// Pause every request of the engine for `d` (a 429).
+    fn pause(&self, d: Duration) {
+        let until = Instant::now() + d;
+        let mut gate = self.gate.lock().unwrap();
+        gate.paused_until = Some(gate.paused_until.map_or(until, |p| p.max(until)));
+    }
+
+    /// Wait until `due`, then past any 429 pause, then for a request slot of the rate limit.
+    /// Cancel-safe: a reserved slot that is not used is given back when it is the last one.
+    async fn wait_turn(&self, due: Instant) {
+        sleep_until(due).await;
+        loop {
+            let now = Instant::now();
+            let slot = {
+                let mut gate = self.gate.lock().unwrap();
+                match gate.paused_until {
+                    Some(p) if p > now => Err(p),
+                    _ => match self.spacing {
+                        None => return,
+                        Some(spacing) => {
+                            let slot = gate.next_slot.map_or(now, |s| s.max(now));
+                            gate.next_slot = Some(slot + spacing);
+                            if slot <= now {
+                                return;
+                            }
+                            Ok((slot, spacing))
+                        }
+                    },
+                }
+            };
+            match slot {
+                Err(paused_until) => {
+                    // Spread the restart so that a pause does not end in a burst.
+                    let spread = self.settings.base_interval.mul_f64(JITTER);
+                    let extra = spread.mul_f64(rand::rng().random_range(0.0..=1.0));
+                    sleep_until(paused_until + extra).await;
+                }
+                Ok((slot, spacing)) => {
+                    let guard = SlotGuard {
+                        gate: &self.gate,
+                        slot,
+                        spacing,
+                        used: false,
+                    };
+                    sleep_until(slot).await;
+                    let mut guard = guard;
+                    let paused = self
+                        .gate
+                        .lock()
+                        .unwrap()
+                        .paused_until
+                        .is_some_and(|p| p > Instant::now());
+                    if !paused {
+                        guard.used = true;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Gives a reserved rate-limit slot back when the waiter leaves without using it and nobody
+/// reserved a later one.
+struct SlotGuard<'a> {
+    gate: &'a Mutex<Gate>,
+    slot: Instant,
+    spacing: Duration,
+    used: bool,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if self.used {
+            return;
+        }
+        if let Ok(mut gate) = self.gate.lock() {
+            if gate.next_slot == Some(self.slot + self.spacing) {
+                gate.next_slot = Some(self.slot);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A call the fake `runs/get` received.
+    #[derive(Debug, Clone)]
+    struct Call {
+        scope: u64,
+        run_id: i64,
+        at: Instant,
+    }
+
+    type Script = dyn Fn(&Identity, i64, usize) -> Result<Value> + Send + Sync;
+
+    /// A fake `runs/get`: `script(identity, run_id, n)` answers the n-th call (0-based) for
+    /// that run and scope; every call is recorded.
+    struct Fake {
+        calls: Arc<Mutex<Vec<Call>>>,
+        pending_forever: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    fn fake(
+        script: impl Fn(&Identity, i64, usize) -> Result<Value> + Send + Sync + 'static,
+    ) -> (Fake, FetchRun) {
+        let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
+        let pending_forever = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let script: Arc<Script> = Arc::new(script);
+        let (c, p) = (calls.clone(), pending_forever.clone());
+        let counts: Mutex<HashMap<(u64, i64), usize>> = Mutex::default();
+        let fetch: FetchRun = Arc::new(move |identity: Identity, run_id: i64| {
+            let n = {
+                let mut calls = c.lock().unwrap();
+                let n = *counts
+                    .lock()
+                    .unwrap()
+                    .entry((identity.scope(), run_id))
+                    .and_modify(|n| *n += 1)
+                    .or_insert(0);
+                calls.push(Call {
+                    scope: identity.scope(),
+                    run_id,
+                    at: Instant::now(),
+                });
+                n
+            };
+            let answer = script(&identity, run_id, n);
+            let hang = p.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if hang {
+                    futures::future::pending::<()>().await;
+                }
+                answer
+            })
+        });
+        (
+            Fake {
+                calls,
+                pending_forever,
+            },
+            fetch,
+        )
+    }
+
+    impl Fake {
+        fn count(&self) -> usize {
+            self.calls.lock().unwrap().len()
+        }
+        fn calls(&self) -> Vec<Call> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    fn lcs(state: &str) -> Value {
+        json!({"run_id": 1, "state": {"life_cycle_state": state}})
+    }
+
+    fn settings(base_ms: u64) -> PollSettings {
+        PollSettings {
+            base_interval: Duration::from_millis(base_ms),
+            max_requests_per_second: None,
+        }
+    }
+
+    fn long() -> WatchOptions {
+        WatchOptions {
+            timeout: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    fn api(status: u16, retry_after: Option<Duration>) -> JobsError {
+        JobsError::Api {
+            status,
+            error_code: None,
+            upstream_message: "upstream says no".into(),
+            retry_after,
+        }
+    }
+
+    async fn collect(mut w: RunWatch) -> Vec<Result<RunUpdate>> {
+        let mut out = Vec::new();
+        while let Some(item) = w.next().await {
+            out.push(item);
+        }
+        out
+    }
+
+    fn statuses(items: &[Result<RunUpdate>]) -> Vec<String> {
+        items
+            .iter()
+            .map(|r| match r {
+                Ok(u) => u.status.clone().unwrap_or_default(),
+                Err(e) => format!("error: {e}"),
+            })
+            .collect()
+    }
+
+    /// Let every ready task run (paused clock: no time passes unless all are idle).
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_watchers_share_one_poll_and_all_get_every_update() {
+        let states = ["PENDING", "RUNNING", "RUNNING", "RUNNING", "TERMINATED"];
+        let (fake, fetch) = fake(move |_, _, n| Ok(lcs(states[n.min(4)])));
+        let poller = Poller::new(fetch, settings(1000));
+        let watchers: Vec<_> = (0..100)
+            .map(|_| {
+                tokio::spawn(collect(poller.watch(
+                    &Identity::ServicePrincipal,
+                    1,
+                    long(),
+                )))
+            })
+            .collect();
+        assert_eq!(poller.active_polls(), 1);
+        for w in watchers {
+            let items = w.await.unwrap();
+            assert_eq!(statuses(&items), ["PENDING", "RUNNING", "TERMINATED"]);
+            let seqs: Vec<u64> = items.iter().map(|r| r.as_ref().unwrap().seq).collect();
+            assert_eq!(seqs, [1, 2, 3]);
+        }
+        // One upstream request per poll, whatever the watcher count.
+        assert_eq!(fake.count(), 5);
+        assert_eq!(poller.active_polls(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_watcher_gets_the_latest_state_at_once_without_a_fetch() {
+        let (fake, fetch) = fake(|_, _, _| Ok(lcs("RUNNING")));
+        let poller = Poller::new(fetch, settings(1000));
+        let mut first = poller.watch(&Identity::ServicePrincipal, 1, long());
+        let update = first.next().await.unwrap().unwrap();
+        assert_eq!(update.status.as_deref(), Some("RUNNING"));
+        assert_eq!(update.run["run_id"], 1);
+        assert!(update.timestamp > 1_600_000_000_000);
+        let before = fake.count();
+        let mut late = poller.watch(&Identity::ServicePrincipal, 1, long());
+        let again = late.next().await.unwrap().unwrap();
+        assert_eq!(again.seq, update.seq);
+        assert!(Arc::ptr_eq(&again.run, &update.run));
+        assert_eq!(fake.count(), before);
+        assert_eq!(poller.active_watchers(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_watcher_leaving_stops_the_poll() {
+        let (fake, fetch) = fake(|_, _, _| Ok(lcs("RUNNING")));
+        let poller = Poller::new(fetch, settings(1000));
+        let mut a = poller.watch(&Identity::ServicePrincipal, 1, long());
+        let b = poller.watch(&Identity::ServicePrincipal, 1, long());
+        a.next().await.unwrap().unwrap();
+        drop(a);
+        // One watcher left: the poll goes on.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let with_b = fake.count();
+        assert!(with_b > 1, "{with_b}");
+        drop(b);
+        settle().await;
+        assert_eq!(poller.active_polls(), 0);
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(fake.count(), with_b);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leaving_during_a_fetch_cancels_it() {
+        let (fake, fetch) = fake(|_, _, _| Ok(lcs("RUNNING")));
+        fake.pending_forever.store(true, Ordering::SeqCst);
+        let poller = Poller::new(fetch, settings(1000));
+        let mut w = poller.watch(&Identity::ServicePrincipal, 1, long());
+        // The first fetch never answers; give up on it.
+        let r = tokio::time::timeout(Duration::from_secs(5), w.next()).await;
+        assert!(r.is_err());
+        assert_eq!(fake.count(), 1);
+        drop(w);
+        settle().await;
+        assert_eq!(poller.active_polls(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn terminal_states_end_the_watch() {
+        let finals = [
+            json!({"state": {"life_cycle_state": "TERMINATED", "result_state": "SUCCESS"}}),
+            json!({"state": {"life_cycle_state": "SKIPPED"}}),
+            json!({"state": {"life_cycle_state": "INTERNAL_ERROR"}}),
+            json!({"status": {"state": "TERMINATED", "termination_details": {"code": "SUCCESS"}}}),
+        ];
+        for (i, last) in finals.into_iter().enumerate() {
+            let last2 = last.clone();
+            let (fake, fetch) = fake(move |_, _, n| {
+                Ok(if n == 0 {
+                    lcs("RUNNING")
+                } else {
+                    last2.clone()
+                })
+            });
+            let poller = Poller::new(fetch, settings(1000));
+            let items = collect(poller.watch(&Identity::ServicePrincipal, i as i64, long())).await;
+            assert_eq!(items.len(), 2, "{last}");
+            assert_eq!(*items[1].as_ref().unwrap().run, last);
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            assert_eq!(fake.count(), 2, "{last}");
+            assert_eq!(poller.active_polls(), 0);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_and_waiting_for_retry_states_do_not_end_it() {
+        let states = [
+            "WAITING_FOR_RETRY",
+            "SOMETHING_NEW",
+            "BLOCKED",
+            "TERMINATED",
+        ];
+        let (_fake, fetch) = fake(move |_, _, n| Ok(lcs(states[n.min(3)])));
+        let poller = Poller::new(fetch, settings(1000));
+        let items = collect(poller.watch(&Identity::ServicePrincipal, 1, long())).await;
+        assert_eq!(statuses(&items), states);
+        // A run with no state block at all is not terminal either.
+        let (_fake, fetch) = fake(move |_, _, n| {
+            Ok(if n == 0 {
+                json!({"run_id": 2})
+            } else {
+                lcs("TERMINATED")
+            })
+        });
+        let poller = Poller::new(fetch, settings(1000));
+        let items = collect(poller.watch(&Identity::ServicePrincipal, 2, long())).await;
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].as_ref().unwrap().status, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchers_timeout_ends_it_with_the_contract_message() {
+        let (fake, fetch) = fake(|_, _, _| Ok(lcs("RUNNING")));
+        let poller = Poller::new(fetch, settings(1000));
+        let mut w = poller.watch(
+            &Identity::ServicePrincipal,
+            7,
+            WatchOptions {
+                timeout: Duration::from_millis(1500),
+            },
+        );
+        assert_eq!(
+            w.next().await.unwrap().unwrap().status.as_deref(),
+            Some("RUNNING")
+        );
+        let err = w.next().await.unwrap().unwrap_err();
+        assert_eq!(err.to_string(), "Job run 7 polling timeout after 1500ms");
+        assert!(matches!(
+            err,
+            JobsError::PollTimeout {
+                run_id: 7,
+                ms: 1500
+            }
+        ));
+        assert!(w.next().await.is_none());
+        assert!(w.is_finished());
+        // The timed-out watcher left the poll even though it is not dropped yet.
+        settle().await;
+        assert_eq!(poller.active_polls(), 0);
+        let n = fake.count();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(fake.count(), n);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn identical_states_are_deduplicated_and_the_interval_backs_off() {
+        let (fake, fetch) = fake(|_, _, _| Ok(lcs("RUNNING")));
+        let poller = Poller::new(fetch, settings(1000));
+        let mut w = poller.watch(
+            &Identity::ServicePrincipal,
+            1,
+            WatchOptions {
+                timeout: Duration::from_secs(120),
+            },
+        );
+        w.next().await.unwrap().unwrap();
+        // Nothing changes for 120 s: the next item is the timeout.
+        assert!(matches!(
+            w.next().await,
+            Some(Err(JobsError::PollTimeout { .. }))
+        ));
+        let calls = fake.calls();
+        let gaps: Vec<f64> = calls
+            .windows(2)
+            .map(|p| (p[1].at - p[0].at).as_secs_f64())
+            .collect();
+        assert!(!gaps.is_empty());
+        for g in &gaps {
+            assert!(*g >= 0.8 - 1e-6 && *g <= 6.0 * 1.2 + 1e-6, "{gaps:?}");
+        }
+        // Capped at 6x base (+-20 %): the late gaps are all near 6 s.
+        for g in gaps.iter().skip(8) {
+            assert!(*g >= 6.0 * 0.8 - 1e-6, "{gaps:?}");
+        }
+        // Far fewer polls than one per base interval.
+        assert!(calls.len() < 40, "{}", calls.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_state_change_resets_the_interval() {
+        // 10 unchanged polls, then a change: the poll after the change comes within 1.2x base.
+        let (fake, fetch) = fake(|_, _, n| Ok(lcs(if n < 10 { "PENDING" } else { "RUNNING" })));
+        let poller = Poller::new(fetch, settings(1000));
+        let mut w = poller.watch(&Identity::ServicePrincipal, 1, long());
+        assert_eq!(
+            w.next().await.unwrap().unwrap().status.as_deref(),
+            Some("PENDING")
+        );
+        assert_eq!(
+            w.next().await.unwrap().unwrap().status.as_deref(),
+            Some("RUNNING")
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let calls = fake.calls();
+        assert!(calls.len() >= 12);
+        let gap = (calls[11].at - calls[10].at).as_secs_f64();
+        assert!(gap <= 1.2 + 1e-6, "{gap}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_errors_are_retried_and_permanent_ones_end_every_watcher() {
+        let (_fake, fetch) = fake(|_, _, n| match n {
+            0 => Err(api(503, Some(Duration::from_secs(3)))),
+            1 => Err(JobsError::Network("reset".into())),
+            2 => Ok(lcs("RUNNING")),
+            _ => Ok(lcs("TERMINATED")),
+        });
+        let poller = Poller::new(fetch, settings(1000));
+        let items = collect(poller.watch(&Identity::ServicePrincipal, 1, long())).await;
+        assert_eq!(statuses(&items), ["RUNNING", "TERMINATED"]);
+
+        let (fake, fetch) = fake(|_, _, n| {
+            if n == 0 {
+                Ok(lcs("RUNNING"))
+            } else {
+                Err(api(403, None))
+            }
+        });
+        let poller = Poller::new(fetch, settings(1000));
+        let a = tokio::spawn(collect(poller.watch(
+            &Identity::ServicePrincipal,
+            1,
+            long(),
+        )));
+        let b = tokio::spawn(collect(poller.watch(
+            &Identity::ServicePrincipal,
+            1,
+            long(),
+        )));
+        for items in [a.await.unwrap(), b.await.unwrap()] {
+            assert_eq!(items.len(), 2);
+            assert!(matches!(items[1], Err(JobsError::Api { status: 403, .. })));
+        }
+        assert_eq!(fake.count(), 2);
+        assert_eq!(poller.active_polls(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pauses_every_poll_of_the_engine() {
+        let hit = Arc::new(Mutex::new(None::<Instant>));
+        let hit2 = hit.clone();
+        let (fake, fetch) = fake(move |_, run_id, n| {
+            if run_id == 1 && n == 3 {
+                *hit2.lock().unwrap() = Some(Instant::now());
+                return Err(api(429, Some(Duration::from_secs(30))));
+            }
+            // A new state every poll keeps the interval at base.
+            Ok(lcs(&format!("S{n}")))
+        });
+        let poller = Poller::new(fetch, settings(1000));
+        let watchers: Vec<_> = (1..=3)
+            .map(|r| poller.watch(&Identity::ServicePrincipal, r, long()))
+            .collect();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let t429 = hit.lock().unwrap().expect("the 429 was sent");
+        let calls = fake.calls();
+        let during: Vec<_> = calls
+            .iter()
+            .filter(|c| c.at > t429 && c.at < t429 + Duration::from_secs(30))
+            .collect();
+        assert!(during.is_empty(), "requests during the pause: {during:?}");
+        for run in 1..=3 {
+            assert!(
+                calls.iter().any(|c| c.run_id == run && c.at < t429),
+                "run {run} before"
+            );
+            assert!(
+                calls
+                    .iter()
+                    .any(|c| c.run_id == run && c.at >= t429 + Duration::from_secs(30)),
+                "run {run} after"
+            );
+        }
+        drop(watchers);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limit_stretches_intervals_fairly() {
+        let (fake, fetch) = fake(|_, _, n| Ok(lcs(&format!("S{n}"))));
+        let poller = Poller::new(
+            fetch,
+            PollSettings {
+                base_interval: Duration::from_secs(1),
+                max_requests_per_second: Some(4.0),
+            },
+        );
+        // 20 runs that each want a poll per second: 20 req/s against a limit of 4.
+        let watchers: Vec<_> = (1..=20)
+            .map(|r| poller.watch(&Identity::ServicePrincipal, r, long()))
+            .collect();
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        let calls = fake.calls();
+        assert!(calls.len() <= 4 * 100 + 1, "{}", calls.len());
+        assert!(calls.len() >= 4 * 100 * 9 / 10, "{}", calls.len());
+        // Never faster than the limit over any window of one second.
+        let mut times: Vec<Instant> = calls.iter().map(|c| c.at).collect();
+        times.sort();
+        for w in times.windows(5) {
+            assert!(
+                w[4] - w[0] >= Duration::from_millis(999),
+                "5 requests within a second"
+            );
+        }
+        // Fair: every run got about the same share.
+        let per_run: Vec<usize> = (1..=20)
+            .map(|r| calls.iter().filter(|c| c.run_id == r).count())
+            .collect();
+        let (min, max) = (
+            *per_run.iter().min().unwrap(),
+            *per_run.iter().max().unwrap(),
+        );
+        assert!(min > 0 && max - min <= 2, "{per_run:?}");
+        drop(watchers);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn identities_never_share_a_poll() {
+        let (fake, fetch) = fake(|identity, run_id, n| {
+            Ok(json!({"run_id": run_id, "seen_by": identity.scope(),
+                       "state": {"life_cycle_state": if n < 2 { "RUNNING" } else { "TERMINATED" }}}))
+        });
+        let poller = Poller::new(fetch, settings(1000));
+        let alice = Identity::user("token-of-alice");
+        let bob = Identity::user("token-of-bob");
+        let ws = [
+            (alice.scope(), poller.watch(&alice, 1, long())),
+            (bob.scope(), poller.watch(&bob, 1, long())),
+            (0, poller.watch(&Identity::ServicePrincipal, 1, long())),
+            (alice.scope(), poller.watch(&alice, 1, long())),
+        ];
+        assert_eq!(poller.active_polls(), 3);
+        let mut tasks = Vec::new();
+        for (scope, w) in ws {
+            tasks.push(tokio::spawn(async move { (scope, collect(w).await) }));
+        }
+        for t in tasks {
+            let (scope, items) = t.await.unwrap();
+            assert_eq!(statuses(&items), ["RUNNING", "TERMINATED"]);
+            for item in &items {
+                assert_eq!(item.as_ref().unwrap().run["seen_by"], scope);
+            }
+        }
+        // Two polls until terminal for each of the three identities.
+        let calls = fake.calls();
+        for scope in [alice.scope(), bob.scope(), 0] {
+            assert_eq!(calls.iter().filter(|c| c.scope == scope).count(), 3);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn next_is_cancel_safe() {
+        let (_fake, fetch) =
+            fake(|_, _, n| Ok(lcs(["PENDING", "RUNNING", "TERMINATED"][n.min(2)])));
+        let poller = Poller::new(fetch, settings(1000));
+        let mut w = poller.watch(&Identity::ServicePrincipal, 1, long());
+        let mut seen = Vec::new();
+        loop {
+            // Abandon `next` often; no update may be lost.
+            match tokio::time::timeout(Duration::from_millis(300), w.next()).await {
+                Err(_) => continue,
+                Ok(Some(item)) => seen.push(item.unwrap().status.unwrap()),
+                Ok(None) => break,
+            }
+        }
+        assert_eq!(seen, ["PENDING", "RUNNING", "TERMINATED"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_thousand_watched_runs() {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let c = counter.clone();
+        let (_fake, fetch) = fake(move |_, _, n| {
+            c.fetch_add(1, Ordering::Relaxed);
+            Ok(lcs(if n < 3 { "RUNNING" } else { "TERMINATED" }))
+        });
+        let poller = Poller::new(fetch, settings(5000));
+        let watchers: Vec<_> = (0..10_000)
+            .map(|r| poller.watch(&Identity::ServicePrincipal, r, long()))
+            .collect();
+        assert_eq!(poller.active_polls(), 10_000);
+        let handles: Vec<_> = watchers
+            .into_iter()
+            .map(|w| tokio::spawn(collect(w)))
+            .collect();
+        for h in handles {
+            assert_eq!(statuses(&h.await.unwrap()), ["RUNNING", "TERMINATED"]);
+        }
+        assert_eq!(counter.load(Ordering::Relaxed), 40_000);
+        assert_eq!(poller.active_polls(), 0);
+    }
+}
