@@ -1,1 +1,72 @@
-//! (in progress)
+//! Errors cross the Node boundary as data: every async method resolves to a `BindingOutcome`
+//! and the JS layer (errors.js / jobs.js) builds the `ExecutionResult` or the JS `Error`.
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use appkit_jobs_core::JobsError;
+use futures::FutureExt;
+use napi_derive::napi;
+use serde_json::Value;
+
+/// The result of a native call: `{ ok: true, data }` or `{ ok: false, status, code, message }`.
+/// `message` is always public text (`JobsError::public_message`): never a secret or an upstream message.
+#[napi(object)]
+pub struct BindingOutcome {
+    pub ok: bool,
+    pub data: Option<Value>,
+    pub status: Option<u32>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+impl BindingOutcome {
+    pub fn ok(data: Value) -> Self {
+        BindingOutcome {
+            ok: true,
+            data: Some(data),
+            status: None,
+            code: None,
+            message: None,
+        }
+    }
+
+    /// Success with no data (`cancelRun`, the end of a watch).
+    pub fn empty() -> Self {
+        BindingOutcome {
+            ok: true,
+            data: None,
+            status: None,
+            code: None,
+            message: None,
+        }
+    }
+
+    pub fn err(error: &JobsError) -> Self {
+        BindingOutcome {
+            ok: false,
+            data: None,
+            status: Some(u32::from(error.status())),
+            code: Some(error.code()),
+            message: Some(error.public_message()),
+        }
+    }
+
+    pub fn from_result(result: appkit_jobs_core::Result<Value>) -> Self {
+        match result {
+            Ok(v) => Self::ok(v),
+            Err(e) => Self::err(&e),
+        }
+    }
+}
+
+/// Runs a future and turns a panic inside it into an `INTERNAL_ERROR` outcome
+/// (`#[napi(catch_unwind)]` only covers the synchronous part of an async method).
+pub async fn guarded<F>(fut: F) -> BindingOutcome
+where
+    F: Future<Output = BindingOutcome>,
+{
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(_) => BindingOutcome::err(&JobsError::Internal("the native call panicked".into())),
+    }
+}

@@ -1,1 +1,365 @@
-//! (in progress)
+//! `BindingJobs`: the core `Jobs` service of one plugin instance, seen from Node.
+//! Built once (registry, client pool, cache, poller); every call only converts arguments.
+//!
+//! Crossing conventions (jobs.js is the only caller):
+//! - identity: `token: Option<String>`, a user's access token, or none for the service principal;
+//! - run ids: decimal strings (jobs.js accepts `number | bigint`), parsed to `i64` here;
+//! - params: a JSON string (`JSON.stringify` keeps integers exact, napi's number conversion
+//!   would turn integers above 2^32 into floats);
+//! - results: `BindingOutcome` (errors as data); integers above 2^53 reach JS as `bigint`.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use appkit_jobs_core::auth::Identity;
+use appkit_jobs_core::jobs::Jobs;
+use appkit_jobs_core::poller::{RunUpdate, RunWatch};
+use appkit_jobs_core::registry::PluginConfig;
+use appkit_jobs_core::JobsError;
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use serde_json::{json, Value};
+use tokio::sync::{watch, Mutex};
+
+use crate::error::{guarded, BindingOutcome};
+
+fn identity(token: Option<String>) -> Identity {
+    match token {
+        Some(t) if !t.trim().is_empty() => Identity::user(&t),
+        _ => Identity::ServicePrincipal,
+    }
+}
+
+fn parse_run_id(run_id: &str) -> appkit_jobs_core::Result<i64> {
+    match run_id.trim().parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(JobsError::InvalidRequest(format!(
+            "Invalid run id {run_id:?}: expected a positive integer"
+        ))),
+    }
+}
+
+fn parse_params(params_json: Option<String>) -> appkit_jobs_core::Result<Option<Value>> {
+    match params_json {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| JobsError::InvalidRequest(format!("params are not valid JSON: {e}"))),
+    }
+}
+
+fn update_json(update: &RunUpdate) -> Value {
+    json!({
+        "status": update.status,
+        "timestamp": update.timestamp,
+        "run": update.run.as_ref(),
+    })
+}
+
+/// The jobs service of one plugin instance.
+#[napi]
+pub struct BindingJobs {
+    core: Arc<Jobs>,
+}
+
+impl BindingJobs {
+    /// The shared core, for the other bindings over the same instance (routes).
+    #[allow(dead_code)]
+    pub(crate) fn core(&self) -> Arc<Jobs> {
+        self.core.clone()
+    }
+}
+
+#[napi]
+impl BindingJobs {
+    /// `config`: the plugin config as JSON (camelCase; JS schemas replaced by `externalSchema: true`).
+    /// `env`: the environment to read DATABRICKS_* from.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(config: Value, env: HashMap<String, String>) -> napi::Result<Self> {
+        let config: PluginConfig = serde_json::from_value(config).map_err(|e| {
+            napi::Error::new(Status::InvalidArg, format!("Invalid jobs config: {e}"))
+        })?;
+        let core = napi::bindgen_prelude::within_runtime_if_available(|| Jobs::new(config, env));
+        Ok(BindingJobs {
+            core: Arc::new(core),
+        })
+    }
+
+    /// Every job key, sorted.
+    #[napi]
+    pub fn keys(&self) -> Vec<String> {
+        self.core
+            .registry()
+            .keys()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `{ ok: true }` for a known key, else the UNKNOWN_JOB outcome with the registry's message.
+    #[napi]
+    pub fn check(&self, key: String) -> BindingOutcome {
+        match self.core.registry().get(&key) {
+            Ok(_) => BindingOutcome::empty(),
+            Err(e) => BindingOutcome::err(&e),
+        }
+    }
+
+    /// Validates, maps and triggers; data `{ run_id, number_in_job }`.
+    #[napi(catch_unwind)]
+    pub async fn run_now(
+        &self,
+        key: String,
+        token: Option<String>,
+        params_json: Option<String>,
+    ) -> BindingOutcome {
+        let core = self.core.clone();
+        guarded(async move {
+            let params = match parse_params(params_json) {
+                Ok(p) => p,
+                Err(e) => return BindingOutcome::err(&e),
+            };
+            BindingOutcome::from_result(core.run_now(&key, &identity(token), params).await)
+        })
+        .await
+    }
+
+    /// data: the newest run, or undefined when there is none.
+    #[napi(catch_unwind)]
+    pub async fn last_run(&self, key: String, token: Option<String>) -> BindingOutcome {
+        let core = self.core.clone();
+        guarded(async move {
+            match core.last_run(&key, &identity(token)).await {
+                Ok(Some(run)) => BindingOutcome::ok(run),
+                Ok(None) => BindingOutcome::empty(),
+                Err(e) => BindingOutcome::err(&e),
+            }
+        })
+        .await
+    }
+
+    /// data: runs, newest first; `limit` clamped to 1..=100 (default 20).
+    #[napi(catch_unwind)]
+    pub async fn list_runs(
+        &self,
+        key: String,
+        token: Option<String>,
+        limit: Option<i64>,
+    ) -> BindingOutcome {
+        let core = self.core.clone();
+        guarded(async move {
+            BindingOutcome::from_result(
+                core.list_runs(&key, &identity(token), limit)
+                    .await
+                    .map(Value::Array),
+            )
+        })
+        .await
+    }
+
+    #[napi(catch_unwind)]
+    pub async fn get_run(
+        &self,
+        key: String,
+        token: Option<String>,
+        run_id: String,
+    ) -> BindingOutcome {
+        let core = self.core.clone();
+        guarded(async move {
+            let run_id = match parse_run_id(&run_id) {
+                Ok(id) => id,
+                Err(e) => return BindingOutcome::err(&e),
+            };
+            BindingOutcome::from_result(core.get_run(&key, &identity(token), run_id).await)
+        })
+        .await
+    }
+
+    #[napi(catch_unwind)]
+    pub async fn get_run_output(
+        &self,
+        key: String,
+        token: Option<String>,
+        run_id: String,
+    ) -> BindingOutcome {
+        let core = self.core.clone();
+        guarded(async move {
+            let run_id = match parse_run_id(&run_id) {
+                Ok(id) => id,
+                Err(e) => return BindingOutcome::err(&e),
+            };
+            BindingOutcome::from_result(core.get_run_output(&key, &identity(token), run_id).await)
+        })
+        .await
+    }
+
+    #[napi(catch_unwind)]
+    pub async fn get_job(&self, key: String, token: Option<String>) -> BindingOutcome {
+        let core = self.core.clone();
+        guarded(
+            async move { BindingOutcome::from_result(core.get_job(&key, &identity(token)).await) },
+        )
+        .await
+    }
+
+    #[napi(catch_unwind)]
+    pub async fn cancel_run(
+        &self,
+        key: String,
+        token: Option<String>,
+        run_id: String,
+    ) -> BindingOutcome {
+        let core = self.core.clone();
+        guarded(async move {
+            let run_id = match parse_run_id(&run_id) {
+                Ok(id) => id,
+                Err(e) => return BindingOutcome::err(&e),
+            };
+            match core.cancel_run(&key, &identity(token), run_id).await {
+                Ok(()) => BindingOutcome::empty(),
+                Err(e) => BindingOutcome::err(&e),
+            }
+        })
+        .await
+    }
+
+    /// A watch over a run of `key`. Nothing happens until the first `next()`, which (when
+    /// `checked`) verifies that the run belongs to the job, then joins the shared poll.
+    /// `checked: false` is for a run this process just started with `runNow`.
+    #[napi]
+    pub fn watch(
+        &self,
+        key: String,
+        token: Option<String>,
+        run_id: String,
+        checked: bool,
+    ) -> BindingRunWatch {
+        let state = match parse_run_id(&run_id) {
+            Ok(run_id) => WatchState::Pending {
+                core: self.core.clone(),
+                key,
+                identity: identity(token),
+                run_id,
+                checked,
+            },
+            Err(e) => WatchState::Failed(e),
+        };
+        let (cancel, _) = watch::channel(false);
+        BindingRunWatch {
+            inner: Arc::new(WatchInner {
+                state: Mutex::new(state),
+                cancel,
+            }),
+        }
+    }
+}
+
+enum WatchState {
+    Pending {
+        core: Arc<Jobs>,
+        key: String,
+        identity: Identity,
+        run_id: i64,
+        checked: bool,
+    },
+    Active(RunWatch),
+    Failed(JobsError),
+    Done,
+}
+
+struct WatchInner {
+    state: Mutex<WatchState>,
+    /// `true` once cancelled. The sender lives as long as the watch, so receivers never see
+    /// a closed channel by accident.
+    cancel: watch::Sender<bool>,
+}
+
+/// Updates of one run: `next()` resolves to `{ ok: true, data: { status, timestamp, run } }`,
+/// `{ ok: true }` (no data) once the run ended or the watch was cancelled, or an error outcome
+/// (e.g. POLL_TIMEOUT, NOT_FOUND). `cancel()` resolves a pending `next()` at once and stops
+/// this watcher's share of the poll.
+#[napi]
+pub struct BindingRunWatch {
+    inner: Arc<WatchInner>,
+}
+
+impl WatchInner {
+    async fn step(&self) -> BindingOutcome {
+        // The lock is only contended by a second concurrent `next()`; cancellation does not
+        // need it (it goes through the channel and drops this future).
+        let mut state = self.state.lock().await;
+        match std::mem::replace(&mut *state, WatchState::Done) {
+            WatchState::Pending {
+                core,
+                key,
+                identity,
+                run_id,
+                checked,
+            } => {
+                let started = if checked {
+                    core.watch_run(&key, &identity, run_id).await
+                } else {
+                    core.watch_started_run(&key, &identity, run_id)
+                };
+                match started {
+                    Ok(watch) => *state = WatchState::Active(watch),
+                    Err(e) => return BindingOutcome::err(&e),
+                }
+            }
+            WatchState::Failed(e) => return BindingOutcome::err(&e),
+            WatchState::Done => return BindingOutcome::empty(),
+            active => *state = active,
+        }
+        let WatchState::Active(watch) = &mut *state else {
+            return BindingOutcome::empty();
+        };
+        match watch.next().await {
+            Some(Ok(update)) => BindingOutcome::ok(update_json(&update)),
+            Some(Err(e)) => {
+                *state = WatchState::Done;
+                BindingOutcome::err(&e)
+            }
+            None => {
+                *state = WatchState::Done;
+                BindingOutcome::empty()
+            }
+        }
+    }
+}
+
+#[napi]
+impl BindingRunWatch {
+    /// The next update; `{ ok: true }` without data when the watch is over.
+    #[napi(catch_unwind)]
+    pub async fn next(&self) -> BindingOutcome {
+        let inner = self.inner.clone();
+        guarded(async move {
+            let mut cancelled = inner.cancel.subscribe();
+            if *cancelled.borrow_and_update() {
+                return BindingOutcome::empty();
+            }
+            let outcome = tokio::select! {
+                biased;
+                _ = cancelled.wait_for(|c| *c) => None,
+                outcome = inner.step() => Some(outcome),
+            };
+            match outcome {
+                Some(outcome) => outcome,
+                None => {
+                    // `step` was dropped with its lock: release the poller subscription now.
+                    *inner.state.lock().await = WatchState::Done;
+                    BindingOutcome::empty()
+                }
+            }
+        })
+        .await
+    }
+
+    /// Ends the watch: a pending `next()` resolves with no data, later ones too.
+    #[napi]
+    pub fn cancel(&self) {
+        self.inner.cancel.send_replace(true);
+        if let Ok(mut state) = self.inner.state.try_lock() {
+            *state = WatchState::Done;
+        }
+    }
+}
