@@ -16,7 +16,12 @@
 //!   nothing fails and no run starves.
 //!
 //! The engine never talks HTTP: it calls the `fetch` closure it was built with (in the service,
-//! a `runs/get` through the read tier, uncached).
+//! an uncached `runs/get` with a timeout). The engine does its own retrying, so the closure
+//! should make one attempt and return 429s as they come: a 429 swallowed by inner retries
+//! cannot pause the engine.
+//!
+//! Delivery is "latest state wins": a watcher that has not called `next` for longer than a
+//! poll interval skips to the newest state (a terminal state is never skipped: it is the last).
 //!
 //! `Poller::watch` spawns on the current Tokio runtime: call it from within one.
 use std::collections::hash_map::DefaultHasher;
@@ -605,6 +610,16 @@ mod tests {
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
+    }
+
+    #[test]
+    fn engine_types_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<Poller>();
+        send_sync::<RunUpdate>();
+        send::<RunWatch>();
+        send_sync::<crate::registry::Registry>();
     }
 
     #[tokio::test(start_paused = true)]
