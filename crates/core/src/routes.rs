@@ -1,1 +1,1178 @@
-//! (in progress)
+//! The HTTP behaviour of `/api/jobs`, with no web framework in it: a [`RouteRequest`] goes in,
+//! a [`RouteResponse`] (JSON, empty, or an SSE [`EventStream`]) comes out. The express glue,
+//! the `node:http` handler and the Rust tests all drive the same [`Router::handle`].
+//!
+//! Every route runs as the service principal. Error bodies are `{ error, plugin: "jobs" }`
+//! and carry only our own messages or the generic HTTP status text of an upstream failure.
+//!
+//! SSE event ids are `<runId>:<seq>`. A reconnect that repeats `POST /:jobKey/run?stream=true`
+//! with `Last-Event-ID` re-attaches to that run (after checking it belongs to the job) and
+//! never starts a second run; `seq` keeps counting from the id the client last saw.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Identity;
+use crate::error::JobsError;
+use crate::jobs::Jobs;
+use crate::poller::RunWatch;
+use crate::run;
+
+/// The plugin name carried in every error body.
+pub const PLUGIN_NAME: &str = "jobs";
+/// Without a params schema, a run request may carry at most this many keys.
+pub const MAX_UNVALIDATED_PARAM_KEYS: usize = 50;
+/// Default and bounds of `GET /:jobKey/runs?limit=`.
+pub const DEFAULT_LIST_LIMIT: i64 = 20;
+pub const MAX_LIST_LIMIT: i64 = 100;
+/// Headers of every SSE response.
+pub const SSE_HEADERS: [(&str, &str); 3] = [
+    ("Content-Type", "text/event-stream; charset=utf-8"),
+    ("Cache-Control", "no-cache, no-transform"),
+    ("X-Accel-Buffering", "no"),
+];
+/// The comment frame sent while a stream waits.
+pub const HEARTBEAT_FRAME: &str = ": heartbeat\n\n";
+
+/// A request, relative to the mount point (`/etl/run`, not `/api/jobs/etl/run`).
+#[derive(Debug, Clone, Default)]
+pub struct RouteRequest {
+    pub method: String,
+    /// Path relative to the mount, percent-encoded as received (segments are decoded here).
+    pub path: String,
+    pub query: HashMap<String, String>,
+    /// Header names in lower case (`last-event-id`).
+    pub headers: HashMap<String, String>,
+    /// The raw request body (JSON text or empty).
+    pub body: Bytes,
+}
+
+impl RouteRequest {
+    pub fn new(method: &str, path: &str) -> Self {
+        RouteRequest {
+            method: method.to_string(),
+            path: path.to_string(),
+            ..Default::default()
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What to answer.
+#[derive(Debug)]
+pub enum RouteResponse {
+    Json { status: u16, body: Value },
+    Empty { status: u16 },
+    Stream(EventStream),
+}
+
+impl RouteResponse {
+    pub fn status(&self) -> u16 {
+        match self {
+            RouteResponse::Json { status, .. } | RouteResponse::Empty { status } => *status,
+            RouteResponse::Stream(_) => 200,
+        }
+    }
+
+    fn error(status: u16, message: impl Into<String>) -> Self {
+        RouteResponse::Json {
+            status,
+            body: json!({ "error": message.into(), "plugin": PLUGIN_NAME }),
+        }
+    }
+
+    fn from_error(e: &JobsError) -> Self {
+        let status = match e {
+            // The stock plugin answers 404 for a key whose id is not configured.
+            JobsError::JobIdMissing { .. } => 404,
+            other => other.status(),
+        };
+        RouteResponse::error(status, e.public_message())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouterOptions {
+    /// A `: heartbeat` comment is sent when a stream has been silent this long.
+    pub heartbeat: Duration,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        RouterOptions {
+            heartbeat: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The routes of one plugin instance.
+pub struct Router {
+    jobs: Arc<Jobs>,
+    options: RouterOptions,
+    /// Cancelled by `abort_all`, then replaced, so later streams are not born cancelled.
+    generation: Mutex<CancellationToken>,
+    active: Arc<AtomicUsize>,
+}
+
+impl Router {
+    pub fn new(jobs: Arc<Jobs>, options: RouterOptions) -> Router {
+        Router {
+            jobs,
+            options,
+            generation: Mutex::new(CancellationToken::new()),
+            active: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Ends every open stream and drops its watcher. Runs are not cancelled.
+    pub fn abort_all(&self) {
+        let mut generation = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+        generation.cancel();
+        *generation = CancellationToken::new();
+    }
+
+    /// Streams whose producer (and run watcher) is still alive.
+    pub fn active_streams(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    pub async fn handle(&self, req: RouteRequest) -> RouteResponse {
+        let segments: Vec<String> = req
+            .path
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(percent_decode)
+            .collect();
+        let method = req.method.to_ascii_uppercase();
+        let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let route = match (method.as_str(), seg.as_slice()) {
+            ("POST", [key, "run"]) => Route::Run(key),
+            ("GET", [key, "runs"]) => Route::List(key),
+            ("GET", [key, "status"]) => Route::Status(key),
+            ("GET", [key, "runs", id]) => Route::GetRun(key, id),
+            ("DELETE", [key, "runs", id]) => Route::Cancel(key, id),
+            ("GET", [key, "runs", id, "stream"]) => Route::Reattach(key, id),
+            _ => return RouteResponse::error(404, "Not Found"),
+        };
+        let key = route.key();
+        if let Err(e) = self.jobs.registry().get(key) {
+            return match e {
+                JobsError::UnknownJob { .. } => unknown_job(key),
+                other => RouteResponse::from_error(&other),
+            };
+        }
+        let sp = Identity::ServicePrincipal;
+        match route {
+            Route::Run(key) => self.run(key, &req).await,
+            Route::List(key) => {
+                let limit = parse_limit(req.query.get("limit").map(String::as_str));
+                match self.jobs.list_runs(key, &sp, Some(limit)).await {
+                    Ok(runs) => RouteResponse::Json {
+                        status: 200,
+                        body: json!({ "runs": runs }),
+                    },
+                    Err(e) => RouteResponse::from_error(&e),
+                }
+            }
+            Route::Status(key) => match self.jobs.last_run(key, &sp).await {
+                Ok(last) => {
+                    let status = last
+                        .as_ref()
+                        .and_then(run::life_cycle_state)
+                        .map(str::to_string);
+                    RouteResponse::Json {
+                        status: 200,
+                        body: json!({ "status": status, "run": last }),
+                    }
+                }
+                Err(e) => RouteResponse::from_error(&e),
+            },
+            Route::GetRun(key, id) => {
+                let Some(run_id) = parse_run_id(id) else {
+                    return invalid_run_id();
+                };
+                match self.jobs.get_run(key, &sp, run_id).await {
+                    Ok(run) => RouteResponse::Json {
+                        status: 200,
+                        body: run,
+                    },
+                    Err(e) => RouteResponse::from_error(&e),
+                }
+            }
+            Route::Cancel(key, id) => {
+                let Some(run_id) = parse_run_id(id) else {
+                    return invalid_run_id();
+                };
+                match self.jobs.cancel_run(key, &sp, run_id).await {
+                    Ok(()) => RouteResponse::Empty { status: 204 },
+                    Err(e) => RouteResponse::from_error(&e),
+                }
+            }
+            Route::Reattach(key, id) => {
+                let Some(run_id) = parse_run_id(id) else {
+                    return invalid_run_id();
+                };
+                // An EventSource reconnect of this same URL sends Last-Event-ID: keep counting.
+                let after = match req.header("last-event-id").map(parse_event_id) {
+                    Some(Some((rid, seq))) if rid == run_id => seq,
+                    Some(Some(_)) | Some(None) => return invalid_last_event_id(),
+                    None => 0,
+                };
+                match self.jobs.watch_run(key, &sp, run_id).await {
+                    Ok(watch) => self.stream(run_id, after, StreamStart::Watching(watch)),
+                    Err(e) => RouteResponse::from_error(&e),
+                }
+            }
+        }
+    }
+
+    async fn run(&self, key: &str, req: &RouteRequest) -> RouteResponse {
+        let sp = Identity::ServicePrincipal;
+        let streaming = req.query.get("stream").is_some_and(|v| v == "true");
+
+        // A reconnect of a dropped stream: same POST, plus the id of the last event seen.
+        if streaming {
+            if let Some(last) = req.header("last-event-id").filter(|v| !v.trim().is_empty()) {
+                let Some((run_id, seq)) = parse_event_id(last) else {
+                    return invalid_last_event_id();
+                };
+                return match self.jobs.watch_run(key, &sp, run_id).await {
+                    Ok(watch) => self.stream(run_id, seq, StreamStart::Watching(watch)),
+                    Err(e) => RouteResponse::from_error(&e),
+                };
+            }
+        }
+
+        let params = match self.run_params(key, &req.body) {
+            Ok(p) => p,
+            Err(resp) => return resp,
+        };
+        let started = match self.jobs.run_now(key, &sp, params).await {
+            Ok(v) => v,
+            Err(e) => return RouteResponse::from_error(&e),
+        };
+        let Some(run_id) = run::run_id(&started) else {
+            return RouteResponse::error(502, crate::error::status_text(502));
+        };
+        if !streaming {
+            return RouteResponse::Json {
+                status: 200,
+                body: json!({ "runId": run_id }),
+            };
+        }
+        // The run exists now: from here on every failure is an SSE error event, so that a
+        // client retrying on an HTTP error can never start a second run.
+        self.stream(
+            run_id,
+            0,
+            StreamStart::Open {
+                key: key.to_string(),
+            },
+        )
+    }
+
+    /// The checks of the run route, before anything is sent upstream.
+    fn run_params(&self, key: &str, body: &Bytes) -> Result<Option<Value>, RouteResponse> {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| RouteResponse::error(400, "Invalid JSON body"))?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        let parsed: Value = serde_json::from_str(text)
+            .map_err(|_| RouteResponse::error(400, "Invalid JSON body"))?;
+        let params = match parsed {
+            Value::Object(mut body) => body.remove("params"),
+            Value::Null => None,
+            _ => {
+                return Err(RouteResponse::error(
+                    400,
+                    "Request body must be a JSON object",
+                ))
+            }
+        };
+        let Some(params) = params else {
+            return Ok(None);
+        };
+        let Value::Object(map) = &params else {
+            return Err(RouteResponse::error(400, "params must be a plain object"));
+        };
+        let entry = self
+            .jobs
+            .registry()
+            .get(key)
+            .map_err(|e| RouteResponse::from_error(&e))?;
+        let has_schema = entry.config.params.is_some() || entry.config.external_schema;
+        if !has_schema {
+            // A task type (or job-level parameters) tells us where params go; without one
+            // there is nothing they could mean.
+            if entry.config.task_type.is_none() && !entry.config.job_parameters {
+                return Err(RouteResponse::error(
+                    400,
+                    "This job does not accept parameters",
+                ));
+            }
+            if map.len() > MAX_UNVALIDATED_PARAM_KEYS {
+                return Err(RouteResponse::error(
+                    400,
+                    format!(
+                        "Too many parameters ({}). Define a params schema to accept more than {}.",
+                        map.len(),
+                        MAX_UNVALIDATED_PARAM_KEYS
+                    ),
+                ));
+            }
+        }
+        Ok(Some(params))
+    }
+
+    fn stream(&self, run_id: i64, after_seq: u64, start: StreamStart) -> RouteResponse {
+        let cancel = self
+            .generation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .child_token();
+        let (tx, rx) = mpsc::channel(16);
+        let producer = Producer {
+            jobs: self.jobs.clone(),
+            run_id,
+            seq: after_seq,
+            tx,
+            cancel: cancel.clone(),
+            _active: ActiveGuard::new(self.active.clone()),
+        };
+        tokio::spawn(producer.run(start));
+        RouteResponse::Stream(EventStream {
+            rx,
+            heartbeat: self.options.heartbeat,
+            cancel,
+            run_id,
+        })
+    }
+}
+
+enum Route<'a> {
+    Run(&'a str),
+    List(&'a str),
+    Status(&'a str),
+    GetRun(&'a str, &'a str),
+    Cancel(&'a str, &'a str),
+    Reattach(&'a str, &'a str),
+}
+
+impl<'a> Route<'a> {
+    fn key(&self) -> &'a str {
+        match self {
+            Route::Run(k) | Route::List(k) | Route::Status(k) => k,
+            Route::GetRun(k, _) | Route::Cancel(k, _) | Route::Reattach(k, _) => k,
+        }
+    }
+}
+
+enum StreamStart {
+    /// The watcher is already open (re-attach: ownership was checked before the stream began).
+    Watching(RunWatch),
+    /// A run just started: open its watcher inside the stream.
+    Open { key: String },
+}
+
+/// Counts a live producer until it is dropped.
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl ActiveGuard {
+    fn new(counter: Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        ActiveGuard(counter)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Turns a run watcher into SSE frames. Ends at a terminal state, on an error, when the
+/// stream is dropped or cancelled, or on `abort_all`; the watcher is dropped with it.
+struct Producer {
+    jobs: Arc<Jobs>,
+    run_id: i64,
+    seq: u64,
+    tx: mpsc::Sender<String>,
+    cancel: CancellationToken,
+    _active: ActiveGuard,
+}
+
+impl Producer {
+    async fn run(mut self, start: StreamStart) {
+        let cancel = self.cancel.clone();
+        let tx = self.tx.clone();
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tx.closed() => {}
+            _ = self.produce(start) => {}
+        }
+    }
+
+    async fn produce(&mut self, start: StreamStart) {
+        let mut watch = match start {
+            StreamStart::Watching(w) => w,
+            StreamStart::Open { key } => {
+                match self
+                    .jobs
+                    .watch_started_run(&key, &Identity::ServicePrincipal, self.run_id)
+                {
+                    Ok(w) => w,
+                    Err(e) => return self.send_error(&e).await,
+                }
+            }
+        };
+        while let Some(item) = watch.next().await {
+            match item {
+                Ok(update) => {
+                    self.seq += 1;
+                    let data = json!({
+                        "status": update.status,
+                        "timestamp": update.timestamp,
+                        "run": &*update.run,
+                    });
+                    let frame = message_frame(&event_id(self.run_id, self.seq), &data);
+                    if self.tx.send(frame).await.is_err() {
+                        return;
+                    }
+                    if run::is_terminal(&update.run) {
+                        return;
+                    }
+                }
+                Err(e) => return self.send_error(&e).await,
+            }
+        }
+    }
+
+    async fn send_error(&mut self, e: &JobsError) {
+        self.seq += 1;
+        let frame = error_frame(
+            &event_id(self.run_id, self.seq),
+            &e.public_message(),
+            sse_error_code(e),
+        );
+        let _ = self.tx.send(frame).await;
+    }
+}
+
+/// An open SSE response: pull framed text chunks with [`EventStream::next`] until `None`.
+/// Dropping it (or [`EventStream::cancel`]) stops the watcher; the run goes on.
+#[derive(Debug)]
+pub struct EventStream {
+    rx: mpsc::Receiver<String>,
+    heartbeat: Duration,
+    cancel: CancellationToken,
+    run_id: i64,
+}
+
+impl EventStream {
+    /// The next chunk to write: an event, an error event, or a `: heartbeat` comment after a
+    /// silence of the configured interval. `None` once the stream is over.
+    pub async fn next(&mut self) -> Option<String> {
+        if self.cancel.is_cancelled() {
+            self.rx.close();
+            return None;
+        }
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => { self.rx.close(); None }
+            item = self.rx.recv() => item,
+            _ = tokio::time::sleep(self.heartbeat) => Some(HEARTBEAT_FRAME.to_string()),
+        }
+    }
+
+    /// Stops the stream: the watcher is dropped at once and `next` answers `None`.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// The run this stream follows.
+    pub fn run_id(&self) -> i64 {
+        self.run_id
+    }
+
+    /// A handle that cancels this stream from elsewhere (while `next` is pending).
+    pub fn canceller(&self) -> StreamCanceller {
+        StreamCanceller(self.cancel.clone())
+    }
+}
+
+/// Cancels one [`EventStream`] without access to it.
+#[derive(Debug, Clone)]
+pub struct StreamCanceller(CancellationToken);
+
+impl StreamCanceller {
+    pub fn cancel(&self) {
+        self.0.cancel();
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+pub fn event_id(run_id: i64, seq: u64) -> String {
+    format!("{run_id}:{seq}")
+}
+
+/// `<runId>:<seq>` with a positive run id; anything else is `None`.
+pub fn parse_event_id(id: &str) -> Option<(i64, u64)> {
+    let (run, seq) = id.trim().split_once(':')?;
+    let run_id = parse_run_id(run)?;
+    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((run_id, seq.parse().ok()?))
+}
+
+pub fn message_frame(id: &str, data: &Value) -> String {
+    format!("id: {id}\nevent: message\ndata: {data}\n\n")
+}
+
+pub fn error_frame(id: &str, message: &str, code: &str) -> String {
+    format!(
+        "id: {id}\nevent: error\ndata: {}\n\n",
+        json!({ "error": message, "code": code })
+    )
+}
+
+/// AppKit's SSE error codes.
+pub fn sse_error_code(e: &JobsError) -> &'static str {
+    match e {
+        JobsError::Timeout(_) | JobsError::PollTimeout { .. } => "TIMEOUT",
+        JobsError::Network(_) => "TEMPORARY_UNAVAILABLE",
+        JobsError::Api { status: 503, .. } => "TEMPORARY_UNAVAILABLE",
+        JobsError::Api { .. } => "UPSTREAM_ERROR",
+        JobsError::Aborted => "STREAM_ABORTED",
+        JobsError::Validation { .. } | JobsError::InvalidRequest(_) | JobsError::NotFound(_) => {
+            "INVALID_REQUEST"
+        }
+        _ => "INTERNAL_ERROR",
+    }
+}
+
+/// A run id from a path segment: ASCII digits only (no sign, exponent, hex, fraction),
+/// positive and within i64. `None` means 400 `Invalid runId`.
+pub fn parse_run_id(s: &str) -> Option<i64> {
+    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<i64>().ok().filter(|id| *id > 0)
+}
+
+/// `?limit=` as the stock plugin reads it (leading integer, 0 or missing means the default),
+/// clamped to 1..=100.
+pub fn parse_limit(raw: Option<&str>) -> i64 {
+    let Some(raw) = raw else {
+        return DEFAULT_LIST_LIMIT;
+    };
+    let t = raw.trim_start();
+    let (neg, digits) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let lead: String = digits.chars().take_while(char::is_ascii_digit).collect();
+    if lead.is_empty() {
+        return DEFAULT_LIST_LIMIT;
+    }
+    // Anything longer than 4 digits is above the cap anyway.
+    let magnitude: i64 = if lead.trim_start_matches('0').len() > 4 {
+        10_000
+    } else {
+        lead.parse().unwrap_or(0)
+    };
+    let n = if neg { -magnitude } else { magnitude };
+    if n == 0 {
+        return DEFAULT_LIST_LIMIT;
+    }
+    n.clamp(1, MAX_LIST_LIMIT)
+}
+
+/// The job key as it may appear in an error: everything but `[A-Za-z0-9_-]` removed.
+pub fn sanitize_key(key: &str) -> String {
+    key.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect()
+}
+
+fn unknown_job(key: &str) -> RouteResponse {
+    RouteResponse::Json {
+        status: 404,
+        body: json!({ "error": format!("Unknown job \"{}\"", sanitize_key(key)), "plugin": PLUGIN_NAME }),
+    }
+}
+
+fn invalid_run_id() -> RouteResponse {
+    RouteResponse::error(400, "Invalid runId")
+}
+
+fn invalid_last_event_id() -> RouteResponse {
+    RouteResponse::error(400, "Invalid Last-Event-ID")
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(b) = hex {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::{Emulator, EmulatorOptions};
+    use crate::registry::PluginConfig;
+
+    #[test]
+    fn run_ids_are_strict_positive_integers() {
+        assert_eq!(parse_run_id("123"), Some(123));
+        assert_eq!(parse_run_id("100000000001"), Some(100_000_000_001));
+        assert_eq!(parse_run_id("9223372036854775807"), Some(i64::MAX));
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "+1",
+            "1e3",
+            "0x10",
+            "1.5",
+            "1.0",
+            " 1",
+            "1 ",
+            "abc",
+            "12a",
+            "9223372036854775808",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(parse_run_id(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn limit_defaults_and_clamps_like_the_stock_plugin() {
+        assert_eq!(parse_limit(None), 20);
+        assert_eq!(parse_limit(Some("")), 20);
+        assert_eq!(parse_limit(Some("abc")), 20);
+        assert_eq!(parse_limit(Some("0")), 20);
+        assert_eq!(parse_limit(Some("5")), 5);
+        assert_eq!(parse_limit(Some("5abc")), 5);
+        assert_eq!(parse_limit(Some("-3")), 1);
+        assert_eq!(parse_limit(Some("100")), 100);
+        assert_eq!(parse_limit(Some("101")), 100);
+        assert_eq!(parse_limit(Some("99999999999999999999")), 100);
+    }
+
+    #[test]
+    fn event_ids_carry_the_run() {
+        assert_eq!(event_id(42, 3), "42:3");
+        assert_eq!(parse_event_id("42:3"), Some((42, 3)));
+        assert_eq!(parse_event_id(" 42:0 "), Some((42, 0)));
+        for bad in [
+            "", "42", ":3", "42:", "0:1", "-4:1", "a:1", "42:x", "42:-1", "1e3:1", "42:3:4",
+        ] {
+            assert_eq!(parse_event_id(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keys_are_sanitised_and_paths_decoded() {
+        assert_eq!(
+            sanitize_key("<script>alert(1)</script>"),
+            "scriptalert1script"
+        );
+        assert_eq!(sanitize_key("etl_2-b"), "etl_2-b");
+        assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn frames_follow_appkit_framing() {
+        let f = message_frame(
+            "7:1",
+            &json!({"status": "RUNNING", "timestamp": 1, "run": {"run_id": 7}}),
+        );
+        assert_eq!(f, "id: 7:1\nevent: message\ndata: {\"run\":{\"run_id\":7},\"status\":\"RUNNING\",\"timestamp\":1}\n\n");
+        let e = error_frame("7:2", "Service Unavailable", "TEMPORARY_UNAVAILABLE");
+        assert!(e.starts_with("id: 7:2\nevent: error\ndata: {"));
+        let data: Value =
+            serde_json::from_str(e.lines().nth(2).unwrap().trim_start_matches("data: ")).unwrap();
+        assert_eq!(
+            data,
+            json!({"error": "Service Unavailable", "code": "TEMPORARY_UNAVAILABLE"})
+        );
+        let api = JobsError::Api {
+            status: 403,
+            error_code: None,
+            upstream_message: "secret".into(),
+            retry_after: None,
+        };
+        assert_eq!(sse_error_code(&api), "UPSTREAM_ERROR");
+        assert_eq!(
+            sse_error_code(&JobsError::PollTimeout { run_id: 1, ms: 5 }),
+            "TIMEOUT"
+        );
+    }
+
+    // ------------------------------------------------------------------ against the emulator
+
+    struct Fixture {
+        emu: Emulator,
+        router: Router,
+    }
+
+    async fn fixture(time_scale: f64, poll_ms: u64, heartbeat: Duration) -> Fixture {
+        let emu = Emulator::start(EmulatorOptions {
+            time_scale: Some(time_scale),
+            ..Default::default()
+        })
+        .await
+        .expect("emulator");
+        let env: HashMap<String, String> = [
+            ("DATABRICKS_HOST", emu.url()),
+            ("DATABRICKS_TOKEN", emu.token()),
+            ("DATABRICKS_JOB_ETL", "1001".to_string()),
+            ("DATABRICKS_JOB_OTHER", "1002".to_string()),
+            ("DATABRICKS_JOB_SCHEMA", "1004".to_string()),
+            ("DATABRICKS_JOB_SLOW", "1003".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let config: PluginConfig = serde_json::from_value(json!({
+            "pollIntervalMs": poll_ms,
+            "jobs": {
+                "etl": { "taskType": "notebook" },
+                "slow": { "taskType": "sql" },
+                "schema": { "params": {
+                    "type": "object",
+                    "properties": { "date": { "type": "string" } },
+                    "required": ["date"],
+                    "additionalProperties": false
+                } }
+            }
+        }))
+        .expect("config");
+        let jobs = Arc::new(Jobs::new(config, env));
+        Fixture {
+            emu,
+            router: Router::new(jobs, RouterOptions { heartbeat }),
+        }
+    }
+
+    fn req(method: &str, path: &str) -> RouteRequest {
+        RouteRequest::new(method, path)
+    }
+
+    fn with_body(method: &str, path: &str, body: Value) -> RouteRequest {
+        RouteRequest {
+            body: Bytes::from(body.to_string()),
+            ..RouteRequest::new(method, path)
+        }
+    }
+
+    fn json_of(r: RouteResponse) -> (u16, Value) {
+        match r {
+            RouteResponse::Json { status, body } => (status, body),
+            other => panic!("expected JSON, got {other:?}"),
+        }
+    }
+
+    fn stream_of(r: RouteResponse) -> EventStream {
+        match r {
+            RouteResponse::Stream(s) => s,
+            other => panic!("expected a stream, got {other:?}"),
+        }
+    }
+
+    /// Reads a stream to its end; returns (id, event, data) of each event and the heartbeat count.
+    async fn drain(mut s: EventStream) -> (Vec<(String, String, Value)>, usize) {
+        let mut events = vec![];
+        let mut heartbeats = 0;
+        while let Some(chunk) = s.next().await {
+            if chunk == HEARTBEAT_FRAME {
+                heartbeats += 1;
+                continue;
+            }
+            let mut id = String::new();
+            let mut event = String::new();
+            let mut data = Value::Null;
+            for line in chunk.trim_end().lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.to_string();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(v).expect("data is JSON");
+                }
+            }
+            assert!(
+                chunk.ends_with("\n\n"),
+                "frame ends with a blank line: {chunk:?}"
+            );
+            events.push((id, event, data));
+        }
+        (events, heartbeats)
+    }
+
+    fn run_now_count(emu: &Emulator) -> usize {
+        emu.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/jobs/run-now"))
+            .count()
+    }
+
+    async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+        for _ in 0..200 {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        cond()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn json_routes_statuses_and_bodies() {
+        let f = fixture(50.0, 20, Duration::from_secs(10)).await;
+        let r = &f.router;
+
+        let (status, body) = json_of(r.handle(req("GET", "/no%3Cpe%3E/status")).await);
+        assert_eq!(status, 404);
+        assert_eq!(
+            body,
+            json!({ "error": "Unknown job \"nope\"", "plugin": "jobs" })
+        );
+
+        let (status, body) = json_of(r.handle(req("GET", "/etl/status")).await);
+        assert_eq!(
+            (status, body),
+            (200, json!({ "status": null, "run": null }))
+        );
+
+        let (status, body) = json_of(
+            r.handle(with_body(
+                "POST",
+                "/etl/run",
+                json!({ "params": { "date": "2025-01-01" } }),
+            ))
+            .await,
+        );
+        assert_eq!(status, 200, "{body}");
+        let run_id = body["runId"].as_i64().expect("runId");
+
+        let (status, run) = json_of(r.handle(req("GET", &format!("/etl/runs/{run_id}"))).await);
+        assert_eq!(status, 200);
+        assert_eq!(run["run_id"].as_i64(), Some(run_id));
+        assert_eq!(run["job_id"].as_i64(), Some(1001));
+
+        for bad in [
+            "0",
+            "-1",
+            "1e3",
+            "0x10",
+            "1.5",
+            "abc",
+            "99999999999999999999",
+        ] {
+            let (status, body) = json_of(r.handle(req("GET", &format!("/etl/runs/{bad}"))).await);
+            assert_eq!(
+                (status, &body["error"]),
+                (400, &json!("Invalid runId")),
+                "{bad}"
+            );
+            let (status, _) = json_of(r.handle(req("DELETE", &format!("/etl/runs/{bad}"))).await);
+            assert_eq!(status, 400, "{bad}");
+        }
+
+        // Another job's run: 404, and never cancelled.
+        let (status, _) = json_of(r.handle(req("GET", &format!("/other/runs/{run_id}"))).await);
+        assert_eq!(status, 404);
+        let (status, _) = json_of(
+            r.handle(req("DELETE", &format!("/other/runs/{run_id}")))
+                .await,
+        );
+        assert_eq!(status, 404);
+        assert!(!f
+            .emu
+            .requests()
+            .iter()
+            .any(|q| q.path.ends_with("/runs/cancel")));
+
+        let mut list = req("GET", "/etl/runs");
+        list.query.insert("limit".into(), "500".into());
+        let (status, body) = json_of(r.handle(list).await);
+        assert_eq!(status, 200);
+        assert_eq!(body["runs"].as_array().map(Vec::len), Some(1));
+
+        let (status, body) = json_of(r.handle(req("GET", "/etl/status")).await);
+        assert_eq!(status, 200);
+        assert_eq!(body["run"]["run_id"].as_i64(), Some(run_id));
+        assert!(body["status"].is_string());
+
+        match r
+            .handle(req("DELETE", &format!("/etl/runs/{run_id}")))
+            .await
+        {
+            RouteResponse::Empty { status } => assert_eq!(status, 204),
+            other => panic!("{other:?}"),
+        }
+        assert!(f
+            .emu
+            .requests()
+            .iter()
+            .any(|q| q.path.ends_with("/runs/cancel")));
+
+        // A run that does not exist upstream keeps the upstream status, with generic text.
+        let (status, body) = json_of(r.handle(req("GET", "/etl/runs/987654321")).await);
+        assert!(status == 404 || status == 400, "{status}");
+        assert_eq!(body["plugin"], "jobs");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e == crate::error::status_text(status)),
+            "{body}"
+        );
+
+        let (status, _) = json_of(r.handle(req("GET", "/etl/nothing-here")).await);
+        assert_eq!(status, 404);
+        f.emu.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_route_checks_params_before_sending_anything() {
+        let f = fixture(50.0, 20, Duration::from_secs(10)).await;
+        let r = &f.router;
+        let cases = [
+            (
+                "/etl/run",
+                json!({ "params": [1, 2] }),
+                "params must be a plain object",
+            ),
+            (
+                "/etl/run",
+                json!({ "params": "x" }),
+                "params must be a plain object",
+            ),
+            (
+                "/etl/run",
+                json!({ "params": null }),
+                "params must be a plain object",
+            ),
+            (
+                "/other/run",
+                json!({ "params": { "a": 1 } }),
+                "This job does not accept parameters",
+            ),
+        ];
+        for stream in [false, true] {
+            for (path, body, message) in &cases {
+                let mut q = with_body("POST", path, body.clone());
+                if stream {
+                    q.query.insert("stream".into(), "true".into());
+                }
+                let (status, got) = json_of(r.handle(q).await);
+                assert_eq!(status, 400, "{path} {body}");
+                assert_eq!(got["error"], json!(message));
+            }
+            let many: serde_json::Map<String, Value> =
+                (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
+            let mut q = with_body("POST", "/etl/run", json!({ "params": many }));
+            if stream {
+                q.query.insert("stream".into(), "true".into());
+            }
+            let (status, got) = json_of(r.handle(q).await);
+            assert_eq!(status, 400);
+            assert!(got["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("Too many parameters (51)"));
+
+            let mut q = with_body("POST", "/schema/run", json!({ "params": { "date": 5 } }));
+            if stream {
+                q.query.insert("stream".into(), "true".into());
+            }
+            let (status, got) = json_of(r.handle(q).await);
+            assert_eq!(status, 400);
+            assert!(
+                got["error"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Parameter validation failed for job \"schema\""),
+                "{got}"
+            );
+        }
+        let (status, _) = json_of(
+            r.handle(RouteRequest {
+                body: Bytes::from("{nope"),
+                ..req("POST", "/etl/run")
+            })
+            .await,
+        );
+        assert_eq!(status, 400);
+        assert_eq!(run_now_count(&f.emu), 0, "nothing was sent upstream");
+
+        // Fifty keys with a task type are fine; no params at all on a job without a schema too.
+        let fifty: serde_json::Map<String, Value> =
+            (0..50).map(|i| (format!("k{i}"), json!("v"))).collect();
+        let (status, _) = json_of(
+            r.handle(with_body("POST", "/etl/run", json!({ "params": fifty })))
+                .await,
+        );
+        assert_eq!(status, 200);
+        let (status, _) = json_of(r.handle(req("POST", "/other/run")).await);
+        assert_eq!(status, 200);
+        assert_eq!(run_now_count(&f.emu), 2);
+        f.emu.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stream_runs_to_a_terminal_state_and_resumes_without_a_second_run() {
+        let f = fixture(50.0, 20, Duration::from_secs(10)).await;
+        let r = &f.router;
+        let mut q = with_body(
+            "POST",
+            "/etl/run",
+            json!({ "params": { "date": "2025-01-01" } }),
+        );
+        q.query.insert("stream".into(), "true".into());
+        let (events, _) = drain(stream_of(r.handle(q.clone()).await)).await;
+        assert!(events.len() >= 2, "{events:?}");
+        let run_id = events[0].2["run"]["run_id"].as_i64().unwrap();
+        for (i, (id, event, data)) in events.iter().enumerate() {
+            assert_eq!(id, &format!("{run_id}:{}", i + 1));
+            assert_eq!(event, "message");
+            assert!(data["timestamp"].as_i64().is_some());
+            assert_eq!(data["run"]["run_id"].as_i64(), Some(run_id));
+        }
+        let last = &events.last().unwrap().2;
+        assert_eq!(last["status"], "TERMINATED");
+        assert!(run::is_terminal(&last["run"]));
+        assert_eq!(run_now_count(&f.emu), 1);
+
+        // The reconnect repeats the POST with Last-Event-ID: same run, ids continue, no new run.
+        let mut again = q.clone();
+        again
+            .headers
+            .insert("last-event-id".into(), format!("{run_id}:2"));
+        let (resumed, _) = drain(stream_of(r.handle(again).await)).await;
+        assert!(!resumed.is_empty());
+        assert_eq!(resumed[0].0, format!("{run_id}:3"));
+        assert_eq!(resumed.last().unwrap().2["status"], "TERMINATED");
+        assert_eq!(run_now_count(&f.emu), 1);
+
+        // A Last-Event-ID of another job's run is refused, a malformed one too.
+        let mut other = with_body("POST", "/other/run", json!({}));
+        other.query.insert("stream".into(), "true".into());
+        other
+            .headers
+            .insert("last-event-id".into(), format!("{run_id}:1"));
+        assert_eq!(json_of(r.handle(other.clone()).await).0, 404);
+        other
+            .headers
+            .insert("last-event-id".into(), "garbage".into());
+        assert_eq!(json_of(r.handle(other).await).0, 400);
+        assert_eq!(run_now_count(&f.emu), 1);
+
+        // Re-attach by URL.
+        let (events, _) = drain(stream_of(
+            r.handle(req("GET", &format!("/etl/runs/{run_id}/stream")))
+                .await,
+        ))
+        .await;
+        assert_eq!(events.last().unwrap().2["status"], "TERMINATED");
+        assert_eq!(
+            json_of(
+                r.handle(req("GET", &format!("/other/runs/{run_id}/stream")))
+                    .await
+            )
+            .0,
+            404
+        );
+        assert_eq!(
+            json_of(r.handle(req("GET", "/etl/runs/1e3/stream")).await).0,
+            400
+        );
+        f.emu.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn heartbeats_while_waiting_and_dropping_a_stream_stops_its_watcher() {
+        // Frozen emulator time: the run stays where it is; long polls, short heartbeats.
+        let f = fixture(0.0, 60_000, Duration::from_millis(20)).await;
+        let r = &f.router;
+        let mut q = req("POST", "/slow/run");
+        q.query.insert("stream".into(), "true".into());
+        let mut s = stream_of(r.handle(q.clone()).await);
+        let first = s.next().await.expect("first event");
+        assert!(
+            first.starts_with("id: ") && first.contains("event: message"),
+            "{first}"
+        );
+        let mut heartbeats = 0;
+        while heartbeats < 2 {
+            let chunk = s.next().await.expect("stream stays open");
+            if chunk == HEARTBEAT_FRAME {
+                heartbeats += 1;
+            }
+        }
+        assert_eq!(r.active_streams(), 1);
+        drop(s);
+        assert!(
+            eventually(|| r.active_streams() == 0).await,
+            "the watcher is dropped with the stream"
+        );
+
+        // cancel() and abort_all() end streams too; the run is never cancelled by that.
+        let s = stream_of(r.handle(q.clone()).await);
+        s.cancel();
+        let (events, _) = drain(s).await;
+        assert!(events.is_empty());
+        let mut s = stream_of(r.handle(q).await);
+        assert!(s.next().await.is_some());
+        r.abort_all();
+        assert_eq!(s.next().await, None);
+        assert!(eventually(|| r.active_streams() == 0).await);
+        assert!(!f
+            .emu
+            .requests()
+            .iter()
+            .any(|q| q.path.ends_with("/runs/cancel")));
+        f.emu.stop().await;
+    }
+}
