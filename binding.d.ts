@@ -49,6 +49,17 @@ export declare class BindingEmulator {
   runCount(): number
 }
 
+/**
+ * Framed SSE text: `next()` resolves to the next chunk (event, error event or heartbeat
+ * comment) or `null` at the end; `cancel()` stops it and drops the run watcher.
+ */
+export declare class BindingEventStream {
+  next(): Promise<string | null>
+  cancel(): void
+  /** The run this stream follows. */
+  get runId(): number
+}
+
 /** The jobs service of one plugin instance. */
 export declare class BindingJobs {
   /**
@@ -78,6 +89,26 @@ export declare class BindingJobs {
   watch(key: string, token: string | undefined | null, runId: string, checked: boolean): BindingRunWatch
 }
 
+/** The `/api/jobs` routes over one plugin's core (its connection pool, cache and poller). */
+export declare class BindingRouter {
+  constructor(jobs: BindingJobs, options?: BindingRouterOptions | undefined | null)
+  /** Serves one request. Never rejects for a request problem: errors are JSON responses. */
+  handle(req: BindingRouteRequest): Promise<BindingRouteResponse>
+  /** Ends every open stream and drops its watcher (runs are not cancelled). */
+  abortAll(): void
+  /** Streams whose run watcher is still alive. */
+  activeStreams(): number
+}
+
+/** `kind` is `"json"` (`status`, `body`), `"empty"` (`status`) or `"stream"` (`takeStream()`). */
+export declare class BindingRouteResponse {
+  get kind(): string
+  get status(): number
+  get body(): any | null
+  /** The SSE stream of a `"stream"` response; `null` otherwise or once taken. */
+  takeStream(): BindingEventStream | null
+}
+
 /**
  * Updates of one run: `next()` resolves to `{ ok: true, data: { status, timestamp, run } }`,
  * `{ ok: true }` (no data) once the run ended or the watch was cancelled, or an error outcome
@@ -101,6 +132,22 @@ export interface BindingOutcome {
   status?: number
   code?: string
   message?: string
+}
+
+/** A request relative to the mount point: `{ method: "POST", path: "/etl/run", query, headers, body }`. */
+export interface BindingRouteRequest {
+  method: string
+  path: string
+  query?: Record<string, string>
+  /** Header names in lower case. */
+  headers?: Record<string, string>
+  /** The raw JSON body, if any. */
+  body?: string
+}
+
+export interface BindingRouterOptions {
+  /** Silence (ms) after which an SSE stream sends a `: heartbeat` comment. Default 10000. */
+  heartbeatMs?: number
 }
 
 /** Starts an emulator. `options_json`: `JSON.stringify(EmulatorOptions)` (camelCase), or none. */
