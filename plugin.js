@@ -171,8 +171,10 @@ class JobsPlugin {
     this.registeredEndpoints = {};
     this._logger = config.logger ?? console;
     // One native core (connection pool, cache, poller) for the routes and the code.
-    this._runtime = createJobsRuntime(config, config.env ? { env: config.env } : {});
-    this._exports = this._runtime.exports();
+    // `env`, `heartbeatMs` and `logger` are this class's own options, not the core's.
+    const { env, heartbeatMs: _h, logger: _l, ...coreConfig } = config;
+    this._runtime = createJobsRuntime(coreConfig, env ? { env } : {});
+    this._exports = this._runtime.exports;
     this._native = null;
     this._streams = new Set();
   }
@@ -186,8 +188,8 @@ class JobsPlugin {
     this._logger.info?.(`[jobs] ${keys.length} job(s) configured: ${keys.length ? keys.join(", ") : "(none)"}`);
     for (const key of keys) {
       const envVar = envVarFor(key);
-      const explicitId = this.config.jobs?.[key]?.jobId ?? this.config.jobs?.[key]?.id;
-      const raw = explicitId ?? process.env[envVar];
+      const explicitId = this.config.jobs?.[key]?.jobId;
+      const raw = explicitId ?? (this.config.env ?? process.env)[envVar];
       if (raw === undefined || raw === null || raw === "" || !/^\d+$/.test(String(raw).trim())) {
         this._logger.warn?.(`[jobs] Job "${key}" has no valid job id: set ${envVar} to the numeric id of the Databricks job`);
       }

@@ -1,1 +1,170 @@
-//! (in progress)
+//! Binding of the framework-agnostic routes (`appkit_jobs_core::routes`): plugin.js and http.js
+//! hand a plain request object to `BindingRouter.handle` and write what comes back, JSON, an
+//! empty status, or an SSE `BindingEventStream` pulled chunk by chunk.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use appkit_jobs_core::routes::{
+    EventStream, RouteRequest, RouteResponse, Router, RouterOptions, StreamCanceller,
+};
+use napi_derive::napi;
+use serde_json::Value;
+
+use crate::jobs::BindingJobs;
+
+#[napi(object)]
+#[derive(Default)]
+pub struct BindingRouterOptions {
+    /// Silence (ms) after which an SSE stream sends a `: heartbeat` comment. Default 10000.
+    pub heartbeat_ms: Option<u32>,
+}
+
+/// A request relative to the mount point: `{ method: "POST", path: "/etl/run", query, headers, body }`.
+#[napi(object)]
+pub struct BindingRouteRequest {
+    pub method: String,
+    pub path: String,
+    pub query: Option<HashMap<String, String>>,
+    /// Header names in lower case.
+    pub headers: Option<HashMap<String, String>>,
+    /// The raw JSON body, if any.
+    pub body: Option<String>,
+}
+
+/// The `/api/jobs` routes over one plugin's core (its connection pool, cache and poller).
+#[napi]
+pub struct BindingRouter {
+    inner: Arc<Router>,
+}
+
+#[napi]
+impl BindingRouter {
+    #[napi(constructor)]
+    pub fn new(jobs: &BindingJobs, options: Option<BindingRouterOptions>) -> Self {
+        let options = options.unwrap_or_default();
+        let mut router_options = RouterOptions::default();
+        if let Some(ms) = options.heartbeat_ms.filter(|ms| *ms > 0) {
+            router_options.heartbeat = Duration::from_millis(ms as u64);
+        }
+        BindingRouter {
+            inner: Arc::new(Router::new(jobs.core(), router_options)),
+        }
+    }
+
+    /// Serves one request. Never rejects for a request problem: errors are JSON responses.
+    #[napi(catch_unwind)]
+    pub async fn handle(&self, req: BindingRouteRequest) -> BindingRouteResponse {
+        let request = RouteRequest {
+            method: req.method,
+            path: req.path,
+            query: req.query.unwrap_or_default(),
+            headers: req.headers.unwrap_or_default(),
+            body: req.body.map(Into::into).unwrap_or_default(),
+        };
+        BindingRouteResponse::from(self.inner.handle(request).await)
+    }
+
+    /// Ends every open stream and drops its watcher (runs are not cancelled).
+    #[napi]
+    pub fn abort_all(&self) {
+        self.inner.abort_all();
+    }
+
+    /// Streams whose run watcher is still alive.
+    #[napi]
+    pub fn active_streams(&self) -> u32 {
+        self.inner.active_streams() as u32
+    }
+}
+
+/// `kind` is `"json"` (`status`, `body`), `"empty"` (`status`) or `"stream"` (`takeStream()`).
+#[napi]
+pub struct BindingRouteResponse {
+    kind: &'static str,
+    status: u16,
+    body: Option<Value>,
+    stream: Mutex<Option<EventStream>>,
+}
+
+impl From<RouteResponse> for BindingRouteResponse {
+    fn from(r: RouteResponse) -> Self {
+        let status = r.status();
+        let (kind, body, stream) = match r {
+            RouteResponse::Json { body, .. } => ("json", Some(body), None),
+            RouteResponse::Empty { .. } => ("empty", None, None),
+            RouteResponse::Stream(s) => ("stream", None, Some(s)),
+        };
+        BindingRouteResponse {
+            kind,
+            status,
+            body,
+            stream: Mutex::new(stream),
+        }
+    }
+}
+
+#[napi]
+impl BindingRouteResponse {
+    #[napi(getter)]
+    pub fn kind(&self) -> String {
+        self.kind.to_string()
+    }
+
+    #[napi(getter)]
+    pub fn status(&self) -> u32 {
+        self.status as u32
+    }
+
+    #[napi(getter)]
+    pub fn body(&self) -> Option<Value> {
+        self.body.clone()
+    }
+
+    /// The SSE stream of a `"stream"` response; `null` otherwise or once taken.
+    #[napi]
+    pub fn take_stream(&self) -> Option<BindingEventStream> {
+        let stream = self
+            .stream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        let cancel = stream.canceller();
+        let run_id = stream.run_id();
+        Some(BindingEventStream {
+            inner: Arc::new(tokio::sync::Mutex::new(stream)),
+            cancel,
+            run_id,
+        })
+    }
+}
+
+/// Framed SSE text: `next()` resolves to the next chunk (event, error event or heartbeat
+/// comment) or `null` at the end; `cancel()` stops it and drops the run watcher.
+#[napi]
+pub struct BindingEventStream {
+    inner: Arc<tokio::sync::Mutex<EventStream>>,
+    cancel: StreamCanceller,
+    run_id: i64,
+}
+
+#[napi]
+impl BindingEventStream {
+    #[napi(catch_unwind)]
+    pub async fn next(&self) -> Option<String> {
+        let inner = self.inner.clone();
+        let mut stream = inner.lock().await;
+        stream.next().await
+    }
+
+    #[napi]
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// The run this stream follows.
+    #[napi(getter)]
+    pub fn run_id(&self) -> i64 {
+        self.run_id
+    }
+}

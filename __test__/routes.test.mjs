@@ -1,0 +1,209 @@
+// The routes without AppKit: createJobsHandler on node:http and on express, plus the plugin
+// class's static contract (manifest, resource requirements) and setup logging.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import http from "node:http";
+import { createRequire } from "node:module";
+import { z } from "zod";
+import { startEmu, emuEnv, requestsTo, parseSse, isTerminalRun, eventually } from "./routes-support.mjs";
+
+const require = createRequire(import.meta.url);
+const { createJobsHandler } = require("../http.js");
+const { JobsPlugin } = require("../plugin.js");
+const express = require("express");
+
+let emu;
+before(async () => {
+  emu = await startEmu({ timeScale: 20 });
+});
+after(async () => {
+  await emu?.stop();
+});
+
+function listen(server) {
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server.address().port)));
+}
+
+function close(server) {
+  server.closeAllConnections?.();
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+function makeHandler(extra = {}) {
+  return createJobsHandler({
+    env: emuEnv(emu, { etl: 1001, other: 1002, slow: 1003 }),
+    pollIntervalMs: 40,
+    jobs: {
+      etl: { taskType: "notebook", params: z.object({ date: z.string() }) },
+      slow: { taskType: "sql" },
+    },
+    ...extra,
+  });
+}
+
+test("manifest and resource requirements: one per job, none static", () => {
+  const m = JobsPlugin.manifest;
+  assert.equal(m.name, "jobs");
+  assert.equal(typeof m.displayName, "string");
+  assert.equal(typeof m.description, "string");
+  assert.deepEqual(m.resources.required, []);
+  assert.ok(m.config.schema.properties.pollIntervalMs);
+
+  const saved = { ...process.env };
+  try {
+    for (const k of Object.keys(process.env)) if (k.startsWith("DATABRICKS_JOB_")) delete process.env[k];
+    process.env.DATABRICKS_JOB_ETL = "12";
+    process.env.DATABRICKS_JOB_ = "13"; // bare prefix: skipped
+    process.env.DATABRICKS_JOB_EMPTY = "";
+    process.env.DATABRICKS_JOB_ID = "14"; // not `default`: other jobs exist
+    const reqs = JobsPlugin.getResourceRequirements({ jobs: { ml: {} } });
+    assert.deepEqual(
+      reqs.map((r) => r.resourceKey),
+      ["job-etl", "job-ml"],
+    );
+    assert.deepEqual(reqs[0], {
+      type: "job",
+      alias: "job-etl",
+      resourceKey: "job-etl",
+      description: 'Databricks Job "etl"',
+      permission: "CAN_MANAGE_RUN",
+      fields: { id: { env: "DATABRICKS_JOB_ETL", description: 'Job ID for "etl"' } },
+      required: true,
+    });
+    for (const k of ["DATABRICKS_JOB_ETL", "DATABRICKS_JOB_", "DATABRICKS_JOB_EMPTY"]) delete process.env[k];
+    const single = JobsPlugin.getResourceRequirements({});
+    assert.equal(single.length, 1);
+    assert.equal(single[0].resourceKey, "job-default");
+    assert.equal(single[0].fields.id.env, "DATABRICKS_JOB_ID");
+  } finally {
+    for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+    Object.assign(process.env, saved);
+  }
+});
+
+test("setup logs the jobs and warns about keys without an id", async () => {
+  const lines = [];
+  const logger = { info: (m) => lines.push(["info", m]), warn: (m) => lines.push(["warn", m]) };
+  const p = new JobsPlugin({
+    name: "jobs",
+    logger,
+    env: { DATABRICKS_HOST: emu.url, DATABRICKS_TOKEN: emu.token, DATABRICKS_JOB_ETL: "1001" },
+    jobs: { ml: {} },
+  });
+  await p.setup();
+  assert.ok(lines.some(([lvl, m]) => lvl === "info" && /2 job\(s\)/.test(m) && /etl/.test(m) && /ml/.test(m)), JSON.stringify(lines));
+  const warns = lines.filter(([lvl]) => lvl === "warn").map(([, m]) => m);
+  assert.equal(warns.length, 1);
+  assert.match(warns[0], /"ml".*DATABRICKS_JOB_ML/);
+});
+
+test("node:http: routes under /api/jobs, fallback for the rest, SSE, close()", async () => {
+  const handler = makeHandler();
+  const server = http.createServer((req, res) =>
+    handler(req, res, () => {
+      res.statusCode = 418;
+      res.end("mine");
+    }),
+  );
+  const port = await listen(server);
+  const base = `http://127.0.0.1:${port}`;
+  try {
+    const other = await fetch(`${base}/elsewhere`);
+    assert.equal(other.status, 418);
+    assert.equal(await other.text(), "mine");
+
+    const runNowsBefore = requestsTo(emu, "/jobs/run-now").length;
+    const bad = await fetch(`${base}/api/jobs/etl/run`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ params: { date: 5 } }),
+    });
+    assert.equal(bad.status, 400);
+    assert.match((await bad.json()).error, /^Parameter validation failed for job "etl"/);
+    assert.equal(requestsTo(emu, "/jobs/run-now").length, runNowsBefore, "nothing was sent");
+
+    const ok = await fetch(`${base}/api/jobs/etl/run`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ params: { date: "2025-02-03" } }),
+    });
+    assert.equal(ok.status, 200);
+    const { runId } = await ok.json();
+    assert.deepEqual(requestsTo(emu, "/jobs/run-now").at(-1).body.notebook_params, { date: "2025-02-03" });
+
+    const got = await fetch(`${base}/api/jobs/etl/runs/${runId}`);
+    assert.equal((await got.json()).run_id, runId);
+    assert.equal((await fetch(`${base}/api/jobs/other/runs/${runId}`)).status, 404);
+    assert.equal((await fetch(`${base}/api/jobs/etl/runs/0x10`)).status, 400);
+    const unknown = await fetch(`${base}/api/jobs/n%20o!pe/status`);
+    assert.deepEqual(await unknown.json(), { error: 'Unknown job "nope"', plugin: "jobs" });
+
+    const stream = await fetch(`${base}/api/jobs/etl/runs/${runId}/stream`);
+    assert.equal(stream.headers.get("content-type"), "text/event-stream; charset=utf-8");
+    const { events } = parseSse(await stream.text());
+    assert.ok(isTerminalRun(events.at(-1).data.run));
+
+    // close() ends open streams (the run goes on).
+    const slow = await fetch(`${base}/api/jobs/slow/run`, { method: "POST" });
+    const slowId = (await slow.json()).runId;
+    emu.setRunState(slowId, "RUNNING");
+    const open = await fetch(`${base}/api/jobs/slow/runs/${slowId}/stream`);
+    const reader = open.body.getReader();
+    assert.equal((await reader.read()).done, false);
+    handler.close();
+    while (!(await reader.read()).done);
+    assert.ok(await eventually(() => handler.plugin.activeStreamCount() === 0));
+    assert.equal(emu.getRun(slowId).state.life_cycle_state, "RUNNING");
+    emu.setRunState(slowId, "SUCCESS");
+  } finally {
+    handler.close();
+    await close(server);
+  }
+});
+
+test("express: mounted at /api/jobs, or at the root after express.json()", async () => {
+  const handler = makeHandler();
+  const app = express();
+  app.use("/api/jobs", handler);
+  const app2 = express();
+  app2.use(express.json(), handler);
+  app2.use((_req, res) => res.status(404).send("app2 404"));
+  const s1 = http.createServer(app);
+  const s2 = http.createServer(app2);
+  const [p1, p2] = [await listen(s1), await listen(s2)];
+  try {
+    for (const port of [p1, p2]) {
+      const res = await fetch(`http://127.0.0.1:${port}/api/jobs/etl/run`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ params: { date: "2025-01-01" } }),
+      });
+      assert.equal(res.status, 200, `port ${port}`);
+      const { runId } = await res.json();
+      const del = await fetch(`http://127.0.0.1:${port}/api/jobs/etl/runs/${runId}`, { method: "DELETE" });
+      assert.equal(del.status, 204);
+      const list = await fetch(`http://127.0.0.1:${port}/api/jobs/etl/runs?limit=2`);
+      assert.ok((await list.json()).runs.length <= 2);
+    }
+    const miss = await fetch(`http://127.0.0.1:${p2}/not-jobs`);
+    assert.equal(await miss.text(), "app2 404");
+  } finally {
+    handler.close();
+    await close(s1);
+    await close(s2);
+  }
+});
+
+test("handler extras: jobs callable and clientConfig", async () => {
+  const handler = makeHandler();
+  assert.equal(typeof handler.jobs, "function");
+  const result = await handler.jobs("etl").getJob();
+  assert.equal(result.ok, true);
+  assert.equal(result.data.job_id, 1001);
+  const cc = handler.clientConfig();
+  assert.deepEqual(Object.keys(cc.jobs).sort(), ["etl", "other", "slow"]);
+  assert.equal(cc.jobs.etl.taskType, "notebook");
+  assert.deepEqual(cc.jobs.etl.params.required, ["date"]);
+  assert.deepEqual(cc.jobs.other, { params: null, taskType: null });
+  handler.close();
+});
