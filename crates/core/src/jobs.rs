@@ -114,6 +114,14 @@ impl Jobs {
         &self.poller
     }
 
+    /// Drops the cached reads of `key`'s job for every identity. The routes call it when a
+    /// watched run changes state, so that lists and status are not served stale.
+    pub fn invalidate_job_cache(&self, key: &str) {
+        if let Ok((_, job_id)) = self.entry(key) {
+            self.cache.invalidate_job(job_id);
+        }
+    }
+
     fn entry(&self, key: &str) -> Result<(&JobEntry, i64)> {
         let entry = self.registry.get(key)?;
         let job_id = entry.job_id()?;

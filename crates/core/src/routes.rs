@@ -234,7 +234,7 @@ impl Router {
                     None => 0,
                 };
                 match self.jobs.watch_run(key, &sp, run_id).await {
-                    Ok(watch) => self.stream(run_id, after, StreamStart::Watching(watch)),
+                    Ok(watch) => self.stream(key, run_id, after, StreamStart::Watching(watch)),
                     Err(e) => RouteResponse::from_error(&e),
                 }
             }
@@ -252,7 +252,7 @@ impl Router {
                     return invalid_last_event_id();
                 };
                 return match self.jobs.watch_run(key, &sp, run_id).await {
-                    Ok(watch) => self.stream(run_id, seq, StreamStart::Watching(watch)),
+                    Ok(watch) => self.stream(key, run_id, seq, StreamStart::Watching(watch)),
                     Err(e) => RouteResponse::from_error(&e),
                 };
             }
@@ -277,13 +277,7 @@ impl Router {
         }
         // The run exists now: from here on every failure is an SSE error event, so that a
         // client retrying on an HTTP error can never start a second run.
-        self.stream(
-            run_id,
-            0,
-            StreamStart::Open {
-                key: key.to_string(),
-            },
-        )
+        self.stream(key, run_id, 0, StreamStart::Open)
     }
 
     /// The checks of the run route, before anything is sent upstream.
@@ -340,7 +334,7 @@ impl Router {
         Ok(Some(params))
     }
 
-    fn stream(&self, run_id: i64, after_seq: u64, start: StreamStart) -> RouteResponse {
+    fn stream(&self, key: &str, run_id: i64, after_seq: u64, start: StreamStart) -> RouteResponse {
         let cancel = self
             .generation
             .lock()
@@ -349,6 +343,7 @@ impl Router {
         let (tx, rx) = mpsc::channel(16);
         let producer = Producer {
             jobs: self.jobs.clone(),
+            key: key.to_string(),
             run_id,
             seq: after_seq,
             tx,
@@ -387,7 +382,7 @@ enum StreamStart {
     /// The watcher is already open (re-attach: ownership was checked before the stream began).
     Watching(RunWatch),
     /// A run just started: open its watcher inside the stream.
-    Open { key: String },
+    Open,
 }
 
 /// Counts a live producer until it is dropped.
@@ -410,6 +405,7 @@ impl Drop for ActiveGuard {
 /// stream is dropped or cancelled, or on `abort_all`; the watcher is dropped with it.
 struct Producer {
     jobs: Arc<Jobs>,
+    key: String,
     run_id: i64,
     seq: u64,
     tx: mpsc::Sender<String>,
@@ -431,11 +427,12 @@ impl Producer {
     async fn produce(&mut self, start: StreamStart) {
         let mut watch = match start {
             StreamStart::Watching(w) => w,
-            StreamStart::Open { key } => {
-                match self
-                    .jobs
-                    .watch_started_run(&key, &Identity::ServicePrincipal, self.run_id)
-                {
+            StreamStart::Open => {
+                match self.jobs.watch_started_run(
+                    &self.key,
+                    &Identity::ServicePrincipal,
+                    self.run_id,
+                ) {
                     Ok(w) => w,
                     Err(e) => return self.send_error(&e).await,
                 }
@@ -444,6 +441,8 @@ impl Producer {
         while let Some(item) = watch.next().await {
             match item {
                 Ok(update) => {
+                    // The run moved on: cached lists and runs of the job are stale now.
+                    self.jobs.invalidate_job_cache(&self.key);
                     self.seq += 1;
                     let data = json!({
                         "status": update.status,
@@ -1071,8 +1070,15 @@ mod tests {
             json!({ "params": { "date": "2025-01-01" } }),
         );
         q.query.insert("stream".into(), "true".into());
-        let (events, _) = drain(stream_of(r.handle(q.clone()).await)).await;
+        let s = stream_of(r.handle(q.clone()).await);
+        // Cache the job's status while the run is young ...
+        let (_, early) = json_of(r.handle(req("GET", "/etl/status")).await);
+        assert!(!run::is_terminal(&early["run"]), "{early}");
+        let (events, _) = drain(s).await;
         assert!(events.len() >= 2, "{events:?}");
+        // ... the stream saw it change, so the cached reads were dropped.
+        let (_, late) = json_of(r.handle(req("GET", "/etl/status")).await);
+        assert_eq!(late["status"], "TERMINATED", "{late}");
         let run_id = events[0].2["run"]["run_id"].as_i64().unwrap();
         for (i, (id, event, data)) in events.iter().enumerate() {
             assert_eq!(id, &format!("{run_id}:{}", i + 1));

@@ -1,0 +1,141 @@
+// The demo in a real browser: headless Chromium (Debian `chromium`) driven by playwright-core
+// opens the page served by demo/server.mjs (emulator mode), runs a job to its terminal state,
+// cancels another, shows a validation error as a message, and saves a screenshot that is
+// checked not to be blank.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { startDemo } from "../demo/server.mjs";
+
+const CHROMIUM = "/usr/bin/chromium";
+const here = dirname(fileURLToPath(import.meta.url));
+const ARTIFACTS = join(here, "artifacts");
+
+let demo;
+let context;
+let profileDir;
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)`);
+  demo = await startDemo({ port: 0, host: "127.0.0.1", env: {}, timeScale: 2, pollIntervalMs: 150, log: () => {} });
+  profileDir = mkdtempSync(join(tmpdir(), "appkit-jobs-chromium-"));
+  context = await chromium.launchPersistentContext(profileDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1280, height: 1000 },
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await context?.close();
+  await demo?.close();
+  if (profileDir) rmSync(profileDir, { recursive: true, force: true });
+});
+
+test("demo: config endpoint in emulator mode lists the jobs with their schemas", async () => {
+  assert.equal(demo.mode, "emulator");
+  const res = await fetch(new URL("/config.json", demo.url));
+  const config = await res.json();
+  assert.equal(config.mode, "emulator");
+  assert.deepEqual(Object.keys(config.jobs).sort(), ["etl", "pipeline", "report", "warehouse"]);
+  assert.deepEqual(config.jobs.etl.params.required, ["date"]);
+  assert.equal(config.jobs.warehouse.params, null);
+  assert.doesNotMatch(JSON.stringify(config), new RegExp(demo.emulator.token));
+});
+
+test("demo page in Chromium: run to a terminal state, cancel another, errors as messages, screenshot", async () => {
+  const page = await context.newPage();
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+  await page.goto(demo.url);
+  await page.waitForSelector('[data-job="etl"]');
+  assert.match(await page.textContent("#mode"), /emulator/);
+  for (const key of ["etl", "report", "warehouse", "pipeline"]) {
+    assert.equal(await page.locator(`[data-job="${key}"]`).count(), 1, key);
+  }
+  const etl = page.locator('[data-job="etl"]');
+  // The form comes from the JSON Schema: a date input, an enum select, a checkbox.
+  assert.equal(await etl.locator('input[name="date"]').getAttribute("type"), "date");
+  // `mode` is optional: an empty choice first, then the enum.
+  assert.deepEqual(await etl.locator('select[name="mode"] option').evaluateAll((os) => os.map((o) => o.value)), ["", "full", "incremental"]);
+  assert.equal(await etl.locator('select[name="mode"]').inputValue(), "incremental");
+  assert.equal(await etl.locator('input[name="dryRun"]').getAttribute("type"), "checkbox");
+
+  // A schema failure is shown as a message, not raw JSON.
+  await etl.locator(".run-btn").click();
+  const message = etl.locator(".message.error");
+  await message.waitFor({ state: "visible" });
+  const text = await message.textContent();
+  assert.match(text, /Parameter validation failed for job "etl"/);
+  assert.doesNotMatch(text, /^\s*\{/);
+
+  // A run with valid params goes through its states to TERMINATED / SUCCESS.
+  await etl.locator('input[name="date"]').fill("2025-03-01");
+  await etl.locator('select[name="mode"]').selectOption("full");
+  await etl.locator(".run-btn").click();
+  await etl.locator('.result[data-result="SUCCESS"]').waitFor({ state: "visible", timeout: 30_000 });
+  assert.equal(await etl.locator(".status").getAttribute("data-status"), "TERMINATED");
+  const steps = await etl.locator(".steps li").allTextContents();
+  assert.ok(steps.includes("RUNNING") && steps.at(-1) === "TERMINATED", steps.join(","));
+  const href = await etl.locator(".result a.result-link").getAttribute("href");
+  assert.match(href, /^http:\/\/127\.0\.0\.1:\d+\/.*run/);
+  await etl.locator('.runs tbody tr[data-state="TERMINATED"]').first().waitFor({ timeout: 10_000 });
+
+  // Cancel an active run of another job.
+  const wh = page.locator('[data-job="warehouse"]');
+  await wh.locator(".run-btn").click();
+  await wh.locator(".cancel-btn").waitFor({ state: "visible", timeout: 15_000 });
+  await wh.locator(".cancel-btn").click();
+  await wh.locator('.result[data-result="CANCELED"]').waitFor({ state: "visible", timeout: 30_000 });
+  await wh.locator(".runs tbody tr .result-cell", { hasText: "CANCELED" }).first().waitFor({ timeout: 10_000 });
+  assert.match(await wh.locator(".message").textContent(), /Cancel requested/);
+
+  assert.deepEqual(pageErrors, []);
+
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const png = await page.screenshot({ fullPage: true });
+  writeFileSync(join(ARTIFACTS, "demo.png"), png);
+  assert.ok(png.length > 20_000, `screenshot has content (${png.length} bytes)`);
+  // Decode it in the browser and measure how much the pixels vary.
+  const stats = await page.evaluate(async (b64) => {
+    const img = new Image();
+    img.src = `data:image/png;base64,${b64}`;
+    await img.decode();
+    const canvas = document.createElement("canvas");
+    canvas.width = img.width;
+    canvas.height = img.height;
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(img, 0, 0);
+    const { data } = ctx.getImageData(0, 0, img.width, img.height);
+    let sum = 0;
+    let sq = 0;
+    const colors = new Set();
+    const n = data.length / 4;
+    for (let i = 0; i < data.length; i += 4) {
+      const l = 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
+      sum += l;
+      sq += l * l;
+      if (colors.size < 5000) colors.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+    }
+    const mean = sum / n;
+    return { width: img.width, height: img.height, std: Math.sqrt(sq / n - mean * mean), colors: colors.size };
+  }, png.toString("base64"));
+  assert.ok(stats.width >= 1000 && stats.height >= 600, JSON.stringify(stats));
+  assert.ok(stats.std > 10, `pixel variance: ${JSON.stringify(stats)}`);
+  assert.ok(stats.colors > 50, `distinct colours: ${JSON.stringify(stats)}`);
+  await page.close();
+});

@@ -1,0 +1,168 @@
+// `npm run demo`: a page to trigger and follow jobs, served by a plain node:http server with the
+// standalone handler of appkit-jobs (no AppKit needed at runtime).
+//
+// - Without DATABRICKS_HOST: starts the bundled Jobs API emulator with sample jobs and points
+//   the plugin at it.
+// - With DATABRICKS_HOST and credentials (DATABRICKS_TOKEN, or DATABRICKS_CLIENT_ID +
+//   DATABRICKS_CLIENT_SECRET, or a ~/.databrickscfg profile) and DATABRICKS_JOB_<NAME>=<id>
+//   variables: uses that workspace and those jobs.
+//
+// Options: PORT (default 8000; 0 picks a free port), HOST (default 127.0.0.1),
+// DEMO_TIME_SCALE (emulator speed, default 1), DEMO_POLL_MS (default 1000).
+import http from "node:http";
+import { readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const require = createRequire(import.meta.url);
+const { createJobsHandler } = require("../http.js");
+
+const here = dirname(fileURLToPath(import.meta.url));
+const PUBLIC = join(here, "public");
+const STATIC = {
+  "/": ["index.html", "text/html; charset=utf-8"],
+  "/index.html": ["index.html", "text/html; charset=utf-8"],
+  "/app.js": ["app.js", "text/javascript; charset=utf-8"],
+  "/style.css": ["style.css", "text/css; charset=utf-8"],
+};
+
+/** The emulator's sample jobs the demo exposes, with a params schema where it makes sense. */
+export const DEMO_JOBS = {
+  etl: {
+    id: 1001,
+    config: {
+      taskType: "notebook",
+      params: {
+        type: "object",
+        properties: {
+          date: { type: "string", format: "date", title: "Date", description: "day to process" },
+          mode: { type: "string", enum: ["full", "incremental"], default: "incremental", title: "Mode" },
+          dryRun: { type: "boolean", title: "Dry run", default: false },
+        },
+        required: ["date"],
+        additionalProperties: false,
+      },
+    },
+  },
+  report: {
+    id: 1002,
+    config: {
+      taskType: "python_wheel",
+      params: {
+        type: "object",
+        properties: {
+          region: { type: "string", enum: ["emea", "amer", "apac"], title: "Region" },
+          top: { type: "integer", minimum: 1, maximum: 50, default: 10, title: "Top N" },
+        },
+        required: ["region"],
+      },
+    },
+  },
+  warehouse: { id: 1003, config: { taskType: "sql" } },
+  pipeline: { id: 1004, config: {} },
+};
+
+/**
+ * Starts the demo. Returns `{ url, server, handler, emulator, mode, close() }`.
+ * @param {{ port?: number, host?: string, env?: Record<string, string|undefined>, timeScale?: number,
+ *   pollIntervalMs?: number, log?: (msg: string) => void }} [options]
+ */
+export async function startDemo(options = {}) {
+  const env = { ...(options.env ?? process.env) };
+  const log = options.log ?? ((msg) => console.log(msg));
+  const host = options.host ?? env.HOST ?? "127.0.0.1";
+  const port = options.port ?? (env.PORT !== undefined ? Number(env.PORT) : 8000);
+  const pollIntervalMs = options.pollIntervalMs ?? (Number(env.DEMO_POLL_MS) || 1000);
+
+  let emulator = null;
+  let mode = "workspace";
+  let jobsConfig;
+  if (!env.DATABRICKS_HOST) {
+    mode = "emulator";
+    const { startEmulator } = require("../index.js");
+    const timeScale = options.timeScale ?? (Number(env.DEMO_TIME_SCALE) || 1);
+    emulator = await startEmulator({ port: 0, timeScale });
+    env.DATABRICKS_HOST = emulator.url;
+    env.DATABRICKS_TOKEN = emulator.token;
+    delete env.DATABRICKS_CLIENT_ID;
+    delete env.DATABRICKS_CLIENT_SECRET;
+    delete env.DATABRICKS_CONFIG_PROFILE;
+    for (const name of Object.keys(env)) if (name.startsWith("DATABRICKS_JOB_")) delete env[name];
+    jobsConfig = {};
+    for (const [key, job] of Object.entries(DEMO_JOBS)) {
+      env[`DATABRICKS_JOB_${key.toUpperCase()}`] = String(job.id);
+      jobsConfig[key] = job.config;
+    }
+  }
+
+  const handler = createJobsHandler({ jobs: jobsConfig, pollIntervalMs, env, heartbeatMs: options.heartbeatMs });
+  const pageConfig = () => ({
+    mode,
+    host: mode === "workspace" ? String(env.DATABRICKS_HOST).replace(/^(?!https?:\/\/)/, "https://") : undefined,
+    jobs: handler.clientConfig().jobs,
+  });
+
+  const server = http.createServer((req, res) => {
+    handler(req, res, async () => {
+      const path = new URL(req.url ?? "/", "http://localhost").pathname;
+      if (req.method === "GET" && path === "/config.json") {
+        res.setHeader("Content-Type", "application/json; charset=utf-8");
+        res.setHeader("Cache-Control", "no-store");
+        return res.end(JSON.stringify(pageConfig()));
+      }
+      const file = req.method === "GET" ? STATIC[path] : undefined;
+      if (!file) {
+        res.statusCode = 404;
+        res.setHeader("Content-Type", "text/plain; charset=utf-8");
+        return res.end("Not Found");
+      }
+      try {
+        const body = await readFile(join(PUBLIC, file[0]));
+        res.setHeader("Content-Type", file[1]);
+        res.setHeader("Cache-Control", "no-cache");
+        res.end(body);
+      } catch {
+        res.statusCode = 500;
+        res.end("Internal Server Error");
+      }
+    }).catch(() => {
+      if (!res.headersSent) res.statusCode = 500;
+      res.end();
+    });
+  });
+  await new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, resolve);
+  });
+  const address = server.address();
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${address.port}/`;
+  const jobKeys = Object.keys(pageConfig().jobs);
+  log(
+    mode === "emulator"
+      ? `appkit-jobs demo: Jobs API emulator at ${emulator.url} with sample jobs (${jobKeys.join(", ")})`
+      : `appkit-jobs demo: workspace ${env.DATABRICKS_HOST}, jobs: ${jobKeys.join(", ") || "(none: set DATABRICKS_JOB_<NAME>=<id>)"}`,
+  );
+  log(`appkit-jobs demo: open ${url}`);
+
+  let closed = false;
+  async function close() {
+    if (closed) return;
+    closed = true;
+    handler.close();
+    server.closeAllConnections?.();
+    await new Promise((resolve) => server.close(() => resolve()));
+    if (emulator) await emulator.stop();
+  }
+  return { url, server, handler, emulator, mode, close };
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const demo = await startDemo().catch((err) => {
+    console.error(`appkit-jobs demo: ${err.message}`);
+    process.exit(1);
+  });
+  const stop = () => demo.close().then(() => process.exit(0));
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+}
