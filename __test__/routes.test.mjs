@@ -207,3 +207,29 @@ test("handler extras: jobs callable and clientConfig", async () => {
   assert.deepEqual(cc.jobs.other, { params: null, taskType: null });
   handler.close();
 });
+
+test("plugin.asUser(req): exports run with the user's token; routes stay the service principal's", async () => {
+  emu.addUser({ token: "user-token-1", userName: "ada@example.com", defaultPermission: "CAN_VIEW" });
+  const handler = makeHandler();
+  const p = handler.plugin;
+  const asUser = p.asUser({ headers: { "x-forwarded-access-token": "user-token-1" } });
+  emu.clearRequests();
+  const res = await asUser.exports()("etl").getJob();
+  assert.equal(res.ok, true);
+  assert.deepEqual(
+    emu.requests().map((r) => r.identity),
+    ["user:ada@example.com"],
+  );
+  // Cancel needs CAN_MANAGE_RUN, which this user lacks: a 403 with generic text.
+  const started = await p.exports()("etl").runNow({ date: "2025-01-01" });
+  assert.equal(started.ok, true);
+  const runId = started.data.run_id;
+  const denied = await asUser.exports()("etl").cancelRun(runId);
+  assert.deepEqual(denied, { ok: false, status: 403, message: "Forbidden" });
+  // The plugin itself is untouched: its routes and exports still run as the service principal.
+  emu.clearRequests();
+  assert.equal((await p.exports()("etl").getRun(runId)).ok, true);
+  assert.ok(emu.requests().every((r) => r.identity === "service_principal"));
+  assert.equal(typeof asUser.injectRoutes, "function");
+  handler.close();
+});
