@@ -5,6 +5,8 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { startEmulator } from "../emulator.js";
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
@@ -248,6 +250,21 @@ test("HTTP control API under /__emulator", async () => {
   } finally {
     await emu.stop();
   }
+});
+
+test("an emulator whose handle is garbage-collected keeps serving until the process ends", async () => {
+  v8.setFlagsFromString("--expose-gc");
+  const gc = vm.runInNewContext("gc");
+  const { url, token } = await (async () => {
+    const emu = await startEmulator({ jobs: [JOB] });
+    return { url: emu.url, token: emu.token };
+  })();
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await new Promise((r) => setImmediate(r));
+  }
+  const res = await fetch(`${url}/api/2.2/jobs/get?job_id=7`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(res.status, 200);
 });
 
 test("a process that forgets stop() still exits", () => {

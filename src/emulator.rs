@@ -3,7 +3,7 @@
 //! Crossing conventions: option objects (emulator options, faults, users, jobs) arrive as JSON
 //! strings (`JSON.stringify` keeps large integers exact); run ids arrive as decimal strings;
 //! results are JSON values. The server runs on napi's tokio runtime and does not keep Node alive.
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use appkit_jobs_core::emulator::{Emulator, EmulatorOptions};
 use appkit_jobs_core::JobsError;
@@ -26,6 +26,15 @@ fn run_id(raw: &str) -> Result<i64> {
     .map_err(|_| Error::new(Status::InvalidArg, format!("invalid run id {raw:?}: expected an integer")))
 }
 
+/// Emulators not stopped yet. The core stops a server when its `Emulator` is dropped; from JS
+/// that would happen at a random garbage collection if the caller kept only `url` and `token`,
+/// so each server is held here until `stop()` (or the process exits).
+static RUNNING: Mutex<Vec<Arc<Emulator>>> = Mutex::new(Vec::new());
+
+fn running() -> std::sync::MutexGuard<'static, Vec<Arc<Emulator>>> {
+  RUNNING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A running emulator.
 #[napi]
 pub struct BindingEmulator {
@@ -40,7 +49,9 @@ pub async fn start_emulator(options_json: Option<String>) -> Result<BindingEmula
     Some(text) => parse("emulator options", text)?,
   };
   let emu = Emulator::start(options).await.map_err(|e| Error::new(Status::GenericFailure, e.to_string()))?;
-  Ok(BindingEmulator { inner: Arc::new(emu) })
+  let inner = Arc::new(emu);
+  running().push(inner.clone());
+  Ok(BindingEmulator { inner })
 }
 
 #[napi]
@@ -75,6 +86,7 @@ impl BindingEmulator {
   /// Stops the server and frees the port (idempotent).
   #[napi(catch_unwind)]
   pub async fn stop(&self) -> Result<()> {
+    running().retain(|e| !Arc::ptr_eq(e, &self.inner));
     self.inner.stop().await;
     Ok(())
   }
