@@ -227,12 +227,21 @@ class JobsPlugin {
     return { jobs };
   }
 
-  /** The plugin seen as the user of `req`: its exports run with the user's token. */
+  /**
+   * The plugin seen as the user of `req` (its `x-forwarded-access-token`): its exports run with
+   * the user's token. Without a token this throws a 401 error, except in development where it
+   * falls back to the service principal with a warning.
+   */
   asUser(req) {
-    const callable = this._exports;
+    const rt = this._runtime;
+    const token = rt.tokenFromRequest(req);
+    const callable = (jobKey) => {
+      rt.assertKey(jobKey);
+      return rt.handle(jobKey, token);
+    };
     return new Proxy(this, {
       get(target, prop, receiver) {
-        if (prop === "exports") return () => (jobKey) => callable(jobKey).asUser(req);
+        if (prop === "exports") return () => callable;
         return Reflect.get(target, prop, receiver);
       },
     });

@@ -233,3 +233,15 @@ test("plugin.asUser(req): exports run with the user's token; routes stay the ser
   assert.equal(typeof asUser.injectRoutes, "function");
   handler.close();
 });
+
+test("plugin.asUser(req) without a token: 401 outside development", () => {
+  const handler = makeHandler();
+  const saved = process.env.NODE_ENV;
+  try {
+    delete process.env.NODE_ENV;
+    assert.throws(() => handler.plugin.asUser({ headers: {} }), (e) => e.statusCode === 401 && !/token-/.test(e.message));
+  } finally {
+    if (saved !== undefined) process.env.NODE_ENV = saved;
+    handler.close();
+  }
+});
