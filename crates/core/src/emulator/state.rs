@@ -689,7 +689,13 @@ fn state_blocks(snap: &Snap, task_key: Option<&str>) -> (Value, Value) {
 fn task_snap(run: &RunRec, parent: &Snap, i: usize) -> Snap {
     let mut s = parent.clone();
     let natural_end = !s.user_cancelled && !matches!(run.forced, Some((Forced::End(_), _)));
-    if let (Some(_), true, Some(own)) = (s.outcome, natural_end, run.job.tasks[i].outcome) {
+    let own = match (run.job.tasks[i].outcome, s.outcome) {
+        (Some(own), _) => Some(own),
+        // "Some tasks failed" describes the run; a task without its own outcome succeeded.
+        (None, Some(Outcome::SuccessWithFailures)) => Some(Outcome::Success),
+        _ => None,
+    };
+    if let (Some(_), true, Some(own)) = (s.outcome, natural_end, own) {
         s.outcome = Some(own);
         s.life = own.life();
     }
