@@ -881,6 +881,17 @@ async fn sample_jobs_and_stop_frees_the_port() {
     let id = api.run_now(json!({"job_id": 1002})).await;
     emu.advance_time(60_000.0).unwrap();
     assert_eq!(api.run(id).await["state"]["result_state"], "FAILED");
+    let mixed = api.run_now(json!({"job_id": 1009})).await;
+    emu.advance_time(60_000.0).unwrap();
+    let r = api.run(mixed).await;
+    assert_eq!(r["state"]["result_state"], "SUCCESS_WITH_FAILURES");
+    let task_results: Vec<&str> = r["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"]["result_state"].as_str().unwrap())
+        .collect();
+    assert_eq!(task_results, ["SUCCESS", "FAILED", "SUCCESS"]);
     assert!(Emulator::start(EmulatorOptions {
         jobs_file: Some("/nonexistent.json".into()),
         ..Default::default()
