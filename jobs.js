@@ -204,33 +204,112 @@ class JobsRuntime {
     return createHandle(this, key, token);
   }
 
-  /** A native watch wrapped as an async generator; `checked`: verify the run belongs to the job first. */
-  async *_watch(key, token, runId, checked, signal) {
-    const watch = this.native.watch(key, token ?? null, runId, checked);
-    this._watches.add(watch);
-    const onAbort = () => watch.cancel();
-    signal?.addEventListener("abort", onAbort, { once: true });
-    try {
-      if (signal?.aborted) return;
-      for (;;) {
-        const outcome = await watch.next();
-        if (signal?.aborted) return;
-        if (!outcome.ok) throw errorFromOutcome(outcome);
-        const update = outcome.data;
-        if (update == null) return;
-        yield { status: update.status ?? undefined, timestamp: update.timestamp, run: update.run };
-      }
-    } finally {
-      signal?.removeEventListener("abort", onAbort);
-      watch.cancel();
-      this._watches.delete(watch);
-    }
+  /** Updates of a run of `key`: `start()` resolves to the native watch (after runNow for runAndWait). */
+  _updates(start, signal) {
+    return new RunUpdates(this, start, signal);
   }
 
   close() {
     for (const watch of this._watches) watch.cancel();
     this._watches.clear();
   }
+}
+
+const DONE = Object.freeze({ done: true, value: undefined });
+
+/**
+ * The async iterator of runAndWait/watchRun (an AsyncGenerator look-alike). Unlike a native
+ * async generator, `return()` does not wait behind a pending `next()`: it cancels the native
+ * watch, so the pending `next()` resolves `{ done: true }` at once and no native promise is
+ * left pending. An aborted `signal` does the same. Errors (trigger failure, POLL_TIMEOUT,
+ * NOT_FOUND) reject `next()` once; the iterator is then done.
+ */
+class RunUpdates {
+  #rt;
+  #start;
+  #signal;
+  #watch = null;
+  #done = false;
+  #queue = Promise.resolve();
+  #onAbort = () => this.#finish();
+
+  constructor(rt, start, signal) {
+    this.#rt = rt;
+    this.#start = start;
+    this.#signal = signal ?? undefined;
+    if (this.#signal) {
+      if (this.#signal.aborted) this.#done = true;
+      else this.#signal.addEventListener("abort", this.#onAbort, { once: true });
+    }
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  next() {
+    // Calls are served in order, as a generator would; return()/abort bypass the queue.
+    const step = this.#queue.then(() => this.#step());
+    this.#queue = step.then(
+      () => undefined,
+      () => undefined,
+    );
+    return step;
+  }
+
+  async return(value) {
+    this.#finish();
+    return { done: true, value };
+  }
+
+  async throw(error) {
+    this.#finish();
+    throw error;
+  }
+
+  async #step() {
+    if (this.#done) return DONE;
+    try {
+      if (this.#watch === null) {
+        const watch = await this.#start();
+        if (watch === null) return this.#finish();
+        if (this.#done) {
+          watch.cancel(); // return()/abort came while starting
+          return DONE;
+        }
+        this.#watch = watch;
+        this.#rt._watches.add(watch);
+      }
+      const outcome = await this.#watch.next();
+      if (this.#done) return DONE;
+      if (!outcome.ok) throw errorFromOutcome(outcome);
+      const update = outcome.data;
+      if (update == null) return this.#finish();
+      return { done: false, value: { status: update.status ?? undefined, timestamp: update.timestamp, run: update.run } };
+    } catch (error) {
+      this.#finish();
+      throw error;
+    }
+  }
+
+  #finish() {
+    if (!this.#done || this.#watch !== null) {
+      this.#done = true;
+      this.#signal?.removeEventListener("abort", this.#onAbort);
+      if (this.#watch !== null) {
+        this.#watch.cancel();
+        this.#rt._watches.delete(this.#watch);
+        this.#watch = null;
+      }
+    }
+    return DONE;
+  }
+}
+
+if (typeof Symbol.asyncDispose === "symbol") {
+  RunUpdates.prototype[Symbol.asyncDispose] = async function () {
+    await this.return();
+  };
 }
 
 /** `{ ok: true, data }` / `{ ok: false, status, message }`, or a rejection for caller mistakes. */
@@ -249,22 +328,20 @@ function createHandle(rt, key, token) {
       const value = await rt.prepareParams(key, params);
       return toResult(await native.runNow(key, tok, value === undefined ? null : toJson(value)));
     },
-    async *runAndWait(params, signal) {
-      // An aborted signal ends the iteration without an error, as AppKit's loop does; an
-      // already-aborted signal starts nothing.
-      if (signal?.aborted) return;
-      const value = await rt.prepareParams(key, params);
-      if (signal?.aborted) return;
-      const started = await native.runNow(key, tok, value === undefined ? null : toJson(value));
-      if (!started.ok) throw errorFromOutcome(started, "Failed to trigger job run");
-      const runId = started.data?.run_id;
-      if (runId == null) throw new JobsError("run-now answered without a run_id", { code: "INTERNAL_ERROR", statusCode: 502 });
-      yield* rt._watch(key, tok, String(runId), false, signal);
+    runAndWait(params, signal) {
+      return rt._updates(async () => {
+        const value = await rt.prepareParams(key, params);
+        if (signal?.aborted) return null; // aborted while validating: start nothing
+        const started = await native.runNow(key, tok, value === undefined ? null : toJson(value));
+        if (!started.ok) throw errorFromOutcome(started, "Failed to trigger job run");
+        const runId = started.data?.run_id;
+        if (runId == null) throw new JobsError("run-now answered without a run_id", { code: "INTERNAL_ERROR", statusCode: 502 });
+        return native.watch(key, tok, String(runId), false);
+      }, signal);
     },
-    async *watchRun(runId, signal) {
+    watchRun(runId, signal) {
       const id = runIdArg(runId);
-      if (signal?.aborted) return;
-      yield* rt._watch(key, tok, id, true, signal);
+      return rt._updates(async () => native.watch(key, tok, id, true), signal);
     },
     async lastRun() {
       return toResult(await native.lastRun(key, tok));
@@ -307,6 +384,7 @@ function createJobs(config, options) {
 }
 
 module.exports = {
+  RunUpdates,
   createJobsService: createJobsRuntime,
   createJobsRuntime,
   createJobs,

@@ -261,7 +261,11 @@ enum WatchState {
         run_id: i64,
         checked: bool,
     },
-    Active(RunWatch),
+    Active {
+        watch: RunWatch,
+        core: Arc<Jobs>,
+        key: String,
+    },
     Failed(JobsError),
     Done,
 }
@@ -301,7 +305,7 @@ impl WatchInner {
                     core.watch_started_run(&key, &identity, run_id)
                 };
                 match started {
-                    Ok(watch) => *state = WatchState::Active(watch),
+                    Ok(watch) => *state = WatchState::Active { watch, core, key },
                     Err(e) => return BindingOutcome::err(&e),
                 }
             }
@@ -309,11 +313,15 @@ impl WatchInner {
             WatchState::Done => return BindingOutcome::empty(),
             active => *state = active,
         }
-        let WatchState::Active(watch) = &mut *state else {
+        let WatchState::Active { watch, core, key } = &mut *state else {
             return BindingOutcome::empty();
         };
         match watch.next().await {
-            Some(Ok(update)) => BindingOutcome::ok(update_json(&update)),
+            Some(Ok(update)) => {
+                // The run changed: cached lists and runs of the job are stale now.
+                core.invalidate_job_cache(key);
+                BindingOutcome::ok(update_json(&update))
+            }
             Some(Err(e)) => {
                 *state = WatchState::Done;
                 BindingOutcome::err(&e)

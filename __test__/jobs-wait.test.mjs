@@ -1,0 +1,221 @@
+// runAndWait / watchRun: terminal states, re-attach, one shared poll, and every way of stopping
+// (break, return(), AbortSignal, waitTimeout) leaving nothing pending: child processes must
+// exit on their own.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import path from "node:path";
+import { createJobs, JobsError } from "../index.js";
+import { emulator, envFor, JOB, requestsTo } from "./jobs-support.mjs";
+
+const indexUrl = pathToFileURL(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "index.js")).href;
+
+/**
+ * Runs `body` (ES module source, with `startEmulator`, `createJobs` imported and `done(value)`
+ * printing a JSON result) in a child node process that must exit by itself. The guard kills it
+ * after `guardMs` (a hang, not a speed measure) and the test then fails.
+ */
+function runChild(body, guardMs = 30_000) {
+  const source = `import { startEmulator, createJobs } from ${JSON.stringify(indexUrl)};
+const done = (value) => process.stdout.write("RESULT " + JSON.stringify(value) + "\\n");
+${body}
+`;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--input-type=module", "-e", source], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (err += d));
+    const guard = setTimeout(() => child.kill("SIGKILL"), guardMs);
+    child.on("error", reject);
+    child.on("exit", (code, signal) => {
+      clearTimeout(guard);
+      const line = out.split("\n").find((l) => l.startsWith("RESULT "));
+      resolve({ code, signal, result: line ? JSON.parse(line.slice(7)) : undefined, stderr: err });
+    });
+  });
+}
+
+// A frozen emulator (timeScale 0): the run stays QUEUED, so only the stop under test ends the wait.
+const FROZEN_SETUP = `
+const emu = await startEmulator({ timeScale: 0 });
+const jobs = createJobs({ pollIntervalMs: 60000, jobs: { etl: { waitTimeout: 600000 } } },
+  { env: { DATABRICKS_HOST: emu.url, DATABRICKS_TOKEN: emu.token, DATABRICKS_JOB_ETL: "${JOB.etl}" } });
+`;
+
+test("runAndWait: break after the first update stops at once and the process exits", async () => {
+  const r = await runChild(`${FROZEN_SETUP}
+const seen = [];
+for await (const u of jobs("etl").runAndWait()) { seen.push(u.status); break; }
+await emu.stop();
+done(seen);
+`);
+  assert.equal(r.signal, null, `child hung: ${r.stderr}`);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.result, ["QUEUED"]);
+});
+
+test("runAndWait: an AbortSignal ends a pending wait without error and the process exits", async () => {
+  const r = await runChild(`${FROZEN_SETUP}
+const ac = new AbortController();
+const seen = [];
+setTimeout(() => ac.abort(), 200);
+for await (const u of jobs("etl").runAndWait(undefined, ac.signal)) seen.push(u.status);
+await emu.stop();
+done({ seen, aborted: ac.signal.aborted });
+`);
+  assert.equal(r.signal, null, `child hung: ${r.stderr}`);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.result, { seen: ["QUEUED"], aborted: true });
+});
+
+test("runAndWait: return() during a pending next() resolves both at once", async () => {
+  const r = await runChild(`${FROZEN_SETUP}
+const it = jobs("etl").runAndWait();
+const first = await it.next();
+const pending = it.next();
+const ret = await it.return("bye");
+const after = await pending;
+await emu.stop();
+done({ first: first.value.status, ret, after, again: await it.next() });
+`);
+  assert.equal(r.signal, null, `child hung: ${r.stderr}`);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.result, { first: "QUEUED", ret: { done: true, value: "bye" }, after: { done: true }, again: { done: true } });
+});
+
+test("runAndWait: the job's waitTimeout ends the wait with the contract's error and the process exits", async () => {
+  const r = await runChild(`
+const emu = await startEmulator({ timeScale: 0 });
+const jobs = createJobs({ pollIntervalMs: 50, jobs: { etl: { waitTimeout: 300 } } },
+  { env: { DATABRICKS_HOST: emu.url, DATABRICKS_TOKEN: emu.token, DATABRICKS_JOB_ETL: "${JOB.etl}" } });
+let runId;
+try {
+  for await (const u of jobs("etl").runAndWait()) runId = u.run.run_id;
+  done({ error: null });
+} catch (e) {
+  done({ message: e.message, code: e.code, statusCode: e.statusCode, runId });
+}
+await emu.stop();
+`);
+  assert.equal(r.signal, null, `child hung: ${r.stderr}`);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.result.code, "POLL_TIMEOUT");
+  assert.equal(r.result.statusCode, 504);
+  assert.equal(r.result.message, `Job run ${r.result.runId} polling timeout after 300ms`);
+});
+
+test("runAndWait ends on every terminal state", async (t) => {
+  const emu = await emulator(t);
+  const env = envFor(emu, {
+    DATABRICKS_JOB_OK: String(JOB.etl),
+    DATABRICKS_JOB_FAIL: String(JOB.report),
+    DATABRICKS_JOB_SKIP: "1005",
+    DATABRICKS_JOB_BROKEN: "1006",
+    DATABRICKS_JOB_RETRY: "1007",
+  });
+  const api = createJobs({ pollIntervalMs: 10 }, { env });
+  const expected = { ok: "TERMINATED", fail: "TERMINATED", skip: "SKIPPED", broken: "INTERNAL_ERROR", retry: "TERMINATED" };
+  for (const [key, last] of Object.entries(expected)) {
+    const statuses = [];
+    for await (const u of api(key).runAndWait()) statuses.push(u.status);
+    assert.equal(statuses.at(-1), last, `${key}: ${statuses.join(" > ")}`);
+    // Nothing terminal before the end (WAITING_FOR_RETRY keeps the retrying job alive).
+    assert.ok(statuses.slice(0, -1).every((s) => !["TERMINATED", "SKIPPED", "INTERNAL_ERROR"].includes(s)), statuses.join(" > "));
+  }
+});
+
+test("a failed trigger throws a JobsError with status text only", async (t) => {
+  const emu = await emulator(t);
+  const api = createJobs({}, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  emu.injectFault({ path: "/api/2.2/jobs/run-now", status: 403, message: "very secret upstream text" });
+  await assert.rejects(
+    async () => {
+      for await (const _ of api("etl").runAndWait()) assert.fail("no update expected");
+    },
+    (e) => e instanceof JobsError && e.statusCode === 403 && e.message === "Failed to trigger job run: Forbidden",
+  );
+});
+
+test("watchRun re-attaches to a running run; watchers of one run share one poll", async (t) => {
+  const emu = await emulator(t, { timeScale: 0 });
+  const api = createJobs({ pollIntervalMs: 20 }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const etl = api("etl");
+  const runId = (await etl.runNow()).data.run_id;
+  emu.setRunState(runId, "RUNNING");
+  emu.clearRequests();
+
+  const a = etl.watchRun(runId);
+  const b = etl.watchRun(BigInt(runId));
+  const [fa, fb] = await Promise.all([a.next(), b.next()]);
+  assert.equal(fa.value.status, "RUNNING");
+  assert.equal(fb.value.status, "RUNNING");
+  const nextA = a.next();
+  const nextB = b.next();
+  emu.setRunState(runId, "SUCCESS");
+  const [la, lb] = await Promise.all([nextA, nextB]);
+  assert.equal(la.value.status, "TERMINATED");
+  assert.equal(lb.value.status, "TERMINATED");
+  assert.equal(la.value.run.state.result_state, "SUCCESS");
+  assert.deepEqual(await a.next(), { done: true, value: undefined });
+  assert.deepEqual(await b.next(), { done: true, value: undefined });
+
+  assert.ok(requestsTo(emu, "/jobs/runs/get").every((g) => g.identity === "service_principal"));
+
+  // A finished run: watchRun yields its final state once.
+  const again = [];
+  for await (const u of etl.watchRun(runId)) again.push(u.status);
+  assert.deepEqual(again, ["TERMINATED"]);
+});
+
+test("two watchers of one run share one poll", async (t) => {
+  const emu = await emulator(t, { timeScale: 0 });
+  // A long interval: each poll makes only its immediate first request during this test.
+  const api = createJobs({ pollIntervalMs: 60_000 }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const etl = api("etl");
+  const runId = (await etl.runNow()).data.run_id;
+  emu.clearRequests();
+  const a = etl.watchRun(runId);
+  const b = etl.watchRun(runId);
+  const [fa, fb] = await Promise.all([a.next(), b.next()]);
+  assert.equal(fa.value.status, "QUEUED");
+  assert.equal(fb.value.status, "QUEUED");
+  // One ownership read (cached, shared by both) + one poll for both watchers.
+  assert.equal(requestsTo(emu, "/jobs/runs/get").length, 2);
+  const pending = [a.next(), b.next()];
+  await a.return();
+  await b.return();
+  assert.deepEqual(await Promise.all(pending), [
+    { done: true, value: undefined },
+    { done: true, value: undefined },
+  ]);
+});
+
+test("reads cached before a watched run changed are not served after it", async (t) => {
+  const emu = await emulator(t, { timeScale: 0 });
+  const api = createJobs({ pollIntervalMs: 10 }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const etl = api("etl");
+  const runId = (await etl.runNow()).data.run_id;
+  assert.equal((await etl.getRun(runId)).data.state.life_cycle_state, "QUEUED"); // now cached
+  assert.equal((await etl.lastRun()).data.state.life_cycle_state, "QUEUED");
+  const it = etl.watchRun(runId);
+  assert.equal((await it.next()).value.status, "QUEUED");
+  const next = it.next();
+  emu.setRunState(runId, "SUCCESS");
+  assert.equal((await next).value.status, "TERMINATED");
+  await it.return();
+  assert.equal((await etl.getRun(runId)).data.state.life_cycle_state, "TERMINATED");
+  assert.equal((await etl.lastRun()).data.state.life_cycle_state, "TERMINATED");
+});
+
+test("an already aborted signal starts nothing", async (t) => {
+  const emu = await emulator(t);
+  const api = createJobs({}, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const ac = new AbortController();
+  ac.abort();
+  const seen = [];
+  for await (const u of api("etl").runAndWait({}, ac.signal)) seen.push(u);
+  assert.deepEqual(seen, []);
+  assert.deepEqual(emu.requests(), []);
+});
