@@ -1,0 +1,37 @@
+// Types of `appkit-jobs/http`: the /api/jobs routes for node:http and express, without AppKit.
+import type { IncomingMessage, ServerResponse } from "node:http";
+
+/** The plugin config, plus this handler's own options. */
+export interface JobsHandlerConfig {
+  /** Default timeout for Jobs API calls in ms. */
+  timeout?: number;
+  /** Poll interval of streams and runAndWait in ms (default 5000). */
+  pollIntervalMs?: number;
+  /** Named jobs (merged over the DATABRICKS_JOB_<NAME> env vars). */
+  jobs?: Record<string, Record<string, unknown>>;
+  /** Silence (ms) after which an SSE stream sends a `: heartbeat` comment (default 10000). */
+  heartbeatMs?: number;
+  /** Environment to read instead of process.env. */
+  env?: Record<string, string | undefined>;
+  /** Where setup() logs (default console). */
+  logger?: { info?: (msg: string) => void; warn?: (msg: string) => void };
+}
+
+export interface JobsHandlerOptions {
+  /** Where the routes live when the handler is not mounted by express (default "/api/jobs"). */
+  basePath?: string;
+}
+
+export interface JobsHandler {
+  (req: IncomingMessage & { body?: unknown }, res: ServerResponse, next?: (err?: unknown) => void): Promise<void>;
+  /** The `(jobKey) => JobHandle` callable, as `AppKit.jobs`. */
+  readonly jobs: (jobKey: string) => unknown;
+  /** `{ jobs: { <key>: { params: JSON Schema | null, taskType: string | null } } }`. */
+  clientConfig(): { jobs: Record<string, { params: Record<string, unknown> | null; taskType: string | null }> };
+  /** The JobsPlugin instance behind the handler. */
+  readonly plugin: unknown;
+  /** Ends every open stream (runs go on). */
+  close(): void;
+}
+
+export function createJobsHandler(configOrPlugin?: JobsHandlerConfig | object, options?: JobsHandlerOptions): JobsHandler;
