@@ -8,18 +8,15 @@
 // Plain `exports.x = ...` assignments so that Node's ESM named imports see every name.
 const { JobsError, ValidationError } = require("./errors.js");
 const { createJobs, createJobsRuntime } = require("./jobs.js");
+const { JobsPlugin } = require("./plugin.js");
+const { startEmulator } = require("./emulator.js");
 
 /**
  * AppKit plugin factory: `{ plugin: JobsPlugin, config, name: "jobs" }`.
  * @param {import("./index").IJobsConfig} [config]
  */
 function jobs(config) {
-  return { plugin: require("./plugin.js").JobsPlugin, config: config ?? {}, name: "jobs" };
-}
-
-/** Starts the local Jobs API 2.2 emulator (see ./emulator.js). */
-function startEmulator(...args) {
-  return require("./emulator.js").startEmulator(...args);
+  return { plugin: JobsPlugin, config: config ?? {}, name: "jobs" };
 }
 
 exports.jobs = jobs;
@@ -28,7 +25,4 @@ exports.createJobsRuntime = createJobsRuntime;
 exports.startEmulator = startEmulator;
 exports.JobsError = JobsError;
 exports.ValidationError = ValidationError;
-Object.defineProperty(exports, "JobsPlugin", {
-  enumerable: true,
-  get: () => require("./plugin.js").JobsPlugin,
-});
+exports.JobsPlugin = JobsPlugin;
