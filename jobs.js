@@ -333,7 +333,9 @@ function createHandle(rt, key, token) {
         const value = await rt.prepareParams(key, params);
         if (signal?.aborted) return null; // aborted while validating: start nothing
         const started = await native.runNow(key, tok, value === undefined ? null : toJson(value));
-        if (!started.ok) throw errorFromOutcome(started, "Failed to trigger job run");
+        // Our own errors (validation, missing id, configuration) keep their message; an
+        // upstream failure reads "Failed to trigger job run: <status text>".
+        if (!started.ok) throw errorFromOutcome(started, REJECT_CODES.has(started.code) ? undefined : "Failed to trigger job run");
         const runId = started.data?.run_id;
         if (runId == null) throw new JobsError("run-now answered without a run_id", { code: "INTERNAL_ERROR", statusCode: 502 });
         return native.watch(key, tok, String(runId), false);

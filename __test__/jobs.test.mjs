@@ -184,6 +184,12 @@ test("a plain JSON Schema is validated in Rust before anything is sent", async (
     assert.ok(e.message.startsWith('Parameter validation failed for job "report":'), e.message);
     assert.equal(e.statusCode, 400);
   }
+  await assert.rejects(
+    async () => {
+      for await (const _ of report.runAndWait({ day: 1 })) assert.fail("no update expected");
+    },
+    (e) => e instanceof ValidationError && e.message.startsWith('Parameter validation failed for job "report":'),
+  );
   assert.deepEqual(emu.requests(), []);
   const ok = await report.runNow({ day: "2025-01-01", dry: true });
   assert.equal(ok.ok, true);
