@@ -14,7 +14,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::future::{join_all, BoxFuture, FutureExt};
+use futures::future::{BoxFuture, FutureExt};
+use futures::stream::{self, StreamExt};
 use serde_json::{Map, Value};
 
 use crate::auth::Identity;
@@ -29,6 +30,8 @@ use crate::run;
 /// `listRuns` default and bounds.
 pub const DEFAULT_LIST_LIMIT: i64 = 20;
 pub const MAX_LIST_LIMIT: i64 = 100;
+/// Task outputs fetched at once by `get_run_output` on a multi-task run.
+const OUTPUT_CONCURRENCY: usize = 8;
 /// Cached reads kept at most (across identities).
 const CACHE_ENTRIES: u64 = 10_000;
 
@@ -250,11 +253,15 @@ impl Jobs {
             return self.cached_output(id, job_id, target).await;
         }
 
-        let outputs = join_all(
+        // At most OUTPUT_CONCURRENCY task outputs in flight (a run may have hundreds of tasks),
+        // results kept in task order.
+        let outputs: Vec<Result<Value>> = stream::iter(
             tasks
                 .iter()
                 .map(|(_, task_run)| self.cached_output(id, job_id, *task_run)),
         )
+        .buffered(OUTPUT_CONCURRENCY)
+        .collect()
         .await;
         let mut items = Vec::with_capacity(tasks.len());
         for ((task_key, task_run), output) in tasks.into_iter().zip(outputs) {
@@ -484,6 +491,38 @@ mod tests {
         assert_eq!(tasks[1]["task_key"], "load");
         assert!(tasks.iter().all(|t| t["run_id"].as_i64().is_some()));
         assert_eq!(run::run_id(&out["metadata"]), Some(run_id));
+        emu.stop().await;
+    }
+
+    #[tokio::test]
+    async fn output_of_a_150_task_run_covers_every_task_in_order() {
+        let emu = Emulator::start(EmulatorOptions {
+            time_scale: Some(1000.0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        // Sample job 1004 has 150 tasks: runs/get pages are merged, then 150 outputs fetched.
+        let jobs = Jobs::new(
+            config(json!({})),
+            env(&emu, &[("DATABRICKS_JOB_WIDE", "1004")]),
+        );
+        let sp = Identity::ServicePrincipal;
+        let run_id = run::run_id(&jobs.run_now("wide", &sp, None).await.unwrap()).unwrap();
+        emu.set_run_state(run_id, "SUCCESS").unwrap();
+        let run = jobs.get_run("wide", &sp, run_id).await.unwrap();
+        let out = jobs.get_run_output("wide", &sp, run_id).await.unwrap();
+        let tasks = out["tasks"].as_array().unwrap();
+        assert_eq!(tasks.len(), 150);
+        let want: Vec<_> = run["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["run_id"].clone())
+            .collect();
+        let got: Vec<_> = tasks.iter().map(|t| t["run_id"].clone()).collect();
+        assert_eq!(got, want);
+        assert!(tasks.iter().all(|t| t.get("error_status").is_none()));
         emu.stop().await;
     }
 }
