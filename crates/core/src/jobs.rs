@@ -255,14 +255,14 @@ impl Jobs {
 
         // At most OUTPUT_CONCURRENCY task outputs in flight (a run may have hundreds of tasks),
         // results kept in task order.
-        let outputs: Vec<Result<Value>> = stream::iter(
-            tasks
-                .iter()
-                .map(|(_, task_run)| self.cached_output(id, job_id, *task_run)),
-        )
-        .buffered(OUTPUT_CONCURRENCY)
-        .collect()
-        .await;
+        let fetches: Vec<BoxFuture<'_, Result<Value>>> = tasks
+            .iter()
+            .map(|(_, task_run)| self.cached_output(id, job_id, *task_run))
+            .collect();
+        let outputs: Vec<Result<Value>> = stream::iter(fetches)
+            .buffered(OUTPUT_CONCURRENCY)
+            .collect()
+            .await;
         let mut items = Vec::with_capacity(tasks.len());
         for ((task_key, task_run), output) in tasks.into_iter().zip(outputs) {
             let mut item = Map::new();
