@@ -34,9 +34,10 @@ const flag = (name) => argv.includes(`--${name}`);
 const option = (name) => argv.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
 if (flag("help") || flag("h")) {
   process.stdout.write(
-    "Usage: npm run bench [-- --quick] [--build] [--only=runnow,wait,watchers,sse] [--cpu-prof]\n" +
+    "Usage: npm run bench [-- --quick] [--build] [--addon=FILE] [--only=runnow,wait,watchers,sse] [--cpu-prof]\n" +
       "  --quick     smaller counts and budgets (~1-2 min)\n" +
       "  --build     time `npm run build` (release addon) first and record it in bench/build-time.json\n" +
+      "  --addon=F   load this .node file (default: the package's own, or the copy --build made)\n" +
       "  --only=...  run only these sections\n" +
       "  --cpu-prof  write V8 CPU profiles of every measured process to bench/results/prof/\n",
   );
@@ -92,20 +93,28 @@ const TARGETS = {
 // ---------------------------------------------------------------------------------------------
 // The addon: present, release or debug, size, cold require, build time
 
-function findAddon() {
-  const files = fs.readdirSync(ROOT).filter((f) => /^appkit-jobs\..+\.node$/.test(f));
-  if (files.length === 0 || !fs.existsSync(path.join(ROOT, "binding.js"))) return undefined;
-  const file = path.join(ROOT, files[0]);
-  const size = fs.statSync(file).size;
-  // napi build copies target/<triple?>/<profile>/libappkit_jobs.so: same size means same build.
+/**
+ * The addon the measured processes load: `--addon=PATH`, else the copy `--build` just made, else
+ * the package's own `appkit-jobs.<platform>.node`. Profile: the `target/` build of the same size.
+ */
+function findAddon(explicit) {
+  let file = explicit && path.resolve(explicit);
+  if (!file) {
+    const found = fs.readdirSync(ROOT).filter((f) => /^appkit-jobs\..+\.node$/.test(f));
+    if (found.length === 0) return undefined;
+    file = path.join(ROOT, found[0]);
+  }
+  if (!fs.existsSync(file) || !fs.existsSync(path.join(ROOT, "binding.js"))) return undefined;
+  const { size, mtime } = fs.statSync(file);
   let profile = "unknown";
-  for (const dir of [path.join(ROOT, "target"), path.join(ROOT, "target", `${os.arch() === "x64" ? "x86_64" : os.arch()}-unknown-linux-gnu`)]) {
+  const triple = `${os.arch() === "x64" ? "x86_64" : os.arch()}-unknown-linux-gnu`;
+  for (const dir of [path.join(ROOT, "target", triple), path.join(ROOT, "target")]) {
     for (const p of ["release", "debug"]) {
       const so = path.join(dir, p, "libappkit_jobs.so");
-      if (fs.existsSync(so) && fs.statSync(so).size === size && profile === "unknown") profile = p;
+      if (profile === "unknown" && fs.existsSync(so) && fs.statSync(so).size === size) profile = p;
     }
   }
-  return { file, size, profile };
+  return { file, size, profile, mtime: mtime.toISOString() };
 }
 
 function timeBuild() {
@@ -116,6 +125,13 @@ function timeBuild() {
   if (r.status !== 0) throw new Error(`npm run build failed (${r.status})`);
   const record = { seconds: Math.round(seconds * 10) / 10, measuredAt: new Date().toISOString(), cpus: os.cpus().length, note: "npm run build, incremental state of target/ as found" };
   fs.writeFileSync(path.join(BENCH_DIR, "build-time.json"), JSON.stringify(record, null, 2) + "\n");
+  // A private copy, so that another debug build of the package during the run changes nothing here.
+  const built = findAddon();
+  if (built) {
+    fs.mkdirSync(path.join(BENCH_DIR, "results"), { recursive: true });
+    record.copy = path.join(BENCH_DIR, "results", `appkit-jobs.release.node`);
+    fs.copyFileSync(built.file, record.copy);
+  }
   return record;
 }
 
@@ -128,10 +144,10 @@ function recordedBuild() {
 }
 
 /** Median wall time of `script` in `runs` fresh node processes (each prints its own ms). */
-function coldRequire(args, runs = 5) {
+function coldRequire(args, env, runs = 5) {
   const times = [];
   for (let i = 0; i < runs; i++) {
-    const r = spawnSync(process.execPath, args, { cwd: ROOT, encoding: "utf8", timeout: 60_000 });
+    const r = spawnSync(process.execPath, args, { cwd: ROOT, env, encoding: "utf8", timeout: 60_000 });
     const ms = Number(r.stdout.trim());
     if (r.status !== 0 || !Number.isFinite(ms)) return { error: (r.stderr || "no output").trim().split("\n")[0] };
     times.push(ms);
@@ -145,6 +161,7 @@ function coldRequire(args, runs = 5) {
 
 let emu;
 let childEnv;
+let addonEnv;
 
 function makeEnv() {
   const env = {};
@@ -155,6 +172,7 @@ function makeEnv() {
   }
   return {
     ...env,
+    NAPI_RS_NATIVE_LIBRARY_PATH: addonEnv.NAPI_RS_NATIVE_LIBRARY_PATH,
     DATABRICKS_HOST: emu.url,
     DATABRICKS_TOKEN: emu.token,
     DATABRICKS_JOB_BENCH: String(JOB_ID),
@@ -369,8 +387,12 @@ function report(results, meta) {
 async function main() {
   const t0 = performance.now();
   let build = recordedBuild();
-  if (flag("build")) build = timeBuild();
-  const addon = findAddon();
+  let addonPath = option("addon");
+  if (flag("build")) {
+    build = timeBuild();
+    addonPath ??= build.copy;
+  }
+  const addon = findAddon(addonPath);
   if (!addon) {
     process.stderr.write("The addon is not built: run `npm run build` (release) first.\n");
     process.exitCode = 1;
@@ -379,16 +401,17 @@ async function main() {
   if (addon.profile !== "release") log(`WARNING: the addon does not look like the release build (${addon.profile}); run \`npm run build\``);
   if (CPU_PROF) fs.mkdirSync(CPU_PROF, { recursive: true });
 
+  addonEnv = { ...process.env, NAPI_RS_NATIVE_LIBRARY_PATH: addon.file };
   const meta = {
     machine: `${os.cpus().length} × ${os.cpus()[0]?.model?.trim()}, ${Math.round(os.totalmem() / MB / 1024)} GB, Node ${process.version}, ${os.platform()} ${os.release()}`,
     quick: QUICK,
     addon,
     build,
-    coldOurs: coldRequire(["-e", "const t=performance.now();require('./index.js');require('./binding.js');process.stdout.write(String(performance.now()-t))"]),
-    coldStock: coldRequire(["--input-type=module", "-e", "const t=performance.now();await import('@databricks/appkit');process.stdout.write(String(performance.now()-t))"]),
+    coldOurs: coldRequire(["-e", "const t=performance.now();require('./index.js');require('./binding.js');process.stdout.write(String(performance.now()-t))"], addonEnv),
+    coldStock: coldRequire(["--input-type=module", "-e", "const t=performance.now();await import('@databricks/appkit');process.stdout.write(String(performance.now()-t))"], process.env),
   };
 
-  emu = await startEmulatorProcess({ jobs: [JOB], timeScale: TIME_SCALE, requestLogLimit: 5_000_000 });
+  emu = await startEmulatorProcess({ jobs: [JOB], timeScale: TIME_SCALE, requestLogLimit: 5_000_000 }, { env: addonEnv });
   childEnv = makeEnv();
   log(`emulator ${emu.url} (pid ${emu.pid}), time scale ${TIME_SCALE}, poll interval ${POLL_MS} ms${QUICK ? ", quick mode" : ""}`);
   const results = {};
@@ -403,6 +426,7 @@ async function main() {
 
   const text = report(results, meta);
   const header = `appkit-jobs benchmark — ${meta.machine}${QUICK ? " — quick mode" : ""}\n` +
+    `addon ${path.relative(ROOT, addon.file)} (${addon.profile} build, ${addon.mtime})\n` +
     `emulator in its own process (time scale ${TIME_SCALE}, runs ≈2 s), pollIntervalMs ${POLL_MS}, each side in its own process, took ${fmt((performance.now() - t0) / 1000, 0)} s\n`;
   process.stdout.write(`\n${header}\n${text}\n`);
   fs.mkdirSync(path.join(BENCH_DIR, "results"), { recursive: true });

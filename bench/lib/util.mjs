@@ -8,9 +8,10 @@ export const BENCH_DIR = path.dirname(path.dirname(fileURLToPath(import.meta.url
 export const ROOT = path.dirname(BENCH_DIR);
 
 /** Starts bench/lib/emulator-proc.mjs; resolves `{ url, token, pid, stop() }` once it listens. */
-export function startEmulatorProcess(options, { timeoutMs = 30_000 } = {}) {
+export function startEmulatorProcess(options, { timeoutMs = 30_000, env = process.env } = {}) {
   const child = spawn(process.execPath, [path.join(BENCH_DIR, "lib", "emulator-proc.mjs"), JSON.stringify(options)], {
     cwd: ROOT,
+    env,
     stdio: ["pipe", "pipe", "pipe"],
   });
   let stderr = "";
