@@ -286,9 +286,50 @@ export interface CreateJobsOptions {
   env?: Record<string, string | undefined>;
 }
 
+/** A resource the plugin needs (AppKit's resource requirement shape). */
+export interface JobsResourceRequirement {
+  type: "job";
+  alias: string;
+  resourceKey: string;
+  description: string;
+  permission: "CAN_MANAGE_RUN";
+  fields: { id: { env: string; description: string } };
+  required: boolean;
+}
+
+/**
+ * The AppKit plugin class (duck-typed by `createApp`): routes under `/api/jobs`, `exports()` is
+ * the `(jobKey) => JobHandle` callable, `clientConfig()` describes the jobs to the browser.
+ */
+export declare class JobsPlugin {
+  static manifest: {
+    name: "jobs";
+    displayName: string;
+    description: string;
+    resources: { required: Omit<JobsResourceRequirement, "required">[]; optional: Omit<JobsResourceRequirement, "required">[] };
+    config?: { schema: { type: "object"; properties: Record<string, { type: "number" | "object"; default?: number; description?: string }> } };
+  };
+  static phase?: "core" | "normal" | "deferred";
+  static getResourceRequirements(config: IJobsConfig): JobsResourceRequirement[];
+  constructor(config: IJobsConfig);
+  name: string;
+  config: IJobsConfig;
+  attachContext(deps?: { context?: unknown; telemetryConfig?: unknown }): void;
+  setup(): Promise<void>;
+  // express.Router (not imported: express is AppKit's dependency, not ours).
+  injectRoutes(router: any): void;
+  getEndpoints(): Record<string, string>;
+  exports(): JobsExport;
+  clientConfig(): { jobs: Record<string, { params: Record<string, unknown> | null; taskType: TaskType | null }> };
+  /** The plugin seen as the request's user: its exports run with the user's token. */
+  asUser(req: RequestLike): JobsPlugin;
+  /** Ends every open stream and watcher (runs go on). */
+  abortActiveOperations(): void;
+}
+
 /** The AppKit plugin data returned by `jobs()`. */
 export interface JobsPluginData {
-  plugin: new (config: IJobsConfig & { name?: string }) => { exports(): JobsExport };
+  plugin: typeof JobsPlugin;
   config: IJobsConfig;
   name: "jobs";
 }

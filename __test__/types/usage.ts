@@ -1,6 +1,7 @@
 // Type test of the public surface (index.d.ts): checked with `tsc --noEmit -p __test__/types`.
 // Nothing here runs; every line must type-check, and every `@ts-expect-error` must be an error.
 import { z } from "zod";
+import { createApp, server } from "@databricks/appkit";
 import {
   createJobs,
   jobs,
@@ -15,6 +16,7 @@ import {
   type JobHandle,
   type JobRunStatus,
   type JobsExport,
+  JobsPlugin,
   type Run,
   type RunNowResponse,
   type RunOutput,
@@ -110,4 +112,15 @@ async function usage(): Promise<void> {
   standalone.close();
 }
 
-void pluginName, fromPlugin, keys, badTask, usage;
+// Drop-in: the plugin data is accepted by AppKit's createApp and `app.jobs` is our callable.
+async function withAppKit(): Promise<void> {
+  const app = await createApp({ plugins: [server(), jobs(config)] });
+  const etl: JobHandle = app.jobs("etl");
+  const r: ExecutionResult<RunNowResponse> = await etl.runNow({ startDate: "2025-01-01" });
+  void r;
+  const requirements = JobsPlugin.getResourceRequirements(config);
+  const env: string = requirements[0].fields.id.env;
+  void env;
+}
+
+void pluginName, fromPlugin, keys, badTask, usage, withAppKit;
