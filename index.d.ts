@@ -339,3 +339,109 @@ export declare function jobs(config?: IJobsConfig): JobsPluginData;
 
 /** Standalone use without AppKit: `createJobs(config)("etl").runNow()`. */
 export declare function createJobs(config?: IJobsConfig, options?: CreateJobsOptions): StandaloneJobs;
+
+// ---------------------------------------------------------------------------------------------
+// The local Jobs API 2.2 emulator (emulator.js)
+// ---------------------------------------------------------------------------------------------
+
+/** A job the emulator serves (camelCase; every field but `id` optional). */
+export interface EmulatorJobSpec {
+  id: number;
+  name?: string;
+  taskType?: string;
+  tasks?: Array<{ taskKey: string; taskType?: string; outcome?: string; output?: string }>;
+  taskCount?: number;
+  outcome?: string;
+  queueMs?: number;
+  pendingMs?: number;
+  durationMs?: number;
+  terminatingMs?: number;
+  retries?: number;
+  retryWaitMs?: number;
+  parameters?: Array<{ name: string; default: string }>;
+  output?: string;
+  errorMessage?: string;
+}
+
+export interface EmulatorUserSpec {
+  token: string;
+  userName: string;
+  permissions?: Record<string, "CAN_VIEW" | "CAN_MANAGE_RUN" | "CAN_MANAGE" | "IS_OWNER">;
+  defaultPermission?: "CAN_VIEW" | "CAN_MANAGE_RUN" | "CAN_MANAGE" | "IS_OWNER";
+}
+
+export interface EmulatorOptions {
+  port?: number;
+  jobs?: EmulatorJobSpec[];
+  jobsFile?: string;
+  /** Virtual ms per real ms (default 1; 0 freezes time). */
+  timeScale?: number;
+  token?: string;
+  servicePrincipalName?: string;
+  users?: EmulatorUserSpec[];
+  clientId?: string;
+  clientSecret?: string;
+  oauthTokenTtlSecs?: number;
+  orgId?: string;
+  firstRunId?: number;
+  requestLogLimit?: number;
+}
+
+/** A fault for the next `times` (default 1) requests matching `path`. */
+export interface EmulatorFault {
+  path: string;
+  method?: string;
+  status?: number;
+  errorCode?: string;
+  message?: string;
+  retryAfter?: number;
+  delayMs?: number;
+  reset?: boolean;
+  body?: string;
+  contentType?: string;
+  html?: boolean;
+  times?: number;
+}
+
+/** One request the emulator answered (no headers, no secrets). */
+export interface EmulatorRequest {
+  method: string;
+  path: string;
+  query: string;
+  body: unknown;
+  /** "service_principal", "oauth:<client id>", "user:<user name>", or null. */
+  identity: string | null;
+  status: number;
+  fault: boolean;
+}
+
+export interface Emulator {
+  /** `http://127.0.0.1:PORT` */
+  readonly url: string;
+  readonly port: number;
+  readonly token: string;
+  readonly clientId: string;
+  readonly clientSecret: string;
+  readonly orgId: string;
+  stop(): Promise<void>;
+  injectFault(fault: EmulatorFault): void;
+  clearFaults(): void;
+  requests(): EmulatorRequest[];
+  clearRequests(): void;
+  reset(): void;
+  setRunState(runId: Id | string, state: string): Run;
+  getRun(runId: Id | string): Run | null;
+  addUser(user: EmulatorUserSpec): void;
+  addJob(job: EmulatorJobSpec): void;
+  jobs(): Array<{ id: number; name: string; taskType: string; taskCount: number; parameters: unknown }>;
+  setTimeScale(scale: number): void;
+  advanceTime(ms: number): void;
+  setOAuthTokenTtl(seconds: number): void;
+  expireOAuthTokens(): void;
+  runCount(): number;
+  /** DATABRICKS_HOST, DATABRICKS_TOKEN and one DATABRICKS_JOB_<NAME> per job. */
+  env(): Record<string, string>;
+}
+
+/** Starts the emulator on 127.0.0.1 (port 0: a free one). */
+export declare function startEmulator(options?: EmulatorOptions): Promise<Emulator>;

@@ -5,6 +5,8 @@ import { createApp, server } from "@databricks/appkit";
 import {
   createJobs,
   jobs,
+  startEmulator,
+  type Emulator,
   JobsError,
   ValidationError,
   type BaseRun,
@@ -123,4 +125,15 @@ async function withAppKit(): Promise<void> {
   void env;
 }
 
-void pluginName, fromPlugin, keys, badTask, usage, withAppKit;
+async function withEmulator(): Promise<void> {
+  const emu: Emulator = await startEmulator({ timeScale: 100, jobs: [{ id: 7, name: "etl", taskType: "notebook" }] });
+  emu.injectFault({ path: "/api/2.2/jobs/runs/get", status: 503, retryAfter: 1 });
+  const api = createJobs({}, { env: emu.env() });
+  const started = await api("etl").runNow();
+  if (started.ok && started.data.run_id !== undefined) emu.setRunState(started.data.run_id, "SUCCESS");
+  const paths: string[] = emu.requests().map((r) => r.path);
+  void paths;
+  await emu.stop();
+}
+
+void pluginName, fromPlugin, keys, badTask, usage, withAppKit, withEmulator;
