@@ -271,7 +271,20 @@ async fn handle(
     if let Some(fault) = shared.take_fault(method.as_str(), &path) {
         entry.fault = true;
         if let Some(ms) = fault.delay_ms {
+            // A client that gives up during the delay drops this handler: log the request
+            // anyway (status 499), so that its attempts can still be counted.
+            struct Abandoned(Option<(Arc<Shared>, RequestLogEntry)>);
+            impl Drop for Abandoned {
+                fn drop(&mut self) {
+                    if let Some((shared, mut entry)) = self.0.take() {
+                        entry.status = 499;
+                        shared.push_log(entry);
+                    }
+                }
+            }
+            let mut abandoned = Abandoned(Some((shared.clone(), entry.clone())));
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            abandoned.0 = None;
         }
         let shaped = fault_response(&fault, &conn);
         if let Some(resp) = shaped {
