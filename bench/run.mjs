@@ -285,6 +285,8 @@ function waitFigures(m) {
     upstream: m.upstream.total,
     upstreamPerRun: m.upstream.total / Math.max(1, r.started),
     peakRssMb: Math.max(r.peakRss, r.maxRss) / MB,
+    split: r.mainThreadCpuMs === undefined ? "-" : `${fmt(r.mainThreadCpuMs / 1000, 2)} / ${fmt(r.otherThreadsCpuMs / 1000, 2)}`,
+    heapPerWatcherKb: (r.peakHeap - r.baselineHeap) / KB / r.n,
     rssPerWatcherKb: (Math.max(r.peakRss, r.maxRss) - r.baselineRss) / KB / r.n,
     firstError: r.firstError,
   };
@@ -326,8 +328,10 @@ function report(results, meta) {
       add(`${label}: total CPU s`, fmt(o?.cpuS, 2), fmt(s?.cpuS, 2), fmt(ratio(o?.cpuS, s?.cpuS), 2));
       add(`${label}: upstream requests (per started run)`, o ? `${o.upstream.toLocaleString("en-US")} (${fmt(o.upstreamPerRun, 2)})` : "-", s ? `${s.upstream.toLocaleString("en-US")} (${fmt(s.upstreamPerRun, 2)})` : "-", fmt(ratio(o?.upstreamPerRun, s?.upstreamPerRun), 2));
       add(`${label}: peak RSS MB`, fmt(o?.peakRssMb, 1), fmt(s?.peakRssMb, 1), fmt(ratio(o?.peakRssMb, s?.peakRssMb), 2));
+      add(`${label}: CPU s, main thread / other threads`, o?.split ?? "-", s?.split ?? "-", "");
       const rr = comparable ? ratio(o.rssPerWatcherKb, s.rssPerWatcherKb) : NaN;
       add(`${label}: RSS per watcher KB`, fmt(o?.rssPerWatcherKb, 2), fmt(s?.rssPerWatcherKb, 2), fmt(rr, 2), `≤ ${TARGETS.rssPerWatcher}`, comparable ? pass(within(rr, TARGETS.rssPerWatcher)) : "n/a (stock did not finish)");
+      add(`${label}: of which JS heap per watcher KB`, fmt(o?.heapPerWatcherKb, 2), fmt(s?.heapPerWatcherKb, 2), fmt(ratio(o?.heapPerWatcherKb, s?.heapPerWatcherKb), 2));
     }
   }
 
@@ -345,7 +349,8 @@ function report(results, meta) {
     add(`${many} watchers: runs/get per ${POLL_MS} ms interval`, fmt(perInterval("ours", many), 2), fmt(perInterval("stock", many), 2), "", "≤ 1", pass(perInterval("ours", many) <= 1));
     const same = (side) => {
       const p = phase(side, many);
-      return p.sequences.length === 1 && p.allTerminal ? `all ${many} saw ${p.sequences[0]}` : `differ: ${p.sequences.join(" | ")}`;
+      if (p.sequences.length === 1 && p.allTerminal) return `all ${many} saw ${p.sequences[0]}`;
+      return `${p.sequences.length} different sequences${p.allTerminal ? ", all to TERMINATED" : ""}`;
     };
     add(`${many} watchers: updates seen`, same("ours"), same("stock"), "");
     const cpuW = (side) => phase(side, many).cpuMs / many;
@@ -360,6 +365,8 @@ function report(results, meta) {
     add(`SSE ×${S.sse} streamed runs: completed`, done(ours), done(stock), "");
     const bothOk = ours.load.ok === S.sse && stock.load.ok === S.sse;
     add(`SSE ×${S.sse}: CPU ms per stream`, fmt(per(ours), 3), fmt(per(stock), 3), fmt(c, 2), `≤ ${TARGETS.cpuPerSse}`, bothOk ? pass(within(c, TARGETS.cpuPerSse)) : "n/a (streams failed)");
+    const split = (m) => (m.result.mainThreadCpuMs === undefined ? "-" : `${fmt(m.result.mainThreadCpuMs / 1000, 2)} / ${fmt(m.result.otherThreadsCpuMs / 1000, 2)}`);
+    add(`SSE ×${S.sse}: CPU s, main thread / other threads`, split(ours), split(stock), "");
     add(`SSE ×${S.sse}: upstream requests`, ours.upstream.total, stock.upstream.total, fmt(ratio(ours.upstream.total, stock.upstream.total), 2));
     add(`SSE ×${S.sse}: peak RSS MB`, fmt(Math.max(ours.result.peakRss, ours.result.maxRss) / MB, 1), fmt(Math.max(stock.result.peakRss, stock.result.maxRss) / MB, 1), "");
   }

@@ -7,6 +7,7 @@
 //   side "bare"  : no AppKit, plain node:http keep-alive requests (the floor)
 // The emulator runs in another process; the environment (DATABRICKS_HOST, DATABRICKS_TOKEN,
 // DATABRICKS_JOB_BENCH, ...) comes from the parent. Results go back with process.send().
+import fs from "node:fs";
 import http from "node:http";
 import { createRequire } from "node:module";
 import { performance } from "node:perf_hooks";
@@ -48,23 +49,76 @@ function rssSampler(everyMs = 20) {
   };
 }
 
+/**
+ * CPU ms of this process's threads from /proc (Linux; 10 ms ticks): the main thread (JS, V8,
+ * N-API calls) and all the others (the addon's Tokio workers, libuv's pool, V8's GC helpers).
+ */
+function threadCpu() {
+  let main = 0;
+  let other = 0;
+  try {
+    for (const tid of fs.readdirSync("/proc/self/task")) {
+      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const ms = ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS;
+      if (Number(tid) === process.pid) main += ms;
+      else other += ms;
+    }
+  } catch {
+    return undefined;
+  }
+  return { main, other };
+}
+const TICKS = 100;
+
 /** Starts a measured section: GC first so the RSS baseline is as clean as we can make it. */
 function begin() {
   globalThis.gc?.();
   const baselineRss = process.memoryUsage.rss();
+  const baselineHeap = process.memoryUsage().heapUsed;
   const sampler = rssSampler();
+  let peakHeap = baselineHeap;
+  const openFds = () => {
+    try {
+      return fs.readdirSync("/proc/self/fd").length;
+    } catch {
+      return NaN;
+    }
+  };
+  const baselineFds = openFds();
+  let peakFds = baselineFds;
+  const baselineHeapTotal = process.memoryUsage().heapTotal;
+  let peakHeapTotal = baselineHeapTotal;
+  const heapTimer = setInterval(() => {
+    const m = process.memoryUsage();
+    if (m.heapUsed > peakHeap) peakHeap = m.heapUsed;
+    if (m.heapTotal > peakHeapTotal) peakHeapTotal = m.heapTotal;
+    const f = openFds();
+    if (f > peakFds) peakFds = f;
+  }, 100);
+  const threads0 = threadCpu();
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   return {
     end() {
       const cpu = process.cpuUsage(cpu0);
       const wallMs = performance.now() - t0;
+      const threads1 = threadCpu();
       const peakRss = sampler.stop();
+      clearInterval(heapTimer);
       return {
         cpuMs: (cpu.user + cpu.system) / 1000,
+        mainThreadCpuMs: threads0 && threads1 ? threads1.main - threads0.main : undefined,
+        otherThreadsCpuMs: threads0 && threads1 ? threads1.other - threads0.other : undefined,
         wallMs,
         baselineRss,
         peakRss,
+        baselineHeap,
+        peakHeap,
+        baselineHeapTotal,
+        peakHeapTotal,
+        baselineFds,
+        peakFds,
         maxRss: process.resourceUsage().maxRSS * 1024,
       };
     },
