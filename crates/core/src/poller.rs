@@ -7,8 +7,8 @@
 //!   cancelling a fetch in flight.
 //! - Pacing: the first poll at once, then from `base_interval` upward (x1.5 per unchanged poll,
 //!   capped at 6x base, back to base on a state change), each delay jittered by +-20 %.
-//! - Errors: transient ones (`JobsError::is_transient`) are retried at the next tick, waiting at
-//!   least their `Retry-After`; a 429 pauses the whole engine until its `Retry-After` (or one base
+//! - Errors: transient ones (`JobsError::is_transient`, and a fetch that ran past its timeout)
+//!   are retried at the next tick, waiting at least their `Retry-After`; a 429 pauses the whole engine until its `Retry-After` (or one base
 //!   interval); a permanent error ends the poll and every watcher gets it.
 //! - `max_requests_per_second`: a FIFO slot scheduler shared by every poll of the engine. Each
 //!   request takes the next free slot (`1 / rate` apart) in the order it became due, so when
@@ -363,7 +363,8 @@ async fn poll_loop(
                     return;
                 }
             }
-            Err(e) if e.is_transient() => {
+            // A poll that outlived its timeout is as transient as a 504: the next tick retries.
+            Err(e) if e.is_transient() || matches!(e, JobsError::Timeout(_)) => {
                 let retry_after = e.retry_after();
                 if matches!(e, JobsError::Api { status: 429, .. }) {
                     inner.pause(retry_after.unwrap_or(base));
