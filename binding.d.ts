@@ -82,6 +82,13 @@ export declare class BindingJobs {
   getJob(key: string, token?: string | undefined | null): Promise<BindingOutcome>
   cancelRun(key: string, token: string | undefined | null, runId: string): Promise<BindingOutcome>
   /**
+   * `runAndWait` as one cancellable watch: the first `next()` triggers the run (params as
+   * for `runNow`), then follows it. `cancel()` while the run-now is in flight drops it, so no
+   * retry is sent after an abort. A failed trigger is an error outcome whose message starts
+   * with `Failed to trigger job run: `.
+   */
+  startAndWatch(key: string, token?: string | undefined | null, paramsJson?: string | undefined | null): BindingRunWatch
+  /**
    * A watch over a run of `key`. Nothing happens until the first `next()`, which (when
    * `checked`) verifies that the run belongs to the job, then joins the shared poll.
    * `checked: false` is for a run this process just started with `runNow`.
@@ -123,6 +130,18 @@ export declare class BindingRunWatch {
 }
 
 /**
+ * A registered job as the registry sees it, for AppKit's static resource requirements and
+ * the setup log (which run before, or without, a service).
+ */
+export interface BindingDiscoveredJob {
+  key: string
+  /** `DATABRICKS_JOB_<KEY>`, or `DATABRICKS_JOB_ID` for the single-job `default` key. */
+  envVar: string
+  /** The job id as a decimal string, or `null` when none valid is configured. */
+  jobId?: string
+}
+
+/**
  * The result of a native call: `{ ok: true, data }` or `{ ok: false, status, code, message }`.
  * `message` is always public text (`JobsError::public_message`): never a secret or an upstream message.
  */
@@ -149,6 +168,9 @@ export interface BindingRouterOptions {
   /** Silence (ms) after which an SSE stream sends a `: heartbeat` comment. Default 10000. */
   heartbeatMs?: number
 }
+
+/** Job discovery alone: the same rules as the service, without building a client or poller. */
+export declare function discoverJobs(config: any, env: Record<string, string>): Array<BindingDiscoveredJob>
 
 /** Starts an emulator. `options_json`: `JSON.stringify(EmulatorOptions)` (camelCase), or none. */
 export declare function startEmulator(optionsJson?: string | undefined | null): Promise<BindingEmulator>

@@ -841,5 +841,6 @@ module.exports.BindingJobs = nativeBinding.BindingJobs
 module.exports.BindingRouter = nativeBinding.BindingRouter
 module.exports.BindingRouteResponse = nativeBinding.BindingRouteResponse
 module.exports.BindingRunWatch = nativeBinding.BindingRunWatch
+module.exports.discoverJobs = nativeBinding.discoverJobs
 module.exports.startEmulator = nativeBinding.startEmulator
 module.exports.version = nativeBinding.version

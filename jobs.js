@@ -332,13 +332,11 @@ function createHandle(rt, key, token) {
       return rt._updates(async () => {
         const value = await rt.prepareParams(key, params);
         if (signal?.aborted) return null; // aborted while validating: start nothing
-        const started = await native.runNow(key, tok, value === undefined ? null : toJson(value));
+        // One native watch that triggers the run on its first next(), then follows it: an
+        // abort while run-now is in flight (or waiting to retry) drops it, nothing more is sent.
         // Our own errors (validation, missing id, configuration) keep their message; an
         // upstream failure reads "Failed to trigger job run: <status text>".
-        if (!started.ok) throw errorFromOutcome(started, REJECT_CODES.has(started.code) ? undefined : "Failed to trigger job run");
-        const runId = started.data?.run_id;
-        if (runId == null) throw new JobsError("run-now answered without a run_id", { code: "INTERNAL_ERROR", statusCode: 502 });
-        return native.watch(key, tok, String(runId), false);
+        return native.startAndWatch(key, tok, value === undefined ? null : toJson(value));
       }, signal);
     },
     watchRun(runId, signal) {
@@ -385,8 +383,18 @@ function createJobs(config, options) {
   return createJobsRuntime(config, options).exports;
 }
 
+/**
+ * Jobs as the Rust registry discovers them (`DATABRICKS_JOB_<NAME>`, the `DATABRICKS_JOB_ID`
+ * default rule, explicit `config.jobs` merged over them), without building a service:
+ * `[{ key, envVar, jobId }]` (`jobId` a decimal string, or null when none is valid).
+ */
+function discoverJobs(config = {}, env = process.env) {
+  return binding().discoverJobs(nativeConfig(config ?? {}), stringEnv(env));
+}
+
 module.exports = {
   RunUpdates,
+  discoverJobs,
   createJobsService: createJobsRuntime,
   createJobsRuntime,
   createJobs,

@@ -5,10 +5,7 @@
 // All route behaviour lives in the Rust core (crates/core/src/routes.rs); this file only moves
 // requests and responses between express (or node:http) and the native router.
 
-const { createJobsRuntime } = require("./jobs.js");
-
-const JOB_ENV_PREFIX = "DATABRICKS_JOB_";
-const DEFAULT_ENV = "DATABRICKS_JOB_ID";
+const { createJobsRuntime, discoverJobs, isStandardSchema } = require("./jobs.js");
 
 const SSE_HEADERS = {
   "Content-Type": "text/event-stream; charset=utf-8",
@@ -25,40 +22,6 @@ const ROUTES = [
   ["status", "get", "/:jobKey/status"],
   ["cancel-run", "delete", "/:jobKey/runs/:runId"],
 ];
-
-/** The env var that holds the id of a job key. */
-function envVarFor(key) {
-  return key === "default" ? DEFAULT_ENV : `${JOB_ENV_PREFIX}${key.toUpperCase()}`;
-}
-
-/**
- * Job keys as the registry discovers them: `DATABRICKS_JOB_<NAME>` (non-empty) gives `<name>`,
- * `DATABRICKS_JOB_ID` gives `default` only when nothing else is discovered or configured, and
- * explicit `config.jobs` keys are merged in.
- */
-function discoverJobKeys(config = {}, env = process.env) {
-  const keys = [];
-  for (const [name, value] of Object.entries(env)) {
-    if (!name.startsWith(JOB_ENV_PREFIX) || name === DEFAULT_ENV) continue;
-    const suffix = name.slice(JOB_ENV_PREFIX.length);
-    if (!suffix || !value) continue;
-    const key = suffix.toLowerCase();
-    if (!keys.includes(key)) keys.push(key);
-  }
-  for (const key of Object.keys(config.jobs ?? {})) if (!keys.includes(key)) keys.push(key);
-  if (keys.length === 0 && env[DEFAULT_ENV]) keys.push("default");
-  return keys;
-}
-
-/** A Standard Schema object (Zod, Valibot, ArkType, ...). */
-function isStandardSchema(schema) {
-  return (
-    schema != null &&
-    (typeof schema === "object" || typeof schema === "function") &&
-    schema["~standard"] != null &&
-    typeof schema["~standard"].validate === "function"
-  );
-}
 
 function optionalZod() {
   try {
@@ -153,13 +116,13 @@ class JobsPlugin {
 
   /** One `job` resource per configured or discovered job, bound to its env var. */
   static getResourceRequirements(config = {}) {
-    return discoverJobKeys(config ?? {}).map((key) => ({
+    return discoverJobs(config ?? {}, config?.env ?? process.env).map(({ key, envVar }) => ({
       type: "job",
       alias: `job-${key}`,
       resourceKey: `job-${key}`,
       description: `Databricks Job "${key}"`,
       permission: "CAN_MANAGE_RUN",
-      fields: { id: { env: envVarFor(key), description: `Job ID for "${key}"` } },
+      fields: { id: { env: envVar, description: `Job ID for "${key}"` } },
       required: true,
     }));
   }
@@ -184,13 +147,11 @@ class JobsPlugin {
   }
 
   async setup() {
-    const keys = this.jobKeys();
+    const found = discoverJobs(this.config, this.config.env ?? process.env);
+    const keys = found.map((job) => job.key);
     this._logger.info?.(`[jobs] ${keys.length} job(s) configured: ${keys.length ? keys.join(", ") : "(none)"}`);
-    for (const key of keys) {
-      const envVar = envVarFor(key);
-      const explicitId = this.config.jobs?.[key]?.jobId;
-      const raw = explicitId ?? (this.config.env ?? process.env)[envVar];
-      if (raw === undefined || raw === null || raw === "" || !/^\d+$/.test(String(raw).trim())) {
+    for (const { key, envVar, jobId } of found) {
+      if (jobId == null) {
         this._logger.warn?.(`[jobs] Job "${key}" has no valid job id: set ${envVar} to the numeric id of the Databricks job`);
       }
     }
@@ -388,4 +349,4 @@ class JobsPlugin {
   }
 }
 
-module.exports = { JobsPlugin, discoverJobKeys, envVarFor, paramsJsonSchema, isStandardSchema, SSE_HEADERS };
+module.exports = { JobsPlugin, paramsJsonSchema, SSE_HEADERS };

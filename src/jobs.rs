@@ -222,6 +222,31 @@ impl BindingJobs {
         .await
     }
 
+    /// `runAndWait` as one cancellable watch: the first `next()` triggers the run (params as
+    /// for `runNow`), then follows it. `cancel()` while the run-now is in flight drops it, so no
+    /// retry is sent after an abort. A failed trigger is an error outcome whose message starts
+    /// with `Failed to trigger job run: `.
+    #[napi]
+    pub fn start_and_watch(
+        &self,
+        key: String,
+        token: Option<String>,
+        params_json: Option<String>,
+    ) -> BindingRunWatch {
+        let (cancel, _) = watch::channel(false);
+        BindingRunWatch {
+            inner: Arc::new(WatchInner {
+                state: Mutex::new(WatchState::Start {
+                    core: self.core.clone(),
+                    key,
+                    identity: identity(token),
+                    params_json,
+                }),
+                cancel,
+            }),
+        }
+    }
+
     /// A watch over a run of `key`. Nothing happens until the first `next()`, which (when
     /// `checked`) verifies that the run belongs to the job, then joins the shared poll.
     /// `checked: false` is for a run this process just started with `runNow`.
@@ -254,6 +279,13 @@ impl BindingJobs {
 }
 
 enum WatchState {
+    /// `start_and_watch`: run-now first, then `Active`.
+    Start {
+        core: Arc<Jobs>,
+        key: String,
+        identity: Identity,
+        params_json: Option<String>,
+    },
     Pending {
         core: Arc<Jobs>,
         key: String,
@@ -305,6 +337,51 @@ impl WatchInner {
                     core.watch_started_run(&key, &identity, run_id)
                 };
                 match started {
+                    Ok(watch) => *state = WatchState::Active { watch, core, key },
+                    Err(e) => return BindingOutcome::err(&e),
+                }
+            }
+            WatchState::Start {
+                core,
+                key,
+                identity,
+                params_json,
+            } => {
+                let triggered = match parse_params(params_json) {
+                    Ok(params) => core.run_now(&key, &identity, params).await,
+                    Err(e) => Err(e),
+                };
+                let run_id = match triggered {
+                    Ok(started) => match appkit_jobs_core::run::run_id(&started) {
+                        Some(run_id) => run_id,
+                        None => {
+                            let e = JobsError::Internal(String::new());
+                            let mut outcome = BindingOutcome::err(&e);
+                            outcome.status = Some(502);
+                            outcome.message = Some("run-now answered without a run_id".into());
+                            return outcome;
+                        }
+                    },
+                    Err(e) => {
+                        // The caller's own mistakes keep their message; an upstream failure
+                        // reads "Failed to trigger job run: <status text>".
+                        let mut outcome = BindingOutcome::err(&e);
+                        if !matches!(
+                            e,
+                            JobsError::Validation { .. }
+                                | JobsError::UnknownJob { .. }
+                                | JobsError::JobIdMissing { .. }
+                                | JobsError::Config(_)
+                                | JobsError::InvalidRequest(_)
+                        ) {
+                            outcome.message = outcome
+                                .message
+                                .map(|m| format!("Failed to trigger job run: {m}"));
+                        }
+                        return outcome;
+                    }
+                };
+                match core.watch_started_run(&key, &identity, run_id) {
                     Ok(watch) => *state = WatchState::Active { watch, core, key },
                     Err(e) => return BindingOutcome::err(&e),
                 }
@@ -370,4 +447,34 @@ impl BindingRunWatch {
             *state = WatchState::Done;
         }
     }
+}
+
+/// A registered job as the registry sees it, for AppKit's static resource requirements and
+/// the setup log (which run before, or without, a service).
+#[napi(object)]
+pub struct BindingDiscoveredJob {
+    pub key: String,
+    /// `DATABRICKS_JOB_<KEY>`, or `DATABRICKS_JOB_ID` for the single-job `default` key.
+    pub env_var: String,
+    /// The job id as a decimal string, or `null` when none valid is configured.
+    pub job_id: Option<String>,
+}
+
+/// Job discovery alone: the same rules as the service, without building a client or poller.
+#[napi(catch_unwind)]
+pub fn discover_jobs(
+    config: Value,
+    env: HashMap<String, String>,
+) -> napi::Result<Vec<BindingDiscoveredJob>> {
+    let config: PluginConfig = serde_json::from_value(config)
+        .map_err(|e| napi::Error::new(Status::InvalidArg, format!("Invalid jobs config: {e}")))?;
+    let registry = appkit_jobs_core::registry::Registry::new(&env, &config);
+    Ok(registry
+        .entries()
+        .map(|entry| BindingDiscoveredJob {
+            key: entry.key.clone(),
+            env_var: entry.env_var.clone(),
+            job_id: entry.job_id.map(|id| id.to_string()),
+        })
+        .collect())
 }
