@@ -31,7 +31,8 @@ before(async () => {
   // there is no DATABRICKS_JOB_ID, only DATABRICKS_JOB_<NAME> variables.
   delete process.env.NODE_ENV;
   delete process.env.DATABRICKS_JOB_ID;
-  Object.assign(process.env, emuEnv(emu, JOB_IDS), { DATABRICKS_WORKSPACE_ID: "1234567890123456" });
+  // AppKit asks the emulator itself who the service principal is (SCIM Me) and which workspace it is.
+  Object.assign(process.env, emuEnv(emu, JOB_IDS));
   const Spy = class extends JobsPlugin {
     constructor(config) {
       super(config);
@@ -50,8 +51,6 @@ before(async () => {
   });
   app = await createApp({
     plugins: [server({ port: 0, host: "127.0.0.1" }), { ...data, plugin: Spy }],
-    // AppKit's own service context only asks who the service principal is.
-    client: { currentUser: { me: async () => ({ id: "emulator-sp" }) } },
   });
   const srv = app.server.getServer();
   if (!srv.listening) await new Promise((r) => srv.once("listening", r));
