@@ -445,3 +445,6 @@ export interface Emulator {
 
 /** Starts the emulator on 127.0.0.1 (port 0: a free one). */
 export declare function startEmulator(options?: EmulatorOptions): Promise<Emulator>;
+
+/** The /api/jobs routes for node:http or express, without AppKit (also at "appkit-jobs/http"). */
+export { createJobsHandler, JobsHandler, JobsHandlerOptions, JobsHandlerConfig } from "./http";

@@ -10,6 +10,7 @@ const { JobsError, ValidationError } = require("./errors.js");
 const { createJobs, createJobsRuntime } = require("./jobs.js");
 const { JobsPlugin } = require("./plugin.js");
 const { startEmulator } = require("./emulator.js");
+const { createJobsHandler } = require("./http.js");
 
 /**
  * AppKit plugin factory: `{ plugin: JobsPlugin, config, name: "jobs" }`.
@@ -23,6 +24,7 @@ exports.jobs = jobs;
 exports.createJobs = createJobs;
 exports.createJobsRuntime = createJobsRuntime;
 exports.startEmulator = startEmulator;
+exports.createJobsHandler = createJobsHandler;
 exports.JobsError = JobsError;
 exports.ValidationError = ValidationError;
 exports.JobsPlugin = JobsPlugin;
