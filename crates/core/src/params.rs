@@ -277,7 +277,8 @@ fn args(key: &str, task: TaskType, params: &Map<String, Value>) -> Result<Value>
     Ok(Value::Array(out))
 }
 
-fn json_type(v: &Value) -> &'static str {
+/// The JSON type name of a value, for error messages that must not echo the value itself.
+pub(crate) fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",

@@ -360,7 +360,7 @@ fn de_opt_ms<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>
         }
         Some(other) => Err(D::Error::custom(format!(
             "expected a number of milliseconds, got {}",
-            json_type(&other)
+            crate::params::json_type(&other)
         ))),
     }
 }
@@ -372,17 +372,6 @@ where
     T: Deserialize<'de> + Default,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 #[cfg(test)]
