@@ -35,7 +35,7 @@ const option = (name) => argv.find((a) => a.startsWith(`--${name}=`))?.split("="
 if (flag("help") || flag("h")) {
   process.stdout.write(
     "Usage: npm run bench [-- --quick] [--build] [--addon=FILE] [--only=runnow,wait,watchers,sse] [--cpu-prof]\n" +
-      "  --quick     smaller counts and budgets (~1-2 min)\n" +
+      "  --quick     smaller counts and budgets (under a minute)\n" +
       "  --build     time `npm run build` (release addon) first and record it in bench/build-time.json\n" +
       "  --addon=F   load this .node file (default: the package's own, or the copy --build made)\n" +
       "  --only=...  run only these sections\n" +
