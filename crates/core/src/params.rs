@@ -72,7 +72,7 @@ impl ParamsValidator {
         let mut total = 0usize;
         for err in self.validator.iter_errors(instance) {
             total += 1;
-            let path = err.instance_path().to_string();
+            let path = public_path(&err.instance_path().to_string());
             let path = if path.is_empty() {
                 "(root)".to_string()
             } else {
@@ -81,7 +81,7 @@ impl ParamsValidator {
             let item = format!(
                 "{}: {}",
                 truncate(&path, 100),
-                truncate(&err.to_string(), MAX_ERROR_CHARS)
+                truncate(&public_error(&err), MAX_ERROR_CHARS)
             );
             if detail.len() + item.len() + 2 > MAX_DETAIL_CHARS && listed > 0 {
                 continue;
@@ -290,6 +290,50 @@ pub(crate) fn json_type(v: &Value) -> &'static str {
 }
 
 /// At most `max` characters, with `...` when cut.
+/// A schema error as text that does not echo the caller's input: the offending value (which
+/// jsonschema prints first) reads `value`, property names the schema does not know are not
+/// listed, and control or bidi characters are dropped.
+fn public_error(err: &jsonschema::ValidationError<'_>) -> String {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    let text = match err.kind() {
+        Kind::AdditionalProperties { .. } => "Additional properties are not allowed".to_string(),
+        Kind::UnevaluatedProperties { .. } => "Unevaluated properties are not allowed".to_string(),
+        Kind::AdditionalItems { .. } => "Additional items are not allowed".to_string(),
+        Kind::UnevaluatedItems { .. } => "Unevaluated items are not allowed".to_string(),
+        Kind::PropertyNames { .. } => "A property name is not allowed".to_string(),
+        _ => {
+            let text = err.to_string();
+            let instance = err.instance().to_string();
+            match text.strip_prefix(instance.as_str()) {
+                Some(rest) => format!("value{rest}"),
+                None if instance.len() > 2 && text.contains(instance.as_str()) => {
+                    text.replacen(instance.as_str(), "value", 1)
+                }
+                None => text,
+            }
+        }
+    };
+    printable(&text)
+}
+
+/// An instance path (JSON pointer) with only `[A-Za-z0-9_/-]` kept: property names may come
+/// from the caller.
+fn public_path(path: &str) -> String {
+    path.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '/' | '-'))
+        .collect()
+}
+
+/// `s` without control, bidi and other invisible format characters.
+pub(crate) fn printable(s: &str) -> String {
+    s.chars()
+        .filter(|c| {
+            !c.is_control()
+                && !matches!(*c as u32, 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0xFEFF)
+        })
+        .collect()
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
@@ -542,11 +586,11 @@ mod tests {
             "{d}"
         );
         assert!(
-            parts.contains(&"/count: 0 is less than the minimum of 1"),
+            parts.contains(&"/count: value is less than the minimum of 1"),
             "{d}"
         );
         assert!(
-            parts.contains(&"/nested/flag: \"yes\" is not of type \"boolean\""),
+            parts.contains(&"/nested/flag: value is not of type \"boolean\""),
             "{d}"
         );
 
