@@ -609,10 +609,12 @@ pub fn parse_limit(raw: Option<&str>) -> i64 {
     n.clamp(1, MAX_LIST_LIMIT)
 }
 
-/// The job key as it may appear in an error: everything but `[A-Za-z0-9_-]` removed.
+/// The job key as it may appear in an error: everything but `[A-Za-z0-9_-]` removed, at most
+/// 64 characters kept.
 pub fn sanitize_key(key: &str) -> String {
     key.chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .take(64)
         .collect()
 }
 
