@@ -27,8 +27,9 @@ function readBody(req) {
     req.on("data", (chunk) => {
       size += chunk.length;
       if (size > MAX_BODY_BYTES) {
+        // Answer 413 (the handler does, with Connection: close) and drop the rest unread:
+        // destroying the socket here would cut the client off before it gets the answer.
         reject(Object.assign(new Error("Payload Too Large"), { statusCode: 413 }));
-        req.destroy();
         return;
       }
       chunks.push(chunk);
@@ -81,6 +82,7 @@ function createJobsHandler(configOrPlugin = {}, options = {}) {
       const status = err && err.statusCode === 413 ? 413 : 500;
       res.statusCode = status;
       res.setHeader("Content-Type", "application/json; charset=utf-8");
+      if (status === 413) res.setHeader("Connection", "close");
       res.end(JSON.stringify({ error: status === 413 ? "Payload Too Large" : "Internal Server Error", plugin: plugin.name }));
     }
   }
