@@ -99,13 +99,27 @@ function runIdArg(runId) {
   });
 }
 
+/**
+ * Schema issues as text that does not echo the caller's input (it reaches HTTP responses):
+ * path segments keep only `[A-Za-z0-9_-]`, unknown keys are counted rather than listed,
+ * control/bidi characters are dropped, and the whole is capped at 1,000 characters.
+ */
 function formatIssues(issues) {
-  return (issues ?? [])
+  const printable = (s) => String(s).replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]/g, "");
+  const text = (issues ?? [])
     .map((issue) => {
-      const path = (issue.path ?? []).map((p) => (typeof p === "object" && p !== null ? p.key : p)).map(String).join(".");
-      return path ? `${path}: ${issue.message}` : issue.message;
+      const path = (issue.path ?? [])
+        .map((p) => (typeof p === "object" && p !== null ? p.key : p))
+        .map((p) => String(p).replace(/[^A-Za-z0-9_-]/g, "").slice(0, 50))
+        .join(".");
+      const message =
+        issue.code === "unrecognized_keys"
+          ? `Unrecognized keys are not allowed (${Array.isArray(issue.keys) ? issue.keys.length : 1})`
+          : printable(issue.message ?? "Invalid value").slice(0, 200);
+      return path ? `${path}: ${message}` : message;
     })
     .join("; ");
+  return text.length > 1000 ? `${text.slice(0, 997)}...` : text;
 }
 
 /** Header lookup on an express request, a `{ headers }` object (any case) or a fetch `Headers`. */
