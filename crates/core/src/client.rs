@@ -36,7 +36,17 @@ pub struct ClientOptions {
     pub gate: Option<Arc<dyn RequestGate>>,
     /// Connect timeout (default 10 s). Whole-call timeouts belong to the execution tier.
     pub connect_timeout: Option<Duration>,
+    /// HTTP requests in flight at most (default [`DEFAULT_MAX_IN_FLIGHT`]); later ones queue.
+    /// This bounds the open connections (memory) under thousands of concurrent calls.
+    pub max_in_flight: Option<usize>,
 }
+
+/// Default of [`ClientOptions::max_in_flight`]: one host easily serves many thousands of
+/// requests per second through this many connections.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// Idle connections kept per host, and for how long.
+const POOL_MAX_IDLE_PER_HOST: usize = 64;
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl fmt::Debug for ClientOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -44,6 +54,7 @@ impl fmt::Debug for ClientOptions {
             .field("user_agent", &self.user_agent)
             .field("gate", &self.gate.is_some())
             .field("connect_timeout", &self.connect_timeout)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -79,6 +90,8 @@ struct Inner {
     http: reqwest::Client,
     auth: Auth,
     gate: Option<Arc<dyn RequestGate>>,
+    /// Bounds the HTTP requests in flight (send + body read; never held across retries).
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// A Jobs API client. Cheap to clone; clones share the connection pool and the OAuth token.
@@ -106,7 +119,8 @@ impl JobsClient {
         let http = reqwest::Client::builder()
             .user_agent(ua)
             .connect_timeout(options.connect_timeout.unwrap_or(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -118,6 +132,12 @@ impl JobsClient {
                 http,
                 auth,
                 gate: options.gate,
+                in_flight: tokio::sync::Semaphore::new(
+                    options
+                        .max_in_flight
+                        .unwrap_or(DEFAULT_MAX_IN_FLIGHT)
+                        .max(1),
+                ),
             }),
         }
     }
@@ -304,12 +324,20 @@ impl JobsClient {
             if let Some(b) = body {
                 req = req.json(b);
             }
+            // Held for the exchange only (send and body), released before any retry or parse.
+            let permit = self
+                .inner
+                .in_flight
+                .acquire()
+                .await
+                .map_err(|_| JobsError::Internal("the HTTP client is closed".into()))?;
             let resp = req
                 .send()
                 .await
                 .map_err(|e| network_error("Jobs API request failed", &e))?;
             let status = resp.status().as_u16();
             if status == 401 && !retried_auth && self.inner.auth.invalidate(id, &bearer) {
+                drop(permit);
                 retried_auth = true;
                 continue;
             }
@@ -318,6 +346,7 @@ impl JobsClient {
                 .bytes()
                 .await
                 .map_err(|e| network_error("Jobs API request failed", &e))?;
+            drop(permit);
             if !(200..300).contains(&status) {
                 return Err(api_error(status, &bytes, retry_after, bearer.expose()));
             }
@@ -1070,5 +1099,74 @@ mod tests {
         let client = JobsClient::new(&HashMap::new(), ClientOptions::default());
         let e = client.get_job(&SP, 1).await.unwrap_err();
         assert!(matches!(e, JobsError::Config(ref m) if m.contains("DATABRICKS_HOST")));
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_are_capped_and_the_rest_queue() {
+        // A loopback server that holds each request until released and counts how many it
+        // holds at once.
+        #[derive(Default)]
+        struct Seen {
+            now: AtomicU32,
+            max: AtomicU32,
+            total: AtomicU32,
+        }
+        let seen = Arc::new(Seen::default());
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (s2, r2) = (seen.clone(), release.clone());
+        let app = axum::Router::new().fallback(move || {
+            let (seen, release) = (s2.clone(), r2.clone());
+            async move {
+                let now = seen.now.fetch_add(1, Ordering::SeqCst) + 1;
+                seen.max.fetch_max(now, Ordering::SeqCst);
+                seen.total.fetch_add(1, Ordering::SeqCst);
+                release.notified().await;
+                seen.now.fetch_sub(1, Ordering::SeqCst);
+                axum::Json(json!({"run_id": 1, "job_id": 2}))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        let env = HashMap::from([
+            ("DATABRICKS_HOST".to_string(), url),
+            ("DATABRICKS_TOKEN".to_string(), "dapi-test".to_string()),
+            (
+                "HOME".to_string(),
+                "/nonexistent-appkit-jobs-home".to_string(),
+            ),
+        ]);
+        let client = JobsClient::new(
+            &env,
+            ClientOptions {
+                max_in_flight: Some(3),
+                ..Default::default()
+            },
+        );
+        let calls: Vec<_> = (0..10)
+            .map(|i| {
+                let c = client.clone();
+                tokio::spawn(async move { c.get_run(&SP, i + 1).await })
+            })
+            .collect();
+        // Three reach the server; the other seven wait for a permit.
+        while seen.now.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(seen.total.load(Ordering::SeqCst), 3);
+        // Release the held requests one by one until every call has been answered.
+        while seen.total.load(Ordering::SeqCst) < 10 || seen.now.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            release.notify_one();
+        }
+        for c in calls {
+            assert_eq!(c.await.unwrap().unwrap()["run_id"], 1);
+        }
+        assert_eq!(seen.total.load(Ordering::SeqCst), 10);
+        assert_eq!(seen.max.load(Ordering::SeqCst), 3);
+        server.abort();
     }
 }
