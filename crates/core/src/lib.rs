@@ -12,4 +12,7 @@ pub mod registry;
 pub mod routes;
 pub mod run;
 
+#[cfg(test)]
+mod reliability_tests;
+
 pub use error::{JobsError, Result};
