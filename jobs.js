@@ -299,7 +299,11 @@ class RunUpdates {
       if (!outcome.ok) throw errorFromOutcome(outcome);
       const update = outcome.data;
       if (update == null) return this.#finish();
-      return { done: false, value: { status: update.status ?? undefined, timestamp: update.timestamp, run: update.run } };
+      // The run comes as JSON text serialized once per shared update (V8's parser beats
+      // building it key by key through N-API), or as a value when it holds integers beyond
+      // 2^53 (those arrive as bigint).
+      const run = typeof update.runJson === "string" ? JSON.parse(update.runJson) : update.run;
+      return { done: false, value: { status: update.status ?? undefined, timestamp: update.timestamp, run } };
     } catch (error) {
       this.#finish();
       throw error;

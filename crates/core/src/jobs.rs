@@ -11,8 +11,8 @@
 //! - `get_run_output` on the parent run of a multi-task job (which the API refuses with a 400)
 //!   answers `{ "metadata": <run>, "tasks": [{ "task_key", "run_id", ...task output }] }`; a task
 //!   whose output could not be read carries `error_status` and `error` (status text) instead.
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{self, StreamExt};
@@ -23,7 +23,7 @@ use crate::client::{ClientOptions, JobsClient, ListRuns};
 use crate::error::{status_text, JobsError, Result};
 use crate::exec::{self, CacheKey, ExecSettings, ReadCache, TierPolicy};
 use crate::params;
-use crate::poller::{FetchRun, PollSettings, Poller, RunWatch, WatchOptions};
+use crate::poller::{FetchRun, OnUpdate, PollSettings, Poller, RunUpdate, RunWatch, WatchOptions};
 use crate::registry::{JobEntry, PluginConfig, Registry};
 use crate::run;
 
@@ -34,13 +34,42 @@ pub const MAX_LIST_LIMIT: i64 = 100;
 const OUTPUT_CONCURRENCY: usize = 8;
 /// Cached reads kept at most (across identities).
 const CACHE_ENTRIES: u64 = 10_000;
+/// Run -> job ownerships remembered at most (across identities); the oldest go first.
+const OWNER_ENTRIES: usize = 50_000;
+
+/// Which job each run belongs to, as read by one identity: a run's `job_id` never changes, so
+/// ownership checks need no second read. Keyed by `(Identity::scope(), run_id)`: one identity's
+/// reads never vouch for another's access. Bounded (FIFO).
+#[derive(Default)]
+struct Owners {
+    map: HashMap<(u64, i64), i64>,
+    order: VecDeque<(u64, i64)>,
+}
+
+impl Owners {
+    fn get(&self, scope: u64, run_id: i64) -> Option<i64> {
+        self.map.get(&(scope, run_id)).copied()
+    }
+
+    fn insert(&mut self, scope: u64, run_id: i64, job_id: i64) {
+        if self.map.insert((scope, run_id), job_id).is_none() {
+            self.order.push_back((scope, run_id));
+            while self.order.len() > OWNER_ENTRIES {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+}
 
 /// The jobs service of one plugin instance. `Send + Sync`; share it as `Arc<Jobs>`.
 pub struct Jobs {
     registry: Registry,
     client: JobsClient,
     settings: ExecSettings,
-    cache: ReadCache,
+    cache: Arc<ReadCache>,
+    owners: Arc<Mutex<Owners>>,
     poller: Poller,
 }
 
@@ -72,7 +101,8 @@ impl Jobs {
         let registry = Registry::new(&env, &config);
         let client = JobsClient::new(&env, ClientOptions::default());
         let settings = ExecSettings::new(config.timeout);
-        let cache = ReadCache::new(&settings.read, CACHE_ENTRIES);
+        let cache = Arc::new(ReadCache::new(&settings.read, CACHE_ENTRIES));
+        let owners = Arc::new(Mutex::new(Owners::default()));
 
         // The poller reads runs/get uncached, one attempt per tick under the read timeout: it
         // paces and retries transient errors itself (and pauses on a 429's Retry-After).
@@ -88,12 +118,25 @@ impl Jobs {
             async move { exec::execute(&policy, || client.get_run(&identity, run_id)).await }
                 .boxed()
         });
-        let poller = Poller::new(
+        // Once per shared state change (not per watcher): the job's cached lists and runs are
+        // stale now, and the poll's read tells which job the run belongs to.
+        let (update_cache, update_owners) = (cache.clone(), owners.clone());
+        let on_update: OnUpdate = Arc::new(move |scope: u64, run_id: i64, update: &RunUpdate| {
+            if let Some(job_id) = run::job_id(&update.run) {
+                update_owners
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(scope, run_id, job_id);
+                update_cache.invalidate_job(job_id);
+            }
+        });
+        let poller = Poller::with_on_update(
             fetch,
             PollSettings {
                 base_interval: config.poll_interval(),
                 max_requests_per_second: config.max_requests_per_second,
             },
+            Some(on_update),
         );
 
         Jobs {
@@ -101,6 +144,7 @@ impl Jobs {
             client,
             settings,
             cache,
+            owners,
             poller,
         }
     }
@@ -196,31 +240,84 @@ impl Jobs {
             .await
     }
 
-    /// runs/get through the cache, keyed by the handle's job.
+    /// runs/get through the cache, keyed by the handle's job. Remembers the run's job.
     async fn cached_run(&self, id: &Identity, job_id: i64, run_id: i64) -> Result<Value> {
         let key = CacheKey::new(id.scope(), "getRun", job_id, run_id);
-        self.cache
+        let run = self
+            .cache
             .get_or_fetch(key, async {
                 exec::execute(&self.settings.read, || self.client.get_run(id, run_id)).await
             })
-            .await
+            .await?;
+        if let Some(owner) = run::job_id(&run) {
+            self.remember_owner(id.scope(), run_id, owner);
+        }
+        Ok(run)
     }
 
-    /// The run, when it belongs to `key`'s job; `NotFound` otherwise (and nothing else is sent).
-    async fn owned_run(&self, key: &str, id: &Identity, run_id: i64) -> Result<(i64, Value)> {
-        let (_, job_id) = self.entry(key)?;
+    fn remember_owner(&self, scope: u64, run_id: i64, job_id: i64) {
+        self.owners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(scope, run_id, job_id);
+    }
+
+    fn known_owner(&self, scope: u64, run_id: i64) -> Option<i64> {
+        self.owners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(scope, run_id)
+    }
+
+    fn not_found(key: &str, run_id: i64) -> JobsError {
+        JobsError::NotFound(format!("Run {run_id} not found for job \"{key}\""))
+    }
+
+    fn checked_run_id(run_id: i64) -> Result<i64> {
         if run_id <= 0 {
             return Err(JobsError::InvalidRequest(format!(
                 "Invalid run id {run_id}: expected a positive integer"
             )));
         }
+        Ok(run_id)
+    }
+
+    /// The run, when it belongs to `key`'s job; `NotFound` otherwise (and nothing else is sent).
+    async fn owned_run(&self, key: &str, id: &Identity, run_id: i64) -> Result<(i64, Value)> {
+        let (_, job_id) = self.entry(key)?;
+        Self::checked_run_id(run_id)?;
+        if self
+            .known_owner(id.scope(), run_id)
+            .is_some_and(|o| o != job_id)
+        {
+            return Err(Self::not_found(key, run_id));
+        }
         let run = self.cached_run(id, job_id, run_id).await?;
         if run::job_id(&run) != Some(job_id) {
-            return Err(JobsError::NotFound(format!(
-                "Run {run_id} not found for job \"{key}\""
-            )));
+            return Err(Self::not_found(key, run_id));
         }
         Ok((job_id, run))
+    }
+
+    /// The job id when the run belongs to `key`'s job, read only when this identity never read
+    /// the run before (a run's job never changes). `NotFound` otherwise. The read waits for a
+    /// request turn of the poll engine (its rate limit and 429 pause) when `paced`.
+    async fn check_owner(&self, key: &str, id: &Identity, run_id: i64, paced: bool) -> Result<i64> {
+        let (_, job_id) = self.entry(key)?;
+        Self::checked_run_id(run_id)?;
+        let owner = match self.known_owner(id.scope(), run_id) {
+            Some(owner) => Some(owner),
+            None => {
+                if paced {
+                    self.poller.request_turn().await;
+                }
+                run::job_id(&self.cached_run(id, job_id, run_id).await?)
+            }
+        };
+        if owner != Some(job_id) {
+            return Err(Self::not_found(key, run_id));
+        }
+        Ok(job_id)
     }
 
     /// The run (pages merged), if it belongs to the job.
@@ -327,7 +424,7 @@ impl Jobs {
 
     /// Cancels the run if it belongs to the job (retried: cancel is idempotent).
     pub async fn cancel_run(&self, key: &str, id: &Identity, run_id: i64) -> Result<()> {
-        let (job_id, _) = self.owned_run(key, id, run_id).await?;
+        let job_id = self.check_owner(key, id, run_id, false).await?;
         let result =
             exec::execute(&self.settings.write, || self.client.cancel_run(id, run_id)).await;
         self.cache.invalidate_job(job_id);
@@ -338,7 +435,7 @@ impl Jobs {
     /// `waitTimeout` bounds the wait. Joins the shared poll of `(identity, run)`.
     /// Must be called within a Tokio runtime.
     pub async fn watch_run(&self, key: &str, id: &Identity, run_id: i64) -> Result<RunWatch> {
-        self.owned_run(key, id, run_id).await?;
+        self.check_owner(key, id, run_id, true).await?;
         self.watch_started_run(key, id, run_id)
     }
 
@@ -458,6 +555,58 @@ mod tests {
         assert!(jobs.watch_run("a", &sp, run_id).await.is_err());
         // Only reads of the run went out: no cancel, no output.
         assert!(emu.requests().iter().all(|r| r.path.ends_with("/runs/get")));
+        emu.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_runs_job_is_read_once_per_identity_for_ownership_checks() {
+        let emu = Emulator::start(EmulatorOptions {
+            time_scale: Some(0.0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let (a, b) = (1001, 1002); // sample jobs of the emulator
+        let jobs = Jobs::new(
+            config(json!({})),
+            env(
+                &emu,
+                &[
+                    ("DATABRICKS_JOB_A", &a.to_string()),
+                    ("DATABRICKS_JOB_B", &b.to_string()),
+                ],
+            ),
+        );
+        let sp = Identity::ServicePrincipal;
+        let run_id = run::run_id(&jobs.run_now("b", &sp, None).await.unwrap()).unwrap();
+        emu.clear_requests();
+        let gets = |emu: &Emulator| {
+            emu.requests()
+                .iter()
+                .filter(|r| r.path.ends_with("/runs/get"))
+                .count()
+        };
+        // The first watch reads the run once to check it; its poll reads it too.
+        let mut w = jobs.watch_run("b", &sp, run_id).await.unwrap();
+        w.next().await.unwrap().unwrap();
+        let after_first = gets(&emu);
+        assert_eq!(after_first, 2);
+        // Later watches and checks, even after an update dropped the read cache, read nothing.
+        let mut more = Vec::new();
+        for _ in 0..5 {
+            more.push(jobs.watch_run("b", &sp, run_id).await.unwrap());
+        }
+        assert!(jobs.watch_run("a", &sp, run_id).await.is_err());
+        assert_eq!(
+            jobs.get_run("a", &sp, run_id).await.unwrap_err().status(),
+            404
+        );
+        assert_eq!(gets(&emu), after_first);
+        // Another identity's reads vouch for nothing: a user checks for itself.
+        let user = Identity::user("token-of-someone");
+        let _ = jobs.watch_run("b", &user, run_id).await;
+        assert_eq!(gets(&emu), after_first + 1);
+        drop((w, more));
         emu.stop().await;
     }
 

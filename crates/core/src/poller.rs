@@ -45,6 +45,13 @@ use crate::run;
 /// How the engine reads a run: `runs/get` for `(identity, run_id)`.
 pub type FetchRun = Arc<dyn Fn(Identity, i64) -> BoxFuture<'static, Result<Value>> + Send + Sync>;
 
+/// Called once per published update of a shared poll (not once per watcher), with the
+/// identity scope and run id of the poll, before any watcher sees the update.
+pub type OnUpdate = Arc<dyn Fn(u64, i64, &RunUpdate) + Send + Sync>;
+
+/// The largest integer a JS number holds exactly (2^53 - 1).
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
 /// Growth of the poll interval per poll (state changes included).
 const BACKOFF_FACTOR: f64 = 1.5;
 /// Cap of the poll interval, in multiples of the base interval.
@@ -88,6 +95,30 @@ pub struct RunUpdate {
     pub run: Arc<Value>,
     /// Increases with every update of the shared poll.
     pub seq: u64,
+    /// `run` as JSON text, serialized once per update for every watcher (the Node binding
+    /// hands it to `JSON.parse`). `None` when the run holds an integer beyond +-(2^53 - 1),
+    /// which `JSON.parse` would round: such runs cross as values (integers as `bigint`).
+    pub run_json: Option<Arc<str>>,
+}
+
+/// `run` as JSON text when every integer in it is exact as a JS number.
+pub fn js_safe_json(run: &Value) -> Option<Arc<str>> {
+    fn safe(v: &Value) -> bool {
+        match v {
+            Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => i.unsigned_abs() <= MAX_SAFE_INTEGER,
+                (None, Some(u)) => u <= MAX_SAFE_INTEGER,
+                _ => true,
+            },
+            Value::Array(items) => items.iter().all(safe),
+            Value::Object(fields) => fields.values().all(safe),
+            _ => true,
+        }
+    }
+    if !safe(run) {
+        return None;
+    }
+    serde_json::to_string(run).ok().map(Arc::from)
 }
 
 /// The shared engine. Cheap to clone; clones share the polls, the rate limit and the 429 pause.
@@ -109,6 +140,7 @@ type PollKey = (u64, i64);
 
 struct Inner {
     fetch: FetchRun,
+    on_update: Option<OnUpdate>,
     settings: PollSettings,
     /// Minimum spacing of requests, from `max_requests_per_second`.
     spacing: Option<Duration>,
@@ -134,6 +166,16 @@ struct Snapshot {
 
 impl Poller {
     pub fn new(fetch: FetchRun, settings: PollSettings) -> Poller {
+        Poller::with_on_update(fetch, settings, None)
+    }
+
+    /// `new`, plus `on_update` called once per published update of each shared poll (e.g. to
+    /// drop stale cached reads once per state change rather than once per watcher).
+    pub fn with_on_update(
+        fetch: FetchRun,
+        settings: PollSettings,
+        on_update: Option<OnUpdate>,
+    ) -> Poller {
         let spacing = settings
             .max_requests_per_second
             .filter(|r| r.is_finite() && *r > 0.0)
@@ -141,6 +183,7 @@ impl Poller {
         Poller {
             inner: Arc::new(Inner {
                 fetch,
+                on_update,
                 settings,
                 spacing,
                 polls: Mutex::new(HashMap::new()),
@@ -176,6 +219,13 @@ impl Poller {
             timeout: options.timeout,
             deadline: Instant::now() + options.timeout,
         }
+    }
+
+    /// Waits for a request turn of the engine: past a 429 pause and for a slot of
+    /// `max_requests_per_second`. For requests made beside the polls (e.g. the ownership read
+    /// before a watch) so that they respect the same limit. Cancel-safe.
+    pub async fn request_turn(&self) {
+        self.inner.wait_turn(Instant::now()).await;
     }
 
     /// Number of poll tasks running (one per watched `(identity, run)`).
@@ -348,9 +398,13 @@ async fn poll_loop(
                     let update = RunUpdate {
                         status: run::life_cycle_state(&run).map(str::to_string),
                         timestamp: now_ms(),
+                        run_json: js_safe_json(&run),
                         run: Arc::new(run),
                         seq,
                     };
+                    if let Some(on_update) = &inner.on_update {
+                        on_update(key.0, key.1, &update);
+                    }
                     tx.send_replace(Snapshot {
                         seq,
                         update: Some(update),
@@ -621,6 +675,62 @@ mod tests {
         send_sync::<RunUpdate>();
         send::<RunWatch>();
         send_sync::<crate::registry::Registry>();
+    }
+
+    #[test]
+    fn run_json_is_the_run_unless_an_integer_is_beyond_js_numbers() {
+        let run = json!({"run_id": 9007199254740991u64, "neg": -9007199254740991i64,
+                         "f": 1.5, "tasks": [{"run_id": 7}], "s": "x"});
+        let text = js_safe_json(&run).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), run);
+        for big in [
+            json!({"run_id": 9007199254740992u64}),
+            json!({"tasks": [{"run_id": 9007199254740993u64}]}),
+            json!({"x": -9007199254740992i64}),
+            json!({"x": u64::MAX}),
+        ] {
+            assert!(js_safe_json(&big).is_none(), "{big}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_update_runs_once_per_update_whatever_the_watcher_count() {
+        let (_fake, fetch) = fake(|_, _, n| {
+            Ok(lcs(
+                ["PENDING", "PENDING", "RUNNING", "TERMINATED"][n.min(3)]
+            ))
+        });
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        let on_update: OnUpdate = Arc::new(move |scope, run_id, u: &RunUpdate| {
+            assert!(u.run_json.is_some());
+            seen2
+                .lock()
+                .unwrap()
+                .push((scope, run_id, u.status.clone().unwrap()));
+        });
+        let poller = Poller::with_on_update(fetch, settings(1000), Some(on_update));
+        let watchers: Vec<_> = (0..25)
+            .map(|_| {
+                tokio::spawn(collect(poller.watch(
+                    &Identity::ServicePrincipal,
+                    5,
+                    long(),
+                )))
+            })
+            .collect();
+        for w in watchers {
+            assert_eq!(
+                statuses(&w.await.unwrap()),
+                ["PENDING", "RUNNING", "TERMINATED"]
+            );
+        }
+        let seen = seen.lock().unwrap().clone();
+        let want: Vec<_> = ["PENDING", "RUNNING", "TERMINATED"]
+            .iter()
+            .map(|s| (0u64, 5i64, s.to_string()))
+            .collect();
+        assert_eq!(seen, want);
     }
 
     #[tokio::test(start_paused = true)]

@@ -441,8 +441,8 @@ impl Producer {
         while let Some(item) = watch.next().await {
             match item {
                 Ok(update) => {
-                    // The run moved on: cached lists and runs of the job are stale now.
-                    self.jobs.invalidate_job_cache(&self.key);
+                    // The job's cached reads were dropped once, when the shared poll published
+                    // this update (see `Jobs::new`), not once per stream.
                     self.seq += 1;
                     let data = json!({
                         "status": update.status,
