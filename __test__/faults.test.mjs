@@ -9,7 +9,7 @@
 //   no second run and reports the failure.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { API, STATUS_CODES, at, until, emulator, jobsFor, oauthEnv, patEnv } from "./support/reliability.mjs";
+import { API, STATUS_CODES, at, until, emulator, jobsFor, oauthEnv, patEnv, routes } from "./support/reliability.mjs";
 
 const UPSTREAM_TEXT = "upstream-detail-7f3a";
 
@@ -138,3 +138,56 @@ test("run-now through two different transient failures: one token, one run", asy
   assert.equal(emu.runCount(), 2);
   assert.equal(new Set(at(emu, API.runNow).map((p) => p.body.idempotency_token)).size, 2);
 });
+
+// ---------------------------------------------------------------------------------------------
+// The same faults through the HTTP routes: a transient one is invisible to the client, a
+// permanent one answers its status with `{ error: <status text>, plugin: "jobs" }`.
+// ---------------------------------------------------------------------------------------------
+
+const ROUTES = {
+  "POST /run": { path: API.runNow, method: "POST", url: () => "/etl/run", ok: 200 },
+  "GET /runs": { path: API.listRuns, method: "GET", url: () => "/etl/runs?limit=5", ok: 200 },
+  "GET /status": { path: API.listRuns, method: "GET", url: () => "/etl/status", ok: 200 },
+  "GET /runs/:id": { path: API.getRun, method: "GET", url: (id) => `/etl/runs/${id}`, ok: 200, needsRun: true },
+  "DELETE /runs/:id": { path: API.cancel, method: "DELETE", url: (id) => `/etl/runs/${id}`, ok: 204, needsRun: true },
+};
+
+const ROUTE_FAULTS = {
+  "503 once": { fault: { status: 503, retryAfter: 0 } },
+  "reset once": { fault: { reset: true } },
+  "429 + Retry-After": { fault: { status: 429, retryAfter: 1 } },
+  "500": { fault: { status: 500, message: UPSTREAM_TEXT }, fail: 500 },
+  "HTML 500": { fault: { status: 500, html: true }, fail: 500 },
+  "503 on every attempt": { fault: { status: 503, retryAfter: 0, times: 3, message: UPSTREAM_TEXT }, fail: 503 },
+  "delay past the timeout": { fault: { delayMs: 1500 }, config: { timeout: 400 }, fail: 504, error: "Request timed out after 400ms" },
+};
+
+for (const [routeName, route] of Object.entries(ROUTES)) {
+  test(`route faults: ${routeName}`, { concurrency: true, timeout: 60_000 }, async (t) => {
+    await Promise.all(
+      Object.entries(ROUTE_FAULTS).map(([faultName, spec]) =>
+        t.test(faultName, async (tt) => {
+          const emu = await emulator(tt);
+          const { base } = await routes(tt, { jobs: { etl: { taskType: "notebook" } }, ...spec.config, env: patEnv(emu) });
+          let runId;
+          if (route.needsRun) runId = (await (await fetch(`${base}/api/jobs/etl/run`, { method: "POST" })).json()).runId;
+          const runsBefore = emu.runCount();
+          emu.injectFault({ path: route.path, ...spec.fault });
+          const res = await fetch(`${base}/api/jobs${route.url(runId)}`, { method: route.method });
+          const text = await res.text();
+          assert.ok(!text.includes(UPSTREAM_TEXT) && !text.includes("<html"), text);
+          if (spec.fail) {
+            assert.equal(res.status, spec.fail, text);
+            assert.deepEqual(JSON.parse(text), { error: spec.error ?? STATUS_CODES[spec.fail], plugin: "jobs" });
+          } else {
+            assert.equal(res.status, route.ok, text);
+          }
+          if (route.path === API.runNow) {
+            assert.ok(emu.runCount() - runsBefore <= 1, "never two runs");
+            assert.equal(emu.runCount() - runsBefore, spec.fail ? 0 : 1);
+          }
+        }),
+      ),
+    );
+  });
+}
