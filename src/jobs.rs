@@ -341,7 +341,9 @@ impl WatchInner {
                 checked,
             } => {
                 let started = if checked {
-                    core.watch_run(&key, &identity, run_id).await
+                    // Boxed: the ownership read's future is large (HTTP client state) and would
+                    // otherwise stay inline in every pending `next()` for the whole watch.
+                    Box::pin(core.watch_run(&key, &identity, run_id)).await
                 } else {
                     core.watch_started_run(&key, &identity, run_id)
                 };
@@ -357,7 +359,7 @@ impl WatchInner {
                 params_json,
             } => {
                 let triggered = match parse_params(params_json) {
-                    Ok(params) => core.run_now(&key, &identity, params).await,
+                    Ok(params) => Box::pin(core.run_now(&key, &identity, params)).await,
                     Err(e) => Err(e),
                 };
                 let run_id = match triggered {
