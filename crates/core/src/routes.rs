@@ -444,12 +444,22 @@ impl Producer {
                     // The job's cached reads were dropped once, when the shared poll published
                     // this update (see `Jobs::new`), not once per stream.
                     self.seq += 1;
-                    let data = json!({
-                        "status": update.status,
-                        "timestamp": update.timestamp,
-                        "run": &*update.run,
-                    });
-                    let frame = message_frame(&event_id(self.run_id, self.seq), &data);
+                    let id = event_id(self.run_id, self.seq);
+                    let frame = match &update.run_json {
+                        // The run's text was serialized once for every watcher of this update:
+                        // splice it in rather than serializing the run again per stream.
+                        Some(run_json) => {
+                            update_frame(&id, run_json, &update.status, update.timestamp)
+                        }
+                        None => {
+                            let data = json!({
+                                "status": update.status,
+                                "timestamp": update.timestamp,
+                                "run": &*update.run,
+                            });
+                            message_frame(&id, &data)
+                        }
+                    };
                     if self.tx.send(frame).await.is_err() {
                         return;
                     }
@@ -547,6 +557,26 @@ pub fn parse_event_id(id: &str) -> Option<(i64, u64)> {
 
 pub fn message_frame(id: &str, data: &Value) -> String {
     format!("id: {id}\nevent: message\ndata: {data}\n\n")
+}
+
+/// The frame of one update, `data: {"run":<run_json>,"status":...,"timestamp":...}` (the key
+/// order `serde_json` gives the same object), from the run's ready-made JSON text.
+pub fn update_frame(id: &str, run_json: &str, status: &Option<String>, timestamp: i64) -> String {
+    let status = match status {
+        Some(s) => Value::String(s.clone()).to_string(),
+        None => "null".to_string(),
+    };
+    let mut frame = String::with_capacity(run_json.len() + status.len() + id.len() + 80);
+    frame.push_str("id: ");
+    frame.push_str(id);
+    frame.push_str("\nevent: message\ndata: {\"run\":");
+    frame.push_str(run_json);
+    frame.push_str(",\"status\":");
+    frame.push_str(&status);
+    frame.push_str(",\"timestamp\":");
+    frame.push_str(&timestamp.to_string());
+    frame.push_str("}\n\n");
+    frame
 }
 
 pub fn error_frame(id: &str, message: &str, code: &str) -> String {
@@ -720,6 +750,24 @@ mod tests {
         assert_eq!(sanitize_key("etl_2-b"), "etl_2-b");
         assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn spliced_update_frames_equal_serialized_ones() {
+        let run = json!({"run_id": 7, "state": {"life_cycle_state": "RUNNING", "state_message": "a \"q\" \u{2028}"}, "tasks": [{"n": 1.5}]});
+        let text = serde_json::to_string(&run).unwrap();
+        for status in [
+            Some("RUNNING".to_string()),
+            Some("we\"ird\n".to_string()),
+            None,
+        ] {
+            let spliced = update_frame("7:3", &text, &status, 1_700_000_000_123);
+            let serialized = message_frame(
+                "7:3",
+                &json!({"status": status, "timestamp": 1_700_000_000_123i64, "run": run}),
+            );
+            assert_eq!(spliced, serialized);
+        }
     }
 
     #[test]
