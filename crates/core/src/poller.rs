@@ -352,6 +352,24 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// `due` rounded up to the engine's coarse tick (10 ms, or a twentieth of the base interval when
+/// that is shorter), counted from one fixed instant: polls due close together wake up together,
+/// so one timer wake-up of a worker sends a batch instead of one request each.
+fn on_tick(due: Instant, base: Duration) -> Instant {
+    static ANCHOR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let tick = (base / 20).min(Duration::from_millis(10)).as_nanos();
+    let anchor = *ANCHOR.get_or_init(Instant::now);
+    let Some(since) = due.checked_duration_since(anchor) else {
+        return due;
+    };
+    if tick == 0 {
+        return due;
+    }
+    let nanos = since.as_nanos();
+    let rounded = nanos.div_ceil(tick) * tick;
+    due + Duration::from_nanos((rounded - nanos) as u64)
+}
+
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range((1.0 - JITTER)..=(1.0 + JITTER)))
 }
@@ -437,7 +455,7 @@ async fn poll_loop(
                 return;
             }
         }
-        due = Instant::now() + jittered(interval).max(delay_floor);
+        due = on_tick(Instant::now() + jittered(interval).max(delay_floor), base);
     }
 }
 
