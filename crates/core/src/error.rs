@@ -11,7 +11,9 @@ pub enum JobsError {
     UnknownJob { key: String, available: String },
 
     /// The key exists but no valid numeric job id was configured for it.
-    #[error("Job \"{key}\" has no valid job id: set {env_var} to the numeric id of the Databricks job")]
+    #[error(
+        "Job \"{key}\" has no valid job id: set {env_var} to the numeric id of the Databricks job"
+    )]
     JobIdMissing { key: String, env_var: String },
 
     /// Params failed the job's schema or its task-type mapping. Nothing was sent.
@@ -66,7 +68,10 @@ pub enum JobsError {
 
 impl JobsError {
     pub fn validation(key: &str, detail: impl Into<String>) -> Self {
-        JobsError::Validation { key: key.to_string(), detail: detail.into() }
+        JobsError::Validation {
+            key: key.to_string(),
+            detail: detail.into(),
+        }
     }
 
     /// Stable, machine-readable code.
@@ -79,7 +84,9 @@ impl JobsError {
             JobsError::NotFound(_) => "NOT_FOUND".into(),
             JobsError::Config(_) => "CONFIG_ERROR".into(),
             JobsError::Unauthenticated(_) => "UNAUTHENTICATED".into(),
-            JobsError::Api { error_code, .. } => error_code.clone().unwrap_or_else(|| "UPSTREAM_ERROR".into()),
+            JobsError::Api { error_code, .. } => error_code
+                .clone()
+                .unwrap_or_else(|| "UPSTREAM_ERROR".into()),
             JobsError::Network(_) => "NETWORK_ERROR".into(),
             JobsError::Timeout(_) => "TIMEOUT".into(),
             JobsError::PollTimeout { .. } => "POLL_TIMEOUT".into(),
@@ -174,7 +181,12 @@ mod tests {
 
     #[test]
     fn transient_classification() {
-        let api = |status| JobsError::Api { status, error_code: None, upstream_message: String::new(), retry_after: None };
+        let api = |status| JobsError::Api {
+            status,
+            error_code: None,
+            upstream_message: String::new(),
+            retry_after: None,
+        };
         assert!(api(429).is_transient());
         assert!(api(503).is_transient());
         assert!(api(504).is_transient());
@@ -185,7 +197,10 @@ mod tests {
 
     #[test]
     fn poll_timeout_message_matches_contract() {
-        let e = JobsError::PollTimeout { run_id: 42, ms: 1500 };
+        let e = JobsError::PollTimeout {
+            run_id: 42,
+            ms: 1500,
+        };
         assert_eq!(e.to_string(), "Job run 42 polling timeout after 1500ms");
     }
 }
