@@ -67,6 +67,13 @@ export declare class BindingJobs {
    * `env`: the environment to read DATABRICKS_* from.
    */
   constructor(config: any, env: Record<string, string>)
+  /**
+   * Where watch events go: `wake()` is called (on the JS thread, without keeping Node alive)
+   * when events are waiting; JS then calls `takeEvents()`. Set once, before any watch.
+   */
+  deliverTo(wake: Wake): void
+  /** Every watch event delivered since the last call, in order. */
+  takeEvents(): Array<BindingWatchEvent>
   /** Every job key, sorted. */
   keys(): Array<string>
   /** `{ ok: true }` for a known key, else the UNKNOWN_JOB outcome with the registry's message. */
@@ -117,15 +124,15 @@ export declare class BindingRouteResponse {
 }
 
 /**
- * Updates of one run: `next()` resolves to `{ ok: true, data: { status, timestamp, run } }`,
- * `{ ok: true }` (no data) once the run ended or the watch was cancelled, or an error outcome
- * (e.g. POLL_TIMEOUT, NOT_FOUND). `cancel()` resolves a pending `next()` at once and stops
- * this watcher's share of the poll.
+ * Updates of one run, pushed to the service's delivery once `deliver(id)` is called: each
+ * update, then the end of the watch (an event with neither update nor error, or one with an
+ * error such as POLL_TIMEOUT or NOT_FOUND). After a terminal update nothing more comes.
+ * `cancel()` stops it at once and this watcher's share of the poll.
  */
 export declare class BindingRunWatch {
-  /** The next update; `{ ok: true }` without data when the watch is over. */
-  next(): Promise<BindingOutcome>
-  /** Ends the watch: a pending `next()` resolves with no data, later ones too. */
+  /** Starts the watch (for `runAndWait`, the run-now first); its events carry `id`. */
+  deliver(id: number): void
+  /** Ends the watch: nothing more is delivered. */
   cancel(): void
 }
 
@@ -167,6 +174,30 @@ export interface BindingRouteRequest {
 export interface BindingRouterOptions {
   /** Silence (ms) after which an SSE stream sends a `: heartbeat` comment. Default 10000. */
   heartbeatMs?: number
+}
+
+/**
+ * One update of a watched run as JS receives it: `runJson` is the run as JSON text serialized
+ * once per shared update (jobs.js parses it on first read: far cheaper than building the
+ * object property by property through N-API for every watcher); `run` replaces it when the
+ * run holds an integer beyond 2^53 (those cross as `bigint`).
+ */
+export interface BindingRunUpdate {
+  status?: string
+  timestamp: number
+  runJson?: string
+  run?: any
+}
+
+/**
+ * What a watch delivers, tagged with the id JS gave it (`BindingRunWatch::deliver`): an
+ * `update`, an `error` (the watch is over), or neither (the watch is over: the run ended or
+ * the watch was cancelled).
+ */
+export interface BindingWatchEvent {
+  watch: number
+  update?: BindingRunUpdate
+  error?: BindingOutcome
 }
 
 /** Job discovery alone: the same rules as the service, without building a client or poller. */

@@ -153,7 +153,18 @@ class JobsRuntime {
     const env = stringEnv(options.env ?? process.env);
     this.native = new (binding().BindingJobs)(nativeConfig(config), env);
     this.keys = this.native.keys();
-    this._watches = new Set();
+    this._keySet = new Set(this.keys);
+    // The service principal's handle of each key, made once: handles hold no state of their own.
+    this._handles = new Map();
+    // Watches being delivered to, by id: the native side pushes their events in batches and
+    // wakes `_dispatch` once per batch (no promise, no threadsafe function per update).
+    this._watches = new Map();
+    this._lastWatchId = 0;
+    // next() calls waiting across all watches, and a ref'd timer while there are any: a
+    // pending next() keeps Node alive, as a pending native promise would.
+    this._waiting = 0;
+    this._keepAlive = null;
+    this.native.deliverTo(() => this._dispatch());
     this._warnedDevFallback = false;
     const select = (jobKey) => {
       this.assertKey(jobKey);
@@ -171,6 +182,7 @@ class JobsRuntime {
 
   /** Throws `Unknown job "<key>". Available jobs: ...` (message from the core's registry). */
   assertKey(key) {
+    if (this._keySet.has(key)) return;
     const outcome = this.native.check(String(key));
     if (!outcome.ok) throw errorFromOutcome(outcome);
   }
@@ -215,7 +227,13 @@ class JobsRuntime {
   }
 
   handle(key, token) {
-    return createHandle(this, key, token);
+    if (token !== undefined) return createHandle(this, key, token);
+    let handle = this._handles.get(key);
+    if (handle === undefined) {
+      handle = createHandle(this, key, undefined);
+      this._handles.set(key, handle);
+    }
+    return handle;
   }
 
   /** Updates of a run of `key`: `start()` resolves to the native watch (after runNow for runAndWait). */
@@ -223,29 +241,89 @@ class JobsRuntime {
     return new RunUpdates(this, start, signal);
   }
 
+  _dispatch() {
+    for (const event of this.native.takeEvents()) this._watches.get(event.watch)?._receive(event);
+  }
+
+  _register(updates) {
+    this._lastWatchId = (this._lastWatchId % 0xffff_ffff) + 1;
+    this._watches.set(this._lastWatchId, updates);
+    return this._lastWatchId;
+  }
+
+  _unregister(id) {
+    this._watches.delete(id);
+  }
+
+  _hold() {
+    if (this._waiting++ === 0) this._keepAlive = setInterval(noop, 1 << 30);
+  }
+
+  _release() {
+    if (--this._waiting === 0) {
+      clearInterval(this._keepAlive);
+      this._keepAlive = null;
+    }
+  }
+
   close() {
-    for (const watch of this._watches) watch.cancel();
-    this._watches.clear();
+    for (const updates of [...this._watches.values()]) updates.return();
   }
 }
+
+function noop() {}
 
 const DONE = Object.freeze({ done: true, value: undefined });
 
 /**
- * The async iterator of runAndWait/watchRun (an AsyncGenerator look-alike). Unlike a native
- * async generator, `return()` does not wait behind a pending `next()`: it cancels the native
- * watch, so the pending `next()` resolves `{ done: true }` at once and no native promise is
- * left pending. An aborted `signal` does the same. Errors (trigger failure, POLL_TIMEOUT,
- * NOT_FOUND) reject `next()` once; the iterator is then done.
+ * `{ status, timestamp, run }` for one update. The run comes as JSON text serialized once per
+ * shared update (V8's parser beats building it key by key through N-API), or as a value when it
+ * holds integers beyond 2^53 (those arrive as bigint). The text is parsed on first read of `run`:
+ * a consumer that only looks at `status` never pays for it. `run` stays an own enumerable
+ * property (spread, `JSON.stringify` and deep equality see it) and is writable.
+ */
+function runUpdate(update) {
+  const value = { status: update.status ?? undefined, timestamp: update.timestamp, run: update.run };
+  const text = update.runJson;
+  if (typeof text === "string") {
+    Object.defineProperty(value, "run", {
+      enumerable: true,
+      configurable: true,
+      get() {
+        const run = JSON.parse(text);
+        Object.defineProperty(this, "run", { value: run, writable: true, enumerable: true, configurable: true });
+        return run;
+      },
+      set(run) {
+        Object.defineProperty(this, "run", { value: run, writable: true, enumerable: true, configurable: true });
+      },
+    });
+  }
+  return value;
+}
+
+/**
+ * The async iterator of runAndWait/watchRun (an AsyncGenerator look-alike). The first `next()`
+ * starts the native watch; from then on its events (each update, then the end or an error)
+ * are pushed here in order and handed to `next()` calls, first come first served. Unlike a
+ * native async generator, `return()` does not wait behind a pending `next()`: it cancels the
+ * native watch and resolves every pending `next()` with `{ done: true }` at once. An aborted
+ * `signal` does the same. Errors (trigger failure, POLL_TIMEOUT, NOT_FOUND) reject `next()`
+ * once; the iterator is then done.
  */
 class RunUpdates {
   #rt;
   #start;
   #signal;
-  #watch = null;
+  #onAbort = null;
+  #started = false;
   #done = false;
-  #queue = Promise.resolve();
-  #onAbort = () => this.#finish();
+  #watch = null;
+  #id = 0;
+  /** Events delivered before a next() asked for them. */
+  #events = [];
+  /** next() calls waiting for an event: `{ resolve, reject }`. */
+  #waiters = [];
 
   constructor(rt, start, signal) {
     this.#rt = rt;
@@ -253,7 +331,10 @@ class RunUpdates {
     this.#signal = signal ?? undefined;
     if (this.#signal) {
       if (this.#signal.aborted) this.#done = true;
-      else this.#signal.addEventListener("abort", this.#onAbort, { once: true });
+      else {
+        this.#onAbort = () => this.#finish();
+        this.#signal.addEventListener("abort", this.#onAbort, { once: true });
+      }
     }
   }
 
@@ -262,13 +343,16 @@ class RunUpdates {
   }
 
   next() {
-    // Calls are served in order, as a generator would; return()/abort bypass the queue.
-    const step = this.#queue.then(() => this.#step());
-    this.#queue = step.then(
-      () => undefined,
-      () => undefined,
-    );
-    return step;
+    if (this.#events.length > 0) {
+      const event = this.#events.shift();
+      return new Promise((resolve, reject) => this.#answer(event, resolve, reject));
+    }
+    if (this.#done) return Promise.resolve(DONE);
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ resolve, reject });
+      this.#rt._hold();
+      if (!this.#started) this.#begin();
+    });
   }
 
   async return(value) {
@@ -281,46 +365,65 @@ class RunUpdates {
     throw error;
   }
 
-  async #step() {
-    if (this.#done) return DONE;
-    try {
-      if (this.#watch === null) {
-        const watch = await this.#start();
-        if (watch === null) return this.#finish();
-        if (this.#done) {
-          watch.cancel(); // return()/abort came while starting
-          return DONE;
-        }
-        this.#watch = watch;
-        this.#rt._watches.add(watch);
-      }
-      const outcome = await this.#watch.next();
-      if (this.#done) return DONE;
-      if (!outcome.ok) throw errorFromOutcome(outcome);
-      const update = outcome.data;
-      if (update == null) return this.#finish();
-      // The run comes as JSON text serialized once per shared update (V8's parser beats
-      // building it key by key through N-API), or as a value when it holds integers beyond
-      // 2^53 (those arrive as bigint).
-      const run = typeof update.runJson === "string" ? JSON.parse(update.runJson) : update.run;
-      return { done: false, value: { status: update.status ?? undefined, timestamp: update.timestamp, run } };
-    } catch (error) {
-      this.#finish();
-      throw error;
+  /** An event of the native watch (from the runtime's dispatch). */
+  _receive(event) {
+    if (this.#done) return;
+    if (this.#waiters.length === 0) {
+      this.#events.push(event);
+      return;
     }
+    const waiter = this.#waiters.shift();
+    this.#rt._release();
+    this.#answer(event, waiter.resolve, waiter.reject);
+  }
+
+  async #begin() {
+    this.#started = true;
+    let watch;
+    try {
+      watch = await this.#start();
+    } catch (error) {
+      return this.#fail(error);
+    }
+    if (watch === null) return this.#finish();
+    if (this.#done) return watch.cancel(); // return()/abort came while starting
+    this.#watch = watch;
+    this.#id = this.#rt._register(this);
+    watch.deliver(this.#id);
+  }
+
+  /** Settles one next() with `event`; an error or the end finishes the iterator. */
+  #answer(event, resolve, reject) {
+    if (event.update != null) return resolve({ done: false, value: runUpdate(event.update) });
+    this.#finish();
+    if (event.error != null) reject(errorFromOutcome(event.error));
+    else resolve(DONE);
+  }
+
+  /** Rejects the oldest waiting next() with `error` and finishes. */
+  #fail(error) {
+    const waiter = this.#waiters.shift();
+    if (waiter) this.#rt._release();
+    this.#finish();
+    waiter?.reject(error);
   }
 
   #finish() {
-    if (!this.#done || this.#watch !== null) {
-      this.#done = true;
-      this.#signal?.removeEventListener("abort", this.#onAbort);
-      if (this.#watch !== null) {
-        this.#watch.cancel();
-        this.#rt._watches.delete(this.#watch);
-        this.#watch = null;
-      }
+    if (this.#done && this.#watch === null && this.#waiters.length === 0) return;
+    this.#done = true;
+    this.#events.length = 0;
+    if (this.#onAbort) this.#signal.removeEventListener("abort", this.#onAbort);
+    if (this.#watch !== null) {
+      this.#watch.cancel();
+      this.#rt._unregister(this.#id);
+      this.#watch = null;
     }
-    return DONE;
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const waiter of waiters) {
+      this.#rt._release();
+      waiter.resolve(DONE);
+    }
   }
 }
 

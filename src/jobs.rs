@@ -8,16 +8,19 @@
 //!   would turn integers above 2^32 into floats);
 //! - results: `BindingOutcome` (errors as data); integers above 2^53 reach JS as `bigint`.
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, OnceLock};
 
 use appkit_jobs_core::auth::Identity;
 use appkit_jobs_core::jobs::Jobs;
 use appkit_jobs_core::poller::{RunUpdate, RunWatch};
 use appkit_jobs_core::registry::PluginConfig;
 use appkit_jobs_core::JobsError;
+use futures::FutureExt;
 use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{watch, Mutex};
 
 use crate::error::{guarded, BindingOutcome};
@@ -47,22 +50,71 @@ fn parse_params(params_json: Option<String>) -> appkit_jobs_core::Result<Option<
     }
 }
 
-/// `{ status, timestamp, runJson }` with the run as JSON text serialized once per shared update
-/// (jobs.js `JSON.parse`s it: far cheaper than building the object property by property
-/// through N-API for every watcher), or `{ status, timestamp, run }` when the run holds an
-/// integer beyond 2^53 (those cross as `bigint`).
-fn update_json(update: &RunUpdate) -> Value {
-    match &update.run_json {
-        Some(text) => json!({
-            "status": update.status,
-            "timestamp": update.timestamp,
-            "runJson": text.as_ref(),
-        }),
-        None => json!({
-            "status": update.status,
-            "timestamp": update.timestamp,
-            "run": update.run.as_ref(),
-        }),
+/// One update of a watched run as JS receives it: `runJson` is the run as JSON text serialized
+/// once per shared update (jobs.js parses it on first read: far cheaper than building the
+/// object property by property through N-API for every watcher); `run` replaces it when the
+/// run holds an integer beyond 2^53 (those cross as `bigint`).
+#[napi(object)]
+pub struct BindingRunUpdate {
+    pub status: Option<String>,
+    pub timestamp: i64,
+    pub run_json: Option<String>,
+    pub run: Option<Value>,
+}
+
+impl From<&RunUpdate> for BindingRunUpdate {
+    fn from(update: &RunUpdate) -> Self {
+        let (run_json, run) = if update.beyond_js_numbers {
+            (None, Some(update.run()))
+        } else {
+            (Some(update.run_json.to_string()), None)
+        };
+        BindingRunUpdate {
+            status: update.status.clone(),
+            timestamp: update.timestamp,
+            run_json,
+            run,
+        }
+    }
+}
+
+/// What a watch delivers, tagged with the id JS gave it (`BindingRunWatch::deliver`): an
+/// `update`, an `error` (the watch is over), or neither (the watch is over: the run ended or
+/// the watch was cancelled).
+#[napi(object)]
+pub struct BindingWatchEvent {
+    pub watch: u32,
+    pub update: Option<BindingRunUpdate>,
+    pub error: Option<BindingOutcome>,
+}
+
+type Wake = ThreadsafeFunction<(), Unknown<'static>, (), Status, false, true>;
+
+/// Watch events of one service on their way to JS. Watches push; the JS thread is woken once
+/// per batch (when the queue turns non-empty) and takes the whole queue: one wake-up for many
+/// updates, where a promise per `next()` would cost a threadsafe function each.
+#[derive(Default)]
+struct Delivery {
+    queue: std::sync::Mutex<Vec<BindingWatchEvent>>,
+    wake: OnceLock<Wake>,
+}
+
+impl Delivery {
+    fn push(&self, event: BindingWatchEvent) {
+        let first = {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.push(event);
+            queue.len() == 1
+        };
+        if first {
+            if let Some(wake) = self.wake.get() {
+                wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        }
+    }
+
+    fn take(&self) -> Vec<BindingWatchEvent> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -70,6 +122,7 @@ fn update_json(update: &RunUpdate) -> Value {
 #[napi]
 pub struct BindingJobs {
     core: Arc<Jobs>,
+    delivery: Arc<Delivery>,
 }
 
 impl BindingJobs {
@@ -92,7 +145,21 @@ impl BindingJobs {
         let core = napi::bindgen_prelude::within_runtime_if_available(|| Jobs::new(config, env));
         Ok(BindingJobs {
             core: Arc::new(core),
+            delivery: Arc::default(),
         })
+    }
+
+    /// Where watch events go: `wake()` is called (on the JS thread, without keeping Node alive)
+    /// when events are waiting; JS then calls `takeEvents()`. Set once, before any watch.
+    #[napi]
+    pub fn deliver_to(&self, wake: Wake) {
+        let _ = self.delivery.wake.set(wake);
+    }
+
+    /// Every watch event delivered since the last call, in order.
+    #[napi]
+    pub fn take_events(&self) -> Vec<BindingWatchEvent> {
+        self.delivery.take()
     }
 
     /// Every job key, sorted.
@@ -254,6 +321,7 @@ impl BindingJobs {
                     params_json,
                 }),
                 cancel,
+                delivery: self.delivery.clone(),
             }),
         }
     }
@@ -284,6 +352,7 @@ impl BindingJobs {
             inner: Arc::new(WatchInner {
                 state: Mutex::new(state),
                 cancel,
+                delivery: self.delivery.clone(),
             }),
         }
     }
@@ -316,21 +385,21 @@ struct WatchInner {
     /// `true` once cancelled. The sender lives as long as the watch, so receivers never see
     /// a closed channel by accident.
     cancel: watch::Sender<bool>,
+    delivery: Arc<Delivery>,
 }
 
-/// Updates of one run: `next()` resolves to `{ ok: true, data: { status, timestamp, run } }`,
-/// `{ ok: true }` (no data) once the run ended or the watch was cancelled, or an error outcome
-/// (e.g. POLL_TIMEOUT, NOT_FOUND). `cancel()` resolves a pending `next()` at once and stops
-/// this watcher's share of the poll.
-#[napi]
-pub struct BindingRunWatch {
-    inner: Arc<WatchInner>,
+/// One step of a watch.
+enum Step {
+    Update(RunUpdate),
+    /// The run ended (its terminal update was the last step) or the watch was cancelled.
+    End,
+    Failed(BindingOutcome),
 }
 
 impl WatchInner {
-    async fn step(&self) -> BindingOutcome {
-        // The lock is only contended by a second concurrent `next()`; cancellation does not
-        // need it (it goes through the channel and drops this future).
+    async fn step(&self) -> Step {
+        // The lock is never contended (one driver per watch); cancellation does not need it
+        // (it goes through the channel and drops this future).
         let mut state = self.state.lock().await;
         match std::mem::replace(&mut *state, WatchState::Done) {
             WatchState::Pending {
@@ -342,14 +411,14 @@ impl WatchInner {
             } => {
                 let started = if checked {
                     // Boxed: the ownership read's future is large (HTTP client state) and would
-                    // otherwise stay inline in every pending `next()` for the whole watch.
+                    // otherwise stay inline in the watch's driver for the whole watch.
                     Box::pin(core.watch_run(&key, &identity, run_id)).await
                 } else {
                     core.watch_started_run(&key, &identity, run_id)
                 };
                 match started {
                     Ok(watch) => *state = WatchState::Active { watch },
-                    Err(e) => return BindingOutcome::err(&e),
+                    Err(e) => return Step::Failed(BindingOutcome::err(&e)),
                 }
             }
             WatchState::Start {
@@ -370,7 +439,7 @@ impl WatchInner {
                             let mut outcome = BindingOutcome::err(&e);
                             outcome.status = Some(502);
                             outcome.message = Some("run-now answered without a run_id".into());
-                            return outcome;
+                            return Step::Failed(outcome);
                         }
                     },
                     Err(e) => {
@@ -389,66 +458,91 @@ impl WatchInner {
                                 .message
                                 .map(|m| format!("Failed to trigger job run: {m}"));
                         }
-                        return outcome;
+                        return Step::Failed(outcome);
                     }
                 };
                 match core.watch_started_run(&key, &identity, run_id) {
                     Ok(watch) => *state = WatchState::Active { watch },
-                    Err(e) => return BindingOutcome::err(&e),
+                    Err(e) => return Step::Failed(BindingOutcome::err(&e)),
                 }
             }
-            WatchState::Failed(e) => return BindingOutcome::err(&e),
-            WatchState::Done => return BindingOutcome::empty(),
+            WatchState::Failed(e) => return Step::Failed(BindingOutcome::err(&e)),
+            WatchState::Done => return Step::End,
             active => *state = active,
         }
         let WatchState::Active { watch, .. } = &mut *state else {
-            return BindingOutcome::empty();
+            return Step::End;
         };
         match watch.next().await {
             // The job's cached reads were dropped once for every watcher when the shared poll
             // published this update (see `Jobs::new`).
-            Some(Ok(update)) => BindingOutcome::ok(update_json(&update)),
+            Some(Ok(update)) => Step::Update(update),
             Some(Err(e)) => {
                 *state = WatchState::Done;
-                BindingOutcome::err(&e)
+                Step::Failed(BindingOutcome::err(&e))
             }
             None => {
                 *state = WatchState::Done;
-                BindingOutcome::empty()
+                Step::End
             }
         }
     }
+
+    /// Steps until the watch is over, delivering each step as an event tagged `id`. A cancelled
+    /// watch stops at once and delivers nothing more (JS has already finished it).
+    async fn drive(self: Arc<Self>, id: u32) {
+        let mut cancelled = self.cancel.subscribe();
+        loop {
+            if *cancelled.borrow_and_update() {
+                break;
+            }
+            let step = tokio::select! {
+                biased;
+                _ = cancelled.wait_for(|c| *c) => break,
+                step = AssertUnwindSafe(self.step()).catch_unwind() => step.unwrap_or_else(|_| {
+                    Step::Failed(BindingOutcome::err(&JobsError::Internal(
+                        "the native call panicked".into(),
+                    )))
+                }),
+            };
+            // After a terminal update the next step is the end (the poll is over).
+            let (update, error, last) = match step {
+                Step::Update(update) => (Some(BindingRunUpdate::from(&update)), None, false),
+                Step::End => (None, None, true),
+                Step::Failed(outcome) => (None, Some(outcome), true),
+            };
+            self.delivery.push(BindingWatchEvent {
+                watch: id,
+                update,
+                error,
+            });
+            if last {
+                break;
+            }
+        }
+        // Leave the shared poll now, also when `step` was dropped holding the lock.
+        *self.state.lock().await = WatchState::Done;
+    }
+}
+
+/// Updates of one run, pushed to the service's delivery once `deliver(id)` is called: each
+/// update, then the end of the watch (an event with neither update nor error, or one with an
+/// error such as POLL_TIMEOUT or NOT_FOUND). After a terminal update nothing more comes.
+/// `cancel()` stops it at once and this watcher's share of the poll.
+#[napi]
+pub struct BindingRunWatch {
+    inner: Arc<WatchInner>,
 }
 
 #[napi]
 impl BindingRunWatch {
-    /// The next update; `{ ok: true }` without data when the watch is over.
-    #[napi(catch_unwind)]
-    pub async fn next(&self) -> BindingOutcome {
-        let inner = self.inner.clone();
-        guarded(async move {
-            let mut cancelled = inner.cancel.subscribe();
-            if *cancelled.borrow_and_update() {
-                return BindingOutcome::empty();
-            }
-            let outcome = tokio::select! {
-                biased;
-                _ = cancelled.wait_for(|c| *c) => None,
-                outcome = inner.step() => Some(outcome),
-            };
-            match outcome {
-                Some(outcome) => outcome,
-                None => {
-                    // `step` was dropped with its lock: release the poller subscription now.
-                    *inner.state.lock().await = WatchState::Done;
-                    BindingOutcome::empty()
-                }
-            }
-        })
-        .await
+    /// Starts the watch (for `runAndWait`, the run-now first); its events carry `id`.
+    #[napi]
+    pub fn deliver(&self, id: u32) {
+        napi::bindgen_prelude::spawn(self.inner.clone().drive(id));
     }
 
-    /// Ends the watch: a pending `next()` resolves with no data, later ones too.
+    /// Ends the watch: nothing more is delivered.
     #[napi]
     pub fn cancel(&self) {
         self.inner.cancel.send_replace(true);

@@ -15,11 +15,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use reqwest::Method;
 use serde_json::{Map, Value};
 
 use crate::auth::{network_error, parse_retry_after, Auth, Identity};
+use crate::run::PolledRun;
 use crate::{JobsError, Result};
 
 /// Awaited before every HTTP request the client sends (e.g. a requests-per-second limiter).
@@ -161,6 +163,25 @@ impl JobsClient {
         .await
     }
 
+    /// GET /api/2.2/jobs/runs/get as a poll reads it: the body's own text and the fields a poll
+    /// compares, without building the run (see `PolledRun::from_body`). A run with further
+    /// pages (more than 100 tasks) is merged as by `get_run`.
+    pub async fn poll_run(&self, id: &Identity, run_id: i64) -> Result<PolledRun> {
+        let path = "api/2.2/jobs/runs/get";
+        let q = [("run_id", run_id.to_string())];
+        let body = self.call_bytes(id, Method::GET, path, &q, None).await?;
+        if let Some(polled) = PolledRun::from_body(&body) {
+            return Ok(polled);
+        }
+        let first = parse_body(&body)?;
+        let run = self
+            .merge_pages(id, path, &q, first, |acc, page| {
+                merge_arrays(acc, page, RUN_PAGED_ARRAYS)
+            })
+            .await?;
+        Ok(PolledRun::from_run(&run))
+    }
+
     /// GET /api/2.2/jobs/get, following `next_page_token` and merging `settings.tasks` etc.
     pub async fn get_job(&self, id: &Identity, job_id: i64) -> Result<Value> {
         let q = [("job_id", job_id.to_string())];
@@ -263,7 +284,20 @@ impl JobsClient {
         base_query: &[(&str, String)],
         merge: impl Fn(&mut Value, &Value),
     ) -> Result<Value> {
-        let mut acc = self.call(id, Method::GET, path, base_query, None).await?;
+        let first = self.call(id, Method::GET, path, base_query, None).await?;
+        self.merge_pages(id, path, base_query, first, merge).await
+    }
+
+    /// Follows `next_page_token` from the `first` page, merging each page into it.
+    async fn merge_pages(
+        &self,
+        id: &Identity,
+        path: &str,
+        base_query: &[(&str, String)],
+        first: Value,
+        merge: impl Fn(&mut Value, &Value),
+    ) -> Result<Value> {
+        let mut acc = first;
         let mut seen: Vec<String> = Vec::new();
         let mut pages = 1;
         while let Some(token) = next_page_token(&acc) {
@@ -292,7 +326,8 @@ impl JobsClient {
         Ok(acc)
     }
 
-    /// One HTTP exchange (plus one retry after a 401 on a refreshable OAuth token).
+    /// One HTTP exchange (plus one retry after a 401 on a refreshable OAuth token), its body
+    /// parsed.
     async fn call(
         &self,
         id: &Identity,
@@ -301,6 +336,19 @@ impl JobsClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Value> {
+        parse_body(&self.call_bytes(id, method, path, query, body).await?)
+    }
+
+    /// One HTTP exchange (plus one retry after a 401 on a refreshable OAuth token): the body of
+    /// a 2xx answer, else the API error.
+    async fn call_bytes(
+        &self,
+        id: &Identity,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Bytes> {
         let url = self
             .inner
             .auth
@@ -350,14 +398,19 @@ impl JobsClient {
             if !(200..300).contains(&status) {
                 return Err(api_error(status, &bytes, retry_after, bearer.expose()));
             }
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Ok(Value::Object(Map::new()));
-            }
-            return serde_json::from_slice(&bytes).map_err(|_| {
-                JobsError::Network("the Jobs API answered with a body that is not JSON".into())
-            });
+            return Ok(bytes);
         }
     }
+}
+
+/// A 2xx body as JSON; an empty body is `{}`.
+fn parse_body(bytes: &[u8]) -> Result<Value> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Map::new()));
+    }
+    serde_json::from_slice(bytes).map_err(|_| {
+        JobsError::Network("the Jobs API answered with a body that is not JSON".into())
+    })
 }
 
 fn next_page_token(v: &Value) -> Option<String> {

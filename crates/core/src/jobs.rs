@@ -115,14 +115,14 @@ impl Jobs {
         let fetch: FetchRun = Arc::new(move |identity: Identity, run_id: i64| {
             let client = poll_client.clone();
             let policy = poll_policy.clone();
-            async move { exec::execute(&policy, || client.get_run(&identity, run_id)).await }
+            async move { exec::execute(&policy, || client.poll_run(&identity, run_id)).await }
                 .boxed()
         });
         // Once per shared state change (not per watcher): the job's cached lists and runs are
         // stale now, and the poll's read tells which job the run belongs to.
         let (update_cache, update_owners) = (cache.clone(), owners.clone());
         let on_update: OnUpdate = Arc::new(move |scope: u64, run_id: i64, update: &RunUpdate| {
-            if let Some(job_id) = run::job_id(&update.run) {
+            if let Some(job_id) = update.job_id {
                 update_owners
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

@@ -35,22 +35,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::BoxFuture;
 use rand::Rng;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::auth::Identity;
 use crate::error::{JobsError, Result};
-use crate::run;
+use crate::run::{self, PolledRun};
 
 /// How the engine reads a run: `runs/get` for `(identity, run_id)`.
-pub type FetchRun = Arc<dyn Fn(Identity, i64) -> BoxFuture<'static, Result<Value>> + Send + Sync>;
+pub type FetchRun =
+    Arc<dyn Fn(Identity, i64) -> BoxFuture<'static, Result<PolledRun>> + Send + Sync>;
 
 /// Called once per published update of a shared poll (not once per watcher), with the
 /// identity scope and run id of the poll, before any watcher sees the update.
 pub type OnUpdate = Arc<dyn Fn(u64, i64, &RunUpdate) + Send + Sync>;
-
-/// The largest integer a JS number holds exactly (2^53 - 1).
-const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// Growth of the poll interval per poll (state changes included).
 const BACKOFF_FACTOR: f64 = 1.5;
@@ -58,6 +56,11 @@ const BACKOFF_FACTOR: f64 = 1.5;
 const MAX_INTERVAL_FACTOR: u32 = 6;
 /// Jitter applied to every delay: +-20 %.
 const JITTER: f64 = 0.2;
+/// Polls holding a request at once. A poll waits for its turn here, before it builds the
+/// request future (about 2 KB with the HTTP client's state): when thousands of polls fall due
+/// together, those waiting cost a few bytes each, not a request future each. Matches the
+/// client's default connection cap, which still applies.
+const FETCHES_IN_FLIGHT: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollSettings {
@@ -85,40 +88,47 @@ pub struct WatchOptions {
 }
 
 /// One state of a run, as every watcher receives it.
+///
+/// The run itself is kept only as JSON text, serialized once per update and shared by every
+/// watcher: a parsed `Value` costs several times the text, and the poll of each watched run
+/// keeps its last update for as long as the run is watched.
 #[derive(Debug, Clone)]
 pub struct RunUpdate {
     /// `state.life_cycle_state`, else the V2 `status.state`.
     pub status: Option<String>,
     /// When the state was read, in ms since the Unix epoch.
     pub timestamp: i64,
-    /// The full run as last read.
-    pub run: Arc<Value>,
     /// Increases with every update of the shared poll.
     pub seq: u64,
-    /// `run` as JSON text, serialized once per update for every watcher (the Node binding
-    /// hands it to `JSON.parse`). `None` when the run holds an integer beyond +-(2^53 - 1),
-    /// which `JSON.parse` would round: such runs cross as values (integers as `bigint`).
-    pub run_json: Option<Arc<str>>,
+    /// The run's `job_id`.
+    pub job_id: Option<i64>,
+    /// The run is over (a terminal state): this is the poll's last update.
+    pub terminal: bool,
+    /// The full run as last read, as JSON text.
+    pub run_json: Arc<str>,
+    /// The run holds an integer beyond +-(2^53 - 1), which `JSON.parse` would round: the Node
+    /// binding then hands the run over as a value (such integers as `bigint`).
+    pub beyond_js_numbers: bool,
 }
 
-/// `run` as JSON text when every integer in it is exact as a JS number.
-pub fn js_safe_json(run: &Value) -> Option<Arc<str>> {
-    fn safe(v: &Value) -> bool {
-        match v {
-            Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-                (Some(i), _) => i.unsigned_abs() <= MAX_SAFE_INTEGER,
-                (None, Some(u)) => u <= MAX_SAFE_INTEGER,
-                _ => true,
-            },
-            Value::Array(items) => items.iter().all(safe),
-            Value::Object(fields) => fields.values().all(safe),
-            _ => true,
+impl RunUpdate {
+    /// The update of a polled run, read at `timestamp` (ms since the Unix epoch).
+    pub fn new(polled: &PolledRun, seq: u64, timestamp: i64) -> RunUpdate {
+        RunUpdate {
+            status: run::life_cycle_state(&polled.head).map(str::to_string),
+            timestamp,
+            seq,
+            job_id: run::job_id(&polled.head),
+            terminal: run::is_terminal(&polled.head),
+            run_json: polled.text.clone(),
+            beyond_js_numbers: polled.beyond_js_numbers,
         }
     }
-    if !safe(run) {
-        return None;
+
+    /// The run as a value, parsed from `run_json` (for the few callers that need one).
+    pub fn run(&self) -> Value {
+        serde_json::from_str(&self.run_json).unwrap_or(Value::Null)
     }
-    serde_json::to_string(run).ok().map(Arc::from)
 }
 
 /// The shared engine. Cheap to clone; clones share the polls, the rate limit and the 429 pause.
@@ -146,6 +156,7 @@ struct Inner {
     spacing: Option<Duration>,
     polls: Mutex<HashMap<PollKey, watch::Sender<Snapshot>>>,
     gate: Mutex<Gate>,
+    fetching: Semaphore,
 }
 
 #[derive(Default)]
@@ -188,6 +199,7 @@ impl Poller {
                 spacing,
                 polls: Mutex::new(HashMap::new()),
                 gate: Mutex::new(Gate::default()),
+                fetching: Semaphore::new(FETCHES_IN_FLIGHT),
             }),
         }
     }
@@ -291,7 +303,7 @@ impl RunWatch {
                     return Some(Err(e));
                 }
                 if let Some(update) = update {
-                    if run::is_terminal(&update.run) {
+                    if update.terminal {
                         self.finish();
                     }
                     return Some(Ok(update));
@@ -403,23 +415,20 @@ async fn poll_loop(
                 if inner.retire_if_unwatched(key, &tx) { return; }
                 continue;
             }
-            r = (inner.fetch)(identity.clone(), key.1) => r,
+            r = async {
+                let _turn = inner.fetching.acquire().await;
+                (inner.fetch)(identity.clone(), key.1).await
+            } => r,
         };
         let mut delay_floor = Duration::ZERO;
         match fetched {
-            Ok(run) => {
-                let signature = state_signature(&run);
-                let terminal = run::is_terminal(&run);
+            Ok(polled) => {
+                let signature = state_signature(&polled.head);
+                let terminal = run::is_terminal(&polled.head);
                 if last_signature != Some(signature) {
                     last_signature = Some(signature);
                     seq += 1;
-                    let update = RunUpdate {
-                        status: run::life_cycle_state(&run).map(str::to_string),
-                        timestamp: now_ms(),
-                        run_json: js_safe_json(&run),
-                        run: Arc::new(run),
-                        seq,
-                    };
+                    let update = RunUpdate::new(&polled, seq, now_ms());
                     if let Some(on_update) = &inner.on_update {
                         on_update(key.0, key.1, &update);
                     }
@@ -607,7 +616,7 @@ mod tests {
                 });
                 n
             };
-            let answer = script(&identity, run_id, n);
+            let answer = script(&identity, run_id, n).map(|run| PolledRun::from_run(&run));
             let hang = p.load(Ordering::SeqCst);
             Box::pin(async move {
                 if hang {
@@ -699,15 +708,23 @@ mod tests {
     fn run_json_is_the_run_unless_an_integer_is_beyond_js_numbers() {
         let run = json!({"run_id": 9007199254740991u64, "neg": -9007199254740991i64,
                          "f": 1.5, "tasks": [{"run_id": 7}], "s": "x"});
-        let text = js_safe_json(&run).unwrap();
-        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), run);
+        let update = RunUpdate::new(&PolledRun::from_run(&run), 1, 0);
+        assert!(!update.beyond_js_numbers);
+        assert_eq!(
+            serde_json::from_str::<Value>(&update.run_json).unwrap(),
+            run
+        );
+        assert_eq!(update.run(), run);
         for big in [
             json!({"run_id": 9007199254740992u64}),
             json!({"tasks": [{"run_id": 9007199254740993u64}]}),
             json!({"x": -9007199254740992i64}),
             json!({"x": u64::MAX}),
         ] {
-            assert!(js_safe_json(&big).is_none(), "{big}");
+            let update = RunUpdate::new(&PolledRun::from_run(&big), 1, 0);
+            assert!(update.beyond_js_numbers, "{big}");
+            // The text keeps every digit; only JS must not parse it with JSON.parse.
+            assert_eq!(update.run(), big);
         }
     }
 
@@ -721,7 +738,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
         let on_update: OnUpdate = Arc::new(move |scope, run_id, u: &RunUpdate| {
-            assert!(u.run_json.is_some());
+            assert!(!u.beyond_js_numbers);
             seen2
                 .lock()
                 .unwrap()
@@ -784,13 +801,13 @@ mod tests {
         let mut first = poller.watch(&Identity::ServicePrincipal, 1, long());
         let update = first.next().await.unwrap().unwrap();
         assert_eq!(update.status.as_deref(), Some("RUNNING"));
-        assert_eq!(update.run["run_id"], 1);
+        assert_eq!(update.run()["run_id"], 1);
         assert!(update.timestamp > 1_600_000_000_000);
         let before = fake.count();
         let mut late = poller.watch(&Identity::ServicePrincipal, 1, long());
         let again = late.next().await.unwrap().unwrap();
         assert_eq!(again.seq, update.seq);
-        assert!(Arc::ptr_eq(&again.run, &update.run));
+        assert!(Arc::ptr_eq(&again.run_json, &update.run_json));
         assert_eq!(fake.count(), before);
         assert_eq!(poller.active_watchers(), 2);
     }
@@ -849,7 +866,7 @@ mod tests {
             let poller = Poller::new(fetch, settings(1000));
             let items = collect(poller.watch(&Identity::ServicePrincipal, i as i64, long())).await;
             assert_eq!(items.len(), 2, "{last}");
-            assert_eq!(*items[1].as_ref().unwrap().run, last);
+            assert_eq!(items[1].as_ref().unwrap().run(), last);
             tokio::time::sleep(Duration::from_secs(120)).await;
             assert_eq!(fake.count(), 2, "{last}");
             assert_eq!(poller.active_polls(), 0);
@@ -1115,7 +1132,7 @@ mod tests {
             let (scope, items) = t.await.unwrap();
             assert_eq!(statuses(&items), ["RUNNING", "TERMINATED"]);
             for item in &items {
-                assert_eq!(item.as_ref().unwrap().run["seen_by"], scope);
+                assert_eq!(item.as_ref().unwrap().run()["seen_by"], scope);
             }
         }
         // Two polls until terminal for each of the three identities.

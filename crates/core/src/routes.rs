@@ -445,25 +445,14 @@ impl Producer {
                     // this update (see `Jobs::new`), not once per stream.
                     self.seq += 1;
                     let id = event_id(self.run_id, self.seq);
-                    let frame = match &update.run_json {
-                        // The run's text was serialized once for every watcher of this update:
-                        // splice it in rather than serializing the run again per stream.
-                        Some(run_json) => {
-                            update_frame(&id, run_json, &update.status, update.timestamp)
-                        }
-                        None => {
-                            let data = json!({
-                                "status": update.status,
-                                "timestamp": update.timestamp,
-                                "run": &*update.run,
-                            });
-                            message_frame(&id, &data)
-                        }
-                    };
+                    // The run's text was serialized once for every watcher of this update:
+                    // splice it in rather than serializing the run again per stream.
+                    let frame =
+                        update_frame(&id, &update.run_json, &update.status, update.timestamp);
                     if self.tx.send(frame).await.is_err() {
                         return;
                     }
-                    if run::is_terminal(&update.run) {
+                    if update.terminal {
                         return;
                     }
                 }

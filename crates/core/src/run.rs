@@ -1,5 +1,7 @@
 //! Reading a Jobs API Run: its life cycle state and whether it is over.
 //! Runs stay `serde_json::Value` so every field the API sends reaches the caller untouched.
+use std::sync::Arc;
+
 use serde_json::Value;
 
 /// Life cycle states after which a run never changes again.
@@ -16,7 +18,9 @@ pub fn life_cycle_state(run: &Value) -> Option<&str> {
 /// True for every terminal state of either state block. Unknown states are not terminal,
 /// and WAITING_FOR_RETRY / BLOCKED keep a run alive.
 pub fn is_terminal(run: &Value) -> bool {
-    let legacy = run.pointer("/state/life_cycle_state").and_then(Value::as_str);
+    let legacy = run
+        .pointer("/state/life_cycle_state")
+        .and_then(Value::as_str);
     let v2 = run.pointer("/status/state").and_then(Value::as_str);
     legacy.is_some_and(|s| TERMINAL_LIFE_CYCLE_STATES.contains(&s)) || v2 == Some("TERMINATED")
 }
@@ -38,6 +42,157 @@ fn id_field(v: &Value, field: &str) -> Option<i64> {
     }
 }
 
+/// Integers beyond this lose precision as JS numbers (`Number.MAX_SAFE_INTEGER`).
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// A run as one poll read it: the whole run as JSON text, plus the few fields a poll compares
+/// (`head`: the `state` and `status` blocks, `job_id` and `run_id`). Built straight from the
+/// response body, the text is the body itself and the run is never built as a `Value`: a
+/// watched run is polled every interval, and most polls only compare its state.
+#[derive(Debug, Clone)]
+pub struct PolledRun {
+    pub head: Value,
+    pub text: Arc<str>,
+    /// The run holds an integer beyond +-(2^53 - 1), which `JSON.parse` would round.
+    pub beyond_js_numbers: bool,
+}
+
+impl PolledRun {
+    /// From a parsed run (a run merged from several pages, tests).
+    pub fn from_run(run: &Value) -> PolledRun {
+        let head = head_of(run);
+        PolledRun {
+            head,
+            text: Arc::from(serde_json::to_string(run).unwrap_or_else(|_| "{}".into())),
+            beyond_js_numbers: !js_safe(run),
+        }
+    }
+
+    /// From a runs/get body, when it holds the whole run: a JSON object on one line (SSE frames
+    /// splice the text, so it must not break a line), in UTF-8, with no further page. `None`
+    /// otherwise; the caller then parses and merges the run.
+    pub fn from_body(body: &[u8]) -> Option<PolledRun> {
+        if body.contains(&b'\n') || body.contains(&b'\r') {
+            return None;
+        }
+        let text = std::str::from_utf8(body).ok()?;
+        let head: Head = serde_json::from_str(text).ok()?;
+        let more = head.has_more == Some(Value::Bool(true))
+            || head
+                .next_page_token
+                .as_ref()
+                .and_then(Value::as_str)
+                .is_some_and(|t| !t.is_empty());
+        if more {
+            return None;
+        }
+        let JsSafe(safe) = serde_json::from_str(text).ok()?;
+        let mut fields = serde_json::Map::new();
+        for (key, value) in [
+            ("state", head.state),
+            ("status", head.status),
+            ("job_id", head.job_id),
+            ("run_id", head.run_id),
+        ] {
+            if let Some(value) = value {
+                fields.insert(key.into(), value);
+            }
+        }
+        Some(PolledRun {
+            head: Value::Object(fields),
+            text: Arc::from(text),
+            beyond_js_numbers: !safe,
+        })
+    }
+}
+
+fn head_of(run: &Value) -> Value {
+    let mut fields = serde_json::Map::new();
+    for key in ["state", "status", "job_id", "run_id"] {
+        if let Some(value) = run.get(key) {
+            fields.insert(key.into(), value.clone());
+        }
+    }
+    Value::Object(fields)
+}
+
+/// The fields of a runs/get body that a poll reads; serde skips every other one without
+/// building it.
+#[derive(serde::Deserialize)]
+struct Head {
+    state: Option<Value>,
+    status: Option<Value>,
+    job_id: Option<Value>,
+    run_id: Option<Value>,
+    has_more: Option<Value>,
+    next_page_token: Option<Value>,
+}
+
+/// Whether every integer in `run` is exact as a JS number.
+pub fn js_safe(run: &Value) -> bool {
+    match run {
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => i.unsigned_abs() <= MAX_SAFE_INTEGER,
+            (None, Some(u)) => u <= MAX_SAFE_INTEGER,
+            _ => true,
+        },
+        Value::Array(items) => items.iter().all(js_safe),
+        Value::Object(fields) => fields.values().all(js_safe),
+        _ => true,
+    }
+}
+
+/// `js_safe` read straight from JSON text: walks the document without building it.
+struct JsSafe(bool);
+
+impl<'de> serde::Deserialize<'de> for JsSafe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<JsSafe, D::Error> {
+        d.deserialize_any(JsSafeVisitor)
+    }
+}
+
+struct JsSafeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for JsSafeVisitor {
+    type Value = JsSafe;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<JsSafe, E> {
+        Ok(JsSafe(true))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<JsSafe, E> {
+        Ok(JsSafe(v.unsigned_abs() <= MAX_SAFE_INTEGER))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<JsSafe, E> {
+        Ok(JsSafe(v <= MAX_SAFE_INTEGER))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<JsSafe, E> {
+        Ok(JsSafe(true))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<JsSafe, E> {
+        Ok(JsSafe(true))
+    }
+    fn visit_unit<E>(self) -> Result<JsSafe, E> {
+        Ok(JsSafe(true))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<JsSafe, A::Error> {
+        let mut safe = true;
+        while let Some(JsSafe(item)) = seq.next_element()? {
+            safe &= item;
+        }
+        Ok(JsSafe(safe))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JsSafe, A::Error> {
+        let mut safe = true;
+        while let Some((serde::de::IgnoredAny, JsSafe(item))) = map.next_entry()? {
+            safe &= item;
+        }
+        Ok(JsSafe(safe))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,11 +201,25 @@ mod tests {
     #[test]
     fn terminal_states_of_both_blocks() {
         for s in ["TERMINATED", "SKIPPED", "INTERNAL_ERROR"] {
-            assert!(is_terminal(&json!({"state": {"life_cycle_state": s}})), "{s}");
+            assert!(
+                is_terminal(&json!({"state": {"life_cycle_state": s}})),
+                "{s}"
+            );
         }
         assert!(is_terminal(&json!({"status": {"state": "TERMINATED"}})));
-        for s in ["QUEUED", "PENDING", "RUNNING", "TERMINATING", "BLOCKED", "WAITING_FOR_RETRY", "SOMETHING_NEW"] {
-            assert!(!is_terminal(&json!({"state": {"life_cycle_state": s}})), "{s}");
+        for s in [
+            "QUEUED",
+            "PENDING",
+            "RUNNING",
+            "TERMINATING",
+            "BLOCKED",
+            "WAITING_FOR_RETRY",
+            "SOMETHING_NEW",
+        ] {
+            assert!(
+                !is_terminal(&json!({"state": {"life_cycle_state": s}})),
+                "{s}"
+            );
         }
         assert!(!is_terminal(&json!({"status": {"state": "WAITING"}})));
     }
@@ -59,14 +228,81 @@ mod tests {
     fn state_prefers_legacy_then_v2() {
         let run = json!({"state": {"life_cycle_state": "RUNNING"}, "status": {"state": "RUNNING"}});
         assert_eq!(life_cycle_state(&run), Some("RUNNING"));
-        assert_eq!(life_cycle_state(&json!({"status": {"state": "QUEUED"}})), Some("QUEUED"));
+        assert_eq!(
+            life_cycle_state(&json!({"status": {"state": "QUEUED"}})),
+            Some("QUEUED")
+        );
         assert_eq!(life_cycle_state(&json!({})), None);
     }
 
     #[test]
     fn ids_from_numbers_and_strings() {
         assert_eq!(job_id(&json!({"job_id": 7})), Some(7));
-        assert_eq!(job_id(&json!({"job_id": "9007199254740993"})), Some(9007199254740993));
+        assert_eq!(
+            job_id(&json!({"job_id": "9007199254740993"})),
+            Some(9007199254740993)
+        );
         assert_eq!(run_id(&json!({})), None);
+    }
+
+    #[test]
+    fn a_polled_body_is_read_without_building_the_run() {
+        let body = br#"{"run_id":7,"job_id":"12","state":{"life_cycle_state":"RUNNING"},"tasks":[{"run_id":9007199254740991,"x":[1.5,-3,null,true,"a\"b"]}],"has_more":false}"#;
+        let polled = PolledRun::from_body(body).unwrap();
+        assert_eq!(&*polled.text, std::str::from_utf8(body).unwrap());
+        assert!(!polled.beyond_js_numbers);
+        assert_eq!(life_cycle_state(&polled.head), Some("RUNNING"));
+        assert_eq!(job_id(&polled.head), Some(12));
+        assert_eq!(run_id(&polled.head), Some(7));
+        assert!(!is_terminal(&polled.head));
+        // The same as reading the parsed run.
+        let run: Value = serde_json::from_slice(body).unwrap();
+        let from_run = PolledRun::from_run(&run);
+        assert_eq!(from_run.head, polled.head);
+        assert_eq!(from_run.beyond_js_numbers, polled.beyond_js_numbers);
+        assert_eq!(serde_json::from_str::<Value>(&from_run.text).unwrap(), run);
+    }
+
+    #[test]
+    fn integers_beyond_js_numbers_are_seen_in_text_and_value_alike() {
+        for body in [
+            r#"{"run_id":9007199254740992}"#,
+            r#"{"tasks":[{"run_id":9007199254740993}]}"#,
+            r#"{"x":-9007199254740992}"#,
+            r#"{"x":{"y":[18446744073709551615]}}"#,
+        ] {
+            let polled = PolledRun::from_body(body.as_bytes()).unwrap();
+            assert!(polled.beyond_js_numbers, "{body}");
+            let run: Value = serde_json::from_str(body).unwrap();
+            assert!(!js_safe(&run), "{body}");
+        }
+        for body in [
+            r#"{"x":-9007199254740991}"#,
+            r#"{"x":1e300}"#,
+            r#"{"x":[]}"#,
+        ] {
+            assert!(
+                !PolledRun::from_body(body.as_bytes())
+                    .unwrap()
+                    .beyond_js_numbers,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn bodies_that_cannot_be_spliced_or_are_paged_are_left_to_the_caller() {
+        for body in [
+            &b"{\"run_id\":1,\n\"state\":{}}"[..],
+            b"{\"run_id\":1,\"has_more\":true}",
+            b"{\"run_id\":1,\"next_page_token\":\"abc\"}",
+            b"[1,2]",
+            b"not json",
+            b"",
+            b"{\"run_id\":\"\xff\"}",
+        ] {
+            assert!(PolledRun::from_body(body).is_none(), "{body:?}");
+        }
+        assert!(PolledRun::from_body(b"{\"run_id\":1,\"next_page_token\":\"\"}").is_some());
     }
 }
