@@ -303,6 +303,36 @@ function runUpdate(update) {
 }
 
 /**
+ * The iterators following each AbortSignal, under one "abort" listener per signal: an
+ * EventTarget scans its listeners on every add and remove, so a listener per iterator would
+ * make N iterators sharing one signal (an app-wide shutdown signal) cost O(N^2).
+ */
+const abortFollowers = new WeakMap();
+
+function onAbort(signal, updates) {
+  let followers = abortFollowers.get(signal);
+  if (followers === undefined) {
+    const set = new Set();
+    const listener = () => {
+      abortFollowers.delete(signal);
+      for (const follower of set) follower._abort();
+    };
+    followers = { set, listener };
+    abortFollowers.set(signal, followers);
+    signal.addEventListener("abort", listener, { once: true });
+  }
+  followers.set.add(updates);
+}
+
+function offAbort(signal, updates) {
+  const followers = abortFollowers.get(signal);
+  if (followers === undefined || !followers.set.delete(updates) || followers.set.size > 0) return;
+  // The last follower left: a long-lived signal keeps no listener of ours.
+  abortFollowers.delete(signal);
+  signal.removeEventListener("abort", followers.listener);
+}
+
+/**
  * The async iterator of runAndWait/watchRun (an AsyncGenerator look-alike). The first `next()`
  * starts the native watch; from then on its events (each update, then the end or an error)
  * are pushed here in order and handed to `next()` calls, first come first served. Unlike a
@@ -315,7 +345,6 @@ class RunUpdates {
   #rt;
   #start;
   #signal;
-  #onAbort = null;
   #started = false;
   #done = false;
   #watch = null;
@@ -331,10 +360,7 @@ class RunUpdates {
     this.#signal = signal ?? undefined;
     if (this.#signal) {
       if (this.#signal.aborted) this.#done = true;
-      else {
-        this.#onAbort = () => this.#finish();
-        this.#signal.addEventListener("abort", this.#onAbort, { once: true });
-      }
+      else onAbort(this.#signal, this);
     }
   }
 
@@ -363,6 +389,11 @@ class RunUpdates {
   async throw(error) {
     this.#finish();
     throw error;
+  }
+
+  /** The signal aborted. */
+  _abort() {
+    this.#finish();
   }
 
   /** An event of the native watch (from the runtime's dispatch). */
@@ -412,7 +443,7 @@ class RunUpdates {
     if (this.#done && this.#watch === null && this.#waiters.length === 0) return;
     this.#done = true;
     this.#events.length = 0;
-    if (this.#onAbort) this.#signal.removeEventListener("abort", this.#onAbort);
+    if (this.#signal) offAbort(this.#signal, this);
     if (this.#watch !== null) {
       this.#watch.cancel();
       this.#rt._unregister(this.#id);

@@ -219,3 +219,36 @@ test("an already aborted signal starts nothing", async (t) => {
   assert.deepEqual(seen, []);
   assert.deepEqual(emu.requests(), []);
 });
+
+test("waits sharing one AbortSignal: one listener on it, abort ends them all, none left after", async (t) => {
+  const { getEventListeners } = await import("node:events");
+  const emu = await emulator(t, { timeScale: 0 });
+  const api = createJobs({ pollIntervalMs: 60_000 }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  t.after(() => api.close());
+
+  // Five waits follow one signal; each sees its run QUEUED, then the abort ends every one.
+  const ac = new AbortController();
+  const iterators = Array.from({ length: 5 }, () => api("etl").runAndWait(undefined, ac.signal));
+  const firsts = await Promise.all(iterators.map((it) => it.next()));
+  assert.deepEqual(
+    firsts.map((r) => r.value.status),
+    Array(5).fill("QUEUED"),
+  );
+  assert.equal(getEventListeners(ac.signal, "abort").length, 1);
+  const pending = iterators.map((it) => it.next());
+  ac.abort();
+  assert.deepEqual(await Promise.all(pending), Array(5).fill({ done: true, value: undefined }));
+  assert.equal(getEventListeners(ac.signal, "abort").length, 0);
+
+  // Waits that end by themselves (return()) take their listener with them: a long-lived signal
+  // keeps none of ours.
+  const keep = new AbortController();
+  const more = [api("etl").runAndWait(undefined, keep.signal), api("etl").runAndWait(undefined, keep.signal)];
+  await Promise.all(more.map((it) => it.next()));
+  assert.equal(getEventListeners(keep.signal, "abort").length, 1);
+  await more[0].return();
+  assert.equal(getEventListeners(keep.signal, "abort").length, 1);
+  await more[1].return();
+  assert.equal(getEventListeners(keep.signal, "abort").length, 0);
+  assert.deepEqual(await more[1].next(), { done: true, value: undefined });
+});

@@ -329,8 +329,12 @@ impl ReadCache {
             .entry(job_id)
             .or_insert(0) += 1;
         if let Some(cache) = &self.cache {
-            // Entries under an old generation are unreachable; let them go now rather than at TTL.
-            let _ = cache.invalidate_entries_if(move |k, _| k.key.job_id == job_id);
+            // Entries under an old generation are unreachable; let them go now rather than at
+            // TTL. Skipped when nothing is cached: this runs on every state change of every
+            // watched run, and each call registers a predicate with the cache.
+            if cache.entry_count() > 0 {
+                let _ = cache.invalidate_entries_if(move |k, _| k.key.job_id == job_id);
+            }
         }
     }
 
