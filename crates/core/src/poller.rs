@@ -364,12 +364,14 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// `due` rounded up to the engine's coarse tick (10 ms, or a twentieth of the base interval when
+/// `due` rounded up to the engine's coarse tick (25 ms, or a tenth of the base interval when
 /// that is shorter), counted from one fixed instant: polls due close together wake up together,
-/// so one timer wake-up of a worker sends a batch instead of one request each.
+/// so one timer wake-up of a worker sends a batch instead of one request each (a worker's
+/// park/unpark costs more than the request itself when polls are sparse). A poll is late by
+/// less than a tenth of its interval.
 fn on_tick(due: Instant, base: Duration) -> Instant {
     static ANCHOR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let tick = (base / 20).min(Duration::from_millis(10)).as_nanos();
+    let tick = (base / 10).min(Duration::from_millis(25)).as_nanos();
     let anchor = *ANCHOR.get_or_init(Instant::now);
     let Some(since) = due.checked_duration_since(anchor) else {
         return due;
