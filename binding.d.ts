@@ -177,26 +177,20 @@ export interface BindingRouterOptions {
 }
 
 /**
- * One update of a watched run as JS receives it: `runJson` is the run as JSON text serialized
- * once per shared update (jobs.js parses it on first read: far cheaper than building the
- * object property by property through N-API for every watcher); `run` replaces it when the
- * run holds an integer beyond 2^53 (those cross as `bigint`).
- */
-export interface BindingRunUpdate {
-  status?: string
-  timestamp: number
-  runJson?: string
-  run?: any
-}
-
-/**
- * What a watch delivers, tagged with the id JS gave it (`BindingRunWatch::deliver`): an
- * `update`, an `error` (the watch is over), or neither (the watch is over: the run ended or
- * the watch was cancelled).
+ * What a watch delivers, tagged with the id JS gave it (`BindingRunWatch::deliver`), as one
+ * flat object. An update (`update: true`) carries the run's `status`, `timestamp` and
+ * `runJson`, the run as JSON text serialized once per shared update (jobs.js parses it on
+ * first read), or `run` instead when the run holds an integer beyond 2^53 (those cross as
+ * `bigint`). Otherwise the watch is over: the run ended or the watch was cancelled, or it
+ * failed (`error`).
  */
 export interface BindingWatchEvent {
   watch: number
-  update?: BindingRunUpdate
+  update: boolean
+  status?: string
+  timestamp?: number
+  runJson?: string
+  run?: any
   error?: BindingOutcome
 }
 

@@ -425,7 +425,7 @@ class RunUpdates {
 
   /** Settles one next() with `event`; an error or the end finishes the iterator. */
   #answer(event, resolve, reject) {
-    if (event.update != null) return resolve({ done: false, value: runUpdate(event.update) });
+    if (event.update) return resolve({ done: false, value: runUpdate(event) });
     this.#finish();
     if (event.error != null) reject(errorFromOutcome(event.error));
     else resolve(DONE);

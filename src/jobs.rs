@@ -50,42 +50,94 @@ fn parse_params(params_json: Option<String>) -> appkit_jobs_core::Result<Option<
     }
 }
 
-/// One update of a watched run as JS receives it: `runJson` is the run as JSON text serialized
-/// once per shared update (jobs.js parses it on first read: far cheaper than building the
-/// object property by property through N-API for every watcher); `run` replaces it when the
-/// run holds an integer beyond 2^53 (those cross as `bigint`).
-#[napi(object)]
-pub struct BindingRunUpdate {
-    pub status: Option<String>,
-    pub timestamp: i64,
-    pub run_json: Option<String>,
-    pub run: Option<Value>,
-}
+/// JSON text crossing as a JS string, shared with the poll rather than copied. ASCII text
+/// (what the Jobs API sends) becomes a one-byte string straight from the bytes, skipping
+/// UTF-8 decoding; other text is decoded as UTF-8.
+pub struct BindingJsonText(Arc<str>);
 
-impl From<&RunUpdate> for BindingRunUpdate {
-    fn from(update: &RunUpdate) -> Self {
-        let (run_json, run) = if update.beyond_js_numbers {
-            (None, Some(update.run()))
-        } else {
-            (Some(update.run_json.to_string()), None)
-        };
-        BindingRunUpdate {
-            status: update.status.clone(),
-            timestamp: update.timestamp,
-            run_json,
-            run,
-        }
+impl TypeName for BindingJsonText {
+    fn type_name() -> &'static str {
+        "String"
+    }
+    fn value_type() -> ValueType {
+        ValueType::String
     }
 }
 
-/// What a watch delivers, tagged with the id JS gave it (`BindingRunWatch::deliver`): an
-/// `update`, an `error` (the watch is over), or neither (the watch is over: the run ended or
-/// the watch was cancelled).
-#[napi(object)]
+impl ToNapiValue for BindingJsonText {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        let text: &str = &val.0;
+        let mut out = std::ptr::null_mut();
+        // SAFETY: `text` outlives the call, which copies it; its length is given explicitly.
+        let status = unsafe {
+            if text.is_ascii() {
+                sys::napi_create_string_latin1(
+                    env,
+                    text.as_ptr().cast(),
+                    text.len() as isize,
+                    &mut out,
+                )
+            } else {
+                sys::napi_create_string_utf8(
+                    env,
+                    text.as_ptr().cast(),
+                    text.len() as isize,
+                    &mut out,
+                )
+            }
+        };
+        napi::check_status!(status)?;
+        Ok(out)
+    }
+}
+
+/// What a watch delivers, tagged with the id JS gave it (`BindingRunWatch::deliver`), as one
+/// flat object. An update (`update: true`) carries the run's `status`, `timestamp` and
+/// `runJson`, the run as JSON text serialized once per shared update (jobs.js parses it on
+/// first read), or `run` instead when the run holds an integer beyond 2^53 (those cross as
+/// `bigint`). Otherwise the watch is over: the run ended or the watch was cancelled, or it
+/// failed (`error`).
+#[napi(object, object_from_js = false)]
 pub struct BindingWatchEvent {
     pub watch: u32,
-    pub update: Option<BindingRunUpdate>,
+    pub update: bool,
+    pub status: Option<String>,
+    pub timestamp: Option<i64>,
+    #[napi(ts_type = "string")]
+    pub run_json: Option<BindingJsonText>,
+    pub run: Option<Value>,
     pub error: Option<BindingOutcome>,
+}
+
+impl BindingWatchEvent {
+    fn update(watch: u32, update: &RunUpdate) -> Self {
+        let (run_json, run) = if update.beyond_js_numbers {
+            (None, Some(update.run()))
+        } else {
+            (Some(BindingJsonText(update.run_json.clone())), None)
+        };
+        BindingWatchEvent {
+            watch,
+            update: true,
+            status: update.status.clone(),
+            timestamp: Some(update.timestamp),
+            run_json,
+            run,
+            error: None,
+        }
+    }
+
+    fn end(watch: u32, error: Option<BindingOutcome>) -> Self {
+        BindingWatchEvent {
+            watch,
+            update: false,
+            status: None,
+            timestamp: None,
+            run_json: None,
+            run: None,
+            error,
+        }
+    }
 }
 
 type Wake = ThreadsafeFunction<(), Unknown<'static>, (), Status, false, true>;
@@ -506,16 +558,12 @@ impl WatchInner {
                 }),
             };
             // After a terminal update the next step is the end (the poll is over).
-            let (update, error, last) = match step {
-                Step::Update(update) => (Some(BindingRunUpdate::from(&update)), None, false),
-                Step::End => (None, None, true),
-                Step::Failed(outcome) => (None, Some(outcome), true),
+            let (event, last) = match step {
+                Step::Update(update) => (BindingWatchEvent::update(id, &update), false),
+                Step::End => (BindingWatchEvent::end(id, None), true),
+                Step::Failed(outcome) => (BindingWatchEvent::end(id, Some(outcome)), true),
             };
-            self.delivery.push(BindingWatchEvent {
-                watch: id,
-                update,
-                error,
-            });
+            self.delivery.push(event);
             if last {
                 break;
             }
