@@ -306,6 +306,17 @@ test("run and job ids accept number and bigint; ids above 2^53 keep their precis
     list.data.map((r) => r.run_id),
     [9007199254740993n, 9007199254740991],
   );
+  // Watched, a run holding an integer beyond 2^53 crosses as a value: its ids stay exact.
+  for (const [id, expected] of [
+    [second, 9007199254740993n],
+    [first, 9007199254740991],
+  ]) {
+    const updates = etl.watchRun(id);
+    const { value } = await updates.next();
+    assert.equal(value.run.run_id, expected);
+    assert.equal(typeof value.run.tasks[0].run_id, "bigint");
+    await updates.return();
+  }
   for (const bad of [-1, 0, 1.5, "12abc", 2n ** 63n, null]) {
     await assert.rejects(etl.getRun(bad), (e) => e instanceof JobsError && e.code === "INVALID_REQUEST" && e.statusCode === 400, String(bad));
   }
@@ -318,6 +329,18 @@ test("small ids are plain numbers and accepted as number or bigint", async (t) =
   assert.equal(typeof id, "number");
   assert.equal((await api("etl").getRun(BigInt(id))).data.run_id, id);
   assert.equal((await api("etl").getRun(id)).data.run_id, id);
+  // A watched update's run (JSON text parsed on first read) is an own enumerable property:
+  // spread, JSON and deep equality see it, and it can be replaced.
+  const updates = api("etl").watchRun(id);
+  const { value } = await updates.next();
+  await updates.return();
+  assert.deepEqual(Object.keys(value), ["status", "timestamp", "run"]);
+  const copy = { ...value };
+  assert.equal(copy.run.run_id, id);
+  assert.equal(JSON.parse(JSON.stringify(value)).run.run_id, id);
+  assert.deepEqual(value, copy);
+  value.run = "replaced";
+  assert.equal(value.run, "replaced");
 });
 
 test("unknown keys, env discovery and the DATABRICKS_JOB_ID default rule", async (t) => {
