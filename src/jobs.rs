@@ -9,7 +9,7 @@
 //! - results: `BindingOutcome` (errors as data); integers above 2^53 reach JS as `bigint`.
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use appkit_jobs_core::auth::Identity;
 use appkit_jobs_core::jobs::Jobs;
@@ -18,11 +18,11 @@ use appkit_jobs_core::registry::PluginConfig;
 use appkit_jobs_core::JobsError;
 use futures::FutureExt;
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use serde_json::Value;
 use tokio::sync::{watch, Mutex};
 
+use crate::delivery::{Delivery, Wake};
 use crate::error::{guarded, BindingOutcome};
 
 fn identity(token: Option<String>) -> Identity {
@@ -140,41 +140,11 @@ impl BindingWatchEvent {
     }
 }
 
-type Wake = ThreadsafeFunction<(), Unknown<'static>, (), Status, false, true>;
-
-/// Watch events of one service on their way to JS. Watches push; the JS thread is woken once
-/// per batch (when the queue turns non-empty) and takes the whole queue: one wake-up for many
-/// updates, where a promise per `next()` would cost a threadsafe function each.
-#[derive(Default)]
-struct Delivery {
-    queue: std::sync::Mutex<Vec<BindingWatchEvent>>,
-    wake: OnceLock<Wake>,
-}
-
-impl Delivery {
-    fn push(&self, event: BindingWatchEvent) {
-        let first = {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            queue.push(event);
-            queue.len() == 1
-        };
-        if first {
-            if let Some(wake) = self.wake.get() {
-                wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
-            }
-        }
-    }
-
-    fn take(&self) -> Vec<BindingWatchEvent> {
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
 /// The jobs service of one plugin instance.
 #[napi]
 pub struct BindingJobs {
     core: Arc<Jobs>,
-    delivery: Arc<Delivery>,
+    delivery: Arc<Delivery<BindingWatchEvent>>,
 }
 
 impl BindingJobs {
@@ -205,7 +175,7 @@ impl BindingJobs {
     /// when events are waiting; JS then calls `takeEvents()`. Set once, before any watch.
     #[napi]
     pub fn deliver_to(&self, wake: Wake) {
-        let _ = self.delivery.wake.set(wake);
+        self.delivery.wake_with(wake);
     }
 
     /// Every watch event delivered since the last call, in order.
@@ -437,7 +407,7 @@ struct WatchInner {
     /// `true` once cancelled. The sender lives as long as the watch, so receivers never see
     /// a closed channel by accident.
     cancel: watch::Sender<bool>,
-    delivery: Arc<Delivery>,
+    delivery: Arc<Delivery<BindingWatchEvent>>,
 }
 
 /// One step of a watch.

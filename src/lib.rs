@@ -2,6 +2,7 @@
 //! Every exported type is named `Binding*`; behaviour lives in `appkit-jobs-core`.
 #![deny(clippy::all)]
 
+mod delivery;
 mod emulator;
 mod error;
 mod jobs;
