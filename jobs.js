@@ -399,6 +399,12 @@ class RunUpdates {
   /** An event of the native watch (from the runtime's dispatch). */
   _receive(event) {
     if (this.#done) return;
+    if (!event.update && this.#watch !== null) {
+      // The native watch is over: forget it now, so that an iterator nobody reads to its end
+      // is not kept alive by the runtime.
+      this.#rt._unregister(this.#id);
+      this.#watch = null;
+    }
     if (this.#waiters.length === 0) {
       this.#events.push(event);
       return;

@@ -252,3 +252,21 @@ test("waits sharing one AbortSignal: one listener on it, abort ends them all, no
   assert.equal(getEventListeners(keep.signal, "abort").length, 0);
   assert.deepEqual(await more[1].next(), { done: true, value: undefined });
 });
+
+test("an iterator not read to its end is let go once its run ends (the runtime keeps no reference)", async (t) => {
+  const { createJobsRuntime } = await import("../index.js");
+  const emu = await emulator(t);
+  const rt = createJobsRuntime({ pollIntervalMs: 20 }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  t.after(() => rt.close());
+  const updates = rt.exports("etl").runAndWait();
+  assert.equal((await updates.next()).value.status, "QUEUED");
+  assert.equal(rt._watches.size, 1); // followed while its run goes on
+  for (;;) {
+    const { value } = await updates.next();
+    if (value.status === "TERMINATED") break; // the terminal update; its end is never asked for
+  }
+  // The end of the watch still arrives and unregisters it (a wait, not a speed check).
+  for (let i = 0; i < 500 && rt._watches.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(rt._watches.size, 0);
+  assert.deepEqual(await updates.next(), { done: true, value: undefined });
+});
