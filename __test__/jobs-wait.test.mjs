@@ -255,12 +255,14 @@ test("waits sharing one AbortSignal: one listener on it, abort ends them all, no
 
 test("an iterator not read to its end is let go once its run ends (the runtime keeps no reference)", async (t) => {
   const { createJobsRuntime } = await import("../index.js");
-  const emu = await emulator(t);
+  const emu = await emulator(t, { timeScale: 0 }); // the run moves only when the test says
   const rt = createJobsRuntime({ pollIntervalMs: 20 }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
   t.after(() => rt.close());
   const updates = rt.exports("etl").runAndWait();
-  assert.equal((await updates.next()).value.status, "QUEUED");
+  const first = (await updates.next()).value;
+  assert.equal(first.status, "QUEUED");
   assert.equal(rt._watches.size, 1); // followed while its run goes on
+  emu.setRunState(first.run.run_id, "SUCCESS");
   for (;;) {
     const { value } = await updates.next();
     if (value.status === "TERMINATED") break; // the terminal update; its end is never asked for

@@ -231,13 +231,16 @@ test("routes, SSE and plugin logs: nothing leaks", async (t) => {
       cap.add(await sse.done);
       emu.clearFaults();
     }
-    // A stream that errors mid-way with a message quoting the secret.
+    // A stream that errors mid-way with a message quoting the secret. Time stands still
+    // meanwhile: the run cannot end between its first event and the fault.
+    emu.setTimeScale(0);
     const sse = await openSse(`${base}/api/jobs/etl/run?stream=true`, { method: "POST", headers, body: "{}" });
     await until(() => sse.events().length >= 1, 5_000, "a first event");
     emu.injectFault({ path: API.getRun, status: 500, message: FAULT_TEXT(CLIENT_SECRET), times: 10 });
     cap.add(await sse.done);
     assert.ok(sse.events().some((e) => e.event === "error"), sse.text());
     emu.clearFaults();
+    emu.setTimeScale(500);
     // And one that ends normally.
     const ok = await openSse(`${base}/api/jobs/etl/run?stream=true`, { method: "POST", headers, body: "{}" });
     cap.add(await ok.done);
