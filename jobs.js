@@ -164,7 +164,7 @@ class JobsRuntime {
     // pending next() keeps Node alive, as a pending native promise would.
     this._waiting = 0;
     this._keepAlive = null;
-    this.native.deliverTo(() => this._dispatch());
+    this.native.deliverTo(wakeFor(new WeakRef(this)));
     this._warnedDevFallback = false;
     const select = (jobKey) => {
       this.assertKey(jobKey);
@@ -272,6 +272,16 @@ class JobsRuntime {
 }
 
 function noop() {}
+
+/**
+ * The native side's wake-up callback for `runtime`. It holds the runtime weakly, and is made
+ * outside the constructor (whose closures share a context holding `this`): the native service
+ * keeps this callback alive, so a strong reference would keep the runtime, and the service,
+ * alive forever.
+ */
+function wakeFor(runtime) {
+  return () => runtime.deref()?._dispatch();
+}
 
 const DONE = Object.freeze({ done: true, value: undefined });
 

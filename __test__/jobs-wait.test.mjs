@@ -272,3 +272,36 @@ test("an iterator not read to its end is let go once its run ends (the runtime k
   assert.equal(rt._watches.size, 0);
   assert.deepEqual(await updates.next(), { done: true, value: undefined });
 });
+
+test("a runtime nobody references any more is collected (the native side holds it weakly)", async () => {
+  const source = `import { startEmulator, createJobs } from ${JSON.stringify(indexUrl)};
+const emu = await startEmulator({ timeScale: 0 });
+let collected = 0;
+const registry = new FinalizationRegistry(() => collected++);
+for (let i = 0; i < 10; i++) {
+  const jobs = createJobs({}, { env: { DATABRICKS_HOST: emu.url, DATABRICKS_TOKEN: emu.token, DATABRICKS_JOB_ETL: "1001" } });
+  const updates = jobs("etl").runAndWait();
+  await updates.next();
+  await updates.return();
+  registry.register(jobs, i);
+}
+for (let i = 0; i < 20 && collected === 0; i++) {
+  globalThis.gc();
+  await new Promise((r) => setTimeout(r, 20));
+}
+await emu.stop();
+process.stdout.write("RESULT " + JSON.stringify({ collected }) + "\\n");
+`;
+  const child = spawn(process.execPath, ["--expose-gc", "--input-type=module", "-e", source], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (d) => (out += d));
+  child.stderr.on("data", (d) => (err += d));
+  const guard = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  const code = await new Promise((resolve) => child.on("exit", resolve));
+  clearTimeout(guard);
+  assert.equal(code, 0, err);
+  const line = out.split("\n").find((l) => l.startsWith("RESULT "));
+  const { collected } = JSON.parse(line.slice(7));
+  assert.ok(collected > 0, `no runtime was collected: ${out}${err}`);
+});
