@@ -125,9 +125,9 @@ export declare class BindingRouteResponse {
 
 /**
  * Updates of one run, pushed to the service's delivery once `deliver(id)` is called: each
- * update, then the end of the watch (an event with neither update nor error, or one with an
- * error such as POLL_TIMEOUT or NOT_FOUND). After a terminal update nothing more comes.
- * `cancel()` stops it at once and this watcher's share of the poll.
+ * update (the terminal one included), then one event for the end of the watch (with no
+ * error, or with one such as POLL_TIMEOUT or NOT_FOUND). `cancel()` stops it at once, with
+ * no end event, and drops this watcher's share of the poll.
  */
 export declare class BindingRunWatch {
   /** Starts the watch (for `runAndWait`, the run-now first); its events carry `id`. */
@@ -179,7 +179,7 @@ export interface BindingRouterOptions {
 /**
  * What a watch delivers, tagged with the id JS gave it (`BindingRunWatch::deliver`), as one
  * flat object. An update (`update: true`) carries the run's `status`, `timestamp` and
- * `runJson`, the run as JSON text serialized once per shared update (jobs.js parses it on
+ * `runJson`, the run's JSON text shared by every watcher of the update (jobs.js parses it on
  * first read), or `run` instead when the run holds an integer beyond 2^53 (those cross as
  * `bigint`). Otherwise the watch is over: the run ended or the watch was cancelled, or it
  * failed (`error`).

@@ -286,9 +286,9 @@ function wakeFor(runtime) {
 const DONE = Object.freeze({ done: true, value: undefined });
 
 /**
- * `{ status, timestamp, run }` for one update. The run comes as JSON text serialized once per
- * shared update (V8's parser beats building it key by key through N-API), or as a value when it
- * holds integers beyond 2^53 (those arrive as bigint). The text is parsed on first read of `run`:
+ * `{ status, timestamp, run }` for one update. The run comes as JSON text shared by every
+ * watcher of the update (V8's parser beats building it key by key through N-API), or as a value
+ * when it holds integers beyond 2^53 (those arrive as bigint). The text is parsed on first read of `run`:
  * a consumer that only looks at `status` never pays for it. `run` stays an own enumerable
  * property (spread, `JSON.stringify` and deep equality see it) and is writable.
  */

@@ -65,8 +65,13 @@ pub async fn guarded<F>(fut: F) -> BindingOutcome
 where
     F: Future<Output = BindingOutcome>,
 {
-    match AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(outcome) => outcome,
-        Err(_) => BindingOutcome::err(&JobsError::Internal("the native call panicked".into())),
-    }
+    catch_panic(fut).await.unwrap_or_else(|outcome| outcome)
+}
+
+/// Runs a future; a panic inside it becomes the `INTERNAL_ERROR` outcome.
+pub async fn catch_panic<F: Future>(fut: F) -> Result<F::Output, BindingOutcome> {
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .map_err(|_| BindingOutcome::err(&JobsError::Internal("the native call panicked".into())))
 }

@@ -8,7 +8,6 @@
 //!   would turn integers above 2^32 into floats);
 //! - results: `BindingOutcome` (errors as data); integers above 2^53 reach JS as `bigint`.
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use appkit_jobs_core::auth::Identity;
@@ -16,14 +15,13 @@ use appkit_jobs_core::jobs::Jobs;
 use appkit_jobs_core::poller::{RunUpdate, RunWatch};
 use appkit_jobs_core::registry::PluginConfig;
 use appkit_jobs_core::JobsError;
-use futures::FutureExt;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use serde_json::Value;
 use tokio::sync::{watch, Mutex};
 
 use crate::delivery::{Delivery, Wake};
-use crate::error::{guarded, BindingOutcome};
+use crate::error::{catch_panic, guarded, BindingOutcome};
 
 fn identity(token: Option<String>) -> Identity {
     match token {
@@ -93,7 +91,7 @@ impl ToNapiValue for BindingJsonText {
 
 /// What a watch delivers, tagged with the id JS gave it (`BindingRunWatch::deliver`), as one
 /// flat object. An update (`update: true`) carries the run's `status`, `timestamp` and
-/// `runJson`, the run as JSON text serialized once per shared update (jobs.js parses it on
+/// `runJson`, the run's JSON text shared by every watcher of the update (jobs.js parses it on
 /// first read), or `run` instead when the run holds an integer beyond 2^53 (those cross as
 /// `bigint`). Otherwise the watch is over: the run ended or the watch was cancelled, or it
 /// failed (`error`).
@@ -521,11 +519,7 @@ impl WatchInner {
             let step = tokio::select! {
                 biased;
                 _ = cancelled.wait_for(|c| *c) => break,
-                step = AssertUnwindSafe(self.step()).catch_unwind() => step.unwrap_or_else(|_| {
-                    Step::Failed(BindingOutcome::err(&JobsError::Internal(
-                        "the native call panicked".into(),
-                    )))
-                }),
+                step = catch_panic(self.step()) => step.unwrap_or_else(Step::Failed),
             };
             // After a terminal update the next step is the end (the poll is over).
             let (event, last) = match step {
@@ -544,9 +538,9 @@ impl WatchInner {
 }
 
 /// Updates of one run, pushed to the service's delivery once `deliver(id)` is called: each
-/// update, then the end of the watch (an event with neither update nor error, or one with an
-/// error such as POLL_TIMEOUT or NOT_FOUND). After a terminal update nothing more comes.
-/// `cancel()` stops it at once and this watcher's share of the poll.
+/// update (the terminal one included), then one event for the end of the watch (with no
+/// error, or with one such as POLL_TIMEOUT or NOT_FOUND). `cancel()` stops it at once, with
+/// no end event, and drops this watcher's share of the poll.
 #[napi]
 pub struct BindingRunWatch {
     inner: Arc<WatchInner>,

@@ -726,6 +726,15 @@ mod tests {
         assert_eq!(gets.len(), 2);
         assert!(query_param(gets[1], "page_token").is_some());
 
+        // A poll of the same run: the first page is not the whole run, so it is merged too.
+        emu.clear_requests();
+        let polled = client.poll_run(&SP, run_id).await.unwrap();
+        let merged: Value = serde_json::from_str(&polled.text).unwrap();
+        assert_eq!(merged["tasks"].as_array().unwrap().len(), 150);
+        assert!(merged.get("next_page_token").is_none());
+        assert_eq!(crate::run::run_id(&polled.head), Some(run_id));
+        assert_eq!(requests_to(&emu.requests(), "/api/2.2/jobs/runs/get").len(), 2);
+
         let job = client.get_job(&SP, 1004).await.unwrap();
         assert_eq!(job["settings"]["tasks"].as_array().unwrap().len(), 150);
         assert_eq!(job["job_id"].as_i64(), Some(1004));

@@ -89,9 +89,9 @@ pub struct WatchOptions {
 
 /// One state of a run, as every watcher receives it.
 ///
-/// The run itself is kept only as JSON text, serialized once per update and shared by every
-/// watcher: a parsed `Value` costs several times the text, and the poll of each watched run
-/// keeps its last update for as long as the run is watched.
+/// The run itself is kept only as JSON text (the response body's own, see `PolledRun`),
+/// shared by every watcher: a parsed `Value` costs several times the text, and the poll of
+/// each watched run keeps its last update for as long as the run is watched.
 #[derive(Debug, Clone)]
 pub struct RunUpdate {
     /// `state.life_cycle_state`, else the V2 `status.state`.
