@@ -197,6 +197,12 @@ export interface BindingWatchEvent {
 /** Job discovery alone: the same rules as the service, without building a client or poller. */
 export declare function discoverJobs(config: any, env: Record<string, string>): Array<BindingDiscoveredJob>
 
+/**
+ * How many run texts V8 holds as external strings: a diagnostic for tests, which check that
+ * collected strings give their text back.
+ */
+export declare function liveExternalTexts(): number
+
 /** Starts an emulator. `options_json`: `JSON.stringify(EmulatorOptions)` (camelCase), or none. */
 export declare function startEmulator(optionsJson?: string | undefined | null): Promise<BindingEmulator>
 

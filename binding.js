@@ -842,5 +842,6 @@ module.exports.BindingRouter = nativeBinding.BindingRouter
 module.exports.BindingRouteResponse = nativeBinding.BindingRouteResponse
 module.exports.BindingRunWatch = nativeBinding.BindingRunWatch
 module.exports.discoverJobs = nativeBinding.discoverJobs
+module.exports.liveExternalTexts = nativeBinding.liveExternalTexts
 module.exports.startEmulator = nativeBinding.startEmulator
 module.exports.version = nativeBinding.version

@@ -296,20 +296,35 @@ function runUpdate(update) {
   const value = { status: update.status ?? undefined, timestamp: update.timestamp, run: update.run };
   const text = update.runJson;
   if (typeof text === "string") {
-    Object.defineProperty(value, "run", {
-      enumerable: true,
-      configurable: true,
-      get() {
-        const run = JSON.parse(text);
-        Object.defineProperty(this, "run", { value: run, writable: true, enumerable: true, configurable: true });
-        return run;
-      },
-      set(run) {
-        Object.defineProperty(this, "run", { value: run, writable: true, enumerable: true, configurable: true });
-      },
-    });
+    Object.defineProperty(value, RUN_TEXT, { value: text, writable: true });
+    Object.defineProperty(value, "run", LAZY_RUN);
   }
   return value;
+}
+
+/** The run's JSON text of an update whose `run` is not parsed yet (not enumerable: spread and deep equality do not see it). */
+const RUN_TEXT = Symbol("runText");
+
+/**
+ * One accessor pair shared by every update (per-update closures would cost each update its own
+ * functions, context and hidden class): it reads the text from the update it is called on.
+ */
+const LAZY_RUN = {
+  enumerable: true,
+  configurable: true,
+  get() {
+    const run = JSON.parse(this[RUN_TEXT]);
+    settleRun(this, run);
+    return run;
+  },
+  set(run) {
+    settleRun(this, run);
+  },
+};
+
+function settleRun(update, run) {
+  Object.defineProperty(update, "run", { value: run, writable: true, enumerable: true, configurable: true });
+  update[RUN_TEXT] = undefined; // the text is no longer needed
 }
 
 /**

@@ -10,19 +10,20 @@ import { createJobs, JobsError } from "../index.js";
 import { emulator, envFor, JOB, requestsTo } from "./jobs-support.mjs";
 
 const indexUrl = pathToFileURL(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "index.js")).href;
+const bindingUrl = pathToFileURL(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "binding.js")).href;
 
 /**
  * Runs `body` (ES module source, with `startEmulator`, `createJobs` imported and `done(value)`
  * printing a JSON result) in a child node process that must exit by itself. The guard kills it
  * after `guardMs` (a hang, not a speed measure) and the test then fails.
  */
-function runChild(body, guardMs = 30_000) {
+function runChild(body, guardMs = 30_000, nodeFlags = []) {
   const source = `import { startEmulator, createJobs } from ${JSON.stringify(indexUrl)};
 const done = (value) => process.stdout.write("RESULT " + JSON.stringify(value) + "\\n");
 ${body}
 `;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--input-type=module", "-e", source], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [...nodeFlags, "--input-type=module", "-e", source], { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     let err = "";
     child.stdout.on("data", (d) => (out += d));
@@ -304,4 +305,53 @@ process.stdout.write("RESULT " + JSON.stringify({ collected }) + "\\n");
   const line = out.split("\n").find((l) => l.startsWith("RESULT "));
   const { collected } = JSON.parse(line.slice(7));
   assert.ok(collected > 0, `no runtime was collected: ${out}${err}`);
+});
+
+test("run texts lent to V8 stay intact after their watch and poll are gone, and collected ones are given back", async () => {
+  // The run's JSON text reaches JS as an external string over the poll's own copy where Node
+  // has them: the strings must survive the native side forgetting the run, and every one V8
+  // collects must release its text (the count goes back to what it was).
+  const r = await runChild(
+    `import binding from ${JSON.stringify(bindingUrl)};
+const emu = await startEmulator({ timeScale: 0 });
+const jobs = createJobs({ pollIntervalMs: 20 }, { env: { DATABRICKS_HOST: emu.url, DATABRICKS_TOKEN: emu.token, DATABRICKS_JOB_ETL: "${JOB.etl}" } });
+const settle = async (until) => {
+  for (let i = 0; i < 200 && !until(); i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 10)); }
+};
+const before = binding.liveExternalTexts();
+let kept = [];
+await Promise.all(Array.from({ length: 20 }, async (_, i) => {
+  const updates = jobs("etl").runAndWait();
+  const first = (await updates.next()).value;
+  kept.push(first);
+  emu.setRunState(first.run.run_id, i % 2 ? "SUCCESS" : "FAILED");
+  for await (const u of updates) kept.push(u);
+}));
+const lent = binding.liveExternalTexts() - before;
+jobs.close();
+// Garbage between the polls' strings and their reads, so that a freed text would show.
+for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 10)); }
+const junk = Array.from({ length: 2000 }, (_, i) => "x".repeat(300 + (i % 7)) + i);
+let intact = 0;
+for (const u of kept) {
+  const { run } = u; // the first read parses the text
+  if (run.run_id > 0 && run.state.life_cycle_state === u.status && JSON.stringify(run).length > 256) intact++;
+}
+const stillHeld = kept.length;
+kept = null;
+await settle(() => binding.liveExternalTexts() === before);
+const after = binding.liveExternalTexts() - before;
+await emu.stop();
+done({ lent, stillHeld, intact, after, junk: junk.length });
+`,
+    30_000,
+    ["--expose-gc"],
+  );
+  assert.equal(r.signal, null, `child hung: ${r.stderr}`);
+  assert.equal(r.code, 0, r.stderr);
+  const { lent, stillHeld, intact, after } = r.result;
+  assert.ok(stillHeld >= 40, `expected at least two updates per run, got ${stillHeld}`);
+  assert.equal(intact, stillHeld, "every update's run parses to its own state");
+  assert.ok(lent > 0 && lent <= stillHeld, `external texts lent: ${lent}`);
+  assert.equal(after, 0, "collected strings gave their texts back");
 });

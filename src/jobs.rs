@@ -22,6 +22,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::delivery::{Delivery, Wake};
 use crate::error::{catch_panic, guarded, BindingOutcome};
+use crate::json_text::BindingJsonText;
 
 fn identity(token: Option<String>) -> Identity {
     match token {
@@ -45,47 +46,6 @@ fn parse_params(params_json: Option<String>) -> appkit_jobs_core::Result<Option<
         Some(text) => serde_json::from_str(&text)
             .map(Some)
             .map_err(|e| JobsError::InvalidRequest(format!("params are not valid JSON: {e}"))),
-    }
-}
-
-/// JSON text crossing as a JS string, shared with the poll rather than copied. ASCII text
-/// (what the Jobs API sends) becomes a one-byte string straight from the bytes, skipping
-/// UTF-8 decoding; other text is decoded as UTF-8.
-pub struct BindingJsonText(Arc<str>);
-
-impl TypeName for BindingJsonText {
-    fn type_name() -> &'static str {
-        "String"
-    }
-    fn value_type() -> ValueType {
-        ValueType::String
-    }
-}
-
-impl ToNapiValue for BindingJsonText {
-    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
-        let text: &str = &val.0;
-        let mut out = std::ptr::null_mut();
-        // SAFETY: `text` outlives the call, which copies it; its length is given explicitly.
-        let status = unsafe {
-            if text.is_ascii() {
-                sys::napi_create_string_latin1(
-                    env,
-                    text.as_ptr().cast(),
-                    text.len() as isize,
-                    &mut out,
-                )
-            } else {
-                sys::napi_create_string_utf8(
-                    env,
-                    text.as_ptr().cast(),
-                    text.len() as isize,
-                    &mut out,
-                )
-            }
-        };
-        napi::check_status!(status)?;
-        Ok(out)
     }
 }
 

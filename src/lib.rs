@@ -6,6 +6,7 @@ mod delivery;
 mod emulator;
 mod error;
 mod jobs;
+mod json_text;
 mod routes;
 
 use napi_derive::napi;

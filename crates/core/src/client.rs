@@ -733,7 +733,10 @@ mod tests {
         assert_eq!(merged["tasks"].as_array().unwrap().len(), 150);
         assert!(merged.get("next_page_token").is_none());
         assert_eq!(crate::run::run_id(&polled.head), Some(run_id));
-        assert_eq!(requests_to(&emu.requests(), "/api/2.2/jobs/runs/get").len(), 2);
+        assert_eq!(
+            requests_to(&emu.requests(), "/api/2.2/jobs/runs/get").len(),
+            2
+        );
 
         let job = client.get_job(&SP, 1004).await.unwrap();
         assert_eq!(job["settings"]["tasks"].as_array().unwrap().len(), 150);
