@@ -61,17 +61,21 @@ impl BindingOutcome {
 
 /// Runs a future and turns a panic inside it into an `INTERNAL_ERROR` outcome
 /// (`#[napi(catch_unwind)]` only covers the synchronous part of an async method).
-pub async fn guarded<F>(fut: F) -> BindingOutcome
+pub fn guarded<F>(fut: F) -> impl Future<Output = BindingOutcome>
 where
     F: Future<Output = BindingOutcome>,
 {
-    catch_panic(fut).await.unwrap_or_else(|outcome| outcome)
+    catch_panic(fut).map(|result| result.unwrap_or_else(|outcome| outcome))
 }
 
 /// Runs a future; a panic inside it becomes the `INTERNAL_ERROR` outcome.
-pub async fn catch_panic<F: Future>(fut: F) -> Result<F::Output, BindingOutcome> {
-    AssertUnwindSafe(fut)
-        .catch_unwind()
-        .await
-        .map_err(|_| BindingOutcome::err(&JobsError::Internal("the native call panicked".into())))
+///
+/// Plain functions rather than `async fn`s: an `async fn` keeps its argument and the future
+/// it awaits side by side, doubling the size of every native call and watch it wraps.
+pub fn catch_panic<F: Future>(fut: F) -> impl Future<Output = Result<F::Output, BindingOutcome>> {
+    AssertUnwindSafe(fut).catch_unwind().map(|result| {
+        result.map_err(|_| {
+            BindingOutcome::err(&JobsError::Internal("the native call panicked".into()))
+        })
+    })
 }

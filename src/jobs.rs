@@ -18,7 +18,8 @@ use appkit_jobs_core::JobsError;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use serde_json::Value;
-use tokio::sync::{watch, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{Mutex, Notify};
 
 use crate::delivery::{Delivery, Wake};
 use crate::error::{catch_panic, guarded, BindingOutcome};
@@ -291,18 +292,16 @@ impl BindingJobs {
         token: Option<String>,
         params_json: Option<String>,
     ) -> BindingRunWatch {
-        let (cancel, _) = watch::channel(false);
         BindingRunWatch {
-            inner: Arc::new(WatchInner {
-                state: Mutex::new(WatchState::Start {
+            inner: Arc::new(WatchInner::new(
+                WatchState::Start {
                     core: self.core.clone(),
                     key,
                     identity: identity(token),
                     params_json,
-                }),
-                cancel,
-                delivery: self.delivery.clone(),
-            }),
+                },
+                self.delivery.clone(),
+            )),
         }
     }
 
@@ -327,13 +326,8 @@ impl BindingJobs {
             },
             Err(e) => WatchState::Failed(e),
         };
-        let (cancel, _) = watch::channel(false);
         BindingRunWatch {
-            inner: Arc::new(WatchInner {
-                state: Mutex::new(state),
-                cancel,
-                delivery: self.delivery.clone(),
-            }),
+            inner: Arc::new(WatchInner::new(state, self.delivery.clone())),
         }
     }
 }
@@ -362,9 +356,11 @@ enum WatchState {
 
 struct WatchInner {
     state: Mutex<WatchState>,
-    /// `true` once cancelled. The sender lives as long as the watch, so receivers never see
-    /// a closed channel by accident.
-    cancel: watch::Sender<bool>,
+    /// `true` once cancelled.
+    cancelled: AtomicBool,
+    /// Wakes the driver when cancelled. `notify_one` keeps the wake-up for a driver that is
+    /// not waiting yet (a watch channel would do too, at ~400 bytes more per watch).
+    on_cancel: Notify,
     delivery: Arc<Delivery<BindingWatchEvent>>,
 }
 
@@ -377,6 +373,15 @@ enum Step {
 }
 
 impl WatchInner {
+    fn new(state: WatchState, delivery: Arc<Delivery<BindingWatchEvent>>) -> WatchInner {
+        WatchInner {
+            state: Mutex::new(state),
+            cancelled: AtomicBool::new(false),
+            on_cancel: Notify::new(),
+            delivery,
+        }
+    }
+
     async fn step(&self) -> Step {
         // The lock is never contended (one driver per watch); cancellation does not need it
         // (it goes through the channel and drops this future).
@@ -471,14 +476,13 @@ impl WatchInner {
     /// Steps until the watch is over, delivering each step as an event tagged `id`. A cancelled
     /// watch stops at once and delivers nothing more (JS has already finished it).
     async fn drive(self: Arc<Self>, id: u32) {
-        let mut cancelled = self.cancel.subscribe();
         loop {
-            if *cancelled.borrow_and_update() {
+            if self.cancelled.load(Ordering::Acquire) {
                 break;
             }
             let step = tokio::select! {
                 biased;
-                _ = cancelled.wait_for(|c| *c) => break,
+                _ = self.on_cancel.notified() => break,
                 step = catch_panic(self.step()) => step.unwrap_or_else(Step::Failed),
             };
             // After a terminal update the next step is the end (the poll is over).
@@ -517,7 +521,8 @@ impl BindingRunWatch {
     /// Ends the watch: nothing more is delivered.
     #[napi]
     pub fn cancel(&self) {
-        self.inner.cancel.send_replace(true);
+        self.inner.cancelled.store(true, Ordering::Release);
+        self.inner.on_cancel.notify_one();
         if let Ok(mut state) = self.inner.state.try_lock() {
             *state = WatchState::Done;
         }

@@ -506,7 +506,12 @@ impl Auth {
                     .oauth
                     .as_ref()
                     .expect("oauth state exists for m2m credentials");
-                self.oauth_token(oauth, &host).await
+                if let Some(t) = Self::fresh(oauth) {
+                    return Ok(t);
+                }
+                // Boxed: the token fetch (an HTTP exchange) is a large future that would
+                // otherwise sit inline in every API call's future, fast path included.
+                Box::pin(self.oauth_token(oauth, &host)).await
             }
         }
     }

@@ -361,6 +361,14 @@ impl JobsClient {
             if let Some(gate) = &self.inner.gate {
                 gate.acquire().await;
             }
+            // Held for the exchange only (send and body), released before any retry or parse.
+            // Taken before the request is built: a queued call holds no request.
+            let permit = self
+                .inner
+                .in_flight
+                .acquire()
+                .await
+                .map_err(|_| JobsError::Internal("the HTTP client is closed".into()))?;
             let mut req = self
                 .inner
                 .http
@@ -372,28 +380,14 @@ impl JobsClient {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            // Held for the exchange only (send and body), released before any retry or parse.
-            let permit = self
-                .inner
-                .in_flight
-                .acquire()
-                .await
-                .map_err(|_| JobsError::Internal("the HTTP client is closed".into()))?;
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| network_error("Jobs API request failed", &e))?;
-            let status = resp.status().as_u16();
+            // Boxed: the HTTP exchange is most of a call's future, and would otherwise sit in
+            // every queued call and in every poll and run-now that contains one.
+            let (status, retry_after, bytes) = Box::pin(exchange(req)).await?;
             if status == 401 && !retried_auth && self.inner.auth.invalidate(id, &bearer) {
                 drop(permit);
                 retried_auth = true;
                 continue;
             }
-            let retry_after = parse_retry_after(resp.headers());
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| network_error("Jobs API request failed", &e))?;
             drop(permit);
             if !(200..300).contains(&status) {
                 return Err(api_error(status, &bytes, retry_after, bearer.expose()));
@@ -401,6 +395,21 @@ impl JobsClient {
             return Ok(bytes);
         }
     }
+}
+
+/// Sends `req` and reads the whole answer: status, `Retry-After` and body.
+async fn exchange(req: reqwest::RequestBuilder) -> Result<(u16, Option<Duration>, Bytes)> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| network_error("Jobs API request failed", &e))?;
+    let status = resp.status().as_u16();
+    let retry_after = parse_retry_after(resp.headers());
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| network_error("Jobs API request failed", &e))?;
+    Ok((status, retry_after, bytes))
 }
 
 /// A 2xx body as JSON; an empty body is `{}`.
