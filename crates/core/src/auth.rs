@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde::Deserialize;
 use url::Url;
 
@@ -558,21 +559,13 @@ impl Auth {
         oauth
             .fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let resp = self
+        let request = self
             .inner
             .http
             .post(endpoint)
             .basic_auth(&oauth.client_id, Some(oauth.client_secret.expose()))
-            .form(&[("grant_type", "client_credentials"), ("scope", "all-apis")])
-            .send()
-            .await
-            .map_err(|e| network_error("OAuth token request failed", &e))?;
-        let status = resp.status().as_u16();
-        let retry_after = parse_retry_after(resp.headers());
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| network_error("OAuth token request failed", &e))?;
+            .form(&[("grant_type", "client_credentials"), ("scope", "all-apis")]);
+        let (status, retry_after, body) = exchange(request, "OAuth token request failed").await?;
         if !(200..300).contains(&status) {
             return Err(token_endpoint_error(status, retry_after));
         }
@@ -663,6 +656,19 @@ fn token_endpoint_error(status: u16, retry_after: Option<Duration>) -> JobsError
             retry_after,
         },
     }
+}
+
+/// Sends `request` and reads the whole answer: status, `Retry-After` and body. A failure to
+/// send or read is a network error described as `what`.
+pub(crate) async fn exchange(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<(u16, Option<Duration>, Bytes)> {
+    let resp = request.send().await.map_err(|e| network_error(what, &e))?;
+    let status = resp.status().as_u16();
+    let retry_after = parse_retry_after(resp.headers());
+    let body = resp.bytes().await.map_err(|e| network_error(what, &e))?;
+    Ok((status, retry_after, body))
 }
 
 /// A transport error as text without the URL (which could carry query values) or any header.

@@ -20,7 +20,7 @@ use futures::future::BoxFuture;
 use reqwest::Method;
 use serde_json::{Map, Value};
 
-use crate::auth::{network_error, parse_retry_after, Auth, Identity};
+use crate::auth::{exchange, Auth, Identity};
 use crate::run::PolledRun;
 use crate::{JobsError, Result};
 
@@ -382,7 +382,8 @@ impl JobsClient {
             }
             // Boxed: the HTTP exchange is most of a call's future, and would otherwise sit in
             // every queued call and in every poll and run-now that contains one.
-            let (status, retry_after, bytes) = Box::pin(exchange(req)).await?;
+            let (status, retry_after, bytes) =
+                Box::pin(exchange(req, "Jobs API request failed")).await?;
             if status == 401 && !retried_auth && self.inner.auth.invalidate(id, &bearer) {
                 drop(permit);
                 retried_auth = true;
@@ -395,21 +396,6 @@ impl JobsClient {
             return Ok(bytes);
         }
     }
-}
-
-/// Sends `req` and reads the whole answer: status, `Retry-After` and body.
-async fn exchange(req: reqwest::RequestBuilder) -> Result<(u16, Option<Duration>, Bytes)> {
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| network_error("Jobs API request failed", &e))?;
-    let status = resp.status().as_u16();
-    let retry_after = parse_retry_after(resp.headers());
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| network_error("Jobs API request failed", &e))?;
-    Ok((status, retry_after, bytes))
 }
 
 /// A 2xx body as JSON; an empty body is `{}`.
