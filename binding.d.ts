@@ -89,18 +89,23 @@ export declare class BindingJobs {
   getJob(key: string, token?: string | undefined | null): Promise<BindingOutcome>
   cancelRun(key: string, token: string | undefined | null, runId: string): Promise<BindingOutcome>
   /**
-   * `runAndWait` as one cancellable watch: the first `next()` triggers the run (params as
-   * for `runNow`), then follows it. `cancel()` while the run-now is in flight drops it, so no
-   * retry is sent after an abort. A failed trigger is an error outcome whose message starts
-   * with `Failed to trigger job run: `.
+   * `runAndWait` as one cancellable watch, `id`: triggers the run (params as for
+   * `runNow`), then follows it, delivering events tagged `id`. `cancelWatch(id)` while the
+   * run-now is in flight drops it, so no retry is sent after an abort. A failed trigger is an
+   * error outcome whose message starts with `Failed to trigger job run: `.
    */
-  startAndWatch(key: string, token?: string | undefined | null, paramsJson?: string | undefined | null): BindingRunWatch
+  startAndWatch(id: number, key: string, token?: string | undefined | null, paramsJson?: string | undefined | null): void
   /**
-   * A watch over a run of `key`. Nothing happens until the first `next()`, which (when
-   * `checked`) verifies that the run belongs to the job, then joins the shared poll.
-   * `checked: false` is for a run this process just started with `runNow`.
+   * A watch, `id`, over a run of `key`: (when `checked`) verifies that the run belongs to
+   * the job, then joins the shared poll, delivering events tagged `id`. `checked: false` is
+   * for a run this process just started with `runNow`.
    */
-  watch(key: string, token: string | undefined | null, runId: string, checked: boolean): BindingRunWatch
+  watch(id: number, key: string, token: string | undefined | null, runId: string, checked: boolean): void
+  /**
+   * Ends watch `id`: nothing more is delivered for it (no end event), and its share of the
+   * poll is dropped. Unknown or finished ids are ignored.
+   */
+  cancelWatch(id: number): void
 }
 
 /** The `/api/jobs` routes over one plugin's core (its connection pool, cache and poller). */
@@ -121,19 +126,6 @@ export declare class BindingRouteResponse {
   get body(): any | null
   /** The SSE stream of a `"stream"` response; `null` otherwise or once taken. */
   takeStream(): BindingEventStream | null
-}
-
-/**
- * Updates of one run, pushed to the service's delivery once `deliver(id)` is called: each
- * update (the terminal one included), then one event for the end of the watch (with no
- * error, or with one such as POLL_TIMEOUT or NOT_FOUND). `cancel()` stops it at once, with
- * no end event, and drops this watcher's share of the poll.
- */
-export declare class BindingRunWatch {
-  /** Starts the watch (for `runAndWait`, the run-now first); its events carry `id`. */
-  deliver(id: number): void
-  /** Ends the watch: nothing more is delivered. */
-  cancel(): void
 }
 
 /**
@@ -177,12 +169,13 @@ export interface BindingRouterOptions {
 }
 
 /**
- * What a watch delivers, tagged with the id JS gave it (`BindingRunWatch::deliver`), as one
- * flat object. An update (`update: true`) carries the run's `status`, `timestamp` and
+ * What a watch delivers, tagged with the id JS gave it (`startAndWatch`/`watch`), as one
+ * flat object: each update of the run (the terminal one included), then one event for the
+ * end of the watch. An update (`update: true`) carries the run's `status`, `timestamp` and
  * `runJson`, the run's JSON text shared by every watcher of the update (jobs.js parses it on
  * first read), or `run` instead when the run holds an integer beyond 2^53 (those cross as
- * `bigint`). Otherwise the watch is over: the run ended or the watch was cancelled, or it
- * failed (`error`).
+ * `bigint`). Otherwise the watch is over: the run ended, or it failed (`error`, e.g.
+ * POLL_TIMEOUT or NOT_FOUND). A cancelled watch (`cancelWatch`) delivers nothing more.
  */
 export interface BindingWatchEvent {
   watch: number

@@ -840,7 +840,6 @@ module.exports.BindingEventStream = nativeBinding.BindingEventStream
 module.exports.BindingJobs = nativeBinding.BindingJobs
 module.exports.BindingRouter = nativeBinding.BindingRouter
 module.exports.BindingRouteResponse = nativeBinding.BindingRouteResponse
-module.exports.BindingRunWatch = nativeBinding.BindingRunWatch
 module.exports.discoverJobs = nativeBinding.discoverJobs
 module.exports.liveExternalTexts = nativeBinding.liveExternalTexts
 module.exports.startEmulator = nativeBinding.startEmulator

@@ -236,7 +236,7 @@ class JobsRuntime {
     return handle;
   }
 
-  /** Updates of a run of `key`: `start()` resolves to the native watch (after runNow for runAndWait). */
+  /** Updates of a run of `key`: `start(id)` starts native watch `id` and resolves to true, or to false when it started nothing. */
   _updates(start, signal) {
     return new RunUpdates(this, start, signal);
   }
@@ -372,7 +372,9 @@ class RunUpdates {
   #signal;
   #started = false;
   #done = false;
-  #watch = null;
+  /** A native watch is going (started, and neither ended nor cancelled). */
+  #watching = false;
+  /** The id of this iterator's native watch and of its registration in the runtime (0: none). */
   #id = 0;
   /** Events delivered before a next() asked for them. */
   #events = [];
@@ -424,11 +426,11 @@ class RunUpdates {
   /** An event of the native watch (from the runtime's dispatch). */
   _receive(event) {
     if (this.#done) return;
-    if (!event.update && this.#watch !== null) {
+    if (!event.update && this.#watching) {
       // The native watch is over: forget it now, so that an iterator nobody reads to its end
       // is not kept alive by the runtime.
       this.#rt._unregister(this.#id);
-      this.#watch = null;
+      this.#watching = false;
     }
     if (this.#waiters.length === 0) {
       this.#events.push(event);
@@ -441,17 +443,27 @@ class RunUpdates {
 
   async #begin() {
     this.#started = true;
-    let watch;
+    // Registered first: the native watch delivers its events under this id.
+    const id = this.#rt._register(this);
+    let started;
     try {
-      watch = await this.#start();
+      started = await this.#start(id);
     } catch (error) {
+      this.#rt._unregister(id);
       return this.#fail(error);
     }
-    if (watch === null) return this.#finish();
-    if (this.#done) return watch.cancel(); // return()/abort came while starting
-    this.#watch = watch;
-    this.#id = this.#rt._register(this);
-    watch.deliver(this.#id);
+    if (!started) {
+      this.#rt._unregister(id);
+      return this.#finish();
+    }
+    if (this.#done) {
+      // return()/abort came while starting
+      this.#rt.native.cancelWatch(id);
+      this.#rt._unregister(id);
+      return;
+    }
+    this.#id = id;
+    this.#watching = true;
   }
 
   /** Settles one next() with `event`; an error or the end finishes the iterator. */
@@ -471,14 +483,14 @@ class RunUpdates {
   }
 
   #finish() {
-    if (this.#done && this.#watch === null && this.#waiters.length === 0) return;
+    if (this.#done && !this.#watching && this.#waiters.length === 0) return;
     this.#done = true;
     this.#events.length = 0;
     if (this.#signal) offAbort(this.#signal, this);
-    if (this.#watch !== null) {
-      this.#watch.cancel();
+    if (this.#watching) {
+      this.#rt.native.cancelWatch(this.#id);
       this.#rt._unregister(this.#id);
-      this.#watch = null;
+      this.#watching = false;
     }
     const waiters = this.#waiters;
     this.#waiters = [];
@@ -512,19 +524,23 @@ function createHandle(rt, key, token) {
       return toResult(await native.runNow(key, tok, value === undefined ? null : toJson(value)));
     },
     runAndWait(params, signal) {
-      return rt._updates(async () => {
+      return rt._updates(async (id) => {
         const value = await rt.prepareParams(key, params);
-        if (signal?.aborted) return null; // aborted while validating: start nothing
+        if (signal?.aborted) return false; // aborted while validating: start nothing
         // One native watch that triggers the run on its first next(), then follows it: an
         // abort while run-now is in flight (or waiting to retry) drops it, nothing more is sent.
         // Our own errors (validation, missing id, configuration) keep their message; an
         // upstream failure reads "Failed to trigger job run: <status text>".
-        return native.startAndWatch(key, tok, value === undefined ? null : toJson(value));
+        native.startAndWatch(id, key, tok, value === undefined ? null : toJson(value));
+        return true;
       }, signal);
     },
     watchRun(runId, signal) {
       const id = runIdArg(runId);
-      return rt._updates(async () => native.watch(key, tok, id, true), signal);
+      return rt._updates(async (watchId) => {
+        native.watch(watchId, key, tok, id, true);
+        return true;
+      }, signal);
     },
     async lastRun() {
       return toResult(await native.lastRun(key, tok));

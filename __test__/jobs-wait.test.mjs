@@ -221,6 +221,30 @@ test("an already aborted signal starts nothing", async (t) => {
   assert.deepEqual(emu.requests(), []);
 });
 
+test("return() while params are still being validated: the watch that starts after is cancelled and nothing is left registered", async (t) => {
+  const { createJobsRuntime } = await import("../index.js");
+  const emu = await emulator(t, { timeScale: 0 });
+  let release;
+  const validated = new Promise((r) => (release = r));
+  // A Standard Schema whose validation finishes only when the test says.
+  const slow = { "~standard": { version: 1, vendor: "test", validate: async (value) => (await validated, { value }) } };
+  const rt = createJobsRuntime({ pollIntervalMs: 20, jobs: { etl: { params: slow } } }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  t.after(() => rt.close());
+  const updates = rt.exports("etl").runAndWait({});
+  const pending = updates.next();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(rt._watches.size, 1); // registered while starting
+  await updates.return();
+  assert.deepEqual(await pending, { done: true, value: undefined });
+  release();
+  for (let i = 0; i < 100 && rt._watches.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(rt._watches.size, 0);
+  // The native watch was cancelled as soon as it started: it never joins a poll.
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(requestsTo(emu, "/runs/get"), []);
+  assert.deepEqual(await updates.next(), { done: true, value: undefined });
+});
+
 test("waits sharing one AbortSignal: one listener on it, abort ends them all, none left after", async (t) => {
   const { getEventListeners } = await import("node:events");
   const emu = await emulator(t, { timeScale: 0 });

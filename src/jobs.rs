@@ -50,12 +50,13 @@ fn parse_params(params_json: Option<String>) -> appkit_jobs_core::Result<Option<
     }
 }
 
-/// What a watch delivers, tagged with the id JS gave it (`BindingRunWatch::deliver`), as one
-/// flat object. An update (`update: true`) carries the run's `status`, `timestamp` and
+/// What a watch delivers, tagged with the id JS gave it (`startAndWatch`/`watch`), as one
+/// flat object: each update of the run (the terminal one included), then one event for the
+/// end of the watch. An update (`update: true`) carries the run's `status`, `timestamp` and
 /// `runJson`, the run's JSON text shared by every watcher of the update (jobs.js parses it on
 /// first read), or `run` instead when the run holds an integer beyond 2^53 (those cross as
-/// `bigint`). Otherwise the watch is over: the run ended or the watch was cancelled, or it
-/// failed (`error`).
+/// `bigint`). Otherwise the watch is over: the run ended, or it failed (`error`, e.g.
+/// POLL_TIMEOUT or NOT_FOUND). A cancelled watch (`cancelWatch`) delivers nothing more.
 #[napi(object, object_from_js = false)]
 pub struct BindingWatchEvent {
     pub watch: u32,
@@ -104,6 +105,38 @@ impl BindingWatchEvent {
 pub struct BindingJobs {
     core: Arc<Jobs>,
     delivery: Arc<Delivery<BindingWatchEvent>>,
+    watches: Arc<Watches>,
+}
+
+/// The watches still going, by the id JS gave each (for `cancel_watch`). A watch leaves when
+/// it ends or is cancelled. Ids rather than a JS object per watch: a napi class instance costs
+/// each watch a wrapped object and a finalizer.
+#[derive(Default)]
+struct Watches(std::sync::Mutex<HashMap<u32, Arc<WatchInner>>>);
+
+impl Watches {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<WatchInner>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers `inner` as `id` and starts delivering its events, tagged `id`.
+    fn start(self: &Arc<Self>, id: u32, inner: WatchInner) {
+        let inner = Arc::new(inner);
+        if let Some(replaced) = self.lock().insert(id, inner.clone()) {
+            // JS never reuses a live id; should it happen, the older watch must not go on
+            // unreachable.
+            replaced.cancel();
+        }
+        napi::bindgen_prelude::spawn(inner.drive(id, self.clone()));
+    }
+
+    /// Forgets `inner` as `id` (unless `id` is another watch's by now).
+    fn remove(&self, id: u32, inner: &Arc<WatchInner>) {
+        let mut watches = self.lock();
+        if watches.get(&id).is_some_and(|w| Arc::ptr_eq(w, inner)) {
+            watches.remove(&id);
+        }
+    }
 }
 
 impl BindingJobs {
@@ -127,6 +160,7 @@ impl BindingJobs {
         Ok(BindingJobs {
             core: Arc::new(core),
             delivery: Arc::default(),
+            watches: Arc::default(),
         })
     }
 
@@ -281,41 +315,40 @@ impl BindingJobs {
         .await
     }
 
-    /// `runAndWait` as one cancellable watch: the first `next()` triggers the run (params as
-    /// for `runNow`), then follows it. `cancel()` while the run-now is in flight drops it, so no
-    /// retry is sent after an abort. A failed trigger is an error outcome whose message starts
-    /// with `Failed to trigger job run: `.
+    /// `runAndWait` as one cancellable watch, `id`: triggers the run (params as for
+    /// `runNow`), then follows it, delivering events tagged `id`. `cancelWatch(id)` while the
+    /// run-now is in flight drops it, so no retry is sent after an abort. A failed trigger is an
+    /// error outcome whose message starts with `Failed to trigger job run: `.
     #[napi]
     pub fn start_and_watch(
         &self,
+        id: u32,
         key: String,
         token: Option<String>,
         params_json: Option<String>,
-    ) -> BindingRunWatch {
-        BindingRunWatch {
-            inner: Arc::new(WatchInner::new(
-                WatchState::Start {
-                    core: self.core.clone(),
-                    key,
-                    identity: identity(token),
-                    params_json,
-                },
-                self.delivery.clone(),
-            )),
-        }
+    ) {
+        let state = WatchState::Start {
+            core: self.core.clone(),
+            key,
+            identity: identity(token),
+            params_json,
+        };
+        self.watches
+            .start(id, WatchInner::new(state, self.delivery.clone()));
     }
 
-    /// A watch over a run of `key`. Nothing happens until the first `next()`, which (when
-    /// `checked`) verifies that the run belongs to the job, then joins the shared poll.
-    /// `checked: false` is for a run this process just started with `runNow`.
+    /// A watch, `id`, over a run of `key`: (when `checked`) verifies that the run belongs to
+    /// the job, then joins the shared poll, delivering events tagged `id`. `checked: false` is
+    /// for a run this process just started with `runNow`.
     #[napi]
     pub fn watch(
         &self,
+        id: u32,
         key: String,
         token: Option<String>,
         run_id: String,
         checked: bool,
-    ) -> BindingRunWatch {
+    ) {
         let state = match parse_run_id(&run_id) {
             Ok(run_id) => WatchState::Pending {
                 core: self.core.clone(),
@@ -326,8 +359,17 @@ impl BindingJobs {
             },
             Err(e) => WatchState::Failed(e),
         };
-        BindingRunWatch {
-            inner: Arc::new(WatchInner::new(state, self.delivery.clone())),
+        self.watches
+            .start(id, WatchInner::new(state, self.delivery.clone()));
+    }
+
+    /// Ends watch `id`: nothing more is delivered for it (no end event), and its share of the
+    /// poll is dropped. Unknown or finished ids are ignored.
+    #[napi]
+    pub fn cancel_watch(&self, id: u32) {
+        let watch = self.watches.lock().remove(&id);
+        if let Some(watch) = watch {
+            watch.cancel();
         }
     }
 }
@@ -475,7 +517,7 @@ impl WatchInner {
 
     /// Steps until the watch is over, delivering each step as an event tagged `id`. A cancelled
     /// watch stops at once and delivers nothing more (JS has already finished it).
-    async fn drive(self: Arc<Self>, id: u32) {
+    async fn drive(self: Arc<Self>, id: u32, watches: Arc<Watches>) {
         loop {
             if self.cancelled.load(Ordering::Acquire) {
                 break;
@@ -496,34 +538,16 @@ impl WatchInner {
                 break;
             }
         }
+        watches.remove(id, &self);
         // Leave the shared poll now, also when `step` was dropped holding the lock.
         *self.state.lock().await = WatchState::Done;
     }
-}
 
-/// Updates of one run, pushed to the service's delivery once `deliver(id)` is called: each
-/// update (the terminal one included), then one event for the end of the watch (with no
-/// error, or with one such as POLL_TIMEOUT or NOT_FOUND). `cancel()` stops it at once, with
-/// no end event, and drops this watcher's share of the poll.
-#[napi]
-pub struct BindingRunWatch {
-    inner: Arc<WatchInner>,
-}
-
-#[napi]
-impl BindingRunWatch {
-    /// Starts the watch (for `runAndWait`, the run-now first); its events carry `id`.
-    #[napi]
-    pub fn deliver(&self, id: u32) {
-        napi::bindgen_prelude::spawn(self.inner.clone().drive(id));
-    }
-
-    /// Ends the watch: nothing more is delivered.
-    #[napi]
-    pub fn cancel(&self) {
-        self.inner.cancelled.store(true, Ordering::Release);
-        self.inner.on_cancel.notify_one();
-        if let Ok(mut state) = self.inner.state.try_lock() {
+    /// Stops the watch at once: its driver delivers nothing more.
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.on_cancel.notify_one();
+        if let Ok(mut state) = self.state.try_lock() {
             *state = WatchState::Done;
         }
     }
