@@ -724,7 +724,7 @@ mod tests {
         // A poll of the same run: the first page is not the whole run, so it is merged too.
         emu.clear_requests();
         let polled = client.poll_run(&SP, run_id).await.unwrap();
-        let merged: Value = serde_json::from_str(&polled.text).unwrap();
+        let merged: Value = serde_json::from_str(&polled.text().text).unwrap();
         assert_eq!(merged["tasks"].as_array().unwrap().len(), 150);
         assert!(merged.get("next_page_token").is_none());
         assert_eq!(crate::run::run_id(&polled.head), Some(run_id));

@@ -114,14 +114,15 @@ pub struct RunUpdate {
 impl RunUpdate {
     /// The update of a polled run, read at `timestamp` (ms since the Unix epoch).
     pub fn new(polled: &PolledRun, seq: u64, timestamp: i64) -> RunUpdate {
+        let run = polled.text();
         RunUpdate {
             status: run::life_cycle_state(&polled.head).map(str::to_string),
             timestamp,
             seq,
             job_id: run::job_id(&polled.head),
             terminal: run::is_terminal(&polled.head),
-            run_json: polled.text.clone(),
-            beyond_js_numbers: polled.beyond_js_numbers,
+            run_json: run.text,
+            beyond_js_numbers: run.beyond_js_numbers,
         }
     }
 

@@ -2,6 +2,7 @@
 //! Runs stay `serde_json::Value` so every field the API sends reaches the caller untouched.
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::Value;
 
 /// Life cycle states after which a run never changes again.
@@ -52,8 +53,25 @@ const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 #[derive(Debug, Clone)]
 pub struct PolledRun {
     pub head: Value,
+    body: Body,
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    Text {
+        text: Arc<str>,
+        beyond_js_numbers: bool,
+    },
+    /// A response body known to be one line of UTF-8 JSON: copied to text and checked for
+    /// integers beyond 2^53 only when asked (a poll whose state did not change never is).
+    Raw(Bytes),
+}
+
+/// A run's JSON text, and whether it holds an integer beyond +-(2^53 - 1), which
+/// `JSON.parse` would round.
+#[derive(Debug, Clone)]
+pub struct RunText {
     pub text: Arc<str>,
-    /// The run holds an integer beyond +-(2^53 - 1), which `JSON.parse` would round.
     pub beyond_js_numbers: bool,
 }
 
@@ -63,15 +81,17 @@ impl PolledRun {
         let head = head_of(run);
         PolledRun {
             head,
-            text: Arc::from(serde_json::to_string(run).unwrap_or_else(|_| "{}".into())),
-            beyond_js_numbers: !js_safe(run),
+            body: Body::Text {
+                text: Arc::from(serde_json::to_string(run).unwrap_or_else(|_| "{}".into())),
+                beyond_js_numbers: !js_safe(run),
+            },
         }
     }
 
     /// From a runs/get body, when it holds the whole run: a JSON object on one line (SSE frames
     /// splice the text, so it must not break a line), in UTF-8, with no further page. `None`
     /// otherwise; the caller then parses and merges the run.
-    pub fn from_body(body: &[u8]) -> Option<PolledRun> {
+    pub fn from_body(body: &Bytes) -> Option<PolledRun> {
         if body.contains(&b'\n') || body.contains(&b'\r') {
             return None;
         }
@@ -86,7 +106,6 @@ impl PolledRun {
         if more {
             return None;
         }
-        let JsSafe(safe) = serde_json::from_str(text).ok()?;
         let mut fields = serde_json::Map::new();
         for (key, value) in [
             ("state", head.state),
@@ -100,9 +119,31 @@ impl PolledRun {
         }
         Some(PolledRun {
             head: Value::Object(fields),
-            text: Arc::from(text),
-            beyond_js_numbers: !safe,
+            body: Body::Raw(body.clone()),
         })
+    }
+
+    /// The run's text (the body's own bytes, copied once here) and its integer check.
+    pub fn text(&self) -> RunText {
+        match &self.body {
+            Body::Text {
+                text,
+                beyond_js_numbers,
+            } => RunText {
+                text: text.clone(),
+                beyond_js_numbers: *beyond_js_numbers,
+            },
+            Body::Raw(bytes) => {
+                // `from_body` checked that the bytes are UTF-8 JSON.
+                let text = std::str::from_utf8(bytes).unwrap_or("{}");
+                // A body serde cannot walk again is treated as unsafe: JS then gets a value.
+                let safe = serde_json::from_str::<JsSafe>(text).is_ok_and(|JsSafe(safe)| safe);
+                RunText {
+                    text: Arc::from(text),
+                    beyond_js_numbers: !safe,
+                }
+            }
+        }
     }
 }
 
@@ -248,9 +289,13 @@ mod tests {
     #[test]
     fn a_polled_body_is_read_without_building_the_run() {
         let body = br#"{"run_id":7,"job_id":"12","state":{"life_cycle_state":"RUNNING"},"tasks":[{"run_id":9007199254740991,"x":[1.5,-3,null,true,"a\"b"]}],"has_more":false}"#;
-        let polled = PolledRun::from_body(body).unwrap();
-        assert_eq!(&*polled.text, std::str::from_utf8(body).unwrap());
-        assert!(!polled.beyond_js_numbers);
+        let polled = PolledRun::from_body(&Bytes::from_static(body)).unwrap();
+        let RunText {
+            text,
+            beyond_js_numbers,
+        } = polled.text();
+        assert_eq!(&*text, std::str::from_utf8(body).unwrap());
+        assert!(!beyond_js_numbers);
         assert_eq!(life_cycle_state(&polled.head), Some("RUNNING"));
         assert_eq!(job_id(&polled.head), Some(12));
         assert_eq!(run_id(&polled.head), Some(7));
@@ -259,8 +304,11 @@ mod tests {
         let run: Value = serde_json::from_slice(body).unwrap();
         let from_run = PolledRun::from_run(&run);
         assert_eq!(from_run.head, polled.head);
-        assert_eq!(from_run.beyond_js_numbers, polled.beyond_js_numbers);
-        assert_eq!(serde_json::from_str::<Value>(&from_run.text).unwrap(), run);
+        assert_eq!(from_run.text().beyond_js_numbers, beyond_js_numbers);
+        assert_eq!(
+            serde_json::from_str::<Value>(&from_run.text().text).unwrap(),
+            run
+        );
     }
 
     #[test]
@@ -271,8 +319,8 @@ mod tests {
             r#"{"x":-9007199254740992}"#,
             r#"{"x":{"y":[18446744073709551615]}}"#,
         ] {
-            let polled = PolledRun::from_body(body.as_bytes()).unwrap();
-            assert!(polled.beyond_js_numbers, "{body}");
+            let polled = PolledRun::from_body(&Bytes::from_static(body.as_bytes())).unwrap();
+            assert!(polled.text().beyond_js_numbers, "{body}");
             let run: Value = serde_json::from_str(body).unwrap();
             assert!(!js_safe(&run), "{body}");
         }
@@ -282,8 +330,9 @@ mod tests {
             r#"{"x":[]}"#,
         ] {
             assert!(
-                !PolledRun::from_body(body.as_bytes())
+                !PolledRun::from_body(&Bytes::from_static(body.as_bytes()))
                     .unwrap()
+                    .text()
                     .beyond_js_numbers,
                 "{body}"
             );
@@ -301,8 +350,14 @@ mod tests {
             b"",
             b"{\"run_id\":\"\xff\"}",
         ] {
-            assert!(PolledRun::from_body(body).is_none(), "{body:?}");
+            assert!(
+                PolledRun::from_body(&Bytes::from_static(body)).is_none(),
+                "{body:?}"
+            );
         }
-        assert!(PolledRun::from_body(b"{\"run_id\":1,\"next_page_token\":\"\"}").is_some());
+        assert!(PolledRun::from_body(&Bytes::from_static(
+            b"{\"run_id\":1,\"next_page_token\":\"\"}"
+        ))
+        .is_some());
     }
 }
