@@ -372,9 +372,10 @@ class RunUpdates {
   #signal;
   #started = false;
   #done = false;
-  /** A native watch is going (started, and neither ended nor cancelled). */
-  #watching = false;
-  /** The id of this iterator's native watch and of its registration in the runtime (0: none). */
+  /**
+   * The id of this iterator's native watch and of its registration in the runtime, while the
+   * watch goes on (started, neither ended nor cancelled); 0 otherwise.
+   */
   #id = 0;
   /** Events delivered before a next() asked for them. */
   #events = [];
@@ -426,12 +427,9 @@ class RunUpdates {
   /** An event of the native watch (from the runtime's dispatch). */
   _receive(event) {
     if (this.#done) return;
-    if (!event.update && this.#watching) {
-      // The native watch is over: forget it now, so that an iterator nobody reads to its end
-      // is not kept alive by the runtime.
-      this.#rt._unregister(this.#id);
-      this.#watching = false;
-    }
+    // The native watch is over: forget it now, so that an iterator nobody reads to its end is
+    // not kept alive by the runtime.
+    if (!event.update) this.#leave(false);
     if (this.#waiters.length === 0) {
       this.#events.push(event);
       return;
@@ -456,14 +454,16 @@ class RunUpdates {
       this.#rt._unregister(id);
       return this.#finish();
     }
-    if (this.#done) {
-      // return()/abort came while starting
-      this.#rt.native.cancelWatch(id);
-      this.#rt._unregister(id);
-      return;
-    }
     this.#id = id;
-    this.#watching = true;
+    if (this.#done) this.#leave(true); // return()/abort came while starting
+  }
+
+  /** Forgets the native watch, cancelling it first when it may still be going. */
+  #leave(cancel) {
+    if (this.#id === 0) return;
+    if (cancel) this.#rt.native.cancelWatch(this.#id);
+    this.#rt._unregister(this.#id);
+    this.#id = 0;
   }
 
   /** Settles one next() with `event`; an error or the end finishes the iterator. */
@@ -483,15 +483,11 @@ class RunUpdates {
   }
 
   #finish() {
-    if (this.#done && !this.#watching && this.#waiters.length === 0) return;
+    if (this.#done && this.#id === 0 && this.#waiters.length === 0) return;
     this.#done = true;
     this.#events.length = 0;
     if (this.#signal) offAbort(this.#signal, this);
-    if (this.#watching) {
-      this.#rt.native.cancelWatch(this.#id);
-      this.#rt._unregister(this.#id);
-      this.#watching = false;
-    }
+    this.#leave(true);
     const waiters = this.#waiters;
     this.#waiters = [];
     for (const waiter of waiters) {

@@ -18,7 +18,6 @@ use appkit_jobs_core::JobsError;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Mutex, Notify};
 
 use crate::delivery::{Delivery, Wake};
@@ -398,10 +397,9 @@ enum WatchState {
 
 struct WatchInner {
     state: Mutex<WatchState>,
-    /// `true` once cancelled.
-    cancelled: AtomicBool,
-    /// Wakes the driver when cancelled. `notify_one` keeps the wake-up for a driver that is
-    /// not waiting yet (a watch channel would do too, at ~400 bytes more per watch).
+    /// Cancels the driver. `notify_one` keeps the wake-up for a driver that is not waiting on
+    /// it yet, so a cancelled driver stops at its next step whenever the cancel came (a watch
+    /// channel would do too, at ~400 bytes more per watch).
     on_cancel: Notify,
     delivery: Arc<Delivery<BindingWatchEvent>>,
 }
@@ -409,7 +407,7 @@ struct WatchInner {
 /// One step of a watch.
 enum Step {
     Update(RunUpdate),
-    /// The run ended (its terminal update was the last step) or the watch was cancelled.
+    /// The run ended (its terminal update was the last step).
     End,
     Failed(BindingOutcome),
 }
@@ -418,7 +416,6 @@ impl WatchInner {
     fn new(state: WatchState, delivery: Arc<Delivery<BindingWatchEvent>>) -> WatchInner {
         WatchInner {
             state: Mutex::new(state),
-            cancelled: AtomicBool::new(false),
             on_cancel: Notify::new(),
             delivery,
         }
@@ -426,7 +423,7 @@ impl WatchInner {
 
     async fn step(&self) -> Step {
         // The lock is never contended (one driver per watch); cancellation does not need it
-        // (it goes through the channel and drops this future).
+        // (the driver drops this future when `on_cancel` fires).
         let mut state = self.state.lock().await;
         match std::mem::replace(&mut *state, WatchState::Done) {
             WatchState::Pending {
@@ -519,9 +516,6 @@ impl WatchInner {
     /// watch stops at once and delivers nothing more (JS has already finished it).
     async fn drive(self: Arc<Self>, id: u32, watches: Arc<Watches>) {
         loop {
-            if self.cancelled.load(Ordering::Acquire) {
-                break;
-            }
             let step = tokio::select! {
                 biased;
                 _ = self.on_cancel.notified() => break,
@@ -545,7 +539,6 @@ impl WatchInner {
 
     /// Stops the watch at once: its driver delivers nothing more.
     fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Release);
         self.on_cancel.notify_one();
         if let Ok(mut state) = self.state.try_lock() {
             *state = WatchState::Done;

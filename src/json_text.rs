@@ -13,9 +13,8 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use napi_derive::napi;
-
 use napi::bindgen_prelude::*;
+use napi_derive::napi;
 
 /// Texts shorter than this are copied: an external string costs a finalizer and a boxed
 /// reference, more than copying a short text.
@@ -119,7 +118,8 @@ unsafe fn external(env: sys::napi_env, text: &Arc<str>) -> Option<sys::napi_valu
 impl ToNapiValue for BindingJsonText {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
         let text: &str = &val.0;
-        if text.len() >= EXTERNAL_MIN_LEN && text.is_ascii() {
+        let ascii = text.is_ascii();
+        if ascii && text.len() >= EXTERNAL_MIN_LEN {
             if let Some(out) = unsafe { external(env, &val.0) } {
                 return Ok(out);
             }
@@ -127,7 +127,7 @@ impl ToNapiValue for BindingJsonText {
         let mut out = std::ptr::null_mut();
         // SAFETY: `text` outlives the call, which copies it; its length is given explicitly.
         let status = unsafe {
-            if text.is_ascii() {
+            if ascii {
                 sys::napi_create_string_latin1(
                     env,
                     text.as_ptr().cast(),

@@ -445,8 +445,8 @@ impl Producer {
                     // this update (see `Jobs::new`), not once per stream.
                     self.seq += 1;
                     let id = event_id(self.run_id, self.seq);
-                    // The run's text was serialized once for every watcher of this update:
-                    // splice it in rather than serializing the run again per stream.
+                    // The run's text is the poll's own, shared by every watcher of this
+                    // update: splice it in rather than serializing the run per stream.
                     let frame =
                         update_frame(&id, &update.run_json, &update.status, update.timestamp);
                     if self.tx.send(frame).await.is_err() {
