@@ -447,4 +447,4 @@ export interface Emulator {
 export declare function startEmulator(options?: EmulatorOptions): Promise<Emulator>;
 
 /** The /api/jobs routes for node:http or express, without AppKit (also at "appkit-jobs/http"). */
-export { createJobsHandler, JobsHandler, JobsHandlerOptions, JobsHandlerConfig } from "./http";
+export { createJobsHandler, JobsHandler, JobsHandlerOptions, JobsHandlerConfig } from "./lib/http";

@@ -7,10 +7,12 @@ import { createApp, server } from "@databricks/appkit";
 import { connectSSE } from "@databricks/appkit-ui/js";
 import { z } from "zod";
 import { createRequire } from "node:module";
-import { jobs } from "../index.js";
-import { startEmu, emuEnv, requestsTo, parseSse, isTerminalRun, eventually, startCuttingProxy } from "./routes-support.mjs";
+import { jobs, startEmulator } from "appkit-jobs";
+import { patEnv, requestsTo } from "./support/emulator.mjs";
+import { sseEvents, startCuttingProxy } from "./support/http.mjs";
+import { isTerminalRun, until } from "./support/util.mjs";
 
-const { JobsPlugin } = createRequire(import.meta.url)("../plugin.js");
+const { JobsPlugin } = createRequire(import.meta.url)("appkit-jobs");
 
 const JOB_IDS = { etl: 1001, other: 1002, slow: 1003, schema: 1004, zod: 1005 };
 const SCHEMA = {
@@ -26,13 +28,13 @@ let base;
 let plugin;
 
 before(async () => {
-  emu = await startEmu({ timeScale: 10 });
+  emu = await startEmulator({ timeScale: 10 });
   // Production mode (NODE_ENV unset): AppKit enforces the plugin's resource requirements, and
   // there is no DATABRICKS_JOB_ID, only DATABRICKS_JOB_<NAME> variables.
   delete process.env.NODE_ENV;
   delete process.env.DATABRICKS_JOB_ID;
   // AppKit asks the emulator itself who the service principal is (SCIM Me) and which workspace it is.
-  Object.assign(process.env, emuEnv(emu, JOB_IDS));
+  Object.assign(process.env, patEnv(emu, JOB_IDS));
   const Spy = class extends JobsPlugin {
     constructor(config) {
       super(config);
@@ -233,7 +235,7 @@ test("SSE end to end: headers, framing, ids, terminal state", async () => {
   assert.equal(res.headers.get("cache-control"), "no-cache, no-transform");
   assert.equal(res.headers.get("x-accel-buffering"), "no");
   const text = await res.text();
-  const { events } = parseSse(text);
+  const events = sseEvents(text);
   assert.ok(events.length >= 2, text);
   const runId = events[0].data.run.run_id;
   events.forEach((ev, i) => {
@@ -266,7 +268,7 @@ test("an error during the stream is an `event: error` with { error, code }", asy
     text += decoder.decode(value, { stream: true });
   }
   emu.clearFaults();
-  const { events } = parseSse(text);
+  const events = sseEvents(text);
   const err = events.at(-1);
   assert.equal(err.event, "error");
   assert.equal(err.id, `${json.runId}:${events.length}`);
@@ -326,7 +328,7 @@ test("heartbeats while a run waits; a client that leaves stops the watcher, not 
   const cancelsBefore = cancels();
   controller.abort();
   await reader.cancel().catch(() => {});
-  assert.ok(await eventually(() => plugin.activeStreamCount() === 0), "the watcher was dropped");
+  await until(() => plugin.activeStreamCount() === 0, 10_000, "the watcher was dropped");
   const polls = requestsTo(emu, "/runs/get").filter((r) => r.query.includes(String(json.runId))).length;
   await new Promise((r) => setTimeout(r, 400));
   const pollsLater = requestsTo(emu, "/runs/get").filter((r) => r.query.includes(String(json.runId))).length;
@@ -348,6 +350,6 @@ test("abortActiveOperations ends open streams", async () => {
     const { done } = await reader.read();
     if (done) break;
   }
-  assert.ok(await eventually(() => plugin.activeStreamCount() === 0));
+  await until(() => plugin.activeStreamCount() === 0);
   emu.setRunState(json.runId, "SUCCESS");
 });

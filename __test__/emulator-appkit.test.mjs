@@ -4,7 +4,7 @@
 // posts its startup telemetry, then triggers runs and waits for them.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startEmulator } from "../emulator.js";
+import { startEmulator } from "appkit-jobs/emulator";
 
 const JOBS = [
   { id: 3001, name: "etl", taskType: "notebook", queueMs: 50, pendingMs: 50, durationMs: 400, terminatingMs: 50 },

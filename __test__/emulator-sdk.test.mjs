@@ -3,7 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { WorkspaceClient, ApiError } from "@databricks/sdk-experimental";
-import { startEmulator } from "../emulator.js";
+import { startEmulator } from "appkit-jobs/emulator";
 
 const JOBS = [
   { id: 11, name: "single", taskType: "notebook", queueMs: 100, pendingMs: 100, durationMs: 1000, terminatingMs: 100,

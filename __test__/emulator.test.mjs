@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 import v8 from "node:v8";
 import vm from "node:vm";
-import { startEmulator } from "../emulator.js";
+import { startEmulator } from "appkit-jobs/emulator";
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const fixture = path.join(root, "__test__", "fixtures", "emulator-jobs.json");
@@ -83,7 +83,7 @@ test("life cycle under a frozen clock: advanceTime and setRunState", async () =>
     assert.equal(emu.getRun(second).state.result_state, "CANCELED");
     assert.equal(emu.setRunState(second, "SKIPPED").state.life_cycle_state, "SKIPPED");
     assert.throws(() => emu.setRunState(second, "BOGUS"), /unknown state/);
-    assert.throws(() => emu.setRunState(1.5, "RUNNING"), TypeError);
+    assert.throws(() => emu.setRunState(1.5, "RUNNING"), /Invalid run id "1.5": expected a positive integer/);
     assert.equal(emu.getRun(123), null);
     assert.equal(emu.runCount(), 2);
   } finally {
@@ -269,7 +269,7 @@ test("an emulator whose handle is garbage-collected keeps serving until the proc
 
 test("a process that forgets stop() still exits", () => {
   const script = `
-    const { startEmulator } = require(${JSON.stringify(path.join(root, "emulator.js"))});
+    const { startEmulator } = require(${JSON.stringify(path.join(root, "lib", "emulator.js"))});
     startEmulator().then(async (emu) => {
       const r = await fetch(emu.url + "/api/2.2/jobs/get?job_id=1001", { headers: { authorization: "Bearer " + emu.token } });
       console.log("status", r.status);
@@ -282,7 +282,7 @@ test("a process that forgets stop() still exits", () => {
 });
 
 test("CLI: npx appkit-jobs emulator --jobs FILE prints the env and serves until SIGINT", async () => {
-  const child = spawn(process.execPath, [path.join(root, "cli.js"), "emulator", "--port", "0", "--jobs", fixture], {
+  const child = spawn(process.execPath, [path.join(root, "bin", "cli.js"), "emulator", "--port", "0", "--jobs", fixture], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
@@ -309,7 +309,7 @@ test("CLI: npx appkit-jobs emulator --jobs FILE prints the env and serves until 
     child.kill("SIGINT");
   }
   assert.deepEqual(await exited, { code: 0, signal: null });
-  const bad = spawnSync(process.execPath, [path.join(root, "cli.js"), "serve"], { encoding: "utf8" });
+  const bad = spawnSync(process.execPath, [path.join(root, "bin", "cli.js"), "serve"], { encoding: "utf8" });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /Usage: appkit-jobs emulator/);
 });

@@ -10,20 +10,9 @@
 // sent upstream any more.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import {
-  API,
-  at,
-  drain,
-  emulator,
-  jobsFor,
-  lastState,
-  oauthEnv,
-  openSse,
-  patEnv,
-  routes,
-  sleep,
-  until,
-} from "./support/reliability.mjs";
+import { API, at, emulator, jobsFor, oauthEnv, patEnv } from "./support/emulator.mjs";
+import { openSse, routes } from "./support/http.mjs";
+import { drain, lastState, sleep, until } from "./support/util.mjs";
 
 const POLL_FAULTS = {
   "429 + Retry-After": { fault: { status: 429, retryAfter: 1 }, times: 1 },

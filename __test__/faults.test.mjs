@@ -9,7 +9,9 @@
 //   no second run and reports the failure.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { API, STATUS_CODES, at, until, emulator, jobsFor, oauthEnv, patEnv, routes } from "./support/reliability.mjs";
+import { API, at, emulator, jobsFor, oauthEnv, patEnv } from "./support/emulator.mjs";
+import { routes } from "./support/http.mjs";
+import { STATUS_CODES, until } from "./support/util.mjs";
 
 const UPSTREAM_TEXT = "upstream-detail-7f3a";
 

@@ -7,7 +7,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import { z } from "zod";
-import { API, at, emulator, patEnv, rng, routes } from "./support/reliability.mjs";
+import { API, at, emulator, patEnv } from "./support/emulator.mjs";
+import { routes } from "./support/http.mjs";
+import { rng } from "./support/util.mjs";
 
 const SEED = Number(process.env.HOSTILE_SEED ?? 0x5eed);
 const COUNT = Number(process.env.HOSTILE_COUNT ?? 1200);

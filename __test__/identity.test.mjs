@@ -3,7 +3,9 @@
 // answers per identity: alice may run job 1001, carol may only view it, bob may not see it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { API, at, drain, emulator, jobsFor, patEnv, routes, until } from "./support/reliability.mjs";
+import { API, at, emulator, jobsFor, patEnv } from "./support/emulator.mjs";
+import { routes } from "./support/http.mjs";
+import { drain, until } from "./support/util.mjs";
 
 const ALICE = "tok-alice-identity";
 const BOB = "tok-bob-identity";

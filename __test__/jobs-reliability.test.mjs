@@ -2,12 +2,12 @@
 // and the per-identity read cache.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createJobs } from "../index.js";
-import { emulator, envFor, JOB, requestsTo } from "./jobs-support.mjs";
+import { createJobs } from "appkit-jobs";
+import { emulator, JOB, patEnv, requestsTo } from "./support/emulator.mjs";
 
 test("a 503 on a read is retried and then succeeds", async (t) => {
-  const emu = await emulator(t);
-  const api = createJobs({}, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const emu = await emulator(t, { timeScale: 200 });
+  const api = createJobs({}, { env: patEnv(emu, { etl: JOB.etl }) });
   emu.injectFault({ path: "/api/2.2/jobs/runs/list", status: 503, errorCode: "TEMPORARILY_UNAVAILABLE", retryAfter: 0 });
   const r = await api("etl").listRuns();
   assert.deepEqual(r, { ok: true, data: [] });
@@ -18,8 +18,8 @@ test("a 503 on a read is retried and then succeeds", async (t) => {
 });
 
 test("a read failing on every attempt reports the status with generic text", async (t) => {
-  const emu = await emulator(t);
-  const api = createJobs({}, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const emu = await emulator(t, { timeScale: 200 });
+  const api = createJobs({}, { env: patEnv(emu, { etl: JOB.etl }) });
   emu.injectFault({ path: "/api/2.2/jobs/get", status: 503, message: "upstream secret text", retryAfter: 0, times: 3 });
   const r = await api("etl").getJob();
   assert.deepEqual(r, { ok: false, status: 503, message: "Service Unavailable" });
@@ -32,8 +32,8 @@ test("a read failing on every attempt reports the status with generic text", asy
 });
 
 test("a 503 on run-now is retried with the same idempotency token and starts one run", async (t) => {
-  const emu = await emulator(t);
-  const api = createJobs({ jobs: { etl: { taskType: "notebook" } } }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const emu = await emulator(t, { timeScale: 200 });
+  const api = createJobs({ jobs: { etl: { taskType: "notebook" } } }, { env: patEnv(emu, { etl: JOB.etl }) });
   emu.injectFault({ path: "/api/2.2/jobs/run-now", status: 503, retryAfter: 0 });
   const r = await api("etl").runNow({ a: 1 });
   assert.equal(r.ok, true);
@@ -52,8 +52,8 @@ test("a 503 on run-now is retried with the same idempotency token and starts one
 });
 
 test("a 429 with Retry-After is honoured before the retry", async (t) => {
-  const emu = await emulator(t);
-  const api = createJobs({}, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const emu = await emulator(t, { timeScale: 200 });
+  const api = createJobs({}, { env: patEnv(emu, { etl: JOB.etl }) });
   // Retry-After 2 s is longer than the default first backoff (1 s to 1.25 s): waiting at least
   // 2 s shows the header was used.
   emu.injectFault({ path: "/api/2.2/jobs/get", status: 429, errorCode: "REQUEST_LIMIT_EXCEEDED", retryAfter: 2 });
@@ -69,7 +69,7 @@ test("a 429 with Retry-After is honoured before the retry", async (t) => {
 });
 
 test("OAuth M2M: discovery, token fetch, reuse, and refresh after expiry", async (t) => {
-  const emu = await emulator(t);
+  const emu = await emulator(t, { timeScale: 200 });
   const env = {
     DATABRICKS_HOST: emu.url.replace(/^http:\/\//, "http://"),
     DATABRICKS_CLIENT_ID: emu.clientId,
@@ -109,7 +109,7 @@ test("OAuth M2M: discovery, token fetch, reuse, and refresh after expiry", async
 });
 
 test("bad credentials give a clear error and no secret", async (t) => {
-  const emu = await emulator(t);
+  const emu = await emulator(t, { timeScale: 200 });
   const api = createJobs({}, {
     env: { DATABRICKS_HOST: emu.url, DATABRICKS_CLIENT_ID: emu.clientId, DATABRICKS_CLIENT_SECRET: "wrong-secret-xyz", DATABRICKS_JOB_ETL: String(JOB.etl) },
   });
@@ -121,10 +121,10 @@ test("bad credentials give a clear error and no secret", async (t) => {
 });
 
 test("the read cache is kept per identity and dropped by run-now", async (t) => {
-  const emu = await emulator(t);
+  const emu = await emulator(t, { timeScale: 200 });
   emu.addUser({ token: "tok-alice", userName: "alice@example.com", defaultPermission: "CAN_MANAGE_RUN" });
   emu.addUser({ token: "tok-bob", userName: "bob@example.com", defaultPermission: "CAN_VIEW" });
-  const api = createJobs({}, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const api = createJobs({}, { env: patEnv(emu, { etl: JOB.etl }) });
   const etl = api("etl");
   const alice = etl.asUser({ headers: { "x-forwarded-access-token": "tok-alice" } });
   const bob = etl.asUser({ headers: { "x-forwarded-access-token": "tok-bob" } });

@@ -6,11 +6,11 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import path from "node:path";
-import { createJobs, JobsError } from "../index.js";
-import { emulator, envFor, JOB, requestsTo } from "./jobs-support.mjs";
+import { createJobs, JobsError } from "appkit-jobs";
+import { emulator, JOB, patEnv, requestsTo } from "./support/emulator.mjs";
 
-const indexUrl = pathToFileURL(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "index.js")).href;
-const bindingUrl = pathToFileURL(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "binding.js")).href;
+const indexUrl = pathToFileURL(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "lib", "index.js")).href;
+const bindingUrl = pathToFileURL(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "lib", "binding.js")).href;
 
 /**
  * Runs `body` (ES module source, with `startEmulator`, `createJobs` imported and `done(value)`
@@ -108,13 +108,13 @@ await emu.stop();
 });
 
 test("runAndWait ends on every terminal state", async (t) => {
-  const emu = await emulator(t);
-  const env = envFor(emu, {
-    DATABRICKS_JOB_OK: String(JOB.etl),
-    DATABRICKS_JOB_FAIL: String(JOB.report),
-    DATABRICKS_JOB_SKIP: "1005",
-    DATABRICKS_JOB_BROKEN: "1006",
-    DATABRICKS_JOB_RETRY: "1007",
+  const emu = await emulator(t, { timeScale: 200 });
+  const env = patEnv(emu, {
+    ok: JOB.etl,
+    fail: JOB.report,
+    skip: 1005,
+    broken: 1006,
+    retry: 1007,
   });
   const api = createJobs({ pollIntervalMs: 10 }, { env });
   const expected = { ok: "TERMINATED", fail: "TERMINATED", skip: "SKIPPED", broken: "INTERNAL_ERROR", retry: "TERMINATED" };
@@ -128,8 +128,8 @@ test("runAndWait ends on every terminal state", async (t) => {
 });
 
 test("a failed trigger throws a JobsError with status text only", async (t) => {
-  const emu = await emulator(t);
-  const api = createJobs({}, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const emu = await emulator(t, { timeScale: 200 });
+  const api = createJobs({}, { env: patEnv(emu, { etl: JOB.etl }) });
   emu.injectFault({ path: "/api/2.2/jobs/run-now", status: 403, message: "very secret upstream text" });
   await assert.rejects(
     async () => {
@@ -140,8 +140,8 @@ test("a failed trigger throws a JobsError with status text only", async (t) => {
 });
 
 test("watchRun re-attaches to a running run; watchers of one run share one poll", async (t) => {
-  const emu = await emulator(t, { timeScale: 0 });
-  const api = createJobs({ pollIntervalMs: 20 }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const emu = await emulator(t, { timeScale: 200, timeScale: 0 });
+  const api = createJobs({ pollIntervalMs: 20 }, { env: patEnv(emu, { etl: JOB.etl }) });
   const etl = api("etl");
   const runId = (await etl.runNow()).data.run_id;
   emu.setRunState(runId, "RUNNING");
@@ -171,9 +171,9 @@ test("watchRun re-attaches to a running run; watchers of one run share one poll"
 });
 
 test("two watchers of one run share one poll", async (t) => {
-  const emu = await emulator(t, { timeScale: 0 });
+  const emu = await emulator(t, { timeScale: 200, timeScale: 0 });
   // A long interval: each poll makes only its immediate first request during this test.
-  const api = createJobs({ pollIntervalMs: 60_000 }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const api = createJobs({ pollIntervalMs: 60_000 }, { env: patEnv(emu, { etl: JOB.etl }) });
   const etl = api("etl");
   const runId = (await etl.runNow()).data.run_id;
   emu.clearRequests();
@@ -194,8 +194,8 @@ test("two watchers of one run share one poll", async (t) => {
 });
 
 test("reads cached before a watched run changed are not served after it", async (t) => {
-  const emu = await emulator(t, { timeScale: 0 });
-  const api = createJobs({ pollIntervalMs: 10 }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const emu = await emulator(t, { timeScale: 200, timeScale: 0 });
+  const api = createJobs({ pollIntervalMs: 10 }, { env: patEnv(emu, { etl: JOB.etl }) });
   const etl = api("etl");
   const runId = (await etl.runNow()).data.run_id;
   assert.equal((await etl.getRun(runId)).data.state.life_cycle_state, "QUEUED"); // now cached
@@ -211,8 +211,8 @@ test("reads cached before a watched run changed are not served after it", async 
 });
 
 test("an already aborted signal starts nothing", async (t) => {
-  const emu = await emulator(t);
-  const api = createJobs({}, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const emu = await emulator(t, { timeScale: 200 });
+  const api = createJobs({}, { env: patEnv(emu, { etl: JOB.etl }) });
   const ac = new AbortController();
   ac.abort();
   const seen = [];
@@ -222,13 +222,13 @@ test("an already aborted signal starts nothing", async (t) => {
 });
 
 test("return() while params are still being validated: the watch that starts after is cancelled and nothing is left registered", async (t) => {
-  const { createJobsRuntime } = await import("../index.js");
-  const emu = await emulator(t, { timeScale: 0 });
+  const { createJobsRuntime } = await import("appkit-jobs");
+  const emu = await emulator(t, { timeScale: 200, timeScale: 0 });
   let release;
   const validated = new Promise((r) => (release = r));
   // A Standard Schema whose validation finishes only when the test says.
   const slow = { "~standard": { version: 1, vendor: "test", validate: async (value) => (await validated, { value }) } };
-  const rt = createJobsRuntime({ pollIntervalMs: 20, jobs: { etl: { params: slow } } }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const rt = createJobsRuntime({ pollIntervalMs: 20, jobs: { etl: { params: slow } } }, { env: patEnv(emu, { etl: JOB.etl }) });
   t.after(() => rt.close());
   const updates = rt.exports("etl").runAndWait({});
   const pending = updates.next();
@@ -247,8 +247,8 @@ test("return() while params are still being validated: the watch that starts aft
 
 test("waits sharing one AbortSignal: one listener on it, abort ends them all, none left after", async (t) => {
   const { getEventListeners } = await import("node:events");
-  const emu = await emulator(t, { timeScale: 0 });
-  const api = createJobs({ pollIntervalMs: 60_000 }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const emu = await emulator(t, { timeScale: 200, timeScale: 0 });
+  const api = createJobs({ pollIntervalMs: 60_000 }, { env: patEnv(emu, { etl: JOB.etl }) });
   t.after(() => api.close());
 
   // Five waits follow one signal; each sees its run QUEUED, then the abort ends every one.
@@ -279,9 +279,9 @@ test("waits sharing one AbortSignal: one listener on it, abort ends them all, no
 });
 
 test("an iterator not read to its end is let go once its run ends (the runtime keeps no reference)", async (t) => {
-  const { createJobsRuntime } = await import("../index.js");
-  const emu = await emulator(t, { timeScale: 0 }); // the run moves only when the test says
-  const rt = createJobsRuntime({ pollIntervalMs: 20 }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const { createJobsRuntime } = await import("appkit-jobs");
+  const emu = await emulator(t, { timeScale: 200, timeScale: 0 }); // the run moves only when the test says
+  const rt = createJobsRuntime({ pollIntervalMs: 20 }, { env: patEnv(emu, { etl: JOB.etl }) });
   t.after(() => rt.close());
   const updates = rt.exports("etl").runAndWait();
   const first = (await updates.next()).value;

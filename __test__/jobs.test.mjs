@@ -4,12 +4,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { z } from "zod";
-import { createJobs, jobs, JobsError, ValidationError } from "../index.js";
-import { emulator, envFor, JOB, lastRunNowBody, requestsTo } from "./jobs-support.mjs";
+import { createJobs, jobs, JobsError, ValidationError } from "appkit-jobs";
+import { emulator, JOB, patEnv, requestsTo } from "./support/emulator.mjs";
 
 test("every JobHandle method answers ExecutionResult from the emulator", async (t) => {
-  const emu = await emulator(t);
-  const api = createJobs({ pollIntervalMs: 20, jobs: { etl: { taskType: "notebook" } } }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const emu = await emulator(t, { timeScale: 200 });
+  const api = createJobs({ pollIntervalMs: 20, jobs: { etl: { taskType: "notebook" } } }, { env: patEnv(emu, { etl: JOB.etl }) });
   t.after(() => api.close());
   const etl = api("etl");
 
@@ -69,16 +69,16 @@ test("every JobHandle method answers ExecutionResult from the emulator", async (
 });
 
 test("task-type mapping reaches run-now as the spec's fields", async (t) => {
-  const emu = await emulator(t);
-  const env = envFor(emu, {
-    DATABRICKS_JOB_NB: String(JOB.etl),
-    DATABRICKS_JOB_WHEEL: String(JOB.etl),
-    DATABRICKS_JOB_SCRIPT: String(JOB.etl),
-    DATABRICKS_JOB_JAR: String(JOB.etl),
-    DATABRICKS_JOB_SQL: String(JOB.etl),
-    DATABRICKS_JOB_DBT: String(JOB.etl),
-    DATABRICKS_JOB_RAW: String(JOB.etl),
-    DATABRICKS_JOB_JP: String(JOB.etl),
+  const emu = await emulator(t, { timeScale: 200 });
+  const env = patEnv(emu, {
+    nb: JOB.etl,
+    wheel: JOB.etl,
+    script: JOB.etl,
+    jar: JOB.etl,
+    sql: JOB.etl,
+    dbt: JOB.etl,
+    raw: JOB.etl,
+    jp: JOB.etl,
   });
   const api = createJobs(
     {
@@ -106,7 +106,7 @@ test("task-type mapping reaches run-now as the spec's fields", async (t) => {
   for (const [key, params, expected] of cases) {
     const r = await api(key).runNow(params);
     assert.equal(r.ok, true, key);
-    const { idempotency_token, ...body } = lastRunNowBody(emu);
+    const { idempotency_token, ...body } = requestsTo(emu, "/jobs/run-now").at(-1)?.body;
     assert.equal(typeof idempotency_token, "string", key);
     assert.ok(idempotency_token.length > 0 && idempotency_token.length <= 64, key);
     assert.deepEqual(body, { job_id: JOB.etl, ...expected }, key);
@@ -116,21 +116,21 @@ test("task-type mapping reaches run-now as the spec's fields", async (t) => {
   await assert.rejects(api("dbt").runNow({ x: 1 }), (e) => e instanceof ValidationError && /dbt/.test(e.message));
   assert.equal(emu.requests().length, before);
   assert.equal((await api("dbt").runNow()).ok, true);
-  assert.deepEqual(Object.keys(lastRunNowBody(emu)).sort(), ["idempotency_token", "job_id"]);
+  assert.deepEqual(Object.keys(requestsTo(emu, "/jobs/run-now").at(-1)?.body).sort(), ["idempotency_token", "job_id"]);
 });
 
 test("a Zod schema is honoured in JS (transforms, defaults) and failures are rejected before any request", async (t) => {
-  const emu = await emulator(t);
+  const emu = await emulator(t, { timeScale: 200 });
   const schema = z.object({
     day: z.string().transform((s) => s.toUpperCase()),
     n: z.number().default(7),
   });
-  const api = createJobs({ jobs: { etl: { taskType: "notebook", params: schema } } }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const api = createJobs({ jobs: { etl: { taskType: "notebook", params: schema } } }, { env: patEnv(emu, { etl: JOB.etl }) });
   const etl = api("etl");
 
   const ok = await etl.runNow({ day: "mon" });
   assert.equal(ok.ok, true);
-  assert.deepEqual(lastRunNowBody(emu).notebook_params, { day: "MON", n: "7" });
+  assert.deepEqual(requestsTo(emu, "/jobs/run-now").at(-1)?.body.notebook_params, { day: "MON", n: "7" });
 
   emu.clearRequests();
   const err = await etl.runNow({ day: 42 }).then(
@@ -158,22 +158,22 @@ test("a Zod schema is honoured in JS (transforms, defaults) and failures are rej
       validate: async (v) => (v.ok === true ? { value: { ok: "yes" } } : { issues: [{ message: "ok must be true", path: ["ok"] }] }),
     },
   };
-  const api2 = createJobs({ jobs: { etl: { taskType: "sql", params: asyncSchema } } }, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const api2 = createJobs({ jobs: { etl: { taskType: "sql", params: asyncSchema } } }, { env: patEnv(emu, { etl: JOB.etl }) });
   await assert.rejects(api2("etl").runNow({ ok: false }), /Parameter validation failed for job "etl": ok: ok must be true/);
   assert.deepEqual(emu.requests(), []);
   assert.equal((await api2("etl").runNow({ ok: true })).ok, true);
-  assert.deepEqual(lastRunNowBody(emu).sql_params, { ok: "yes" });
+  assert.deepEqual(requestsTo(emu, "/jobs/run-now").at(-1)?.body.sql_params, { ok: "yes" });
 });
 
 test("a plain JSON Schema is validated in Rust before anything is sent", async (t) => {
-  const emu = await emulator(t);
+  const emu = await emulator(t, { timeScale: 200 });
   const schema = {
     type: "object",
     required: ["day"],
     properties: { day: { type: "string", pattern: "^[0-9]{4}-[0-9]{2}-[0-9]{2}$" }, dry: { type: "boolean" } },
     additionalProperties: false,
   };
-  const api = createJobs({ jobs: { report: { taskType: "sql", params: schema } } }, { env: envFor(emu, { DATABRICKS_JOB_REPORT: String(JOB.sql) }) });
+  const api = createJobs({ jobs: { report: { taskType: "sql", params: schema } } }, { env: patEnv(emu, { report: JOB.sql }) });
   const report = api("report");
   for (const bad of [{}, { day: "yesterday" }, { day: "2025-01-01", extra: 1 }]) {
     const e = await report.runNow(bad).then(
@@ -193,12 +193,12 @@ test("a plain JSON Schema is validated in Rust before anything is sent", async (
   assert.deepEqual(emu.requests(), []);
   const ok = await report.runNow({ day: "2025-01-01", dry: true });
   assert.equal(ok.ok, true);
-  assert.deepEqual(lastRunNowBody(emu).sql_params, { day: "2025-01-01", dry: "true" });
+  assert.deepEqual(requestsTo(emu, "/jobs/run-now").at(-1)?.body.sql_params, { day: "2025-01-01", dry: "true" });
 });
 
 test("listRuns pages past 25 runs and clamps the limit to 1..100", async (t) => {
-  const emu = await emulator(t);
-  const api = createJobs({}, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const emu = await emulator(t, { timeScale: 200 });
+  const api = createJobs({}, { env: patEnv(emu, { etl: JOB.etl }) });
   const etl = api("etl");
   const ids = [];
   for (let i = 0; i < 30; i++) ids.push((await etl.runNow()).data.run_id);
@@ -226,8 +226,8 @@ test("listRuns pages past 25 runs and clamps the limit to 1..100", async (t) => 
 });
 
 test("getRun, getRunOutput and cancelRun of another job's run answer 404 and never touch it", async (t) => {
-  const emu = await emulator(t, { timeScale: 0 });
-  const api = createJobs({}, { env: envFor(emu, { DATABRICKS_JOB_A: String(JOB.etl), DATABRICKS_JOB_B: String(JOB.report) }) });
+  const emu = await emulator(t, { timeScale: 200, timeScale: 0 });
+  const api = createJobs({}, { env: patEnv(emu, { a: JOB.etl, b: JOB.report }) });
   const other = (await api("b").runNow()).data.run_id;
   emu.clearRequests();
 
@@ -249,8 +249,8 @@ test("getRun, getRunOutput and cancelRun of another job's run answer 404 and nev
 });
 
 test("upstream failures keep their status with generic text only", async (t) => {
-  const emu = await emulator(t);
-  const api = createJobs({}, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl), DATABRICKS_JOB_GONE: "777" }) });
+  const emu = await emulator(t, { timeScale: 200 });
+  const api = createJobs({}, { env: patEnv(emu, { etl: JOB.etl, gone: 777 }) });
   // A missing run: the API answers 400 INVALID_PARAMETER_VALUE with a message we must not leak.
   const missing = await api("etl").getRun(123456);
   assert.equal(missing.ok, false);
@@ -265,8 +265,8 @@ test("upstream failures keep their status with generic text only", async (t) => 
 });
 
 test("multi-task getRunOutput aggregates each task's output", async (t) => {
-  const emu = await emulator(t);
-  const api = createJobs({}, { env: envFor(emu, { DATABRICKS_JOB_MIXED: String(JOB.mixed) }) });
+  const emu = await emulator(t, { timeScale: 200 });
+  const api = createJobs({}, { env: patEnv(emu, { mixed: JOB.mixed }) });
   const mixed = api("mixed");
   const runId = (await mixed.runNow()).data.run_id;
   emu.setRunState(runId, "SUCCESS");
@@ -287,8 +287,8 @@ test("multi-task getRunOutput aggregates each task's output", async (t) => {
 test("run and job ids accept number and bigint; ids above 2^53 keep their precision", async (t) => {
   // Run ids start at 2^53 - 1 (the largest safe integer); each run of this one-task job also
   // takes an id for its task run, so the second run is 2^53 + 1: not a JS number, a bigint.
-  const emu = await emulator(t, { firstRunId: Number.MAX_SAFE_INTEGER });
-  const api = createJobs({ jobs: { etl: { jobId: String(JOB.etl) } } }, { env: envFor(emu) });
+  const emu = await emulator(t, { timeScale: 200, firstRunId: Number.MAX_SAFE_INTEGER });
+  const api = createJobs({ jobs: { etl: { jobId: String(JOB.etl) } } }, { env: patEnv(emu, {}) });
   const etl = api("etl");
   const first = (await etl.runNow()).data.run_id;
   const second = (await etl.runNow()).data.run_id;
@@ -323,8 +323,8 @@ test("run and job ids accept number and bigint; ids above 2^53 keep their precis
 });
 
 test("small ids are plain numbers and accepted as number or bigint", async (t) => {
-  const emu = await emulator(t);
-  const api = createJobs({}, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const emu = await emulator(t, { timeScale: 200 });
+  const api = createJobs({}, { env: patEnv(emu, { etl: JOB.etl }) });
   const id = (await api("etl").runNow()).data.run_id;
   assert.equal(typeof id, "number");
   assert.equal((await api("etl").getRun(BigInt(id))).data.run_id, id);
@@ -344,8 +344,8 @@ test("small ids are plain numbers and accepted as number or bigint", async (t) =
 });
 
 test("unknown keys, env discovery and the DATABRICKS_JOB_ID default rule", async (t) => {
-  const emu = await emulator(t);
-  const base = envFor(emu);
+  const emu = await emulator(t, { timeScale: 200 });
+  const base = patEnv(emu, {});
 
   const single = createJobs({}, { env: { ...base, DATABRICKS_JOB_ID: String(JOB.etl) } });
   assert.deepEqual(single.keys, ["default"]);
@@ -371,7 +371,7 @@ test("unknown keys, env discovery and the DATABRICKS_JOB_ID default rule", async
 });
 
 test("jobs() returns AppKit plugin data whose exports() is the same callable", async (t) => {
-  const emu = await emulator(t);
+  const emu = await emulator(t, { timeScale: 200 });
   const data = jobs({ jobs: { etl: { taskType: "notebook" } } });
   assert.equal(data.name, "jobs");
   assert.deepEqual(data.config, { jobs: { etl: { taskType: "notebook" } } });
@@ -382,7 +382,7 @@ test("jobs() returns AppKit plugin data whose exports() is the same callable", a
     for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
     Object.assign(process.env, saved);
   });
-  Object.assign(process.env, envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }));
+  Object.assign(process.env, patEnv(emu, { etl: JOB.etl }));
   const plugin = new data.plugin({ ...data.config, name: "jobs" });
   const exported = plugin.exports();
   assert.equal(typeof exported, "function");
@@ -392,9 +392,9 @@ test("jobs() returns AppKit plugin data whose exports() is the same callable", a
 });
 
 test("asUser reads x-forwarded-access-token (express or plain headers, any case) and runs as the user", async (t) => {
-  const emu = await emulator(t);
+  const emu = await emulator(t, { timeScale: 200 });
   emu.addUser({ token: "user-token-alice", userName: "alice@example.com", defaultPermission: "CAN_MANAGE_RUN" });
-  const api = createJobs({}, { env: envFor(emu, { DATABRICKS_JOB_ETL: String(JOB.etl) }) });
+  const api = createJobs({}, { env: patEnv(emu, { etl: JOB.etl }) });
   const etl = api("etl");
 
   await etl.asUser({ headers: { "X-Forwarded-Access-Token": "user-token-alice" } }).getJob();

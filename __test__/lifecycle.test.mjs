@@ -16,8 +16,8 @@ function runChild(body) {
   const script = `
     import { createRequire } from "node:module";
     const require = createRequire(${JSON.stringify(ROOT + "/")});
-    const { createJobs, startEmulator } = require("./index.js");
-    const { createJobsHandler } = require("./http.js");
+    const { createJobs, startEmulator } = require("./lib/index.js");
+    const { createJobsHandler } = require("./lib/http.js");
     const http = require("node:http");
     const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
     const emu = await startEmulator({ timeScale: 0 });

@@ -6,7 +6,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { z } from "zod";
-import { API, at, drain, emulator, jobsFor, patEnv, routes } from "./support/reliability.mjs";
+import { API, at, emulator, jobsFor, patEnv } from "./support/emulator.mjs";
+import { routes } from "./support/http.mjs";
+import { drain } from "./support/util.mjs";
 
 const schema = z
   .object({

@@ -7,7 +7,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { performance } from "node:perf_hooks";
-import { createJobs, startEmulator } from "../index.js";
+import { createJobs, startEmulator } from "appkit-jobs";
 
 const JOB_ID = 4401;
 const POLL_MS = 100;

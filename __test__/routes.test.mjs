@@ -5,16 +5,18 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import { createRequire } from "node:module";
 import { z } from "zod";
-import { startEmu, emuEnv, requestsTo, parseSse, isTerminalRun, eventually } from "./routes-support.mjs";
+import { patEnv, requestsTo } from "./support/emulator.mjs";
+import { sseEvents } from "./support/http.mjs";
+import { isTerminalRun, until } from "./support/util.mjs";
 
 const require = createRequire(import.meta.url);
-const { createJobsHandler } = require("../http.js");
-const { JobsPlugin } = require("../plugin.js");
+const { createJobsHandler } = require("appkit-jobs/http");
+const { JobsPlugin, startEmulator } = require("appkit-jobs");
 const express = require("express");
 
 let emu;
 before(async () => {
-  emu = await startEmu({ timeScale: 20 });
+  emu = await startEmulator({ timeScale: 20 });
 });
 after(async () => {
   await emu?.stop();
@@ -31,7 +33,7 @@ function close(server) {
 
 function makeHandler(extra = {}) {
   return createJobsHandler({
-    env: emuEnv(emu, { etl: 1001, other: 1002, slow: 1003 }),
+    env: patEnv(emu, { etl: 1001, other: 1002, slow: 1003 }),
     pollIntervalMs: 40,
     jobs: {
       etl: { taskType: "notebook", params: z.object({ date: z.string() }) },
@@ -140,7 +142,7 @@ test("node:http: routes under /api/jobs, fallback for the rest, SSE, close()", a
 
     const stream = await fetch(`${base}/api/jobs/etl/runs/${runId}/stream`);
     assert.equal(stream.headers.get("content-type"), "text/event-stream; charset=utf-8");
-    const { events } = parseSse(await stream.text());
+    const events = sseEvents(await stream.text());
     assert.ok(isTerminalRun(events.at(-1).data.run));
 
     // close() ends open streams (the run goes on).
@@ -152,7 +154,7 @@ test("node:http: routes under /api/jobs, fallback for the rest, SSE, close()", a
     assert.equal((await reader.read()).done, false);
     handler.close();
     while (!(await reader.read()).done);
-    assert.ok(await eventually(() => handler.plugin.activeStreamCount() === 0));
+    await until(() => handler.plugin.activeStreamCount() === 0);
     assert.equal(emu.getRun(slowId).state.life_cycle_state, "RUNNING");
     emu.setRunState(slowId, "SUCCESS");
   } finally {

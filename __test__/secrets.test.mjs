@@ -7,10 +7,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import util from "node:util";
 import { createRequire } from "node:module";
-import { API, at, drain, emulator, openSse, routes, sleep, until } from "./support/reliability.mjs";
+import { API, at, emulator } from "./support/emulator.mjs";
+import { openSse, routes } from "./support/http.mjs";
+import { drain, sleep, until } from "./support/util.mjs";
 
 const require = createRequire(import.meta.url);
-const { createJobs, jobs: jobsPlugin } = require("../index.js");
+const { createJobs, jobs: jobsPlugin } = require("appkit-jobs");
 
 const SP_TOKEN = "dapiSPSECRET0000000000000000000001";
 const CLIENT_SECRET = "doseOAUTHSECRET00000000000000000002";

@@ -14,7 +14,7 @@
 //    (`apt-get install wrk`) instead, and waits for Ctrl-C.
 // Not a test: nothing here asserts on speed.
 import http from "node:http";
-import { startEmulator } from "../emulator.js";
+import { startEmulator } from "appkit-jobs/emulator";
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {

@@ -100,11 +100,11 @@ const TARGETS = {
 function findAddon(explicit) {
   let file = explicit && path.resolve(explicit);
   if (!file) {
-    const found = fs.readdirSync(ROOT).filter((f) => /^appkit-jobs\..+\.node$/.test(f));
+    const found = fs.readdirSync(path.join(ROOT, "lib")).filter((f) => /^appkit-jobs\..+\.node$/.test(f));
     if (found.length === 0) return undefined;
-    file = path.join(ROOT, found[0]);
+    file = path.join(ROOT, "lib", found[0]);
   }
-  if (!fs.existsSync(file) || !fs.existsSync(path.join(ROOT, "binding.js"))) return undefined;
+  if (!fs.existsSync(file) || !fs.existsSync(path.join(ROOT, "lib", "binding.js"))) return undefined;
   const { size, mtime } = fs.statSync(file);
   let profile = "unknown";
   const triple = `${os.arch() === "x64" ? "x86_64" : os.arch()}-unknown-linux-gnu`;
@@ -414,7 +414,7 @@ async function main() {
     quick: QUICK,
     addon,
     build,
-    coldOurs: coldRequire(["-e", "const t=performance.now();require('./index.js');require('./binding.js');process.stdout.write(String(performance.now()-t))"], addonEnv),
+    coldOurs: coldRequire(["-e", "const t=performance.now();require('./lib/index.js');require('./lib/binding.js');process.stdout.write(String(performance.now()-t))"], addonEnv),
     coldStock: coldRequire(["--input-type=module", "-e", "const t=performance.now();await import('@databricks/appkit');process.stdout.write(String(performance.now()-t))"], process.env),
   };
 

@@ -16,7 +16,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const require = createRequire(import.meta.url);
-const { createJobsHandler } = require("../http.js");
+const { createJobsHandler } = require("appkit-jobs/http");
 
 const here = dirname(fileURLToPath(import.meta.url));
 const PUBLIC = join(here, "public");
@@ -80,7 +80,7 @@ export async function startDemo(options = {}) {
   let jobsConfig;
   if (!env.DATABRICKS_HOST) {
     mode = "emulator";
-    const { startEmulator } = require("../index.js");
+    const { startEmulator } = require("appkit-jobs");
     const timeScale = options.timeScale ?? (Number(env.DEMO_TIME_SCALE) || 1);
     emulator = await startEmulator({ port: 0, timeScale });
     env.DATABRICKS_HOST = emulator.url;

@@ -8,8 +8,10 @@ use futures::FutureExt;
 use napi_derive::napi;
 use serde_json::Value;
 
-/// The result of a native call: `{ ok: true, data }` or `{ ok: false, status, code, message }`.
-/// `message` is always public text (`JobsError::public_message`): never a secret or an upstream message.
+/// The result of a native call: `{ ok: true, data }` or `{ ok: false, status, code, message,
+/// reject }`. `message` is always public text (`JobsError::public_message`): never a secret or
+/// an upstream message. `reject` marks a caller's mistake (`JobsError::rejects`), which the JS
+/// API throws instead of resolving to `{ ok: false }`.
 #[napi(object)]
 pub struct BindingOutcome {
     pub ok: bool,
@@ -17,6 +19,7 @@ pub struct BindingOutcome {
     pub status: Option<u32>,
     pub code: Option<String>,
     pub message: Option<String>,
+    pub reject: Option<bool>,
 }
 
 impl BindingOutcome {
@@ -27,6 +30,7 @@ impl BindingOutcome {
             status: None,
             code: None,
             message: None,
+            reject: None,
         }
     }
 
@@ -38,6 +42,7 @@ impl BindingOutcome {
             status: None,
             code: None,
             message: None,
+            reject: None,
         }
     }
 
@@ -48,6 +53,7 @@ impl BindingOutcome {
             status: Some(u32::from(error.status())),
             code: Some(error.code()),
             message: Some(error.public_message()),
+            reject: Some(error.rejects()),
         }
     }
 

@@ -1,9 +1,9 @@
 //! `BindingJobs`: the core `Jobs` service of one plugin instance, seen from Node.
 //! Built once (registry, client pool, cache, poller); every call only converts arguments.
 //!
-//! Crossing conventions (jobs.js is the only caller):
+//! Crossing conventions (the JS runtime is the only caller):
 //! - identity: `token: Option<String>`, a user's access token, or none for the service principal;
-//! - run ids: decimal strings (jobs.js accepts `number | bigint`), parsed to `i64` here;
+//! - run ids: `string | number | bigint` as the caller gave them, read by `ids` in the core;
 //! - params: a JSON string (`JSON.stringify` keeps integers exact, napi's number conversion
 //!   would turn integers above 2^32 into floats);
 //! - results: `BindingOutcome` (errors as data); integers above 2^53 reach JS as `bigint`.
@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use appkit_jobs_core::auth::Identity;
+use appkit_jobs_core::ids;
 use appkit_jobs_core::jobs::Jobs;
 use appkit_jobs_core::poller::{RunUpdate, RunWatch};
 use appkit_jobs_core::registry::PluginConfig;
@@ -31,12 +32,15 @@ fn identity(token: Option<String>) -> Identity {
     }
 }
 
-fn parse_run_id(run_id: &str) -> appkit_jobs_core::Result<i64> {
-    match run_id.trim().parse::<i64>() {
-        Ok(id) if id > 0 => Ok(id),
-        _ => Err(JobsError::InvalidRequest(format!(
-            "Invalid run id {run_id:?}: expected a positive integer"
-        ))),
+/// The `i64` of a run id from JS (decimal text, a number or a bigint), or the core's `InvalidRequest` for anything else.
+pub fn run_id_of(id: Either3<String, f64, BigInt>) -> appkit_jobs_core::Result<i64> {
+    match id {
+        Either3::A(text) => ids::run_id(&text),
+        Either3::B(n) => ids::from_f64(n).ok_or_else(|| ids::invalid_run_id(&n.to_string())),
+        Either3::C(big) => match big.get_i64() {
+            (n, true) if n > 0 => Ok(n),
+            (n, _) => Err(ids::invalid_run_id(&format!("{n}n"))),
+        },
     }
 }
 
@@ -140,7 +144,6 @@ impl Watches {
 
 impl BindingJobs {
     /// The shared core, for the other bindings over the same instance (routes).
-    #[allow(dead_code)]
     pub(crate) fn core(&self) -> Arc<Jobs> {
         self.core.clone()
     }
@@ -166,7 +169,7 @@ impl BindingJobs {
     /// Where watch events go: `wake()` is called (on the JS thread, without keeping Node alive)
     /// when events are waiting; JS then calls `takeEvents()`. Set once, before any watch.
     #[napi]
-    pub fn deliver_to(&self, wake: Wake) {
+    pub fn deliver_to(&self, #[napi(ts_arg_type = "() => void")] wake: Wake) {
         self.delivery.wake_with(wake);
     }
 
@@ -253,11 +256,11 @@ impl BindingJobs {
         &self,
         key: String,
         token: Option<String>,
-        run_id: String,
+        run_id: Either3<String, f64, BigInt>,
     ) -> BindingOutcome {
         let core = self.core.clone();
         guarded(async move {
-            let run_id = match parse_run_id(&run_id) {
+            let run_id = match run_id_of(run_id) {
                 Ok(id) => id,
                 Err(e) => return BindingOutcome::err(&e),
             };
@@ -271,11 +274,11 @@ impl BindingJobs {
         &self,
         key: String,
         token: Option<String>,
-        run_id: String,
+        run_id: Either3<String, f64, BigInt>,
     ) -> BindingOutcome {
         let core = self.core.clone();
         guarded(async move {
-            let run_id = match parse_run_id(&run_id) {
+            let run_id = match run_id_of(run_id) {
                 Ok(id) => id,
                 Err(e) => return BindingOutcome::err(&e),
             };
@@ -298,11 +301,11 @@ impl BindingJobs {
         &self,
         key: String,
         token: Option<String>,
-        run_id: String,
+        run_id: Either3<String, f64, BigInt>,
     ) -> BindingOutcome {
         let core = self.core.clone();
         guarded(async move {
-            let run_id = match parse_run_id(&run_id) {
+            let run_id = match run_id_of(run_id) {
                 Ok(id) => id,
                 Err(e) => return BindingOutcome::err(&e),
             };
@@ -316,8 +319,8 @@ impl BindingJobs {
 
     /// `runAndWait` as one cancellable watch, `id`: triggers the run (params as for
     /// `runNow`), then follows it, delivering events tagged `id`. `cancelWatch(id)` while the
-    /// run-now is in flight drops it, so no retry is sent after an abort. A failed trigger is an
-    /// error outcome whose message starts with `Failed to trigger job run: `.
+    /// run-now is in flight drops it, so no retry is sent after an abort. A failed trigger's
+    /// message is `JobsError::trigger_message`.
     #[napi]
     pub fn start_and_watch(
         &self,
@@ -336,25 +339,22 @@ impl BindingJobs {
             .start(id, WatchInner::new(state, self.delivery.clone()));
     }
 
-    /// A watch, `id`, over a run of `key`: (when `checked`) verifies that the run belongs to
-    /// the job, then joins the shared poll, delivering events tagged `id`. `checked: false` is
-    /// for a run this process just started with `runNow`.
+    /// A watch, `id`, over a run of `key`: verifies that the run belongs to the job, then
+    /// joins the shared poll, delivering events tagged `id`.
     #[napi]
     pub fn watch(
         &self,
         id: u32,
         key: String,
         token: Option<String>,
-        run_id: String,
-        checked: bool,
+        run_id: Either3<String, f64, BigInt>,
     ) {
-        let state = match parse_run_id(&run_id) {
+        let state = match run_id_of(run_id) {
             Ok(run_id) => WatchState::Pending {
                 core: self.core.clone(),
                 key,
                 identity: identity(token),
                 run_id,
-                checked,
             },
             Err(e) => WatchState::Failed(e),
         };
@@ -386,7 +386,6 @@ enum WatchState {
         key: String,
         identity: Identity,
         run_id: i64,
-        checked: bool,
     },
     Active {
         watch: RunWatch,
@@ -431,16 +430,10 @@ impl WatchInner {
                 key,
                 identity,
                 run_id,
-                checked,
             } => {
-                let started = if checked {
-                    // Boxed: the ownership read's future is large (HTTP client state) and would
-                    // otherwise stay inline in the watch's driver for the whole watch.
-                    Box::pin(core.watch_run(&key, &identity, run_id)).await
-                } else {
-                    core.watch_started_run(&key, &identity, run_id)
-                };
-                match started {
+                // Boxed: the ownership read's future is large (HTTP client state) and would
+                // otherwise stay inline in the watch's driver for the whole watch.
+                match Box::pin(core.watch_run(&key, &identity, run_id)).await {
                     Ok(watch) => *state = WatchState::Active { watch },
                     Err(e) => return Step::Failed(BindingOutcome::err(&e)),
                 }
@@ -451,43 +444,17 @@ impl WatchInner {
                 identity,
                 params_json,
             } => {
-                let triggered = match parse_params(params_json) {
-                    Ok(params) => Box::pin(core.run_now(&key, &identity, params)).await,
+                let started = match parse_params(params_json) {
+                    Ok(params) => Box::pin(core.start_and_watch(&key, &identity, params)).await,
                     Err(e) => Err(e),
                 };
-                let run_id = match triggered {
-                    Ok(started) => match appkit_jobs_core::run::run_id(&started) {
-                        Some(run_id) => run_id,
-                        None => {
-                            let e = JobsError::Internal(String::new());
-                            let mut outcome = BindingOutcome::err(&e);
-                            outcome.status = Some(502);
-                            outcome.message = Some("run-now answered without a run_id".into());
-                            return Step::Failed(outcome);
-                        }
-                    },
+                match started {
+                    Ok(watch) => *state = WatchState::Active { watch },
                     Err(e) => {
-                        // The caller's own mistakes keep their message; an upstream failure
-                        // reads "Failed to trigger job run: <status text>".
                         let mut outcome = BindingOutcome::err(&e);
-                        if !matches!(
-                            e,
-                            JobsError::Validation { .. }
-                                | JobsError::UnknownJob { .. }
-                                | JobsError::JobIdMissing { .. }
-                                | JobsError::Config(_)
-                                | JobsError::InvalidRequest(_)
-                        ) {
-                            outcome.message = outcome
-                                .message
-                                .map(|m| format!("Failed to trigger job run: {m}"));
-                        }
+                        outcome.message = Some(e.trigger_message());
                         return Step::Failed(outcome);
                     }
-                };
-                match core.watch_started_run(&key, &identity, run_id) {
-                    Ok(watch) => *state = WatchState::Active { watch },
-                    Err(e) => return Step::Failed(BindingOutcome::err(&e)),
                 }
             }
             WatchState::Failed(e) => return Step::Failed(BindingOutcome::err(&e)),

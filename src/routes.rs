@@ -78,11 +78,13 @@ impl BindingRouter {
     }
 }
 
-/// `kind` is `"json"` (`status`, `body`), `"empty"` (`status`) or `"stream"` (`takeStream()`).
+/// `kind` is `"json"` (`status`, `body`), `"empty"` (`status`) or `"stream"` (`takeStream()`);
+/// `headers` are the ones to send with it.
 #[napi]
 pub struct BindingRouteResponse {
     kind: &'static str,
     status: u16,
+    headers: &'static [(&'static str, &'static str)],
     body: Option<Value>,
     stream: Mutex<Option<EventStream>>,
 }
@@ -90,6 +92,7 @@ pub struct BindingRouteResponse {
 impl From<RouteResponse> for BindingRouteResponse {
     fn from(r: RouteResponse) -> Self {
         let status = r.status();
+        let headers = r.headers();
         let (kind, body, stream) = match r {
             RouteResponse::Json { body, .. } => ("json", Some(body), None),
             RouteResponse::Empty { .. } => ("empty", None, None),
@@ -98,6 +101,7 @@ impl From<RouteResponse> for BindingRouteResponse {
         BindingRouteResponse {
             kind,
             status,
+            headers,
             body,
             stream: Mutex::new(stream),
         }
@@ -114,6 +118,14 @@ impl BindingRouteResponse {
     #[napi(getter)]
     pub fn status(&self) -> u32 {
         self.status as u32
+    }
+
+    #[napi(getter)]
+    pub fn headers(&self) -> HashMap<String, String> {
+        self.headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[napi(getter)]

@@ -23,7 +23,7 @@ import {
   type RunNowResponse,
   type RunOutput,
   type TaskType,
-} from "../../index.js";
+} from "appkit-jobs";
 
 const taskType: TaskType = "notebook";
 const zodJob: JobConfig = {

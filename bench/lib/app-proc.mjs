@@ -133,7 +133,7 @@ async function boot() {
   const config = { pollIntervalMs: task.pollIntervalMs, jobs: { [JOB_KEY]: { taskType: "notebook" } } };
   let data;
   if (task.side === "ours") {
-    const { jobs } = require("../../index.js");
+    const { jobs } = require("appkit-jobs");
     data = jobs({ ...config, heartbeatMs: 10_000 });
   } else {
     const { jobs } = await import("@databricks/appkit");

@@ -4,7 +4,7 @@
 import { createRequire } from "node:module";
 
 const require = createRequire(import.meta.url);
-const { startEmulator } = require("../../emulator.js");
+const { startEmulator } = require("appkit-jobs/emulator");
 
 const options = JSON.parse(process.argv[2] ?? "{}");
 const emu = await startEmulator({ port: 0, ...options });

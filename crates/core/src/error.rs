@@ -50,6 +50,11 @@ pub enum JobsError {
     #[error("Could not reach the Databricks workspace: {0}")]
     Network(String),
 
+    /// The workspace answered 2xx with something the Jobs API never sends (e.g. a run-now
+    /// answer without a `run_id`).
+    #[error("Unexpected answer from the Jobs API: {0}")]
+    InvalidResponse(String),
+
     /// A call (including its retries) ran past its tier's timeout.
     #[error("Request timed out after {0}ms")]
     Timeout(u64),
@@ -88,6 +93,7 @@ impl JobsError {
                 .clone()
                 .unwrap_or_else(|| "UPSTREAM_ERROR".into()),
             JobsError::Network(_) => "NETWORK_ERROR".into(),
+            JobsError::InvalidResponse(_) => "INVALID_RESPONSE".into(),
             JobsError::Timeout(_) => "TIMEOUT".into(),
             JobsError::PollTimeout { .. } => "POLL_TIMEOUT".into(),
             JobsError::Aborted => "ABORTED".into(),
@@ -103,7 +109,7 @@ impl JobsError {
             JobsError::Unauthenticated(_) => 401,
             JobsError::JobIdMissing { .. } | JobsError::Config(_) | JobsError::Internal(_) => 500,
             JobsError::Api { status, .. } => *status,
-            JobsError::Network(_) => 502,
+            JobsError::Network(_) | JobsError::InvalidResponse(_) => 502,
             JobsError::Timeout(_) | JobsError::PollTimeout { .. } => 504,
             JobsError::Aborted => 499,
         }
@@ -114,8 +120,31 @@ impl JobsError {
     pub fn public_message(&self) -> String {
         match self {
             JobsError::Api { status, .. } => status_text(*status).to_string(),
-            JobsError::Network(_) => status_text(502).to_string(),
+            JobsError::Network(_) | JobsError::InvalidResponse(_) => status_text(502).to_string(),
             other => other.to_string(),
+        }
+    }
+
+    /// A mistake of the caller or of the configuration: the programmatic API rejects with it
+    /// instead of resolving to `{ ok: false }`, since only the caller can fix it.
+    pub fn rejects(&self) -> bool {
+        matches!(
+            self,
+            JobsError::Validation { .. }
+                | JobsError::UnknownJob { .. }
+                | JobsError::JobIdMissing { .. }
+                | JobsError::Config(_)
+                | JobsError::InvalidRequest(_)
+        )
+    }
+
+    /// The public message of a run-now that failed inside `runAndWait`: the caller's own
+    /// mistakes as they are, anything else as `Failed to trigger job run: <status text>`.
+    pub fn trigger_message(&self) -> String {
+        if self.rejects() {
+            self.public_message()
+        } else {
+            format!("Failed to trigger job run: {}", self.public_message())
         }
     }
 

@@ -223,20 +223,25 @@ impl From<()> for CacheArg {
     }
 }
 
-/// Identifies one cached read. `scope` is `Identity::scope()`, so one identity's data is never
+/// Identifies one cached read. `partition` is `Identity::partition()`, so one identity's data is never
 /// served to another; `job_id` lets a write drop the job's stale entries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    pub scope: u64,
+    pub partition: u64,
     pub op: &'static str,
     pub job_id: i64,
     pub arg: CacheArg,
 }
 
 impl CacheKey {
-    pub fn new(scope: u64, op: &'static str, job_id: i64, arg: impl Into<CacheArg>) -> CacheKey {
+    pub fn new(
+        partition: u64,
+        op: &'static str,
+        job_id: i64,
+        arg: impl Into<CacheArg>,
+    ) -> CacheKey {
         CacheKey {
-            scope,
+            partition,
             op,
             job_id,
             arg: arg.into(),

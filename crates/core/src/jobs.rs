@@ -4,7 +4,7 @@
 //! - Writes: `run_now` sends an `idempotency_token` generated once per logical call, so the
 //!   write tier may retry it on transient failures without ever starting two runs; `cancel_run`
 //!   is idempotent and retried the same way. Both drop the job's cached reads.
-//! - Reads go through the read cache (keyed by `Identity::scope()`, so one identity's data is
+//! - Reads go through the read cache (keyed by `Identity::partition()`, so one identity's data is
 //!   never served to another) and the read tier (retries, `Retry-After`, timeout).
 //! - Scope: `get_run`, `get_run_output`, `cancel_run` and `watch_run` first read the run and
 //!   answer `NotFound` when it belongs to another job, without touching it.
@@ -13,6 +13,7 @@
 //!   whose output could not be read carries `error_status` and `error` (status text) instead.
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{self, StreamExt};
@@ -23,7 +24,10 @@ use crate::client::{ClientOptions, JobsClient, ListRuns};
 use crate::error::{status_text, JobsError, Result};
 use crate::exec::{self, CacheKey, ExecSettings, ReadCache, TierPolicy};
 use crate::params;
-use crate::poller::{FetchRun, OnUpdate, PollSettings, Poller, RunUpdate, RunWatch, WatchOptions};
+use crate::poller::{
+    FetchRun, OnUpdate, PollSettings, Poller, RunUpdate, RunWatch, WatchOptions,
+    DEFAULT_POLL_INTERVAL,
+};
 use crate::registry::{JobEntry, PluginConfig, Registry};
 use crate::run;
 
@@ -38,7 +42,7 @@ const CACHE_ENTRIES: u64 = 10_000;
 const OWNER_ENTRIES: usize = 50_000;
 
 /// Which job each run belongs to, as read by one identity: a run's `job_id` never changes, so
-/// ownership checks need no second read. Keyed by `(Identity::scope(), run_id)`: one identity's
+/// ownership checks need no second read. Keyed by `(Identity::partition(), run_id)`: one identity's
 /// reads never vouch for another's access. Bounded (FIFO).
 #[derive(Default)]
 struct Owners {
@@ -47,13 +51,13 @@ struct Owners {
 }
 
 impl Owners {
-    fn get(&self, scope: u64, run_id: i64) -> Option<i64> {
-        self.map.get(&(scope, run_id)).copied()
+    fn get(&self, partition: u64, run_id: i64) -> Option<i64> {
+        self.map.get(&(partition, run_id)).copied()
     }
 
-    fn insert(&mut self, scope: u64, run_id: i64, job_id: i64) {
-        if self.map.insert((scope, run_id), job_id).is_none() {
-            self.order.push_back((scope, run_id));
+    fn insert(&mut self, partition: u64, run_id: i64, job_id: i64) {
+        if self.map.insert((partition, run_id), job_id).is_none() {
+            self.order.push_back((partition, run_id));
             while self.order.len() > OWNER_ENTRIES {
                 if let Some(old) = self.order.pop_front() {
                     self.map.remove(&old);
@@ -121,19 +125,23 @@ impl Jobs {
         // Once per shared state change (not per watcher): the job's cached lists and runs are
         // stale now, and the poll's read tells which job the run belongs to.
         let (update_cache, update_owners) = (cache.clone(), owners.clone());
-        let on_update: OnUpdate = Arc::new(move |scope: u64, run_id: i64, update: &RunUpdate| {
-            if let Some(job_id) = update.job_id {
-                update_owners
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(scope, run_id, job_id);
-                update_cache.invalidate_job(job_id);
-            }
-        });
+        let on_update: OnUpdate =
+            Arc::new(move |partition: u64, run_id: i64, update: &RunUpdate| {
+                if let Some(job_id) = update.job_id {
+                    update_owners
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(partition, run_id, job_id);
+                    update_cache.invalidate_job(job_id);
+                }
+            });
         let poller = Poller::with_on_update(
             fetch,
             PollSettings {
-                base_interval: config.poll_interval(),
+                base_interval: config
+                    .poll_interval_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(DEFAULT_POLL_INTERVAL),
                 max_requests_per_second: config.max_requests_per_second,
             },
             Some(on_update),
@@ -225,7 +233,7 @@ impl Jobs {
         op: &'static str,
         limit: usize,
     ) -> Result<Value> {
-        let key = CacheKey::new(id.scope(), op, job_id, limit as i64);
+        let key = CacheKey::new(id.partition(), op, job_id, limit as i64);
         self.cache
             .get_or_fetch(key, async {
                 let q = ListRuns {
@@ -242,7 +250,7 @@ impl Jobs {
 
     /// runs/get through the cache, keyed by the handle's job. Remembers the run's job.
     async fn cached_run(&self, id: &Identity, job_id: i64, run_id: i64) -> Result<Value> {
-        let key = CacheKey::new(id.scope(), "getRun", job_id, run_id);
+        let key = CacheKey::new(id.partition(), "getRun", job_id, run_id);
         let run = self
             .cache
             .get_or_fetch(key, async {
@@ -250,23 +258,23 @@ impl Jobs {
             })
             .await?;
         if let Some(owner) = run::job_id(&run) {
-            self.remember_owner(id.scope(), run_id, owner);
+            self.remember_owner(id.partition(), run_id, owner);
         }
         Ok(run)
     }
 
-    fn remember_owner(&self, scope: u64, run_id: i64, job_id: i64) {
+    fn remember_owner(&self, partition: u64, run_id: i64, job_id: i64) {
         self.owners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(scope, run_id, job_id);
+            .insert(partition, run_id, job_id);
     }
 
-    fn known_owner(&self, scope: u64, run_id: i64) -> Option<i64> {
+    fn known_owner(&self, partition: u64, run_id: i64) -> Option<i64> {
         self.owners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(scope, run_id)
+            .get(partition, run_id)
     }
 
     fn not_found(key: &str, run_id: i64) -> JobsError {
@@ -287,7 +295,7 @@ impl Jobs {
         let (_, job_id) = self.entry(key)?;
         Self::checked_run_id(run_id)?;
         if self
-            .known_owner(id.scope(), run_id)
+            .known_owner(id.partition(), run_id)
             .is_some_and(|o| o != job_id)
         {
             return Err(Self::not_found(key, run_id));
@@ -305,7 +313,7 @@ impl Jobs {
     async fn check_owner(&self, key: &str, id: &Identity, run_id: i64, paced: bool) -> Result<i64> {
         let (_, job_id) = self.entry(key)?;
         Self::checked_run_id(run_id)?;
-        let owner = match self.known_owner(id.scope(), run_id) {
+        let owner = match self.known_owner(id.partition(), run_id) {
             Some(owner) => Some(owner),
             None => {
                 if paced {
@@ -398,7 +406,7 @@ impl Jobs {
         run_id: i64,
     ) -> BoxFuture<'a, Result<Value>> {
         async move {
-            let key = CacheKey::new(id.scope(), "getRunOutput", job_id, run_id);
+            let key = CacheKey::new(id.partition(), "getRunOutput", job_id, run_id);
             self.cache
                 .get_or_fetch(key, async {
                     exec::execute(&self.settings.read, || {
@@ -414,7 +422,7 @@ impl Jobs {
     /// The job definition (pages merged).
     pub async fn get_job(&self, key: &str, id: &Identity) -> Result<Value> {
         let (_, job_id) = self.entry(key)?;
-        let cache_key = CacheKey::new(id.scope(), "getJob", job_id, ());
+        let cache_key = CacheKey::new(id.partition(), "getJob", job_id, ());
         self.cache
             .get_or_fetch(cache_key, async {
                 exec::execute(&self.settings.read, || self.client.get_job(id, job_id)).await
@@ -439,8 +447,24 @@ impl Jobs {
         self.watch_started_run(key, id, run_id)
     }
 
-    /// `watch_run` without the ownership check, for a run this service just started for `key`
-    /// (`runAndWait`, the streaming run route). Must be called within a Tokio runtime.
+    /// Triggers the job (as `run_now`), then follows the run it started: `runAndWait` and the
+    /// streaming run route. The watch's `run_id()` is the new run's. Must be called within a
+    /// Tokio runtime.
+    pub async fn start_and_watch(
+        &self,
+        key: &str,
+        id: &Identity,
+        params: Option<Value>,
+    ) -> Result<RunWatch> {
+        let started = self.run_now(key, id, params).await?;
+        let run_id = run::run_id(&started).ok_or_else(|| {
+            JobsError::InvalidResponse("run-now answered without a run_id".into())
+        })?;
+        self.watch_started_run(key, id, run_id)
+    }
+
+    /// `watch_run` without the ownership check, for a run this service just started for `key`.
+    /// Must be called within a Tokio runtime.
     pub fn watch_started_run(&self, key: &str, id: &Identity, run_id: i64) -> Result<RunWatch> {
         let entry = self.registry.get(key)?;
         Ok(self.poller.watch(
@@ -456,22 +480,6 @@ impl Jobs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::{Emulator, EmulatorOptions, FaultSpec, JobSpec};
-    use serde_json::json;
-
-    fn env(emu: &Emulator, extra: &[(&str, &str)]) -> HashMap<String, String> {
-        let mut env = HashMap::new();
-        env.insert("DATABRICKS_HOST".to_string(), emu.url());
-        env.insert("DATABRICKS_TOKEN".to_string(), emu.token());
-        for (k, v) in extra {
-            env.insert(k.to_string(), v.to_string());
-        }
-        env
-    }
-
-    fn config(v: Value) -> PluginConfig {
-        serde_json::from_value(v).unwrap()
-    }
 
     #[test]
     fn limits_and_tokens() {
@@ -483,195 +491,5 @@ mod tests {
         let a = idempotency_token();
         assert!(a.len() <= 64);
         assert_ne!(a, idempotency_token());
-    }
-
-    #[tokio::test]
-    async fn run_now_sends_one_token_and_retries_without_a_second_run() {
-        let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
-        let job_id = 1001; // a sample job of the emulator
-        let jobs = Jobs::new(
-            config(json!({})),
-            env(&emu, &[("DATABRICKS_JOB_ETL", &job_id.to_string())]),
-        );
-        emu.inject_fault(FaultSpec {
-            path: "/api/2.2/jobs/run-now".into(),
-            status: Some(503),
-            retry_after: Some(0),
-            ..Default::default()
-        })
-        .unwrap();
-        let started = jobs
-            .run_now("etl", &Identity::ServicePrincipal, None)
-            .await
-            .unwrap();
-        assert!(run::run_id(&started).is_some());
-        assert_eq!(emu.run_count(), 1);
-        let posts: Vec<_> = emu
-            .requests()
-            .into_iter()
-            .filter(|r| r.path.ends_with("/run-now"))
-            .collect();
-        assert_eq!(posts.len(), 2);
-        let t0 = posts[0].body["idempotency_token"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        assert_eq!(
-            posts[1].body["idempotency_token"].as_str(),
-            Some(t0.as_str())
-        );
-        emu.stop().await;
-    }
-
-    #[tokio::test]
-    async fn another_jobs_run_is_not_found_and_untouched() {
-        let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
-        let (a, b) = (1001, 1002); // sample jobs of the emulator
-        let jobs = Jobs::new(
-            config(json!({})),
-            env(
-                &emu,
-                &[
-                    ("DATABRICKS_JOB_A", &a.to_string()),
-                    ("DATABRICKS_JOB_B", &b.to_string()),
-                ],
-            ),
-        );
-        let sp = Identity::ServicePrincipal;
-        let started = jobs.run_now("b", &sp, None).await.unwrap();
-        let run_id = run::run_id(&started).unwrap();
-        emu.clear_requests();
-        for err in [
-            jobs.get_run("a", &sp, run_id).await.unwrap_err(),
-            jobs.get_run_output("a", &sp, run_id).await.unwrap_err(),
-            jobs.cancel_run("a", &sp, run_id).await.unwrap_err(),
-        ] {
-            assert_eq!(err.status(), 404);
-            assert_eq!(
-                err.to_string(),
-                format!("Run {run_id} not found for job \"a\"")
-            );
-        }
-        assert!(jobs.watch_run("a", &sp, run_id).await.is_err());
-        // Only reads of the run went out: no cancel, no output.
-        assert!(emu.requests().iter().all(|r| r.path.ends_with("/runs/get")));
-        emu.stop().await;
-    }
-
-    #[tokio::test]
-    async fn a_runs_job_is_read_once_per_identity_for_ownership_checks() {
-        let emu = Emulator::start(EmulatorOptions {
-            time_scale: Some(0.0),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let (a, b) = (1001, 1002); // sample jobs of the emulator
-        let jobs = Jobs::new(
-            config(json!({})),
-            env(
-                &emu,
-                &[
-                    ("DATABRICKS_JOB_A", &a.to_string()),
-                    ("DATABRICKS_JOB_B", &b.to_string()),
-                ],
-            ),
-        );
-        let sp = Identity::ServicePrincipal;
-        let run_id = run::run_id(&jobs.run_now("b", &sp, None).await.unwrap()).unwrap();
-        emu.clear_requests();
-        let gets = |emu: &Emulator| {
-            emu.requests()
-                .iter()
-                .filter(|r| r.path.ends_with("/runs/get"))
-                .count()
-        };
-        // The first watch reads the run once to check it; its poll reads it too.
-        let mut w = jobs.watch_run("b", &sp, run_id).await.unwrap();
-        w.next().await.unwrap().unwrap();
-        let after_first = gets(&emu);
-        assert_eq!(after_first, 2);
-        // Later watches and checks, even after an update dropped the read cache, read nothing.
-        let mut more = Vec::new();
-        for _ in 0..5 {
-            more.push(jobs.watch_run("b", &sp, run_id).await.unwrap());
-        }
-        assert!(jobs.watch_run("a", &sp, run_id).await.is_err());
-        assert_eq!(
-            jobs.get_run("a", &sp, run_id).await.unwrap_err().status(),
-            404
-        );
-        assert_eq!(gets(&emu), after_first);
-        // Another identity's reads vouch for nothing: a user checks for itself.
-        let user = Identity::user("token-of-someone");
-        let _ = jobs.watch_run("b", &user, run_id).await;
-        assert_eq!(gets(&emu), after_first + 1);
-        drop((w, more));
-        emu.stop().await;
-    }
-
-    #[tokio::test]
-    async fn multi_task_output_is_aggregated() {
-        let spec: JobSpec = serde_json::from_value(json!({
-            "id": 4242, "name": "multi", "tasks": [
-                {"taskKey": "extract"}, {"taskKey": "load"}
-            ],
-            "durationMs": 1
-        }))
-        .unwrap();
-        let emu = Emulator::start(EmulatorOptions {
-            jobs: Some(vec![spec]),
-            time_scale: Some(1000.0),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let jobs = Jobs::new(
-            config(json!({})),
-            env(&emu, &[("DATABRICKS_JOB_MULTI", "4242")]),
-        );
-        let sp = Identity::ServicePrincipal;
-        let run_id = run::run_id(&jobs.run_now("multi", &sp, None).await.unwrap()).unwrap();
-        emu.set_run_state(run_id, "SUCCESS").unwrap();
-        let out = jobs.get_run_output("multi", &sp, run_id).await.unwrap();
-        let tasks = out["tasks"].as_array().unwrap();
-        assert_eq!(tasks.len(), 2);
-        assert_eq!(tasks[0]["task_key"], "extract");
-        assert_eq!(tasks[1]["task_key"], "load");
-        assert!(tasks.iter().all(|t| t["run_id"].as_i64().is_some()));
-        assert_eq!(run::run_id(&out["metadata"]), Some(run_id));
-        emu.stop().await;
-    }
-
-    #[tokio::test]
-    async fn output_of_a_150_task_run_covers_every_task_in_order() {
-        let emu = Emulator::start(EmulatorOptions {
-            time_scale: Some(1000.0),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        // Sample job 1004 has 150 tasks: runs/get pages are merged, then 150 outputs fetched.
-        let jobs = Jobs::new(
-            config(json!({})),
-            env(&emu, &[("DATABRICKS_JOB_WIDE", "1004")]),
-        );
-        let sp = Identity::ServicePrincipal;
-        let run_id = run::run_id(&jobs.run_now("wide", &sp, None).await.unwrap()).unwrap();
-        emu.set_run_state(run_id, "SUCCESS").unwrap();
-        let run = jobs.get_run("wide", &sp, run_id).await.unwrap();
-        let out = jobs.get_run_output("wide", &sp, run_id).await.unwrap();
-        let tasks = out["tasks"].as_array().unwrap();
-        assert_eq!(tasks.len(), 150);
-        let want: Vec<_> = run["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["run_id"].clone())
-            .collect();
-        let got: Vec<_> = tasks.iter().map(|t| t["run_id"].clone()).collect();
-        assert_eq!(got, want);
-        assert!(tasks.iter().all(|t| t.get("error_status").is_none()));
-        emu.stop().await;
     }
 }

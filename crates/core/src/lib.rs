@@ -2,17 +2,29 @@
 //! One module per concept; `jobs` ties them together for the binding and the routes.
 pub mod auth;
 pub mod client;
-pub mod emulator;
 pub mod error;
 pub mod exec;
+pub mod http;
+pub mod ids;
 pub mod jobs;
 pub mod params;
 pub mod poller;
 pub mod registry;
 pub mod routes;
 pub mod run;
-
-#[cfg(test)]
-mod reliability_tests;
+pub mod schema;
 
 pub use error::{JobsError, Result};
+
+/// An environment map from pairs, for tests.
+#[cfg(test)]
+pub(crate) mod test_env {
+    use std::collections::HashMap;
+
+    pub fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}

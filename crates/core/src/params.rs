@@ -1,5 +1,5 @@
-//! Run-now params: JSON Schema validation (the `jsonschema` crate, drafts 4 to 2020-12) and the
-//! mapping of a params object onto the run-now request.
+//! Run-now params: validated against the job's schema (`schema.rs`), then mapped onto the run-now
+//! request.
 //!
 //! Mapping (`build_run_now_request`):
 //!
@@ -30,77 +30,10 @@ use serde_json::{Map, Value};
 
 use crate::error::{JobsError, Result};
 use crate::registry::{JobEntry, TaskType};
+use crate::schema::{json_type, truncate};
 
 /// The Jobs API limit on each `*_params` field, in bytes of JSON.
 pub const MAX_PARAMS_FIELD_BYTES: usize = 10_000;
-/// Cap on the validation detail text (errors are listed until this is reached).
-pub const MAX_DETAIL_CHARS: usize = 1_000;
-/// Cap on one schema error's message (instance values may be echoed in it).
-const MAX_ERROR_CHARS: usize = 200;
-
-/// A compiled params JSON Schema. Built once per job (in `Registry::new`).
-pub struct ParamsValidator {
-    validator: jsonschema::Validator,
-}
-
-impl std::fmt::Debug for ParamsValidator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ParamsValidator")
-    }
-}
-
-impl ParamsValidator {
-    /// Compile a JSON Schema (draft detected from `$schema`, 2020-12 by default). External
-    /// `$ref`s are not fetched. A broken schema is a `Config` error.
-    pub fn compile(schema: &Value) -> Result<ParamsValidator> {
-        Self::compile_detail(schema)
-            .map_err(|d| JobsError::Config(format!("Invalid params JSON Schema: {d}")))
-    }
-
-    /// As `compile`, with the bare description of what is wrong with the schema.
-    pub(crate) fn compile_detail(schema: &Value) -> std::result::Result<ParamsValidator, String> {
-        jsonschema::validator_for(schema)
-            .map(|validator| ParamsValidator { validator })
-            .map_err(|e| truncate(&e.to_string(), MAX_ERROR_CHARS))
-    }
-
-    /// `Ok` when `instance` satisfies the schema, else a `Validation` error whose detail lists
-    /// each failure as `<instance path or (root)>: <message>`, joined by `; ` and capped.
-    pub fn validate(&self, job_key: &str, instance: &Value) -> Result<()> {
-        let mut detail = String::new();
-        let mut listed = 0usize;
-        let mut total = 0usize;
-        for err in self.validator.iter_errors(instance) {
-            total += 1;
-            let path = public_path(&err.instance_path().to_string());
-            let path = if path.is_empty() {
-                "(root)".to_string()
-            } else {
-                path
-            };
-            let item = format!(
-                "{}: {}",
-                truncate(&path, 100),
-                truncate(&public_error(&err), MAX_ERROR_CHARS)
-            );
-            if detail.len() + item.len() + 2 > MAX_DETAIL_CHARS && listed > 0 {
-                continue;
-            }
-            if listed > 0 {
-                detail.push_str("; ");
-            }
-            detail.push_str(&item);
-            listed += 1;
-        }
-        if total == 0 {
-            return Ok(());
-        }
-        if total > listed {
-            detail.push_str(&format!("; and {} more", total - listed));
-        }
-        Err(JobsError::validation(job_key, detail))
-    }
-}
 
 /// The run-now request body for `entry` with `params` validated and mapped:
 /// `{ "job_id": <id>, ...param fields }`. No `idempotency_token`: the caller adds it.
@@ -277,76 +210,11 @@ fn args(key: &str, task: TaskType, params: &Map<String, Value>) -> Result<Value>
     Ok(Value::Array(out))
 }
 
-/// The JSON type name of a value, for error messages that must not echo the value itself.
-pub(crate) fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-/// At most `max` characters, with `...` when cut.
-/// A schema error as text that does not echo the caller's input: the offending value (which
-/// jsonschema prints first) reads `value`, property names the schema does not know are not
-/// listed, and control or bidi characters are dropped.
-fn public_error(err: &jsonschema::ValidationError<'_>) -> String {
-    use jsonschema::error::ValidationErrorKind as Kind;
-    let text = match err.kind() {
-        Kind::AdditionalProperties { .. } => "Additional properties are not allowed".to_string(),
-        Kind::UnevaluatedProperties { .. } => "Unevaluated properties are not allowed".to_string(),
-        Kind::AdditionalItems { .. } => "Additional items are not allowed".to_string(),
-        Kind::UnevaluatedItems { .. } => "Unevaluated items are not allowed".to_string(),
-        Kind::PropertyNames { .. } => "A property name is not allowed".to_string(),
-        _ => {
-            let text = err.to_string();
-            let instance = err.instance().to_string();
-            match text.strip_prefix(instance.as_str()) {
-                Some(rest) => format!("value{rest}"),
-                None if instance.len() > 2 && text.contains(instance.as_str()) => {
-                    text.replacen(instance.as_str(), "value", 1)
-                }
-                None => text,
-            }
-        }
-    };
-    printable(&text)
-}
-
-/// An instance path (JSON pointer) with only `[A-Za-z0-9_/-]` kept: property names may come
-/// from the caller.
-fn public_path(path: &str) -> String {
-    path.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '/' | '-'))
-        .collect()
-}
-
-/// `s` without control, bidi and other invisible format characters.
-pub(crate) fn printable(s: &str) -> String {
-    s.chars()
-        .filter(|c| {
-            !c.is_control()
-                && !matches!(*c as u32, 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0xFEFF)
-        })
-        .collect()
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(3)).collect();
-    out.push_str("...");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::registry::{PluginConfig, Registry};
+    use crate::schema::MAX_DETAIL_CHARS;
     use serde_json::json;
     use std::collections::HashMap;
 

@@ -1,6 +1,6 @@
 //! The shared polling engine behind `runAndWait`, `watchRun` and SSE streams.
 //!
-//! - One poll task per `(identity.scope(), run_id)`, however many watchers: each watcher holds
+//! - One poll task per `(identity.partition(), run_id)`, however many watchers: each watcher holds
 //!   a receiver of the poll's `tokio::sync::watch` channel (no task per watcher). A new watcher
 //!   gets the latest state at once; every later state change reaches every watcher.
 //! - The last watcher leaving (dropped, finished, or timed out) stops the poll task promptly,
@@ -47,8 +47,11 @@ pub type FetchRun =
     Arc<dyn Fn(Identity, i64) -> BoxFuture<'static, Result<PolledRun>> + Send + Sync>;
 
 /// Called once per published update of a shared poll (not once per watcher), with the
-/// identity scope and run id of the poll, before any watcher sees the update.
+/// identity partition and run id of the poll, before any watcher sees the update.
 pub type OnUpdate = Arc<dyn Fn(u64, i64, &RunUpdate) + Send + Sync>;
+
+/// The base poll interval when `pollIntervalMs` is not set.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Growth of the poll interval per poll (state changes included).
 const BACKOFF_FACTOR: f64 = 1.5;
@@ -74,7 +77,7 @@ pub struct PollSettings {
 impl Default for PollSettings {
     fn default() -> Self {
         PollSettings {
-            base_interval: Duration::from_millis(crate::registry::DEFAULT_POLL_INTERVAL_MS),
+            base_interval: DEFAULT_POLL_INTERVAL,
             max_requests_per_second: None,
         }
     }
@@ -209,10 +212,10 @@ impl Poller {
         &self.inner.settings
     }
 
-    /// Follow `run_id` as `identity`: joins the shared poll of `(identity.scope(), run_id)` or
+    /// Follow `run_id` as `identity`: joins the shared poll of `(identity.partition(), run_id)` or
     /// starts it. Must be called within a Tokio runtime.
     pub fn watch(&self, identity: &Identity, run_id: i64, options: WatchOptions) -> RunWatch {
-        let key = (identity.scope(), run_id);
+        let key = (identity.partition(), run_id);
         let rx = {
             let mut polls = self.inner.polls.lock().unwrap();
             match polls.get(&key) {
@@ -389,7 +392,7 @@ fn jittered(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range((1.0 - JITTER)..=(1.0 + JITTER)))
 }
 
-/// The poll of one `(scope, run)`. Ends on a terminal state, a permanent error, or when no
+/// The poll of one `(partition, run)`. Ends on a terminal state, a permanent error, or when no
 /// watcher is left.
 async fn poll_loop(
     inner: Arc<Inner>,
@@ -581,7 +584,7 @@ mod tests {
     /// A call the fake `runs/get` received.
     #[derive(Debug, Clone)]
     struct Call {
-        scope: u64,
+        partition: u64,
         run_id: i64,
         at: Instant,
     }
@@ -589,7 +592,7 @@ mod tests {
     type Script = dyn Fn(&Identity, i64, usize) -> Result<Value> + Send + Sync;
 
     /// A fake `runs/get`: `script(identity, run_id, n)` answers the n-th call (0-based) for
-    /// that run and scope; every call is recorded.
+    /// that run and partition; every call is recorded.
     struct Fake {
         calls: Arc<Mutex<Vec<Call>>>,
         pending_forever: Arc<std::sync::atomic::AtomicBool>,
@@ -609,11 +612,11 @@ mod tests {
                 let n = *counts
                     .lock()
                     .unwrap()
-                    .entry((identity.scope(), run_id))
+                    .entry((identity.partition(), run_id))
                     .and_modify(|n| *n += 1)
                     .or_insert(0);
                 calls.push(Call {
-                    scope: identity.scope(),
+                    partition: identity.partition(),
                     run_id,
                     at: Instant::now(),
                 });
@@ -740,12 +743,12 @@ mod tests {
         });
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
-        let on_update: OnUpdate = Arc::new(move |scope, run_id, u: &RunUpdate| {
+        let on_update: OnUpdate = Arc::new(move |partition, run_id, u: &RunUpdate| {
             assert!(!u.beyond_js_numbers);
             seen2
                 .lock()
                 .unwrap()
-                .push((scope, run_id, u.status.clone().unwrap()));
+                .push((partition, run_id, u.status.clone().unwrap()));
         });
         let poller = Poller::with_on_update(fetch, settings(1000), Some(on_update));
         let watchers: Vec<_> = (0..25)
@@ -991,7 +994,10 @@ mod tests {
         let calls = fake.calls();
         assert!(calls.len() >= 12);
         let gap = (calls[11].at - calls[10].at).as_secs_f64();
-        assert!(gap >= 6.0 * 0.8 - 1e-6 && gap <= 6.0 * 1.2 + 1e-6, "{gap}");
+        assert!(
+            (6.0 * 0.8 - 1e-6..=6.0 * 1.2 + 1e-6).contains(&gap),
+            "{gap}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1114,34 +1120,34 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn identities_never_share_a_poll() {
         let (fake, fetch) = fake(|identity, run_id, n| {
-            Ok(json!({"run_id": run_id, "seen_by": identity.scope(),
+            Ok(json!({"run_id": run_id, "seen_by": identity.partition(),
                        "state": {"life_cycle_state": if n < 2 { "RUNNING" } else { "TERMINATED" }}}))
         });
         let poller = Poller::new(fetch, settings(1000));
         let alice = Identity::user("token-of-alice");
         let bob = Identity::user("token-of-bob");
         let ws = [
-            (alice.scope(), poller.watch(&alice, 1, long())),
-            (bob.scope(), poller.watch(&bob, 1, long())),
+            (alice.partition(), poller.watch(&alice, 1, long())),
+            (bob.partition(), poller.watch(&bob, 1, long())),
             (0, poller.watch(&Identity::ServicePrincipal, 1, long())),
-            (alice.scope(), poller.watch(&alice, 1, long())),
+            (alice.partition(), poller.watch(&alice, 1, long())),
         ];
         assert_eq!(poller.active_polls(), 3);
         let mut tasks = Vec::new();
-        for (scope, w) in ws {
-            tasks.push(tokio::spawn(async move { (scope, collect(w).await) }));
+        for (partition, w) in ws {
+            tasks.push(tokio::spawn(async move { (partition, collect(w).await) }));
         }
         for t in tasks {
-            let (scope, items) = t.await.unwrap();
+            let (partition, items) = t.await.unwrap();
             assert_eq!(statuses(&items), ["RUNNING", "TERMINATED"]);
             for item in &items {
-                assert_eq!(item.as_ref().unwrap().run()["seen_by"], scope);
+                assert_eq!(item.as_ref().unwrap().run()["seen_by"], partition);
             }
         }
         // Two polls until terminal for each of the three identities.
         let calls = fake.calls();
-        for scope in [alice.scope(), bob.scope(), 0] {
-            assert_eq!(calls.iter().filter(|c| c.scope == scope).count(), 3);
+        for partition in [alice.partition(), bob.partition(), 0] {
+            assert_eq!(calls.iter().filter(|c| c.partition == partition).count(), 3);
         }
     }
 

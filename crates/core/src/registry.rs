@@ -21,10 +21,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::error::{JobsError, Result};
-use crate::params::ParamsValidator;
+use crate::ids;
+use crate::schema::{json_type, ParamsValidator};
 
-/// Default `pollIntervalMs`.
-pub const DEFAULT_POLL_INTERVAL_MS: u64 = 5_000;
 /// Default per-job `waitTimeout`.
 pub const DEFAULT_WAIT_TIMEOUT_MS: u64 = 600_000;
 /// Env var prefix of discovered jobs.
@@ -127,17 +126,6 @@ pub struct PluginConfig {
     pub jobs: BTreeMap<String, JobConfig>,
     /// Client-side limit of poll requests per second for this workspace (fair across runs).
     pub max_requests_per_second: Option<f64>,
-}
-
-impl PluginConfig {
-    /// `pollIntervalMs` or its default (never below 1 ms).
-    pub fn poll_interval(&self) -> Duration {
-        Duration::from_millis(
-            self.poll_interval_ms
-                .unwrap_or(DEFAULT_POLL_INTERVAL_MS)
-                .max(1),
-        )
-    }
 }
 
 /// One registered job, prepared once.
@@ -248,8 +236,8 @@ impl Registry {
             let job_id = cfg
                 .job_id
                 .as_ref()
-                .and_then(parse_job_id_value)
-                .or_else(|| env.get(&env_var).and_then(|v| parse_job_id_str(v)));
+                .and_then(ids::from_json)
+                .or_else(|| env.get(&env_var).and_then(|v| ids::parse(v.trim())));
             let (validator, schema_error) = match (&cfg.params, cfg.external_schema) {
                 (Some(schema), false) if !schema.is_null() => {
                     match ParamsValidator::compile_detail(schema) {
@@ -320,27 +308,6 @@ pub fn env_var_for(key: &str) -> String {
     }
 }
 
-/// A positive integer job id from a string (surrounding spaces allowed).
-pub fn parse_job_id_str(s: &str) -> Option<i64> {
-    s.trim().parse::<i64>().ok().filter(|id| *id > 0)
-}
-
-/// A positive integer job id from a JSON number (integral floats accepted) or numeric string.
-pub fn parse_job_id_value(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
-                    .map(|f| f as i64)
-            })
-            .filter(|id| *id > 0),
-        Value::String(s) => parse_job_id_str(s),
-        _ => None,
-    }
-}
-
 /// Milliseconds from a JSON number: JS numbers may cross as floats (`5000.0`). `null` is unset.
 fn de_opt_ms<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
     use serde::de::Error;
@@ -360,7 +327,7 @@ fn de_opt_ms<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>
         }
         Some(other) => Err(D::Error::custom(format!(
             "expected a number of milliseconds, got {}",
-            crate::params::json_type(&other)
+            json_type(&other)
         ))),
     }
 }
@@ -377,14 +344,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_env::env;
     use serde_json::json;
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn config(v: Value) -> PluginConfig {
         serde_json::from_value(v).unwrap()
@@ -564,7 +525,7 @@ mod tests {
                               "params": null, "jobParameters": null, "zod": {}}}
         }));
         assert_eq!(c.timeout, Some(30000));
-        assert_eq!(c.poll_interval(), Duration::from_millis(250));
+        assert_eq!(c.poll_interval_ms, Some(250));
         assert_eq!(c.max_requests_per_second, Some(15.0));
         let etl = &c.jobs["etl"];
         assert_eq!(etl.task_type, Some(TaskType::PythonWheel));
@@ -574,10 +535,7 @@ mod tests {
 
         let empty = config(json!({"jobs": null, "pollIntervalMs": null}));
         assert!(empty.jobs.is_empty());
-        assert_eq!(
-            empty.poll_interval(),
-            Duration::from_millis(DEFAULT_POLL_INTERVAL_MS)
-        );
+        assert_eq!(empty.poll_interval_ms, None);
 
         assert!(serde_json::from_value::<PluginConfig>(json!({"timeout": "soon"})).is_err());
         assert!(serde_json::from_value::<PluginConfig>(

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Identity;
 use crate::error::JobsError;
+use crate::ids;
 use crate::jobs::Jobs;
 use crate::poller::RunWatch;
 use crate::run;
@@ -31,6 +32,8 @@ pub const MAX_UNVALIDATED_PARAM_KEYS: usize = 50;
 /// Default and bounds of `GET /:jobKey/runs?limit=`.
 pub const DEFAULT_LIST_LIMIT: i64 = 20;
 pub const MAX_LIST_LIMIT: i64 = 100;
+/// Headers of every JSON response.
+pub const JSON_HEADERS: [(&str, &str); 1] = [("Content-Type", "application/json; charset=utf-8")];
 /// Headers of every SSE response.
 pub const SSE_HEADERS: [(&str, &str); 3] = [
     ("Content-Type", "text/event-stream; charset=utf-8"),
@@ -83,6 +86,15 @@ impl RouteResponse {
         match self {
             RouteResponse::Json { status, .. } | RouteResponse::Empty { status } => *status,
             RouteResponse::Stream(_) => 200,
+        }
+    }
+
+    /// The headers to send with this response (the glue adds only `Content-Length`).
+    pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            RouteResponse::Json { .. } => &JSON_HEADERS,
+            RouteResponse::Empty { .. } => &[],
+            RouteResponse::Stream(_) => &SSE_HEADERS,
         }
     }
 
@@ -203,7 +215,7 @@ impl Router {
                 Err(e) => RouteResponse::from_error(&e),
             },
             Route::GetRun(key, id) => {
-                let Some(run_id) = parse_run_id(id) else {
+                let Some(run_id) = ids::parse(id) else {
                     return invalid_run_id();
                 };
                 match self.jobs.get_run(key, &sp, run_id).await {
@@ -215,7 +227,7 @@ impl Router {
                 }
             }
             Route::Cancel(key, id) => {
-                let Some(run_id) = parse_run_id(id) else {
+                let Some(run_id) = ids::parse(id) else {
                     return invalid_run_id();
                 };
                 match self.jobs.cancel_run(key, &sp, run_id).await {
@@ -224,7 +236,7 @@ impl Router {
                 }
             }
             Route::Reattach(key, id) => {
-                let Some(run_id) = parse_run_id(id) else {
+                let Some(run_id) = ids::parse(id) else {
                     return invalid_run_id();
                 };
                 // An EventSource reconnect of this same URL sends Last-Event-ID: keep counting.
@@ -234,7 +246,7 @@ impl Router {
                     None => 0,
                 };
                 match self.jobs.watch_run(key, &sp, run_id).await {
-                    Ok(watch) => self.stream(key, run_id, after, StreamStart::Watching(watch)),
+                    Ok(watch) => self.stream(run_id, after, watch),
                     Err(e) => RouteResponse::from_error(&e),
                 }
             }
@@ -252,7 +264,7 @@ impl Router {
                     return invalid_last_event_id();
                 };
                 return match self.jobs.watch_run(key, &sp, run_id).await {
-                    Ok(watch) => self.stream(key, run_id, seq, StreamStart::Watching(watch)),
+                    Ok(watch) => self.stream(run_id, seq, watch),
                     Err(e) => RouteResponse::from_error(&e),
                 };
             }
@@ -262,22 +274,26 @@ impl Router {
             Ok(p) => p,
             Err(resp) => return resp,
         };
-        let started = match self.jobs.run_now(key, &sp, params).await {
-            Ok(v) => v,
-            Err(e) => return RouteResponse::from_error(&e),
-        };
-        let Some(run_id) = run::run_id(&started) else {
-            return RouteResponse::error(502, crate::error::status_text(502));
-        };
         if !streaming {
-            return RouteResponse::Json {
-                status: 200,
-                body: json!({ "runId": run_id }),
+            return match self.jobs.run_now(key, &sp, params).await {
+                Ok(started) => match run::run_id(&started) {
+                    Some(run_id) => RouteResponse::Json {
+                        status: 200,
+                        body: json!({ "runId": run_id }),
+                    },
+                    None => RouteResponse::from_error(&JobsError::InvalidResponse(
+                        "run-now answered without a run_id".into(),
+                    )),
+                },
+                Err(e) => RouteResponse::from_error(&e),
             };
         }
-        // The run exists now: from here on every failure is an SSE error event, so that a
-        // client retrying on an HTTP error can never start a second run.
-        self.stream(key, run_id, 0, StreamStart::Open)
+        // Once the run exists every failure is an SSE error event, so that a client retrying
+        // on an HTTP error can never start a second run.
+        match self.jobs.start_and_watch(key, &sp, params).await {
+            Ok(watch) => self.stream(watch.run_id(), 0, watch),
+            Err(e) => RouteResponse::from_error(&e),
+        }
     }
 
     /// The checks of the run route, before anything is sent upstream.
@@ -334,7 +350,7 @@ impl Router {
         Ok(Some(params))
     }
 
-    fn stream(&self, key: &str, run_id: i64, after_seq: u64, start: StreamStart) -> RouteResponse {
+    fn stream(&self, run_id: i64, after_seq: u64, watch: RunWatch) -> RouteResponse {
         let cancel = self
             .generation
             .lock()
@@ -342,15 +358,13 @@ impl Router {
             .child_token();
         let (tx, rx) = mpsc::channel(16);
         let producer = Producer {
-            jobs: self.jobs.clone(),
-            key: key.to_string(),
             run_id,
             seq: after_seq,
             tx,
             cancel: cancel.clone(),
             _active: ActiveGuard::new(self.active.clone()),
         };
-        tokio::spawn(producer.run(start));
+        tokio::spawn(producer.run(watch));
         RouteResponse::Stream(EventStream {
             rx,
             heartbeat: self.options.heartbeat,
@@ -378,13 +392,6 @@ impl<'a> Route<'a> {
     }
 }
 
-enum StreamStart {
-    /// The watcher is already open (re-attach: ownership was checked before the stream began).
-    Watching(RunWatch),
-    /// A run just started: open its watcher inside the stream.
-    Open,
-}
-
 /// Counts a live producer until it is dropped.
 struct ActiveGuard(Arc<AtomicUsize>);
 
@@ -404,8 +411,6 @@ impl Drop for ActiveGuard {
 /// Turns a run watcher into SSE frames. Ends at a terminal state, on an error, when the
 /// stream is dropped or cancelled, or on `abort_all`; the watcher is dropped with it.
 struct Producer {
-    jobs: Arc<Jobs>,
-    key: String,
     run_id: i64,
     seq: u64,
     tx: mpsc::Sender<String>,
@@ -414,30 +419,17 @@ struct Producer {
 }
 
 impl Producer {
-    async fn run(mut self, start: StreamStart) {
+    async fn run(mut self, watch: RunWatch) {
         let cancel = self.cancel.clone();
         let tx = self.tx.clone();
         tokio::select! {
             _ = cancel.cancelled() => {}
             _ = tx.closed() => {}
-            _ = self.produce(start) => {}
+            _ = self.produce(watch) => {}
         }
     }
 
-    async fn produce(&mut self, start: StreamStart) {
-        let mut watch = match start {
-            StreamStart::Watching(w) => w,
-            StreamStart::Open => {
-                match self.jobs.watch_started_run(
-                    &self.key,
-                    &Identity::ServicePrincipal,
-                    self.run_id,
-                ) {
-                    Ok(w) => w,
-                    Err(e) => return self.send_error(&e).await,
-                }
-            }
-        };
+    async fn produce(&mut self, mut watch: RunWatch) {
         while let Some(item) = watch.next().await {
             match item {
                 Ok(update) => {
@@ -537,7 +529,7 @@ pub fn event_id(run_id: i64, seq: u64) -> String {
 /// `<runId>:<seq>` with a positive run id; anything else is `None`.
 pub fn parse_event_id(id: &str) -> Option<(i64, u64)> {
     let (run, seq) = id.trim().split_once(':')?;
-    let run_id = parse_run_id(run)?;
+    let run_id = ids::parse(run)?;
     if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -588,15 +580,6 @@ pub fn sse_error_code(e: &JobsError) -> &'static str {
         }
         _ => "INTERNAL_ERROR",
     }
-}
-
-/// A run id from a path segment: ASCII digits only (no sign, exponent, hex, fraction),
-/// positive and within i64. `None` means 400 `Invalid runId`.
-pub fn parse_run_id(s: &str) -> Option<i64> {
-    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse::<i64>().ok().filter(|id| *id > 0)
 }
 
 /// `?limit=` as the stock plugin reads it (leading integer, 0 or missing means the default),
@@ -652,57 +635,16 @@ fn invalid_last_event_id() -> RouteResponse {
     RouteResponse::error(400, "Invalid Last-Event-ID")
 }
 
+/// A path segment with its percent-escapes decoded (invalid UTF-8 replaced).
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(b) = hex {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::{Emulator, EmulatorOptions};
-    use crate::registry::PluginConfig;
-
-    #[test]
-    fn run_ids_are_strict_positive_integers() {
-        assert_eq!(parse_run_id("123"), Some(123));
-        assert_eq!(parse_run_id("100000000001"), Some(100_000_000_001));
-        assert_eq!(parse_run_id("9223372036854775807"), Some(i64::MAX));
-        for bad in [
-            "",
-            "0",
-            "-1",
-            "+1",
-            "1e3",
-            "0x10",
-            "1.5",
-            "1.0",
-            " 1",
-            "1 ",
-            "abc",
-            "12a",
-            "9223372036854775808",
-            "99999999999999999999999",
-        ] {
-            assert_eq!(parse_run_id(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn limit_defaults_and_clamps_like_the_stock_plugin() {
@@ -785,439 +727,5 @@ mod tests {
             sse_error_code(&JobsError::PollTimeout { run_id: 1, ms: 5 }),
             "TIMEOUT"
         );
-    }
-
-    // ------------------------------------------------------------------ against the emulator
-
-    struct Fixture {
-        emu: Emulator,
-        router: Router,
-    }
-
-    async fn fixture(time_scale: f64, poll_ms: u64, heartbeat: Duration) -> Fixture {
-        let emu = Emulator::start(EmulatorOptions {
-            time_scale: Some(time_scale),
-            ..Default::default()
-        })
-        .await
-        .expect("emulator");
-        let env: HashMap<String, String> = [
-            ("DATABRICKS_HOST", emu.url()),
-            ("DATABRICKS_TOKEN", emu.token()),
-            ("DATABRICKS_JOB_ETL", "1001".to_string()),
-            ("DATABRICKS_JOB_OTHER", "1002".to_string()),
-            ("DATABRICKS_JOB_SCHEMA", "1004".to_string()),
-            ("DATABRICKS_JOB_SLOW", "1003".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let config: PluginConfig = serde_json::from_value(json!({
-            "pollIntervalMs": poll_ms,
-            "jobs": {
-                "etl": { "taskType": "notebook" },
-                "slow": { "taskType": "sql" },
-                "schema": { "params": {
-                    "type": "object",
-                    "properties": { "date": { "type": "string" } },
-                    "required": ["date"],
-                    "additionalProperties": false
-                } }
-            }
-        }))
-        .expect("config");
-        let jobs = Arc::new(Jobs::new(config, env));
-        Fixture {
-            emu,
-            router: Router::new(jobs, RouterOptions { heartbeat }),
-        }
-    }
-
-    fn req(method: &str, path: &str) -> RouteRequest {
-        RouteRequest::new(method, path)
-    }
-
-    fn with_body(method: &str, path: &str, body: Value) -> RouteRequest {
-        RouteRequest {
-            body: Bytes::from(body.to_string()),
-            ..RouteRequest::new(method, path)
-        }
-    }
-
-    fn json_of(r: RouteResponse) -> (u16, Value) {
-        match r {
-            RouteResponse::Json { status, body } => (status, body),
-            other => panic!("expected JSON, got {other:?}"),
-        }
-    }
-
-    fn stream_of(r: RouteResponse) -> EventStream {
-        match r {
-            RouteResponse::Stream(s) => s,
-            other => panic!("expected a stream, got {other:?}"),
-        }
-    }
-
-    /// Reads a stream to its end; returns (id, event, data) of each event and the heartbeat count.
-    async fn drain(mut s: EventStream) -> (Vec<(String, String, Value)>, usize) {
-        let mut events = vec![];
-        let mut heartbeats = 0;
-        while let Some(chunk) = s.next().await {
-            if chunk == HEARTBEAT_FRAME {
-                heartbeats += 1;
-                continue;
-            }
-            let mut id = String::new();
-            let mut event = String::new();
-            let mut data = Value::Null;
-            for line in chunk.trim_end().lines() {
-                if let Some(v) = line.strip_prefix("id: ") {
-                    id = v.to_string();
-                } else if let Some(v) = line.strip_prefix("event: ") {
-                    event = v.to_string();
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data = serde_json::from_str(v).expect("data is JSON");
-                }
-            }
-            assert!(
-                chunk.ends_with("\n\n"),
-                "frame ends with a blank line: {chunk:?}"
-            );
-            events.push((id, event, data));
-        }
-        (events, heartbeats)
-    }
-
-    fn run_now_count(emu: &Emulator) -> usize {
-        emu.requests()
-            .iter()
-            .filter(|r| r.path.ends_with("/jobs/run-now"))
-            .count()
-    }
-
-    async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-        for _ in 0..200 {
-            if cond() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        cond()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn json_routes_statuses_and_bodies() {
-        let f = fixture(50.0, 20, Duration::from_secs(10)).await;
-        let r = &f.router;
-
-        let (status, body) = json_of(r.handle(req("GET", "/no%3Cpe%3E/status")).await);
-        assert_eq!(status, 404);
-        assert_eq!(
-            body,
-            json!({ "error": "Unknown job \"nope\"", "plugin": "jobs" })
-        );
-
-        let (status, body) = json_of(r.handle(req("GET", "/etl/status")).await);
-        assert_eq!(
-            (status, body),
-            (200, json!({ "status": null, "run": null }))
-        );
-
-        let (status, body) = json_of(
-            r.handle(with_body(
-                "POST",
-                "/etl/run",
-                json!({ "params": { "date": "2025-01-01" } }),
-            ))
-            .await,
-        );
-        assert_eq!(status, 200, "{body}");
-        let run_id = body["runId"].as_i64().expect("runId");
-
-        let (status, run) = json_of(r.handle(req("GET", &format!("/etl/runs/{run_id}"))).await);
-        assert_eq!(status, 200);
-        assert_eq!(run["run_id"].as_i64(), Some(run_id));
-        assert_eq!(run["job_id"].as_i64(), Some(1001));
-
-        for bad in [
-            "0",
-            "-1",
-            "1e3",
-            "0x10",
-            "1.5",
-            "abc",
-            "99999999999999999999",
-        ] {
-            let (status, body) = json_of(r.handle(req("GET", &format!("/etl/runs/{bad}"))).await);
-            assert_eq!(
-                (status, &body["error"]),
-                (400, &json!("Invalid runId")),
-                "{bad}"
-            );
-            let (status, _) = json_of(r.handle(req("DELETE", &format!("/etl/runs/{bad}"))).await);
-            assert_eq!(status, 400, "{bad}");
-        }
-
-        // Another job's run: 404, and never cancelled.
-        let (status, _) = json_of(r.handle(req("GET", &format!("/other/runs/{run_id}"))).await);
-        assert_eq!(status, 404);
-        let (status, _) = json_of(
-            r.handle(req("DELETE", &format!("/other/runs/{run_id}")))
-                .await,
-        );
-        assert_eq!(status, 404);
-        assert!(!f
-            .emu
-            .requests()
-            .iter()
-            .any(|q| q.path.ends_with("/runs/cancel")));
-
-        let mut list = req("GET", "/etl/runs");
-        list.query.insert("limit".into(), "500".into());
-        let (status, body) = json_of(r.handle(list).await);
-        assert_eq!(status, 200);
-        assert_eq!(body["runs"].as_array().map(Vec::len), Some(1));
-
-        let (status, body) = json_of(r.handle(req("GET", "/etl/status")).await);
-        assert_eq!(status, 200);
-        assert_eq!(body["run"]["run_id"].as_i64(), Some(run_id));
-        assert!(body["status"].is_string());
-
-        match r
-            .handle(req("DELETE", &format!("/etl/runs/{run_id}")))
-            .await
-        {
-            RouteResponse::Empty { status } => assert_eq!(status, 204),
-            other => panic!("{other:?}"),
-        }
-        assert!(f
-            .emu
-            .requests()
-            .iter()
-            .any(|q| q.path.ends_with("/runs/cancel")));
-
-        // A run that does not exist upstream keeps the upstream status, with generic text.
-        let (status, body) = json_of(r.handle(req("GET", "/etl/runs/987654321")).await);
-        assert!(status == 404 || status == 400, "{status}");
-        assert_eq!(body["plugin"], "jobs");
-        assert!(
-            body["error"]
-                .as_str()
-                .is_some_and(|e| e == crate::error::status_text(status)),
-            "{body}"
-        );
-
-        let (status, _) = json_of(r.handle(req("GET", "/etl/nothing-here")).await);
-        assert_eq!(status, 404);
-        f.emu.stop().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn run_route_checks_params_before_sending_anything() {
-        let f = fixture(50.0, 20, Duration::from_secs(10)).await;
-        let r = &f.router;
-        let cases = [
-            (
-                "/etl/run",
-                json!({ "params": [1, 2] }),
-                "params must be a plain object",
-            ),
-            (
-                "/etl/run",
-                json!({ "params": "x" }),
-                "params must be a plain object",
-            ),
-            (
-                "/etl/run",
-                json!({ "params": null }),
-                "params must be a plain object",
-            ),
-            (
-                "/other/run",
-                json!({ "params": { "a": 1 } }),
-                "This job does not accept parameters",
-            ),
-        ];
-        for stream in [false, true] {
-            for (path, body, message) in &cases {
-                let mut q = with_body("POST", path, body.clone());
-                if stream {
-                    q.query.insert("stream".into(), "true".into());
-                }
-                let (status, got) = json_of(r.handle(q).await);
-                assert_eq!(status, 400, "{path} {body}");
-                assert_eq!(got["error"], json!(message));
-            }
-            let many: serde_json::Map<String, Value> =
-                (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
-            let mut q = with_body("POST", "/etl/run", json!({ "params": many }));
-            if stream {
-                q.query.insert("stream".into(), "true".into());
-            }
-            let (status, got) = json_of(r.handle(q).await);
-            assert_eq!(status, 400);
-            assert!(got["error"]
-                .as_str()
-                .unwrap()
-                .starts_with("Too many parameters (51)"));
-
-            let mut q = with_body("POST", "/schema/run", json!({ "params": { "date": 5 } }));
-            if stream {
-                q.query.insert("stream".into(), "true".into());
-            }
-            let (status, got) = json_of(r.handle(q).await);
-            assert_eq!(status, 400);
-            assert!(
-                got["error"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("Parameter validation failed for job \"schema\""),
-                "{got}"
-            );
-        }
-        let (status, _) = json_of(
-            r.handle(RouteRequest {
-                body: Bytes::from("{nope"),
-                ..req("POST", "/etl/run")
-            })
-            .await,
-        );
-        assert_eq!(status, 400);
-        assert_eq!(run_now_count(&f.emu), 0, "nothing was sent upstream");
-
-        // Fifty keys with a task type are fine; no params at all on a job without a schema too.
-        let fifty: serde_json::Map<String, Value> =
-            (0..50).map(|i| (format!("k{i}"), json!("v"))).collect();
-        let (status, _) = json_of(
-            r.handle(with_body("POST", "/etl/run", json!({ "params": fifty })))
-                .await,
-        );
-        assert_eq!(status, 200);
-        let (status, _) = json_of(r.handle(req("POST", "/other/run")).await);
-        assert_eq!(status, 200);
-        assert_eq!(run_now_count(&f.emu), 2);
-        f.emu.stop().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn stream_runs_to_a_terminal_state_and_resumes_without_a_second_run() {
-        let f = fixture(50.0, 20, Duration::from_secs(10)).await;
-        let r = &f.router;
-        let mut q = with_body(
-            "POST",
-            "/etl/run",
-            json!({ "params": { "date": "2025-01-01" } }),
-        );
-        q.query.insert("stream".into(), "true".into());
-        let s = stream_of(r.handle(q.clone()).await);
-        // Cache the job's status while the run is young ...
-        let (_, early) = json_of(r.handle(req("GET", "/etl/status")).await);
-        assert!(!run::is_terminal(&early["run"]), "{early}");
-        let (events, _) = drain(s).await;
-        assert!(events.len() >= 2, "{events:?}");
-        // ... the stream saw it change, so the cached reads were dropped.
-        let (_, late) = json_of(r.handle(req("GET", "/etl/status")).await);
-        assert_eq!(late["status"], "TERMINATED", "{late}");
-        let run_id = events[0].2["run"]["run_id"].as_i64().unwrap();
-        for (i, (id, event, data)) in events.iter().enumerate() {
-            assert_eq!(id, &format!("{run_id}:{}", i + 1));
-            assert_eq!(event, "message");
-            assert!(data["timestamp"].as_i64().is_some());
-            assert_eq!(data["run"]["run_id"].as_i64(), Some(run_id));
-        }
-        let last = &events.last().unwrap().2;
-        assert_eq!(last["status"], "TERMINATED");
-        assert!(run::is_terminal(&last["run"]));
-        assert_eq!(run_now_count(&f.emu), 1);
-
-        // The reconnect repeats the POST with Last-Event-ID: same run, ids continue, no new run.
-        let mut again = q.clone();
-        again
-            .headers
-            .insert("last-event-id".into(), format!("{run_id}:2"));
-        let (resumed, _) = drain(stream_of(r.handle(again).await)).await;
-        assert!(!resumed.is_empty());
-        assert_eq!(resumed[0].0, format!("{run_id}:3"));
-        assert_eq!(resumed.last().unwrap().2["status"], "TERMINATED");
-        assert_eq!(run_now_count(&f.emu), 1);
-
-        // A Last-Event-ID of another job's run is refused, a malformed one too.
-        let mut other = with_body("POST", "/other/run", json!({}));
-        other.query.insert("stream".into(), "true".into());
-        other
-            .headers
-            .insert("last-event-id".into(), format!("{run_id}:1"));
-        assert_eq!(json_of(r.handle(other.clone()).await).0, 404);
-        other
-            .headers
-            .insert("last-event-id".into(), "garbage".into());
-        assert_eq!(json_of(r.handle(other).await).0, 400);
-        assert_eq!(run_now_count(&f.emu), 1);
-
-        // Re-attach by URL.
-        let (events, _) = drain(stream_of(
-            r.handle(req("GET", &format!("/etl/runs/{run_id}/stream")))
-                .await,
-        ))
-        .await;
-        assert_eq!(events.last().unwrap().2["status"], "TERMINATED");
-        assert_eq!(
-            json_of(
-                r.handle(req("GET", &format!("/other/runs/{run_id}/stream")))
-                    .await
-            )
-            .0,
-            404
-        );
-        assert_eq!(
-            json_of(r.handle(req("GET", "/etl/runs/1e3/stream")).await).0,
-            400
-        );
-        f.emu.stop().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn heartbeats_while_waiting_and_dropping_a_stream_stops_its_watcher() {
-        // Frozen emulator time: the run stays where it is; long polls, short heartbeats.
-        let f = fixture(0.0, 60_000, Duration::from_millis(20)).await;
-        let r = &f.router;
-        let mut q = req("POST", "/slow/run");
-        q.query.insert("stream".into(), "true".into());
-        let mut s = stream_of(r.handle(q.clone()).await);
-        let first = s.next().await.expect("first event");
-        assert!(
-            first.starts_with("id: ") && first.contains("event: message"),
-            "{first}"
-        );
-        let mut heartbeats = 0;
-        while heartbeats < 2 {
-            let chunk = s.next().await.expect("stream stays open");
-            if chunk == HEARTBEAT_FRAME {
-                heartbeats += 1;
-            }
-        }
-        assert_eq!(r.active_streams(), 1);
-        drop(s);
-        assert!(
-            eventually(|| r.active_streams() == 0).await,
-            "the watcher is dropped with the stream"
-        );
-
-        // cancel() and abort_all() end streams too; the run is never cancelled by that.
-        let s = stream_of(r.handle(q.clone()).await);
-        s.cancel();
-        let (events, _) = drain(s).await;
-        assert!(events.is_empty());
-        let mut s = stream_of(r.handle(q).await);
-        assert!(s.next().await.is_some());
-        r.abort_all();
-        assert_eq!(s.next().await, None);
-        assert!(eventually(|| r.active_streams() == 0).await);
-        assert!(!f
-            .emu
-            .requests()
-            .iter()
-            .any(|q| q.path.ends_with("/runs/cancel")));
-        f.emu.stop().await;
     }
 }

@@ -36,15 +36,11 @@ pub fn run_id(run: &Value) -> Option<i64> {
 }
 
 fn id_field(v: &Value, field: &str) -> Option<i64> {
-    match v.get(field)? {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
+    crate::ids::from_json(v.get(field)?)
 }
 
-/// Integers beyond this lose precision as JS numbers (`Number.MAX_SAFE_INTEGER`).
-const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+/// Integers beyond this lose precision as JS numbers.
+const MAX_SAFE_INTEGER: u64 = crate::ids::MAX_SAFE_INTEGER as u64;
 
 /// A run as one poll read it: the whole run as JSON text, plus the few fields a poll compares
 /// (`head`: the `state` and `status` blocks, `job_id` and `run_id`). Built straight from the

@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use appkit_jobs_core::auth::Identity;
-use appkit_jobs_core::emulator::{Emulator, EmulatorOptions, UserSpec};
 use appkit_jobs_core::jobs::Jobs;
 use appkit_jobs_core::registry::PluginConfig;
 use appkit_jobs_core::run;
+use appkit_jobs_emulator::{Emulator, EmulatorOptions, UserSpec};
 
 /// Live heap bytes of the process.
 struct Counting;

@@ -7,7 +7,7 @@
 //
 // Plain `exports.x = ...` assignments so that Node's ESM named imports see every name.
 const { JobsError, ValidationError } = require("./errors.js");
-const { createJobs, createJobsRuntime } = require("./jobs.js");
+const { createJobs, createJobsRuntime } = require("./runtime.js");
 const { JobsPlugin } = require("./plugin.js");
 const { startEmulator } = require("./emulator.js");
 const { createJobsHandler } = require("./http.js");

@@ -1,16 +1,6 @@
-//! HTTP side of the emulator: auth, faults, the request log, the Jobs API endpoints, and the
-//! control endpoints.
-//!
-//! Control endpoints (no auth, never logged, never faulted), all JSON:
-//! - `GET /__emulator/health` -> `{ok: true}`
-//! - `GET /__emulator/requests` -> `{requests: [RequestLogEntry]}`; `DELETE /__emulator/requests`
-//! - `POST /__emulator/faults` (a `FaultSpec`); `DELETE /__emulator/faults`
-//! - `POST /__emulator/reset`
-//! - `GET /__emulator/runs/{id}` -> the run; `POST /__emulator/runs/{id}/state` `{state}` -> the run
-//! - `GET /__emulator/jobs` -> `{jobs: [...]}`; `POST /__emulator/jobs` (a `JobSpec`)
-//! - `POST /__emulator/users` (a `UserSpec`)
-//! - `POST /__emulator/time` `{scale?, advanceMs?}`
-//! - `POST /__emulator/oauth` `{ttlSecs?, expireAll?}`
+//! The Jobs API side of the emulator's HTTP server: auth (PAT, user tokens, OAuth M2M), faults,
+//! the request log, and the Jobs API 2.2 endpoints. Requests under `/__emulator/` go to
+//! [`crate::control`].
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,11 +13,10 @@ use axum::Router;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::config::{FaultSpec, JobSpec, Permission, UserSpec};
-use super::net::Conn;
-use super::state::{self, parse_page_token};
-use super::{RequestLogEntry, Shared};
-use crate::JobsError;
+use crate::config::{FaultSpec, Permission, UserSpec};
+use crate::net::Conn;
+use crate::render::{self, parse_page_token};
+use crate::{RequestLogEntry, Shared};
 
 /// Upper bound of a request body.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -58,7 +47,7 @@ pub(crate) struct ApiErr {
     message: String,
 }
 
-fn invalid(message: impl Into<String>) -> ApiErr {
+pub(crate) fn invalid(message: impl Into<String>) -> ApiErr {
     ApiErr {
         status: 400,
         code: "INVALID_PARAMETER_VALUE",
@@ -67,7 +56,7 @@ fn invalid(message: impl Into<String>) -> ApiErr {
 }
 
 impl ApiErr {
-    fn response(&self) -> Response {
+    pub(crate) fn response(&self) -> Response {
         if self.code == "OAUTH" {
             let body: Value = serde_json::from_str(&self.message).unwrap_or(Value::Null);
             return json_response(self.status, &body);
@@ -79,7 +68,7 @@ impl ApiErr {
     }
 }
 
-fn json_response(status: u16, v: &Value) -> Response {
+pub(crate) fn json_response(status: u16, v: &Value) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -245,7 +234,7 @@ async fn handle(
         Err(_) => return invalid("Request body too large or unreadable.").response(),
     };
     if let Some(rest) = path.strip_prefix("/__emulator") {
-        return control(&shared, &method, rest, &bytes);
+        return crate::control::control(&shared, &method, rest, &bytes);
     }
 
     let ident = authenticate(&shared, &parts.headers);
@@ -612,8 +601,8 @@ fn get_run(shared: &Shared, ident: &Ident, q: &HashMap<String, String>) -> Resul
         .ok_or_else(|| run_missing(run_id))?;
     ident.check(run.job_id(), Permission::CanView)?;
     Ok(match task {
-        None => state::render_run(run, &ctx, page, true),
-        Some(i) => state::render_task_run(run, i, &ctx),
+        None => render::render_run(run, &ctx, page, true),
+        Some(i) => render::render_task_run(run, i, &ctx),
     })
 }
 
@@ -637,8 +626,8 @@ fn get_output(
                  Please retrieve the output of each individual task run instead.",
             ))
         }
-        None => state::render_output(run, 0, &ctx, state::render_run(run, &ctx, 0, true)),
-        Some(i) => state::render_output(run, i, &ctx, state::render_task_run(run, i, &ctx)),
+        None => render::render_output(run, 0, &ctx, render::render_run(run, &ctx, 0, true)),
+        Some(i) => render::render_output(run, i, &ctx, render::render_task_run(run, i, &ctx)),
     })
 }
 
@@ -792,7 +781,7 @@ fn list_runs(shared: &Shared, ident: &Ident, q: &HashMap<String, String>) -> Res
                 has_more = true;
                 break;
             }
-            runs.push(state::render_run(run, &ctx, 0, expand));
+            runs.push(render::render_run(run, &ctx, 0, expand));
             last = Some(id);
         }
     }
@@ -810,126 +799,4 @@ fn list_runs(shared: &Shared, ident: &Ident, q: &HashMap<String, String>) -> Res
         out.insert("prev_page_token".into(), json!(format!("ra{b}")));
     }
     Ok(Value::Object(out))
-}
-
-// ---------------------------------------------------------------- control
-
-fn control(shared: &Shared, method: &Method, rest: &str, bytes: &[u8]) -> Response {
-    let body: Value = if bytes.is_empty() {
-        json!({})
-    } else {
-        match serde_json::from_slice(bytes) {
-            Ok(v) => v,
-            Err(e) => return invalid(format!("control body is not JSON: {e}")).response(),
-        }
-    };
-    let result = control_inner(shared, method.as_str(), rest, body);
-    match result {
-        Ok(v) => json_response(200, &v),
-        Err(e) => {
-            let status = if matches!(e, JobsError::NotFound(_)) {
-                404
-            } else {
-                400
-            };
-            let code = if status == 404 {
-                "RESOURCE_DOES_NOT_EXIST"
-            } else {
-                "INVALID_PARAMETER_VALUE"
-            };
-            json_response(
-                status,
-                &json!({"error_code": code, "message": e.to_string()}),
-            )
-        }
-    }
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, JobsError> {
-    serde_json::from_value(v)
-        .map_err(|e| JobsError::InvalidRequest(format!("bad control body: {e}")))
-}
-
-fn control_inner(
-    shared: &Shared,
-    method: &str,
-    rest: &str,
-    body: Value,
-) -> Result<Value, JobsError> {
-    let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
-    match (method, segs.as_slice()) {
-        ("GET", ["health"]) => Ok(json!({"ok": true})),
-        ("GET", ["requests"]) => {
-            Ok(json!({"requests": super::lock(&shared.log).iter().collect::<Vec<_>>()}))
-        }
-        ("DELETE", ["requests"]) => {
-            super::lock(&shared.log).clear();
-            Ok(json!({}))
-        }
-        ("POST", ["faults"]) => shared.inject_fault(from_json(body)?).map(|_| json!({})),
-        ("DELETE", ["faults"]) => {
-            super::lock(&shared.faults).clear();
-            Ok(json!({}))
-        }
-        ("POST", ["reset"]) => {
-            shared.reset();
-            Ok(json!({}))
-        }
-        ("GET", ["jobs"]) => Ok(json!({"jobs": shared.jobs()})),
-        ("POST", ["jobs"]) => shared
-            .add_job(&from_json::<JobSpec>(body)?)
-            .map(|_| json!({})),
-        ("POST", ["users"]) => shared.add_user(from_json(body)?).map(|_| json!({})),
-        ("GET", ["runs", id]) => {
-            let id: i64 = id
-                .parse()
-                .map_err(|_| JobsError::InvalidRequest("run id must be an integer".into()))?;
-            shared
-                .get_run(id)
-                .ok_or_else(|| JobsError::NotFound(format!("Run {id} does not exist.")))
-        }
-        ("POST", ["runs", id, "state"]) => {
-            let id: i64 = id
-                .parse()
-                .map_err(|_| JobsError::InvalidRequest("run id must be an integer".into()))?;
-            let state = body
-                .get("state")
-                .and_then(Value::as_str)
-                .ok_or_else(|| JobsError::InvalidRequest("missing \"state\"".into()))?;
-            shared.set_run_state(id, state)
-        }
-        ("POST", ["time"]) => {
-            if let Some(s) = body.get("scale") {
-                shared.set_time_scale(
-                    s.as_f64().ok_or_else(|| {
-                        JobsError::InvalidRequest("scale must be a number".into())
-                    })?,
-                )?;
-            }
-            if let Some(ms) = body.get("advanceMs") {
-                shared.advance_time(ms.as_f64().ok_or_else(|| {
-                    JobsError::InvalidRequest("advanceMs must be a number".into())
-                })?)?;
-            }
-            Ok(json!({}))
-        }
-        ("POST", ["oauth"]) => {
-            if let Some(t) = body.get("ttlSecs") {
-                let secs = t.as_u64().ok_or_else(|| {
-                    JobsError::InvalidRequest("ttlSecs must be a non-negative integer".into())
-                })?;
-                shared.inner().oauth_ttl = Duration::from_secs(secs);
-            }
-            if body.get("expireAll").and_then(Value::as_bool) == Some(true) {
-                let now = Instant::now();
-                for exp in shared.inner().oauth_tokens.values_mut() {
-                    *exp = now;
-                }
-            }
-            Ok(json!({}))
-        }
-        _ => Err(JobsError::NotFound(format!(
-            "no emulator control endpoint {method} /__emulator{rest}"
-        ))),
-    }
 }

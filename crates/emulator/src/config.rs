@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{JobsError, Result};
+use appkit_jobs_core::{JobsError, Result};
 
-/// Options of [`super::Emulator::start`]. Every field is optional.
+/// Options of [`crate::Emulator::start`]. Every field is optional.
 ///
 /// JSON (camelCase): `{ port, jobs, jobsFile, timeScale, token, servicePrincipalName, users,
 /// clientId, clientSecret, oauthTokenTtlSecs, orgId, firstRunId, requestLogLimit }`.

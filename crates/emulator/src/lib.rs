@@ -5,7 +5,7 @@
 //! `POST /api/2.2/jobs/runs/cancel`, `GET /api/2.2/jobs/get`; `/api/2.1/` is accepted too), OAuth M2M
 //! (`GET /oidc/.well-known/oauth-authorization-server`, `POST /oidc/v1/token`), and what an AppKit
 //! app needs to boot (`GET /api/2.0/preview/scim/v2/Me` with `x-databricks-org-id`,
-//! `POST /telemetry-ext`). Control endpoints live under `/__emulator/` (see [`routes`]).
+//! `POST /telemetry-ext`). Control endpoints live under `/__emulator/` (see `control.rs`).
 //!
 //! Runs follow a life cycle computed lazily from a virtual clock (no task per run):
 //! QUEUED → PENDING → RUNNING → [WAITING_FOR_RETRY → PENDING → RUNNING]* → TERMINATING →
@@ -14,7 +14,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> appkit_jobs_core::Result<()> {
-//! use appkit_jobs_core::emulator::{Emulator, EmulatorOptions, FaultSpec};
+//! use appkit_jobs_emulator::{Emulator, EmulatorOptions, FaultSpec};
 //! let emu = Emulator::start(EmulatorOptions { time_scale: Some(100.0), ..Default::default() }).await?;
 //! let env = [("DATABRICKS_HOST", emu.url()), ("DATABRICKS_TOKEN", emu.token())];
 //! emu.inject_fault(FaultSpec { path: "/api/2.2/jobs/runs/get".into(), status: Some(503), retry_after: Some(1), ..Default::default() })?;
@@ -38,10 +38,13 @@
 //! - [`Emulator::set_time_scale`]`(f64)`, [`Emulator::advance_time`]`(ms)`.
 //! - [`Emulator::set_oauth_token_ttl`]`(secs)`, [`Emulator::expire_oauth_tokens`].
 //! - [`Emulator::run_count`].
+mod api;
 pub mod config;
+mod control;
+mod lifecycle;
 mod net;
-pub mod routes;
-pub mod state;
+mod render;
+mod store;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -53,12 +56,13 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use appkit_jobs_core::{JobsError, Result};
 pub use config::{
     sample_jobs, EmulatorOptions, FaultSpec, JobParameter, JobSpec, Permission, TaskSpec, UserSpec,
 };
-use state::{Clock, Forced, Job, RenderCtx, Store};
-
-use crate::{JobsError, Result};
+use lifecycle::{Clock, Forced};
+use render::RenderCtx;
+use store::{Job, Store};
 
 /// One request the emulator answered (control requests excepted). Secrets are never kept:
 /// no headers, and the OAuth token request body is replaced by `"[redacted]"`.
@@ -215,8 +219,8 @@ impl Shared {
         let ctx = self.render_ctx(&inner);
         let (run, task) = inner.store.find(run_id)?;
         Some(match task {
-            None => state::render_run(run, &ctx, 0, true),
-            Some(i) => state::render_task_run(run, i, &ctx),
+            None => render::render_run(run, &ctx, 0, true),
+            Some(i) => render::render_task_run(run, i, &ctx),
         })
     }
 
@@ -362,7 +366,7 @@ impl Emulator {
                 .map_err(|e| JobsError::Config(format!("emulator: {e}")))?;
         }
         let (tx, rx) = oneshot::channel::<()>();
-        let app = routes::router(shared.clone());
+        let app = api::router(shared.clone());
         let task = tokio::spawn(async move {
             let server = axum::serve(
                 listener,
@@ -493,6 +497,3 @@ impl Drop for Emulator {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

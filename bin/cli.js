@@ -65,7 +65,7 @@ async function main() {
     process.stdout.write(USAGE);
     return;
   }
-  const { startEmulator } = require("./emulator.js");
+  const { startEmulator } = require("../lib/emulator.js");
   const emu = await startEmulator(parsed.options);
   const env = emu.env();
   const lines = [

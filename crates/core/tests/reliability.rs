@@ -12,30 +12,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::env;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::auth::Identity;
-use crate::emulator::{Emulator, EmulatorOptions, FaultSpec};
-use crate::exec::{self, TierPolicy};
-use crate::jobs::Jobs;
-use crate::registry::PluginConfig;
-use crate::routes::{RouteRequest, RouteResponse, Router, RouterOptions};
-use crate::JobsError;
+mod common;
 
-fn env(emu: &Emulator, extra: &[(&str, &str)]) -> HashMap<String, String> {
-    let mut env: HashMap<String, String> = [
-        ("DATABRICKS_HOST".to_string(), emu.url()),
-        ("DATABRICKS_TOKEN".to_string(), emu.token()),
-    ]
-    .into_iter()
-    .collect();
-    for (k, v) in extra {
-        env.insert(k.to_string(), v.to_string());
-    }
-    env
-}
+use appkit_jobs_core::auth::Identity;
+use appkit_jobs_core::exec::{self, TierPolicy};
+use appkit_jobs_core::jobs::Jobs;
+use appkit_jobs_core::registry::PluginConfig;
+use appkit_jobs_core::routes::{RouteRequest, RouteResponse, Router, RouterOptions};
+use appkit_jobs_core::JobsError;
+use appkit_jobs_emulator::{Emulator, EmulatorOptions, FaultSpec};
 
 // ---------------------------------------------------------------------------------------------
 // Route fuzz

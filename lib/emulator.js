@@ -8,25 +8,20 @@
 //   await emu.stop();
 //
 // The server runs on the addon's tokio runtime: it does not keep Node alive, so a test that
-// forgets stop() still exits. All behaviour is in Rust (crates/core/src/emulator); this file
+// forgets stop() still exits. All behaviour is in Rust (crates/emulator); this file
 // only converts arguments.
 
-let bindingCache;
-function binding() {
-  if (!bindingCache) bindingCache = require("./binding.js");
-  return bindingCache;
+const { native } = require("./native.js");
+
+/** A run id as the core reads it (`string | number | bigint`); anything else as its text, which the core rejects. */
+function idArg(runId) {
+  const type = typeof runId;
+  return type === "string" || type === "number" || type === "bigint" ? runId : String(runId);
 }
 
-function runIdString(runId) {
-  if (typeof runId === "bigint") return runId.toString();
-  if (typeof runId === "number" && Number.isInteger(runId)) return String(runId);
-  if (typeof runId === "string" && /^\s*-?\d+\s*$/.test(runId)) return runId.trim();
-  throw new TypeError(`Invalid run id ${String(runId)}: expected an integer (number, bigint or string)`);
-}
-
-function json(value, what) {
+function object(value, what) {
   if (value === null || typeof value !== "object") throw new TypeError(`${what} must be an object`);
-  return JSON.stringify(value);
+  return value;
 }
 
 /** `DATABRICKS_JOB_<NAME>` for a job name: upper case, non-alphanumerics as `_`. */
@@ -61,7 +56,7 @@ class Emulator {
    * `{ path, method?, status?, errorCode?, message?, retryAfter?, delayMs?, reset?, body?, contentType?, html?, times? }`.
    */
   injectFault(fault) {
-    this.#native.injectFault(json(fault, "fault"));
+    this.#native.injectFault(object(fault, "fault"));
   }
   clearFaults() {
     this.#native.clearFaults();
@@ -79,19 +74,19 @@ class Emulator {
   }
   /** Moves a run to a state at once (RUNNING, TERMINATING, ..., SUCCESS, FAILED, CANCELED, SKIPPED, INTERNAL_ERROR); returns it. */
   setRunState(runId, state) {
-    return this.#native.setRunState(runIdString(runId), String(state));
+    return this.#native.setRunState(idArg(runId), String(state));
   }
   /** The run as runs/get renders it, or null. */
   getRun(runId) {
-    return this.#native.getRun(runIdString(runId)) ?? null;
+    return this.#native.getRun(idArg(runId)) ?? null;
   }
   /** `{ token, userName, permissions?: { [jobId]: "CAN_VIEW" | "CAN_MANAGE_RUN" | "CAN_MANAGE" | "IS_OWNER" }, defaultPermission? }` */
   addUser(user) {
-    this.#native.addUser(json(user, "user"));
+    this.#native.addUser(object(user, "user"));
   }
   /** Adds or replaces a job (same shape as the `jobs` option). */
   addJob(job) {
-    this.#native.addJob(json(job, "job"));
+    this.#native.addJob(object(job, "job"));
   }
   /** `[{ id, name, taskType, taskCount, parameters }]` */
   jobs() {
@@ -135,9 +130,8 @@ if (typeof Symbol.asyncDispose === "symbol") {
  * @returns {Promise<Emulator>}
  */
 async function startEmulator(options) {
-  const text = options == null ? undefined : json(options, "options");
-  const native = await binding().startEmulator(text);
-  return new Emulator(native);
+  const emu = await native().startEmulator(options == null ? undefined : object(options, "options"));
+  return new Emulator(emu);
 }
 
 exports.startEmulator = startEmulator;

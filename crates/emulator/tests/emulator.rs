@@ -2,7 +2,7 @@
 //! with `advance_time`, so nothing depends on wall-clock speed.
 use serde_json::{json, Value};
 
-use super::*;
+use appkit_jobs_emulator::*;
 
 fn job(id: i64, outcome: &str) -> JobSpec {
     serde_json::from_value(json!({

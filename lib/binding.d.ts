@@ -21,27 +21,21 @@ export declare class BindingEmulator {
   get orgId(): string
   /** Stops the server and frees the port (idempotent). */
   stop(): Promise<void>
-  /**
-   * `fault_json`: a FaultSpec (`{ path, method?, status?, errorCode?, message?, retryAfter?,
-   * delayMs?, reset?, body?, contentType?, html?, times? }`).
-   */
-  injectFault(faultJson: string): void
+  injectFault(fault: BindingFaultSpec): void
   clearFaults(): void
   /** The request log: `[{ method, path, query, body, identity, status, fault }]`, oldest first. */
-  requests(): any
+  requests(): Array<{ method: string; path: string; query: string; body: unknown; identity: string | null; status: number; fault: boolean }>
   clearRequests(): void
   /** Forgets runs, requests, faults, idempotency and OAuth tokens. */
   reset(): void
   /** Moves a run to a state at once and returns it. */
-  setRunState(runIdStr: string, state: string): any
+  setRunState(runId: string | number | bigint, state: string): any
   /** The run as runs/get renders it (first page of tasks), or null. */
-  getRun(runIdStr: string): any | null
-  /** `user_json`: `{ token, userName, permissions?: { "<jobId>": "CAN_VIEW" | ... }, defaultPermission? }`. */
-  addUser(userJson: string): void
-  /** `job_json`: a JobSpec; replaces a job with the same id. */
-  addJob(jobJson: string): void
-  /** `[{ id, name, taskType, taskCount, parameters }]` */
-  jobs(): any
+  getRun(runId: string | number | bigint): any | null
+  addUser(user: BindingUserSpec): void
+  /** Adds a job, or replaces the one with the same id. */
+  addJob(job: BindingJobSpec): void
+  jobs(): Array<{ id: number; name: string; taskType: string; taskCount: number; parameters: string[] }>
   setTimeScale(scale: number): void
   advanceTime(ms: number): void
   setOauthTokenTtl(secs: number): void
@@ -71,7 +65,7 @@ export declare class BindingJobs {
    * Where watch events go: `wake()` is called (on the JS thread, without keeping Node alive)
    * when events are waiting; JS then calls `takeEvents()`. Set once, before any watch.
    */
-  deliverTo(wake: Wake): void
+  deliverTo(wake: () => void): void
   /** Every watch event delivered since the last call, in order. */
   takeEvents(): Array<BindingWatchEvent>
   /** Every job key, sorted. */
@@ -84,23 +78,22 @@ export declare class BindingJobs {
   lastRun(key: string, token?: string | undefined | null): Promise<BindingOutcome>
   /** data: runs, newest first; `limit` clamped to 1..=100 (default 20). */
   listRuns(key: string, token?: string | undefined | null, limit?: number | undefined | null): Promise<BindingOutcome>
-  getRun(key: string, token: string | undefined | null, runId: string): Promise<BindingOutcome>
-  getRunOutput(key: string, token: string | undefined | null, runId: string): Promise<BindingOutcome>
+  getRun(key: string, token: string | undefined | null, runId: string | number | bigint): Promise<BindingOutcome>
+  getRunOutput(key: string, token: string | undefined | null, runId: string | number | bigint): Promise<BindingOutcome>
   getJob(key: string, token?: string | undefined | null): Promise<BindingOutcome>
-  cancelRun(key: string, token: string | undefined | null, runId: string): Promise<BindingOutcome>
+  cancelRun(key: string, token: string | undefined | null, runId: string | number | bigint): Promise<BindingOutcome>
   /**
    * `runAndWait` as one cancellable watch, `id`: triggers the run (params as for
    * `runNow`), then follows it, delivering events tagged `id`. `cancelWatch(id)` while the
-   * run-now is in flight drops it, so no retry is sent after an abort. A failed trigger is an
-   * error outcome whose message starts with `Failed to trigger job run: `.
+   * run-now is in flight drops it, so no retry is sent after an abort. A failed trigger's
+   * message is `JobsError::trigger_message`.
    */
   startAndWatch(id: number, key: string, token?: string | undefined | null, paramsJson?: string | undefined | null): void
   /**
-   * A watch, `id`, over a run of `key`: (when `checked`) verifies that the run belongs to
-   * the job, then joins the shared poll, delivering events tagged `id`. `checked: false` is
-   * for a run this process just started with `runNow`.
+   * A watch, `id`, over a run of `key`: verifies that the run belongs to the job, then
+   * joins the shared poll, delivering events tagged `id`.
    */
-  watch(id: number, key: string, token: string | undefined | null, runId: string, checked: boolean): void
+  watch(id: number, key: string, token: string | undefined | null, runId: string | number | bigint): void
   /**
    * Ends watch `id`: nothing more is delivered for it (no end event), and its share of the
    * poll is dropped. Unknown or finished ids are ignored.
@@ -119,10 +112,14 @@ export declare class BindingRouter {
   activeStreams(): number
 }
 
-/** `kind` is `"json"` (`status`, `body`), `"empty"` (`status`) or `"stream"` (`takeStream()`). */
+/**
+ * `kind` is `"json"` (`status`, `body`), `"empty"` (`status`) or `"stream"` (`takeStream()`);
+ * `headers` are the ones to send with it.
+ */
 export declare class BindingRouteResponse {
   get kind(): string
   get status(): number
+  get headers(): Record<string, string>
   get body(): any | null
   /** The SSE stream of a `"stream"` response; `null` otherwise or once taken. */
   takeStream(): BindingEventStream | null
@@ -140,9 +137,77 @@ export interface BindingDiscoveredJob {
   jobId?: string
 }
 
+/** Options of `startEmulator` (every field optional). */
+export interface BindingEmulatorOptions {
+  /** TCP port on 127.0.0.1; 0 (the default) picks a free one. */
+  port?: number
+  /** The jobs to serve; without `jobs` and `jobsFile`, sample jobs. */
+  jobs?: Array<BindingJobSpec>
+  /** A JSON file holding an array of jobs, or `{ "jobs": [...] }`. */
+  jobsFile?: string
+  /** Virtual milliseconds per real millisecond (default 1; 0 freezes time). */
+  timeScale?: number
+  token?: string
+  servicePrincipalName?: string
+  users?: Array<BindingUserSpec>
+  clientId?: string
+  clientSecret?: string
+  oauthTokenTtlSecs?: number
+  orgId?: string
+  /** The first run id handed out (a number, or decimal text beyond 2^53). */
+  firstRunId?: string | number | bigint
+  requestLogLimit?: number
+}
+
 /**
- * The result of a native call: `{ ok: true, data }` or `{ ok: false, status, code, message }`.
- * `message` is always public text (`JobsError::public_message`): never a secret or an upstream message.
+ * A fault for the next `times` (default 1) requests matching `path` (exact, or a prefix
+ * ending with `*`).
+ */
+export interface BindingFaultSpec {
+  path: string
+  method?: string
+  status?: number
+  errorCode?: string
+  message?: string
+  /** `Retry-After`, whole seconds. */
+  retryAfter?: number
+  delayMs?: number
+  reset?: boolean
+  body?: string
+  contentType?: string
+  html?: boolean
+  times?: number
+}
+
+export interface BindingJobParameter {
+  name: string
+  default?: string
+}
+
+/** A job the emulator serves. */
+export interface BindingJobSpec {
+  id: number
+  name?: string
+  taskType?: string
+  tasks?: Array<BindingTaskSpec>
+  taskCount?: number
+  outcome?: string
+  queueMs?: number
+  pendingMs?: number
+  durationMs?: number
+  terminatingMs?: number
+  retries?: number
+  retryWaitMs?: number
+  parameters?: Array<BindingJobParameter>
+  output?: string
+  errorMessage?: string
+}
+
+/**
+ * The result of a native call: `{ ok: true, data }` or `{ ok: false, status, code, message,
+ * reject }`. `message` is always public text (`JobsError::public_message`): never a secret or
+ * an upstream message. `reject` marks a caller's mistake (`JobsError::rejects`), which the JS
+ * API throws instead of resolving to `{ ok: false }`.
  */
 export interface BindingOutcome {
   ok: boolean
@@ -150,6 +215,7 @@ export interface BindingOutcome {
   status?: number
   code?: string
   message?: string
+  reject?: boolean
 }
 
 /** A request relative to the mount point: `{ method: "POST", path: "/etl/run", query, headers, body }`. */
@@ -166,6 +232,22 @@ export interface BindingRouteRequest {
 export interface BindingRouterOptions {
   /** Silence (ms) after which an SSE stream sends a `: heartbeat` comment. Default 10000. */
   heartbeatMs?: number
+}
+
+export interface BindingTaskSpec {
+  taskKey: string
+  taskType?: string
+  outcome?: string
+  output?: string
+}
+
+/** A user token with per-job permissions (`CAN_VIEW`, `CAN_MANAGE_RUN`, `CAN_MANAGE`, `IS_OWNER`). */
+export interface BindingUserSpec {
+  token: string
+  userName: string
+  /** Job id (decimal) -> permission. */
+  permissions?: Record<string, string>
+  defaultPermission?: string
 }
 
 /**
@@ -196,8 +278,8 @@ export declare function discoverJobs(config: any, env: Record<string, string>): 
  */
 export declare function liveExternalTexts(): number
 
-/** Starts an emulator. `options_json`: `JSON.stringify(EmulatorOptions)` (camelCase), or none. */
-export declare function startEmulator(optionsJson?: string | undefined | null): Promise<BindingEmulator>
+/** Starts an emulator on 127.0.0.1. */
+export declare function startEmulator(options?: BindingEmulatorOptions | undefined | null): Promise<BindingEmulator>
 
 /** The addon's version, for diagnostics. */
 export declare function version(): string

@@ -5,13 +5,9 @@
 // All route behaviour lives in the Rust core (crates/core/src/routes.rs); this file only moves
 // requests and responses between express (or node:http) and the native router.
 
-const { createJobsRuntime, discoverJobs, isStandardSchema } = require("./jobs.js");
-
-const SSE_HEADERS = {
-  "Content-Type": "text/event-stream; charset=utf-8",
-  "Cache-Control": "no-cache, no-transform",
-  "X-Accel-Buffering": "no",
-};
+const { createJobsRuntime, discoverJobs } = require("./runtime.js");
+const { isJsSchema, paramsJsonSchema } = require("./schema.js");
+const { native } = require("./native.js");
 
 // name, method, path (relative to the mount)
 const ROUTES = [
@@ -22,39 +18,6 @@ const ROUTES = [
   ["status", "get", "/:jobKey/status"],
   ["cancel-run", "delete", "/:jobKey/runs/:runId"],
 ];
-
-function optionalZod() {
-  try {
-    return require("zod");
-  } catch {
-    return null;
-  }
-}
-
-/**
- * The params of a job as JSON Schema for the client: a plain JSON Schema is passed as is; a
- * Standard Schema is converted by its own library (the Standard JSON Schema hook, the schema's
- * `toJSONSchema()`, or `z.toJSONSchema` when zod is installed). `null` when there is none or it
- * cannot be converted.
- */
-function paramsJsonSchema(schema) {
-  if (schema == null) return null;
-  if (!isStandardSchema(schema)) return typeof schema === "object" && !Array.isArray(schema) ? schema : null;
-  const attempts = [
-    () => schema["~standard"].jsonSchema?.input?.({ target: "draft-2020-12" }),
-    () => (typeof schema.toJSONSchema === "function" ? schema.toJSONSchema() : undefined),
-    () => optionalZod()?.toJSONSchema?.(schema),
-  ];
-  for (const attempt of attempts) {
-    try {
-      const out = attempt();
-      if (out && typeof out === "object") return JSON.parse(JSON.stringify(out));
-    } catch {
-      // try the next way
-    }
-  }
-  return null;
-}
 
 function isPlainObject(v) {
   if (v === null || typeof v !== "object") return false;
@@ -76,11 +39,14 @@ function headerMap(headers) {
   return out;
 }
 
-function sendJson(res, status, body) {
+const JSON_HEADERS = { "Content-Type": "application/json; charset=utf-8" };
+
+/** Sends a JSON body (headers from the core's route response, or JSON's for our own errors). */
+function sendJson(res, status, body, headers = JSON_HEADERS) {
   if (res.headersSent || res.writableEnded) return;
   const text = JSON.stringify(body);
   res.statusCode = status;
-  res.setHeader("Content-Type", "application/json; charset=utf-8");
+  for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
   res.setHeader("Content-Length", Buffer.byteLength(text));
   res.end(text);
 }
@@ -223,7 +189,7 @@ class JobsPlugin {
 
   _router() {
     if (!this._native) {
-      const { BindingRouter } = require("./binding.js");
+      const { BindingRouter } = native();
       const heartbeatMs = this.config.heartbeatMs ?? this.config.routes?.heartbeatMs;
       this._native = new BindingRouter(this._runtime.native, heartbeatMs ? { heartbeatMs } : undefined);
     }
@@ -263,14 +229,14 @@ class JobsPlugin {
       headers,
       body: typeof body === "string" ? body : undefined,
     });
-    if (response.kind === "json") return sendJson(res, response.status, response.body);
+    if (response.kind === "json") return sendJson(res, response.status, response.body, response.headers);
     if (response.kind === "empty") {
       res.statusCode = response.status;
       return res.end();
     }
     const stream = response.takeStream();
     if (!stream) return sendJson(res, 500, { error: "Internal Server Error", plugin: this.name });
-    return this._pipeStream(stream, res);
+    return this._pipeStream(stream, res, response.headers);
   }
 
   /**
@@ -291,7 +257,7 @@ class JobsPlugin {
     }
     if (!this._runtime.keys.includes(key)) return {};
     const schema = this.config.jobs?.[key]?.params;
-    if (!isStandardSchema(schema) && typeof schema?.safeParse !== "function") return {};
+    if (!isJsSchema(schema)) return {};
     if (query.stream === "true" && headers["last-event-id"]) return {}; // a resume starts nothing
     let parsed = {};
     if (typeof body === "string" && body.trim() !== "") {
@@ -313,7 +279,7 @@ class JobsPlugin {
     }
   }
 
-  async _pipeStream(stream, res) {
+  async _pipeStream(stream, res, headers) {
     this._streams.add(stream);
     let closed = false;
     const onClose = () => {
@@ -323,7 +289,7 @@ class JobsPlugin {
     res.on("close", onClose);
     try {
       res.statusCode = 200;
-      for (const [k, v] of Object.entries(SSE_HEADERS)) res.setHeader(k, v);
+      for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
       res.flushHeaders?.();
       for (;;) {
         const chunk = await stream.next();
@@ -349,4 +315,4 @@ class JobsPlugin {
   }
 }
 
-module.exports = { JobsPlugin, paramsJsonSchema, SSE_HEADERS };
+module.exports = { JobsPlugin };

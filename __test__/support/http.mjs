@@ -1,0 +1,127 @@
+// The HTTP side of the tests: a node:http server for the standalone routes, SSE parsing and
+// reading, and a proxy that cuts a stream. Not a test file; everything it starts is closed
+// when the test ends.
+import http from "node:http";
+import net from "node:net";
+import { createRequire } from "node:module";
+
+const require = createRequire(import.meta.url);
+const { createJobsHandler } = require("appkit-jobs/http");
+
+/** A node:http server on 127.0.0.1:0 serving `handler`; returns its base URL. Closed when `t` ends. */
+export async function serve(t, handler) {
+  const server = http.createServer((req, res) => handler(req, res));
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  t.after(
+    () =>
+      new Promise((resolve) => {
+        handler.close?.();
+        server.closeAllConnections?.();
+        server.close(() => resolve());
+      }),
+  );
+  return `http://127.0.0.1:${server.address().port}`;
+}
+
+/** createJobsHandler + serve: `{ base, handler, plugin }`. */
+export async function routes(t, config) {
+  const handler = createJobsHandler(config);
+  const base = await serve(t, handler);
+  return { base, handler, plugin: handler.plugin };
+}
+
+/** Parses SSE text: `[{ id, event, data }]` (data JSON-parsed when it is JSON). */
+export function sseEvents(text) {
+  const events = [];
+  for (const block of text.replace(/\r\n/g, "\n").split("\n\n")) {
+    let id = null;
+    let event = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line.startsWith(":") || line === "") continue;
+      if (line.startsWith("id: ")) id = line.slice(4);
+      else if (line.startsWith("event: ")) event = line.slice(7);
+      else if (line.startsWith("data: ")) data.push(line.slice(6));
+    }
+    if (data.length === 0) continue;
+    let parsed = data.join("\n");
+    try {
+      parsed = JSON.parse(parsed);
+    } catch {
+      // keep the text
+    }
+    events.push({ id, event, data: parsed });
+  }
+  return events;
+}
+
+/**
+ * Opens an SSE response and reads it incrementally: `events()` are those seen so far,
+ * `done` resolves to the full text when the server ends the response (or the reader is aborted).
+ */
+export async function openSse(url, init = {}) {
+  const controller = new AbortController();
+  const res = await fetch(url, { ...init, signal: controller.signal });
+  let text = "";
+  const decoder = new TextDecoder();
+  const done = (async () => {
+    try {
+      for await (const chunk of res.body) text += decoder.decode(chunk, { stream: true });
+    } catch {
+      // aborted by the test
+    }
+    return text;
+  })();
+  return {
+    res,
+    events: () => sseEvents(text),
+    text: () => text,
+    done,
+    abort: () => controller.abort(),
+  };
+}
+
+/**
+ * A TCP proxy to `port` on 127.0.0.1 that, once, cuts the first connection whose response
+ * has carried an SSE event (`event: message`). `cuts` counts the connections it cut.
+ */
+export async function startCuttingProxy(port) {
+  const sockets = new Set();
+  const state = { cuts: 0, armed: true };
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, "127.0.0.1");
+    sockets.add(client);
+    sockets.add(upstream);
+    client.on("close", () => sockets.delete(client));
+    upstream.on("close", () => sockets.delete(upstream));
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+    client.pipe(upstream);
+    let seen = "";
+    upstream.on("data", (chunk) => {
+      if (!client.destroyed) client.write(chunk);
+      if (!state.armed) return;
+      seen += chunk.toString("latin1");
+      if (seen.includes("event: message")) {
+        state.armed = false;
+        state.cuts++;
+        // Let the event reach the client first, then drop both sides.
+        setTimeout(() => {
+          client.destroy();
+          upstream.destroy();
+        }, 20);
+      }
+    });
+    upstream.on("end", () => client.end());
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: server.address().port,
+    state,
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,200 @@
+//! The jobs service against the emulator: one idempotency token per run-now, another job's
+//! runs untouched, ownership read once per identity, multi-task output.
+mod common;
+
+use appkit_jobs_core::auth::Identity;
+use appkit_jobs_core::jobs::Jobs;
+use appkit_jobs_core::run;
+use appkit_jobs_emulator::{Emulator, EmulatorOptions, FaultSpec, JobSpec};
+use common::{config, env};
+use serde_json::json;
+
+#[tokio::test]
+async fn run_now_sends_one_token_and_retries_without_a_second_run() {
+    let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let job_id = 1001; // a sample job of the emulator
+    let jobs = Jobs::new(
+        config(json!({})),
+        env(&emu, &[("DATABRICKS_JOB_ETL", &job_id.to_string())]),
+    );
+    emu.inject_fault(FaultSpec {
+        path: "/api/2.2/jobs/run-now".into(),
+        status: Some(503),
+        retry_after: Some(0),
+        ..Default::default()
+    })
+    .unwrap();
+    let started = jobs
+        .run_now("etl", &Identity::ServicePrincipal, None)
+        .await
+        .unwrap();
+    assert!(run::run_id(&started).is_some());
+    assert_eq!(emu.run_count(), 1);
+    let posts: Vec<_> = emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/run-now"))
+        .collect();
+    assert_eq!(posts.len(), 2);
+    let t0 = posts[0].body["idempotency_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        posts[1].body["idempotency_token"].as_str(),
+        Some(t0.as_str())
+    );
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn another_jobs_run_is_not_found_and_untouched() {
+    let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let (a, b) = (1001, 1002); // sample jobs of the emulator
+    let jobs = Jobs::new(
+        config(json!({})),
+        env(
+            &emu,
+            &[
+                ("DATABRICKS_JOB_A", &a.to_string()),
+                ("DATABRICKS_JOB_B", &b.to_string()),
+            ],
+        ),
+    );
+    let sp = Identity::ServicePrincipal;
+    let started = jobs.run_now("b", &sp, None).await.unwrap();
+    let run_id = run::run_id(&started).unwrap();
+    emu.clear_requests();
+    for err in [
+        jobs.get_run("a", &sp, run_id).await.unwrap_err(),
+        jobs.get_run_output("a", &sp, run_id).await.unwrap_err(),
+        jobs.cancel_run("a", &sp, run_id).await.unwrap_err(),
+    ] {
+        assert_eq!(err.status(), 404);
+        assert_eq!(
+            err.to_string(),
+            format!("Run {run_id} not found for job \"a\"")
+        );
+    }
+    assert!(jobs.watch_run("a", &sp, run_id).await.is_err());
+    // Only reads of the run went out: no cancel, no output.
+    assert!(emu.requests().iter().all(|r| r.path.ends_with("/runs/get")));
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn a_runs_job_is_read_once_per_identity_for_ownership_checks() {
+    let emu = Emulator::start(EmulatorOptions {
+        time_scale: Some(0.0),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (a, b) = (1001, 1002); // sample jobs of the emulator
+    let jobs = Jobs::new(
+        config(json!({})),
+        env(
+            &emu,
+            &[
+                ("DATABRICKS_JOB_A", &a.to_string()),
+                ("DATABRICKS_JOB_B", &b.to_string()),
+            ],
+        ),
+    );
+    let sp = Identity::ServicePrincipal;
+    let run_id = run::run_id(&jobs.run_now("b", &sp, None).await.unwrap()).unwrap();
+    emu.clear_requests();
+    let gets = |emu: &Emulator| {
+        emu.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/runs/get"))
+            .count()
+    };
+    // The first watch reads the run once to check it; its poll reads it too.
+    let mut w = jobs.watch_run("b", &sp, run_id).await.unwrap();
+    w.next().await.unwrap().unwrap();
+    let after_first = gets(&emu);
+    assert_eq!(after_first, 2);
+    // Later watches and checks, even after an update dropped the read cache, read nothing.
+    let mut more = Vec::new();
+    for _ in 0..5 {
+        more.push(jobs.watch_run("b", &sp, run_id).await.unwrap());
+    }
+    assert!(jobs.watch_run("a", &sp, run_id).await.is_err());
+    assert_eq!(
+        jobs.get_run("a", &sp, run_id).await.unwrap_err().status(),
+        404
+    );
+    assert_eq!(gets(&emu), after_first);
+    // Another identity's reads vouch for nothing: a user checks for itself.
+    let user = Identity::user("token-of-someone");
+    let _ = jobs.watch_run("b", &user, run_id).await;
+    assert_eq!(gets(&emu), after_first + 1);
+    drop((w, more));
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn multi_task_output_is_aggregated() {
+    let spec: JobSpec = serde_json::from_value(json!({
+        "id": 4242, "name": "multi", "tasks": [
+            {"taskKey": "extract"}, {"taskKey": "load"}
+        ],
+        "durationMs": 1
+    }))
+    .unwrap();
+    let emu = Emulator::start(EmulatorOptions {
+        jobs: Some(vec![spec]),
+        time_scale: Some(1000.0),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let jobs = Jobs::new(
+        config(json!({})),
+        env(&emu, &[("DATABRICKS_JOB_MULTI", "4242")]),
+    );
+    let sp = Identity::ServicePrincipal;
+    let run_id = run::run_id(&jobs.run_now("multi", &sp, None).await.unwrap()).unwrap();
+    emu.set_run_state(run_id, "SUCCESS").unwrap();
+    let out = jobs.get_run_output("multi", &sp, run_id).await.unwrap();
+    let tasks = out["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2);
+    assert_eq!(tasks[0]["task_key"], "extract");
+    assert_eq!(tasks[1]["task_key"], "load");
+    assert!(tasks.iter().all(|t| t["run_id"].as_i64().is_some()));
+    assert_eq!(run::run_id(&out["metadata"]), Some(run_id));
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn output_of_a_150_task_run_covers_every_task_in_order() {
+    let emu = Emulator::start(EmulatorOptions {
+        time_scale: Some(1000.0),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Sample job 1004 has 150 tasks: runs/get pages are merged, then 150 outputs fetched.
+    let jobs = Jobs::new(
+        config(json!({})),
+        env(&emu, &[("DATABRICKS_JOB_WIDE", "1004")]),
+    );
+    let sp = Identity::ServicePrincipal;
+    let run_id = run::run_id(&jobs.run_now("wide", &sp, None).await.unwrap()).unwrap();
+    emu.set_run_state(run_id, "SUCCESS").unwrap();
+    let run = jobs.get_run("wide", &sp, run_id).await.unwrap();
+    let out = jobs.get_run_output("wide", &sp, run_id).await.unwrap();
+    let tasks = out["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 150);
+    let want: Vec<_> = run["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["run_id"].clone())
+        .collect();
+    let got: Vec<_> = tasks.iter().map(|t| t["run_id"].clone()).collect();
+    assert_eq!(got, want);
+    assert!(tasks.iter().all(|t| t.get("error_status").is_none()));
+    emu.stop().await;
+}

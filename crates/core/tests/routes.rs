@@ -1,0 +1,445 @@
+//! The `/api/jobs` routes against the emulator: JSON statuses and bodies, the run route's
+//! checks, SSE streams to a terminal state, resume without a second run, heartbeats.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use appkit_jobs_core::jobs::Jobs;
+use appkit_jobs_core::registry::PluginConfig;
+use appkit_jobs_core::routes::*;
+use appkit_jobs_core::run;
+use appkit_jobs_emulator::{Emulator, EmulatorOptions};
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+struct Fixture {
+    emu: Emulator,
+    router: Router,
+}
+
+async fn fixture(time_scale: f64, poll_ms: u64, heartbeat: Duration) -> Fixture {
+    let emu = Emulator::start(EmulatorOptions {
+        time_scale: Some(time_scale),
+        ..Default::default()
+    })
+    .await
+    .expect("emulator");
+    let env: HashMap<String, String> = [
+        ("DATABRICKS_HOST", emu.url()),
+        ("DATABRICKS_TOKEN", emu.token()),
+        ("DATABRICKS_JOB_ETL", "1001".to_string()),
+        ("DATABRICKS_JOB_OTHER", "1002".to_string()),
+        ("DATABRICKS_JOB_SCHEMA", "1004".to_string()),
+        ("DATABRICKS_JOB_SLOW", "1003".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let config: PluginConfig = serde_json::from_value(json!({
+        "pollIntervalMs": poll_ms,
+        "jobs": {
+            "etl": { "taskType": "notebook" },
+            "slow": { "taskType": "sql" },
+            "schema": { "params": {
+                "type": "object",
+                "properties": { "date": { "type": "string" } },
+                "required": ["date"],
+                "additionalProperties": false
+            } }
+        }
+    }))
+    .expect("config");
+    let jobs = Arc::new(Jobs::new(config, env));
+    Fixture {
+        emu,
+        router: Router::new(jobs, RouterOptions { heartbeat }),
+    }
+}
+
+fn req(method: &str, path: &str) -> RouteRequest {
+    RouteRequest::new(method, path)
+}
+
+fn with_body(method: &str, path: &str, body: Value) -> RouteRequest {
+    RouteRequest {
+        body: Bytes::from(body.to_string()),
+        ..RouteRequest::new(method, path)
+    }
+}
+
+fn json_of(r: RouteResponse) -> (u16, Value) {
+    match r {
+        RouteResponse::Json { status, body } => (status, body),
+        other => panic!("expected JSON, got {other:?}"),
+    }
+}
+
+fn stream_of(r: RouteResponse) -> EventStream {
+    match r {
+        RouteResponse::Stream(s) => s,
+        other => panic!("expected a stream, got {other:?}"),
+    }
+}
+
+/// Reads a stream to its end; returns (id, event, data) of each event and the heartbeat count.
+async fn drain(mut s: EventStream) -> (Vec<(String, String, Value)>, usize) {
+    let mut events = vec![];
+    let mut heartbeats = 0;
+    while let Some(chunk) = s.next().await {
+        if chunk == HEARTBEAT_FRAME {
+            heartbeats += 1;
+            continue;
+        }
+        let mut id = String::new();
+        let mut event = String::new();
+        let mut data = Value::Null;
+        for line in chunk.trim_end().lines() {
+            if let Some(v) = line.strip_prefix("id: ") {
+                id = v.to_string();
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                event = v.to_string();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = serde_json::from_str(v).expect("data is JSON");
+            }
+        }
+        assert!(
+            chunk.ends_with("\n\n"),
+            "frame ends with a blank line: {chunk:?}"
+        );
+        events.push((id, event, data));
+    }
+    (events, heartbeats)
+}
+
+fn run_now_count(emu: &Emulator) -> usize {
+    emu.requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/jobs/run-now"))
+        .count()
+}
+
+async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    cond()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_routes_statuses_and_bodies() {
+    let f = fixture(50.0, 20, Duration::from_secs(10)).await;
+    let r = &f.router;
+
+    let (status, body) = json_of(r.handle(req("GET", "/no%3Cpe%3E/status")).await);
+    assert_eq!(status, 404);
+    assert_eq!(
+        body,
+        json!({ "error": "Unknown job \"nope\"", "plugin": "jobs" })
+    );
+
+    let (status, body) = json_of(r.handle(req("GET", "/etl/status")).await);
+    assert_eq!(
+        (status, body),
+        (200, json!({ "status": null, "run": null }))
+    );
+
+    let (status, body) = json_of(
+        r.handle(with_body(
+            "POST",
+            "/etl/run",
+            json!({ "params": { "date": "2025-01-01" } }),
+        ))
+        .await,
+    );
+    assert_eq!(status, 200, "{body}");
+    let run_id = body["runId"].as_i64().expect("runId");
+
+    let (status, run) = json_of(r.handle(req("GET", &format!("/etl/runs/{run_id}"))).await);
+    assert_eq!(status, 200);
+    assert_eq!(run["run_id"].as_i64(), Some(run_id));
+    assert_eq!(run["job_id"].as_i64(), Some(1001));
+
+    for bad in [
+        "0",
+        "-1",
+        "1e3",
+        "0x10",
+        "1.5",
+        "abc",
+        "99999999999999999999",
+    ] {
+        let (status, body) = json_of(r.handle(req("GET", &format!("/etl/runs/{bad}"))).await);
+        assert_eq!(
+            (status, &body["error"]),
+            (400, &json!("Invalid runId")),
+            "{bad}"
+        );
+        let (status, _) = json_of(r.handle(req("DELETE", &format!("/etl/runs/{bad}"))).await);
+        assert_eq!(status, 400, "{bad}");
+    }
+
+    // Another job's run: 404, and never cancelled.
+    let (status, _) = json_of(r.handle(req("GET", &format!("/other/runs/{run_id}"))).await);
+    assert_eq!(status, 404);
+    let (status, _) = json_of(
+        r.handle(req("DELETE", &format!("/other/runs/{run_id}")))
+            .await,
+    );
+    assert_eq!(status, 404);
+    assert!(!f
+        .emu
+        .requests()
+        .iter()
+        .any(|q| q.path.ends_with("/runs/cancel")));
+
+    let mut list = req("GET", "/etl/runs");
+    list.query.insert("limit".into(), "500".into());
+    let (status, body) = json_of(r.handle(list).await);
+    assert_eq!(status, 200);
+    assert_eq!(body["runs"].as_array().map(Vec::len), Some(1));
+
+    let (status, body) = json_of(r.handle(req("GET", "/etl/status")).await);
+    assert_eq!(status, 200);
+    assert_eq!(body["run"]["run_id"].as_i64(), Some(run_id));
+    assert!(body["status"].is_string());
+
+    match r
+        .handle(req("DELETE", &format!("/etl/runs/{run_id}")))
+        .await
+    {
+        RouteResponse::Empty { status } => assert_eq!(status, 204),
+        other => panic!("{other:?}"),
+    }
+    assert!(f
+        .emu
+        .requests()
+        .iter()
+        .any(|q| q.path.ends_with("/runs/cancel")));
+
+    // A run that does not exist upstream keeps the upstream status, with generic text.
+    let (status, body) = json_of(r.handle(req("GET", "/etl/runs/987654321")).await);
+    assert!(status == 404 || status == 400, "{status}");
+    assert_eq!(body["plugin"], "jobs");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e == appkit_jobs_core::error::status_text(status)),
+        "{body}"
+    );
+
+    let (status, _) = json_of(r.handle(req("GET", "/etl/nothing-here")).await);
+    assert_eq!(status, 404);
+    f.emu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_route_checks_params_before_sending_anything() {
+    let f = fixture(50.0, 20, Duration::from_secs(10)).await;
+    let r = &f.router;
+    let cases = [
+        (
+            "/etl/run",
+            json!({ "params": [1, 2] }),
+            "params must be a plain object",
+        ),
+        (
+            "/etl/run",
+            json!({ "params": "x" }),
+            "params must be a plain object",
+        ),
+        (
+            "/etl/run",
+            json!({ "params": null }),
+            "params must be a plain object",
+        ),
+        (
+            "/other/run",
+            json!({ "params": { "a": 1 } }),
+            "This job does not accept parameters",
+        ),
+    ];
+    for stream in [false, true] {
+        for (path, body, message) in &cases {
+            let mut q = with_body("POST", path, body.clone());
+            if stream {
+                q.query.insert("stream".into(), "true".into());
+            }
+            let (status, got) = json_of(r.handle(q).await);
+            assert_eq!(status, 400, "{path} {body}");
+            assert_eq!(got["error"], json!(message));
+        }
+        let many: serde_json::Map<String, Value> =
+            (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
+        let mut q = with_body("POST", "/etl/run", json!({ "params": many }));
+        if stream {
+            q.query.insert("stream".into(), "true".into());
+        }
+        let (status, got) = json_of(r.handle(q).await);
+        assert_eq!(status, 400);
+        assert!(got["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Too many parameters (51)"));
+
+        let mut q = with_body("POST", "/schema/run", json!({ "params": { "date": 5 } }));
+        if stream {
+            q.query.insert("stream".into(), "true".into());
+        }
+        let (status, got) = json_of(r.handle(q).await);
+        assert_eq!(status, 400);
+        assert!(
+            got["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("Parameter validation failed for job \"schema\""),
+            "{got}"
+        );
+    }
+    let (status, _) = json_of(
+        r.handle(RouteRequest {
+            body: Bytes::from("{nope"),
+            ..req("POST", "/etl/run")
+        })
+        .await,
+    );
+    assert_eq!(status, 400);
+    assert_eq!(run_now_count(&f.emu), 0, "nothing was sent upstream");
+
+    // Fifty keys with a task type are fine; no params at all on a job without a schema too.
+    let fifty: serde_json::Map<String, Value> =
+        (0..50).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let (status, _) = json_of(
+        r.handle(with_body("POST", "/etl/run", json!({ "params": fifty })))
+            .await,
+    );
+    assert_eq!(status, 200);
+    let (status, _) = json_of(r.handle(req("POST", "/other/run")).await);
+    assert_eq!(status, 200);
+    assert_eq!(run_now_count(&f.emu), 2);
+    f.emu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_runs_to_a_terminal_state_and_resumes_without_a_second_run() {
+    let f = fixture(50.0, 20, Duration::from_secs(10)).await;
+    let r = &f.router;
+    let mut q = with_body(
+        "POST",
+        "/etl/run",
+        json!({ "params": { "date": "2025-01-01" } }),
+    );
+    q.query.insert("stream".into(), "true".into());
+    let s = stream_of(r.handle(q.clone()).await);
+    // Cache the job's status while the run is young ...
+    let (_, early) = json_of(r.handle(req("GET", "/etl/status")).await);
+    assert!(!run::is_terminal(&early["run"]), "{early}");
+    let (events, _) = drain(s).await;
+    assert!(events.len() >= 2, "{events:?}");
+    // ... the stream saw it change, so the cached reads were dropped.
+    let (_, late) = json_of(r.handle(req("GET", "/etl/status")).await);
+    assert_eq!(late["status"], "TERMINATED", "{late}");
+    let run_id = events[0].2["run"]["run_id"].as_i64().unwrap();
+    for (i, (id, event, data)) in events.iter().enumerate() {
+        assert_eq!(id, &format!("{run_id}:{}", i + 1));
+        assert_eq!(event, "message");
+        assert!(data["timestamp"].as_i64().is_some());
+        assert_eq!(data["run"]["run_id"].as_i64(), Some(run_id));
+    }
+    let last = &events.last().unwrap().2;
+    assert_eq!(last["status"], "TERMINATED");
+    assert!(run::is_terminal(&last["run"]));
+    assert_eq!(run_now_count(&f.emu), 1);
+
+    // The reconnect repeats the POST with Last-Event-ID: same run, ids continue, no new run.
+    let mut again = q.clone();
+    again
+        .headers
+        .insert("last-event-id".into(), format!("{run_id}:2"));
+    let (resumed, _) = drain(stream_of(r.handle(again).await)).await;
+    assert!(!resumed.is_empty());
+    assert_eq!(resumed[0].0, format!("{run_id}:3"));
+    assert_eq!(resumed.last().unwrap().2["status"], "TERMINATED");
+    assert_eq!(run_now_count(&f.emu), 1);
+
+    // A Last-Event-ID of another job's run is refused, a malformed one too.
+    let mut other = with_body("POST", "/other/run", json!({}));
+    other.query.insert("stream".into(), "true".into());
+    other
+        .headers
+        .insert("last-event-id".into(), format!("{run_id}:1"));
+    assert_eq!(json_of(r.handle(other.clone()).await).0, 404);
+    other
+        .headers
+        .insert("last-event-id".into(), "garbage".into());
+    assert_eq!(json_of(r.handle(other).await).0, 400);
+    assert_eq!(run_now_count(&f.emu), 1);
+
+    // Re-attach by URL.
+    let (events, _) = drain(stream_of(
+        r.handle(req("GET", &format!("/etl/runs/{run_id}/stream")))
+            .await,
+    ))
+    .await;
+    assert_eq!(events.last().unwrap().2["status"], "TERMINATED");
+    assert_eq!(
+        json_of(
+            r.handle(req("GET", &format!("/other/runs/{run_id}/stream")))
+                .await
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        json_of(r.handle(req("GET", "/etl/runs/1e3/stream")).await).0,
+        400
+    );
+    f.emu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_while_waiting_and_dropping_a_stream_stops_its_watcher() {
+    // Frozen emulator time: the run stays where it is; long polls, short heartbeats.
+    let f = fixture(0.0, 60_000, Duration::from_millis(20)).await;
+    let r = &f.router;
+    let mut q = req("POST", "/slow/run");
+    q.query.insert("stream".into(), "true".into());
+    let mut s = stream_of(r.handle(q.clone()).await);
+    let first = s.next().await.expect("first event");
+    assert!(
+        first.starts_with("id: ") && first.contains("event: message"),
+        "{first}"
+    );
+    let mut heartbeats = 0;
+    while heartbeats < 2 {
+        let chunk = s.next().await.expect("stream stays open");
+        if chunk == HEARTBEAT_FRAME {
+            heartbeats += 1;
+        }
+    }
+    assert_eq!(r.active_streams(), 1);
+    drop(s);
+    assert!(
+        eventually(|| r.active_streams() == 0).await,
+        "the watcher is dropped with the stream"
+    );
+
+    // cancel() and abort_all() end streams too; the run is never cancelled by that.
+    let s = stream_of(r.handle(q.clone()).await);
+    s.cancel();
+    let (events, _) = drain(s).await;
+    assert!(events.is_empty());
+    let mut s = stream_of(r.handle(q).await);
+    assert!(s.next().await.is_some());
+    r.abort_all();
+    assert_eq!(s.next().await, None);
+    assert!(eventually(|| r.active_streams() == 0).await);
+    assert!(!f
+        .emu
+        .requests()
+        .iter()
+        .any(|q| q.path.ends_with("/runs/cancel")));
+    f.emu.stop().await;
+}

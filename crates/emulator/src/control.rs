@@ -1,0 +1,143 @@
+//! Control endpoints of the emulator, under `/__emulator/`: no auth, never logged, never
+//! faulted, all JSON.
+//!
+//! - `GET /__emulator/` -> an index of these endpoints
+//! - `GET /__emulator/health` -> `{ok: true}`
+//! - `GET /__emulator/requests` -> `{requests: [RequestLogEntry]}`; `DELETE /__emulator/requests`
+//! - `POST /__emulator/faults` (a `FaultSpec`); `DELETE /__emulator/faults`
+//! - `POST /__emulator/reset`
+//! - `GET /__emulator/runs/{id}` -> the run; `POST /__emulator/runs/{id}/state` `{state}` -> the run
+//! - `GET /__emulator/jobs` -> `{jobs: [...]}`; `POST /__emulator/jobs` (a `JobSpec`)
+//! - `POST /__emulator/users` (a `UserSpec`)
+//! - `POST /__emulator/time` `{scale?, advanceMs?}`
+//! - `POST /__emulator/oauth` `{ttlSecs?, expireAll?}`
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use crate::api::{invalid, json_response};
+use crate::config::JobSpec;
+use crate::{lock, Shared};
+use appkit_jobs_core::JobsError;
+
+pub(crate) fn control(shared: &Shared, method: &Method, rest: &str, bytes: &[u8]) -> Response {
+    let body: Value = if bytes.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(e) => return invalid(format!("control body is not JSON: {e}")).response(),
+        }
+    };
+    let result = control_inner(shared, method.as_str(), rest, body);
+    match result {
+        Ok(v) => json_response(200, &v),
+        Err(e) => {
+            let status = if matches!(e, JobsError::NotFound(_)) {
+                404
+            } else {
+                400
+            };
+            let code = if status == 404 {
+                "RESOURCE_DOES_NOT_EXIST"
+            } else {
+                "INVALID_PARAMETER_VALUE"
+            };
+            json_response(
+                status,
+                &json!({"error_code": code, "message": e.to_string()}),
+            )
+        }
+    }
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, JobsError> {
+    serde_json::from_value(v)
+        .map_err(|e| JobsError::InvalidRequest(format!("bad control body: {e}")))
+}
+
+fn control_inner(
+    shared: &Shared,
+    method: &str,
+    rest: &str,
+    body: Value,
+) -> Result<Value, JobsError> {
+    let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    match (method, segs.as_slice()) {
+        ("GET", ["health"]) => Ok(json!({"ok": true})),
+        ("GET", ["requests"]) => {
+            Ok(json!({"requests": lock(&shared.log).iter().collect::<Vec<_>>()}))
+        }
+        ("DELETE", ["requests"]) => {
+            lock(&shared.log).clear();
+            Ok(json!({}))
+        }
+        ("POST", ["faults"]) => shared.inject_fault(from_json(body)?).map(|_| json!({})),
+        ("DELETE", ["faults"]) => {
+            lock(&shared.faults).clear();
+            Ok(json!({}))
+        }
+        ("POST", ["reset"]) => {
+            shared.reset();
+            Ok(json!({}))
+        }
+        ("GET", ["jobs"]) => Ok(json!({"jobs": shared.jobs()})),
+        ("POST", ["jobs"]) => shared
+            .add_job(&from_json::<JobSpec>(body)?)
+            .map(|_| json!({})),
+        ("POST", ["users"]) => shared.add_user(from_json(body)?).map(|_| json!({})),
+        ("GET", ["runs", id]) => {
+            let id: i64 = id
+                .parse()
+                .map_err(|_| JobsError::InvalidRequest("run id must be an integer".into()))?;
+            shared
+                .get_run(id)
+                .ok_or_else(|| JobsError::NotFound(format!("Run {id} does not exist.")))
+        }
+        ("POST", ["runs", id, "state"]) => {
+            let id: i64 = id
+                .parse()
+                .map_err(|_| JobsError::InvalidRequest("run id must be an integer".into()))?;
+            let state = body
+                .get("state")
+                .and_then(Value::as_str)
+                .ok_or_else(|| JobsError::InvalidRequest("missing \"state\"".into()))?;
+            shared.set_run_state(id, state)
+        }
+        ("POST", ["time"]) => {
+            if let Some(s) = body.get("scale") {
+                shared.set_time_scale(
+                    s.as_f64().ok_or_else(|| {
+                        JobsError::InvalidRequest("scale must be a number".into())
+                    })?,
+                )?;
+            }
+            if let Some(ms) = body.get("advanceMs") {
+                shared.advance_time(ms.as_f64().ok_or_else(|| {
+                    JobsError::InvalidRequest("advanceMs must be a number".into())
+                })?)?;
+            }
+            Ok(json!({}))
+        }
+        ("POST", ["oauth"]) => {
+            if let Some(t) = body.get("ttlSecs") {
+                let secs = t.as_u64().ok_or_else(|| {
+                    JobsError::InvalidRequest("ttlSecs must be a non-negative integer".into())
+                })?;
+                shared.inner().oauth_ttl = Duration::from_secs(secs);
+            }
+            if body.get("expireAll").and_then(Value::as_bool) == Some(true) {
+                let now = Instant::now();
+                for exp in shared.inner().oauth_tokens.values_mut() {
+                    *exp = now;
+                }
+            }
+            Ok(json!({}))
+        }
+        _ => Err(JobsError::NotFound(format!(
+            "no emulator control endpoint {method} /__emulator{rest}"
+        ))),
+    }
+}

@@ -1,0 +1,81 @@
+"use strict";
+// The JobHandle: what `app.jobs("etl")` returns. Every method but runAndWait/watchRun resolves
+// to ExecutionResult (`{ ok: true, data }` or `{ ok: false, status, message }`, message = HTTP
+// status text); caller and configuration mistakes reject (the core marks them `reject`).
+const { statusText, errorFromOutcome } = require("./errors.js");
+
+/** JSON text of params: bigint as decimal text; functions and undefined dropped. */
+function toJson(value) {
+  return JSON.stringify(value, (_k, v) => (typeof v === "bigint" ? v.toString() : v));
+}
+
+/** A run id as the core reads it (`string | number | bigint`); anything else as its text, which the core rejects. */
+function idArg(runId) {
+  const type = typeof runId;
+  return type === "string" || type === "number" || type === "bigint" ? runId : String(runId);
+}
+
+/** `{ ok: true, data }` / `{ ok: false, status, message }`, or a rejection for caller mistakes. */
+function toResult(outcome) {
+  if (outcome.ok) return { ok: true, data: outcome.data ?? undefined };
+  if (outcome.reject) throw errorFromOutcome(outcome);
+  const status = outcome.status ?? 500;
+  return { ok: false, status, message: statusText(status) };
+}
+
+function createHandle(rt, key, token) {
+  const native = rt.native;
+  const tok = token ?? null;
+  const api = {
+    async runNow(params) {
+      const value = await rt.prepareParams(key, params);
+      return toResult(await native.runNow(key, tok, value === undefined ? null : toJson(value)));
+    },
+    runAndWait(params, signal) {
+      return rt._updates(async (id) => {
+        const value = await rt.prepareParams(key, params);
+        if (signal?.aborted) return false; // aborted while validating: start nothing
+        // One native watch that triggers the run on its first next(), then follows it: an
+        // abort while run-now is in flight (or waiting to retry) drops it, nothing more is sent.
+        // Our own errors (validation, missing id, configuration) keep their message; an
+        // upstream failure reads "Failed to trigger job run: <status text>".
+        native.startAndWatch(id, key, tok, value === undefined ? null : toJson(value));
+        return true;
+      }, signal);
+    },
+    watchRun(runId, signal) {
+      const id = idArg(runId);
+      return rt._updates(async (watchId) => {
+        native.watch(watchId, key, tok, id);
+        return true;
+      }, signal);
+    },
+    async lastRun() {
+      return toResult(await native.lastRun(key, tok));
+    },
+    async listRuns(options) {
+      const limit = options?.limit;
+      const n = limit == null ? null : Number(limit);
+      return toResult(await native.listRuns(key, tok, n == null || Number.isNaN(n) ? null : Math.trunc(n)));
+    },
+    async getRun(runId) {
+      return toResult(await native.getRun(key, tok, idArg(runId)));
+    },
+    async getRunOutput(runId) {
+      return toResult(await native.getRunOutput(key, tok, idArg(runId)));
+    },
+    async getJob() {
+      return toResult(await native.getJob(key, tok));
+    },
+    async cancelRun(runId) {
+      const outcome = toResult(await native.cancelRun(key, tok, idArg(runId)));
+      return outcome.ok ? { ok: true, data: undefined } : outcome;
+    },
+    asUser(req) {
+      return createHandle(rt, key, rt.tokenFromRequest(req));
+    },
+  };
+  return api;
+}
+
+module.exports = { createHandle, toJson };

@@ -1,0 +1,219 @@
+"use strict";
+/*
+ * The runtime of one plugin instance: the native service (`BindingJobs`: connection pool,
+ * cache, poller), the job keys, params preparation, the user token of a request, and the
+ * delivery of native watch events to the iterators (`RunUpdates`) that wait for them.
+ *
+ *   const rt = createJobsRuntime(config, { env });   // env defaults to process.env
+ *   rt.native            the BindingJobs (give it to `new BindingRouter(rt.native)`)
+ *   rt.keys              every job key (discovered from env + configured)
+ *   rt.exports           the callable `(jobKey) => JobHandle`, with `.keys` and `.close()`
+ *   rt.handle(key, token?)      a JobHandle (token: a user's access token; none = service principal)
+ *   rt.tokenFromRequest(req)    the user's x-forwarded-access-token (see tokenFromRequest)
+ *   rt.prepareParams(key, params)  params validated by the job's JS schema (Zod), if any
+ *   rt.close()           ends every watch started through this runtime
+ */
+const { JobsError, errorFromOutcome } = require("./errors.js");
+const { native } = require("./native.js");
+const { createHandle, toJson } = require("./handle.js");
+const { RunUpdates } = require("./updates.js");
+const { isJsSchema, validateParams } = require("./schema.js");
+
+/** A string-only copy of an env object (process.env may hold undefined values). */
+function stringEnv(env) {
+  const out = {};
+  for (const [k, v] of Object.entries(env ?? {})) if (typeof v === "string") out[k] = v;
+  return out;
+}
+
+/** The config the Rust core reads: plain JSON, JS schemas replaced by `externalSchema: true`. */
+function nativeConfig(config) {
+  const out = {};
+  for (const [k, v] of Object.entries(config)) {
+    if (k === "jobs" || typeof v === "function" || v === undefined) continue;
+    if (v !== null && typeof v === "object" && !Array.isArray(v) && Object.getPrototypeOf(v) !== Object.prototype) continue;
+    out[k] = v;
+  }
+  if (config.jobs != null) {
+    out.jobs = {};
+    for (const [key, job] of Object.entries(config.jobs)) {
+      const entry = {};
+      for (const [k, v] of Object.entries(job ?? {})) {
+        if (k === "params") continue;
+        if (typeof v !== "function" && v !== undefined) entry[k] = v;
+      }
+      const schema = job?.params;
+      if (isJsSchema(schema)) entry.externalSchema = true;
+      else if (schema != null) entry.params = schema;
+      out.jobs[key] = entry;
+    }
+  }
+  // A JSON round trip drops anything that is not JSON (class instances' methods, symbols, ...).
+  return JSON.parse(toJson(out));
+}
+
+/** Header lookup on an express request, a `{ headers }` object (any case) or a fetch `Headers`. */
+function headerOf(req, name) {
+  if (req == null) return undefined;
+  let value;
+  if (typeof req.header === "function") value = req.header(name);
+  if (value === undefined && req.headers != null) {
+    const headers = req.headers;
+    if (typeof headers.get === "function") value = headers.get(name) ?? undefined;
+    else {
+      const wanted = name.toLowerCase();
+      for (const [k, v] of Object.entries(headers)) {
+        if (k.toLowerCase() === wanted) {
+          value = v;
+          break;
+        }
+      }
+    }
+  }
+  if (Array.isArray(value)) value = value[0];
+  if (typeof value !== "string") return undefined;
+  const trimmed = value.trim();
+  return trimmed === "" ? undefined : trimmed;
+}
+
+class JobsRuntime {
+  constructor(config = {}, options = {}) {
+    if (config === null || typeof config !== "object") throw new TypeError("jobs config must be an object");
+    this.config = config;
+    const env = stringEnv(options.env ?? process.env);
+    this.native = new (native().BindingJobs)(nativeConfig(config), env);
+    this.keys = this.native.keys();
+    this._keySet = new Set(this.keys);
+    // The service principal's handle of each key, made once: handles hold no state of their own.
+    this._handles = new Map();
+    // Watches being delivered to, by id: the native side pushes their events in batches and
+    // wakes `_dispatch` once per batch (no promise, no threadsafe function per update).
+    this._watches = new Map();
+    this._lastWatchId = 0;
+    // next() calls waiting across all watches, and a ref'd timer while there are any: a
+    // pending next() keeps Node alive, as a pending native promise would.
+    this._waiting = 0;
+    this._keepAlive = null;
+    this.native.deliverTo(wakeFor(new WeakRef(this)));
+    this._warnedDevFallback = false;
+    const select = (jobKey) => {
+      this.assertKey(jobKey);
+      return this.handle(jobKey, undefined);
+    };
+    Object.defineProperty(select, "keys", { value: this.keys.slice(), enumerable: true });
+    Object.defineProperty(select, "close", { value: () => this.close(), enumerable: true });
+    /** The callable `(jobKey) => JobHandle` (AppKit's `exports()` value). */
+    this.exports = select;
+  }
+
+  jobConfig(key) {
+    return this.config.jobs?.[key] ?? {};
+  }
+
+  /** Throws `Unknown job "<key>". Available jobs: ...` (message from the core's registry). */
+  assertKey(key) {
+    if (this._keySet.has(key)) return;
+    const outcome = this.native.check(String(key));
+    if (!outcome.ok) throw errorFromOutcome(outcome);
+  }
+
+  /** The params to send for `key`: validated by the job's JS schema if it has one (else as given). */
+  prepareParams(key, params) {
+    return validateParams(key, this.jobConfig(key).params, params);
+  }
+
+  tokenFromRequest(req) {
+    const token = headerOf(req, "x-forwarded-access-token");
+    if (token !== undefined) return token;
+    if (process.env.NODE_ENV === "development") {
+      if (!this._warnedDevFallback) {
+        this._warnedDevFallback = true;
+        console.warn("[appkit-jobs] asUser(req) called without an x-forwarded-access-token header in development: running as the service principal");
+      }
+      return undefined;
+    }
+    throw new JobsError("asUser(req): the request carries no x-forwarded-access-token header, so it cannot run as the user", {
+      code: "UNAUTHENTICATED",
+      statusCode: 401,
+    });
+  }
+
+  handle(key, token) {
+    if (token !== undefined) return createHandle(this, key, token);
+    let handle = this._handles.get(key);
+    if (handle === undefined) {
+      handle = createHandle(this, key, undefined);
+      this._handles.set(key, handle);
+    }
+    return handle;
+  }
+
+  /** Updates of a run of `key`: `start(id)` starts native watch `id` and resolves to true, or to false when it started nothing. */
+  _updates(start, signal) {
+    return new RunUpdates(this, start, signal);
+  }
+
+  _dispatch() {
+    for (const event of this.native.takeEvents()) this._watches.get(event.watch)?._receive(event);
+  }
+
+  _register(updates) {
+    this._lastWatchId = (this._lastWatchId % 0xffff_ffff) + 1;
+    this._watches.set(this._lastWatchId, updates);
+    return this._lastWatchId;
+  }
+
+  _unregister(id) {
+    this._watches.delete(id);
+  }
+
+  _hold() {
+    if (this._waiting++ === 0) this._keepAlive = setInterval(noop, 1 << 30);
+  }
+
+  _release() {
+    if (--this._waiting === 0) {
+      clearInterval(this._keepAlive);
+      this._keepAlive = null;
+    }
+  }
+
+  close() {
+    for (const updates of [...this._watches.values()]) updates.return();
+  }
+}
+
+function noop() {}
+
+/**
+ * The native side's wake-up callback for `runtime`. It holds the runtime weakly, and is made
+ * outside the constructor (whose closures share a context holding `this`): the native service
+ * keeps this callback alive, so a strong reference would keep the runtime, and the service,
+ * alive forever.
+ */
+function wakeFor(runtime) {
+  return () => runtime.deref()?._dispatch();
+}
+
+function createJobsRuntime(config, options) {
+  return new JobsRuntime(config ?? {}, options ?? {});
+}
+
+/**
+ * Standalone entry (no AppKit): `const jobs = createJobs(config?, { env? })`, then
+ * `jobs("etl").runNow(...)`. The callable also has `keys` (the job keys) and `close()`.
+ */
+function createJobs(config, options) {
+  return createJobsRuntime(config, options).exports;
+}
+
+/**
+ * Jobs as the Rust registry discovers them (`DATABRICKS_JOB_<NAME>`, the `DATABRICKS_JOB_ID`
+ * default rule, explicit `config.jobs` merged over them), without building a service:
+ * `[{ key, envVar, jobId }]` (`jobId` a decimal string, or null when none is valid).
+ */
+function discoverJobs(config = {}, env = process.env) {
+  return native().discoverJobs(nativeConfig(config ?? {}), stringEnv(env));
+}
+
+module.exports = { createJobsRuntime, createJobs, discoverJobs, headerOf, stringEnv, nativeConfig };

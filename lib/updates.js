@@ -1,0 +1,225 @@
+"use strict";
+// The async iterator behind runAndWait and watchRun (`RunUpdates`), and the updates it yields.
+const { errorFromOutcome } = require("./errors.js");
+
+const DONE = Object.freeze({ done: true, value: undefined });
+
+/**
+ * `{ status, timestamp, run }` for one update. The run comes as JSON text shared by every
+ * watcher of the update (V8's parser beats building it key by key through N-API), or as a value
+ * when it holds integers beyond 2^53 (those arrive as bigint). The text is parsed on first read of `run`:
+ * a consumer that only looks at `status` never pays for it. `run` stays an own enumerable
+ * property (spread, `JSON.stringify` and deep equality see it) and is writable.
+ */
+function runUpdate(update) {
+  const value = { status: update.status ?? undefined, timestamp: update.timestamp, run: update.run };
+  const text = update.runJson;
+  if (typeof text === "string") {
+    Object.defineProperty(value, RUN_TEXT, { value: text, writable: true });
+    Object.defineProperty(value, "run", LAZY_RUN);
+  }
+  return value;
+}
+
+/** The run's JSON text of an update whose `run` is not parsed yet (not enumerable: spread and deep equality do not see it). */
+const RUN_TEXT = Symbol("runText");
+
+/**
+ * One accessor pair shared by every update (per-update closures would cost each update its own
+ * functions, context and hidden class): it reads the text from the update it is called on.
+ */
+const LAZY_RUN = {
+  enumerable: true,
+  configurable: true,
+  get() {
+    const run = JSON.parse(this[RUN_TEXT]);
+    settleRun(this, run);
+    return run;
+  },
+  set(run) {
+    settleRun(this, run);
+  },
+};
+
+function settleRun(update, run) {
+  Object.defineProperty(update, "run", { value: run, writable: true, enumerable: true, configurable: true });
+  update[RUN_TEXT] = undefined; // the text is no longer needed
+}
+
+/**
+ * The iterators following each AbortSignal, under one "abort" listener per signal: an
+ * EventTarget scans its listeners on every add and remove, so a listener per iterator would
+ * make N iterators sharing one signal (an app-wide shutdown signal) cost O(N^2).
+ */
+const abortFollowers = new WeakMap();
+
+function onAbort(signal, updates) {
+  let followers = abortFollowers.get(signal);
+  if (followers === undefined) {
+    const set = new Set();
+    const listener = () => {
+      abortFollowers.delete(signal);
+      for (const follower of set) follower._abort();
+    };
+    followers = { set, listener };
+    abortFollowers.set(signal, followers);
+    signal.addEventListener("abort", listener, { once: true });
+  }
+  followers.set.add(updates);
+}
+
+function offAbort(signal, updates) {
+  const followers = abortFollowers.get(signal);
+  if (followers === undefined || !followers.set.delete(updates) || followers.set.size > 0) return;
+  // The last follower left: a long-lived signal keeps no listener of ours.
+  abortFollowers.delete(signal);
+  signal.removeEventListener("abort", followers.listener);
+}
+
+/**
+ * The async iterator of runAndWait/watchRun (an AsyncGenerator look-alike). The first `next()`
+ * starts the native watch; from then on its events (each update, then the end or an error)
+ * are pushed here in order and handed to `next()` calls, first come first served. Unlike a
+ * native async generator, `return()` does not wait behind a pending `next()`: it cancels the
+ * native watch and resolves every pending `next()` with `{ done: true }` at once. An aborted
+ * `signal` does the same. Errors (trigger failure, POLL_TIMEOUT, NOT_FOUND) reject `next()`
+ * once; the iterator is then done.
+ */
+class RunUpdates {
+  #rt;
+  #start;
+  #signal;
+  #started = false;
+  #done = false;
+  /**
+   * The id of this iterator's native watch and of its registration in the runtime, while the
+   * watch goes on (started, neither ended nor cancelled); 0 otherwise.
+   */
+  #id = 0;
+  /** Events delivered before a next() asked for them. */
+  #events = [];
+  /** next() calls waiting for an event: `{ resolve, reject }`. */
+  #waiters = [];
+
+  constructor(rt, start, signal) {
+    this.#rt = rt;
+    this.#start = start;
+    this.#signal = signal ?? undefined;
+    if (this.#signal) {
+      if (this.#signal.aborted) this.#done = true;
+      else onAbort(this.#signal, this);
+    }
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  next() {
+    if (this.#events.length > 0) {
+      const event = this.#events.shift();
+      return new Promise((resolve, reject) => this.#answer(event, resolve, reject));
+    }
+    if (this.#done) return Promise.resolve(DONE);
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ resolve, reject });
+      this.#rt._hold();
+      if (!this.#started) this.#begin();
+    });
+  }
+
+  async return(value) {
+    this.#finish();
+    return { done: true, value };
+  }
+
+  async throw(error) {
+    this.#finish();
+    throw error;
+  }
+
+  /** The signal aborted. */
+  _abort() {
+    this.#finish();
+  }
+
+  /** An event of the native watch (from the runtime's dispatch). */
+  _receive(event) {
+    if (this.#done) return;
+    // The native watch is over: forget it now, so that an iterator nobody reads to its end is
+    // not kept alive by the runtime.
+    if (!event.update) this.#leave(false);
+    if (this.#waiters.length === 0) {
+      this.#events.push(event);
+      return;
+    }
+    const waiter = this.#waiters.shift();
+    this.#rt._release();
+    this.#answer(event, waiter.resolve, waiter.reject);
+  }
+
+  async #begin() {
+    this.#started = true;
+    // Registered first: the native watch delivers its events under this id.
+    const id = this.#rt._register(this);
+    let started;
+    try {
+      started = await this.#start(id);
+    } catch (error) {
+      this.#rt._unregister(id);
+      return this.#fail(error);
+    }
+    if (!started) {
+      this.#rt._unregister(id);
+      return this.#finish();
+    }
+    this.#id = id;
+    if (this.#done) this.#leave(true); // return()/abort came while starting
+  }
+
+  /** Forgets the native watch, cancelling it first when it may still be going. */
+  #leave(cancel) {
+    if (this.#id === 0) return;
+    if (cancel) this.#rt.native.cancelWatch(this.#id);
+    this.#rt._unregister(this.#id);
+    this.#id = 0;
+  }
+
+  /** Settles one next() with `event`; an error or the end finishes the iterator. */
+  #answer(event, resolve, reject) {
+    if (event.update) return resolve({ done: false, value: runUpdate(event) });
+    this.#finish();
+    if (event.error != null) reject(errorFromOutcome(event.error));
+    else resolve(DONE);
+  }
+
+  /** Rejects the oldest waiting next() with `error` and finishes. */
+  #fail(error) {
+    const waiter = this.#waiters.shift();
+    if (waiter) this.#rt._release();
+    this.#finish();
+    waiter?.reject(error);
+  }
+
+  #finish() {
+    if (this.#done && this.#id === 0 && this.#waiters.length === 0) return;
+    this.#done = true;
+    this.#events.length = 0;
+    if (this.#signal) offAbort(this.#signal, this);
+    this.#leave(true);
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const waiter of waiters) {
+      this.#rt._release();
+      waiter.resolve(DONE);
+    }
+  }
+}
+
+if (typeof Symbol.asyncDispose === "symbol") {
+  RunUpdates.prototype[Symbol.asyncDispose] = async function () {
+    await this.return();
+  };
+}
+
+module.exports = { RunUpdates };
