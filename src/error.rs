@@ -56,10 +56,42 @@ impl BindingOutcome {
             reject: Some(error.rejects()),
         }
     }
+}
 
-    pub fn from_result(result: appkit_jobs_core::Result<Value>) -> Self {
-        match result {
-            Ok(v) => Self::ok(v),
+/// What a successful core call hands back as an outcome's `data`.
+pub trait OutcomeData {
+    fn into_data(self) -> Option<Value>;
+}
+
+impl OutcomeData for Value {
+    fn into_data(self) -> Option<Value> {
+        Some(self)
+    }
+}
+
+impl OutcomeData for Vec<Value> {
+    fn into_data(self) -> Option<Value> {
+        Some(Value::Array(self))
+    }
+}
+
+impl OutcomeData for Option<Value> {
+    fn into_data(self) -> Option<Value> {
+        self
+    }
+}
+
+impl OutcomeData for () {
+    fn into_data(self) -> Option<Value> {
+        None
+    }
+}
+
+impl<T: OutcomeData> From<appkit_jobs_core::Result<T>> for BindingOutcome {
+    fn from(result: appkit_jobs_core::Result<T>) -> Self {
+        match result.map(OutcomeData::into_data) {
+            Ok(Some(data)) => Self::ok(data),
+            Ok(None) => Self::empty(),
             Err(e) => Self::err(&e),
         }
     }

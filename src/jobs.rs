@@ -8,6 +8,7 @@
 //!   would turn integers above 2^32 into floats);
 //! - results: `BindingOutcome` (errors as data); integers above 2^53 reach JS as `bigint`.
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use appkit_jobs_core::auth::Identity;
@@ -16,13 +17,14 @@ use appkit_jobs_core::jobs::Jobs;
 use appkit_jobs_core::poller::{RunUpdate, RunWatch};
 use appkit_jobs_core::registry::PluginConfig;
 use appkit_jobs_core::JobsError;
+use futures::FutureExt;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use serde_json::Value;
 use tokio::sync::{Mutex, Notify};
 
 use crate::delivery::{Delivery, Wake};
-use crate::error::{catch_panic, guarded, BindingOutcome};
+use crate::error::{catch_panic, guarded, BindingOutcome, OutcomeData};
 use crate::json_text::BindingJsonText;
 
 fn identity(token: Option<String>) -> Identity {
@@ -147,6 +149,15 @@ impl BindingJobs {
     pub(crate) fn core(&self) -> Arc<Jobs> {
         self.core.clone()
     }
+
+    /// One call on the core: its result as an outcome, a panic as `INTERNAL_ERROR`.
+    fn call<T, Fut>(&self, f: impl FnOnce(Arc<Jobs>) -> Fut) -> impl Future<Output = BindingOutcome>
+    where
+        T: OutcomeData,
+        Fut: Future<Output = appkit_jobs_core::Result<T>>,
+    {
+        guarded(f(self.core.clone()).map(BindingOutcome::from))
+    }
 }
 
 #[napi]
@@ -207,13 +218,9 @@ impl BindingJobs {
         token: Option<String>,
         params_json: Option<String>,
     ) -> BindingOutcome {
-        let core = self.core.clone();
-        guarded(async move {
-            let params = match parse_params(params_json) {
-                Ok(p) => p,
-                Err(e) => return BindingOutcome::err(&e),
-            };
-            BindingOutcome::from_result(core.run_now(&key, &identity(token), params).await)
+        self.call(move |core| async move {
+            let params = parse_params(params_json)?;
+            core.run_now(&key, &identity(token), params).await
         })
         .await
     }
@@ -221,15 +228,8 @@ impl BindingJobs {
     /// data: the newest run, or undefined when there is none.
     #[napi(catch_unwind)]
     pub async fn last_run(&self, key: String, token: Option<String>) -> BindingOutcome {
-        let core = self.core.clone();
-        guarded(async move {
-            match core.last_run(&key, &identity(token)).await {
-                Ok(Some(run)) => BindingOutcome::ok(run),
-                Ok(None) => BindingOutcome::empty(),
-                Err(e) => BindingOutcome::err(&e),
-            }
-        })
-        .await
+        self.call(move |core| async move { core.last_run(&key, &identity(token)).await })
+            .await
     }
 
     /// data: runs, newest first; `limit` clamped to 1..=100 (default 20).
@@ -240,15 +240,8 @@ impl BindingJobs {
         token: Option<String>,
         limit: Option<i64>,
     ) -> BindingOutcome {
-        let core = self.core.clone();
-        guarded(async move {
-            BindingOutcome::from_result(
-                core.list_runs(&key, &identity(token), limit)
-                    .await
-                    .map(Value::Array),
-            )
-        })
-        .await
+        self.call(move |core| async move { core.list_runs(&key, &identity(token), limit).await })
+            .await
     }
 
     #[napi(catch_unwind)]
@@ -258,13 +251,9 @@ impl BindingJobs {
         token: Option<String>,
         run_id: Either3<String, f64, BigInt>,
     ) -> BindingOutcome {
-        let core = self.core.clone();
-        guarded(async move {
-            let run_id = match run_id_of(run_id) {
-                Ok(id) => id,
-                Err(e) => return BindingOutcome::err(&e),
-            };
-            BindingOutcome::from_result(core.get_run(&key, &identity(token), run_id).await)
+        self.call(move |core| async move {
+            core.get_run(&key, &identity(token), run_id_of(run_id)?)
+                .await
         })
         .await
     }
@@ -276,24 +265,17 @@ impl BindingJobs {
         token: Option<String>,
         run_id: Either3<String, f64, BigInt>,
     ) -> BindingOutcome {
-        let core = self.core.clone();
-        guarded(async move {
-            let run_id = match run_id_of(run_id) {
-                Ok(id) => id,
-                Err(e) => return BindingOutcome::err(&e),
-            };
-            BindingOutcome::from_result(core.get_run_output(&key, &identity(token), run_id).await)
+        self.call(move |core| async move {
+            core.get_run_output(&key, &identity(token), run_id_of(run_id)?)
+                .await
         })
         .await
     }
 
     #[napi(catch_unwind)]
     pub async fn get_job(&self, key: String, token: Option<String>) -> BindingOutcome {
-        let core = self.core.clone();
-        guarded(
-            async move { BindingOutcome::from_result(core.get_job(&key, &identity(token)).await) },
-        )
-        .await
+        self.call(move |core| async move { core.get_job(&key, &identity(token)).await })
+            .await
     }
 
     #[napi(catch_unwind)]
@@ -303,16 +285,9 @@ impl BindingJobs {
         token: Option<String>,
         run_id: Either3<String, f64, BigInt>,
     ) -> BindingOutcome {
-        let core = self.core.clone();
-        guarded(async move {
-            let run_id = match run_id_of(run_id) {
-                Ok(id) => id,
-                Err(e) => return BindingOutcome::err(&e),
-            };
-            match core.cancel_run(&key, &identity(token), run_id).await {
-                Ok(()) => BindingOutcome::empty(),
-                Err(e) => BindingOutcome::err(&e),
-            }
+        self.call(move |core| async move {
+            core.cancel_run(&key, &identity(token), run_id_of(run_id)?)
+                .await
         })
         .await
     }
@@ -397,8 +372,7 @@ enum WatchState {
 struct WatchInner {
     state: Mutex<WatchState>,
     /// Cancels the driver. `notify_one` keeps the wake-up for a driver that is not waiting on
-    /// it yet, so a cancelled driver stops at its next step whenever the cancel came (a watch
-    /// channel would do too, at ~400 bytes more per watch).
+    /// it yet, so a cancelled driver stops at its next step whenever the cancel came.
     on_cancel: Notify,
     delivery: Arc<Delivery<BindingWatchEvent>>,
 }

@@ -1,10 +1,10 @@
 //! `BindingJsonText`: a run's JSON text crossing to JS without a copy where Node allows it.
 //!
-//! Every update of a watched run carries the run as text (~1.5 KB). Copied into the V8 heap,
-//! those strings were most of what 10,000 watched runs allocated in JS, and the ones a
-//! consumer still holds get promoted and grow the old space. An external string instead points
-//! V8 at the text the poll already holds (`Arc<str>`, shared by every watcher of the update);
-//! V8 releases our reference when the string is collected.
+//! Every update of a watched run carries the whole run as text. Copied into the V8 heap, those
+//! strings would be most of what many watched runs allocate in JS, and the ones a consumer
+//! still holds get promoted and grow the old space. An external string instead points V8 at
+//! the text the poll already holds (`Arc<str>`, shared by every watcher of the update); V8
+//! releases our reference when the string is collected.
 //!
 //! `node_api_create_external_string_latin1` exists from Node 20.4 (napi10 in 22.14). It is
 //! looked up at run time, not linked, so that the addon still loads where it is missing; there

@@ -60,9 +60,9 @@ const MAX_INTERVAL_FACTOR: u32 = 6;
 /// Jitter applied to every delay: +-20 %.
 const JITTER: f64 = 0.2;
 /// Polls holding a request at once. A poll waits for its turn here, before it builds the
-/// request future (about 2 KB with the HTTP client's state): when thousands of polls fall due
-/// together, those waiting cost a few bytes each, not a request future each. Matches the
-/// client's default connection cap, which still applies.
+/// request future (large: it holds the HTTP client's state), so that when thousands of polls
+/// fall due together those waiting cost a few bytes each. Matches the client's default
+/// connection cap, which still applies.
 const FETCHES_IN_FLIGHT: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -169,7 +169,7 @@ pub(crate) struct RunRec {
     pub created_v: f64,
     pub creator: Arc<str>,
     pub overriding: Option<Box<Value>>,
-    // Boxed on purpose: 8 bytes per run instead of 48 when (as usually) absent.
+    // Boxed: most runs have none, and a box is one pointer in every run.
     #[allow(clippy::box_collection)]
     pub job_params: Option<Box<HashMap<String, String>>>,
     /// Virtual time of a cancel request that reached an active run.
