@@ -1,4 +1,4 @@
-// The demo in a real browser: headless Chromium (Debian `chromium`) driven by playwright-core
+// The demo in a real browser: headless Chromium driven by playwright-core
 // opens the page served by demo/server.mjs (emulator mode), runs a job to its terminal state,
 // cancels another, shows a validation error as a message, and saves a screenshot that is
 // checked not to be blank.
@@ -11,7 +11,12 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { startDemo } from "../demo/server.mjs";
 
-const CHROMIUM = "/usr/bin/chromium";
+/** A system Chromium when there is one, else the headless build shipped in @sparticuz/chromium. */
+async function findChromium() {
+  if (existsSync("/usr/bin/chromium")) return { executablePath: "/usr/bin/chromium", args: [] };
+  const { default: bundled } = await import("@sparticuz/chromium");
+  return { executablePath: await bundled.executablePath(), args: bundled.args };
+}
 const here = dirname(fileURLToPath(import.meta.url));
 const ARTIFACTS = join(here, "artifacts");
 
@@ -20,11 +25,11 @@ let context;
 let profileDir;
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)`);
+  const browser = await findChromium();
   demo = await startDemo({ port: 0, host: "127.0.0.1", env: {}, timeScale: 2, pollIntervalMs: 150, log: () => {} });
   profileDir = mkdtempSync(join(tmpdir(), "appkit-jobs-chromium-"));
   context = await chromium.launchPersistentContext(profileDir, {
-    executablePath: CHROMIUM,
+    executablePath: browser.executablePath,
     headless: true,
     viewport: { width: 1280, height: 1000 },
     args: [
@@ -36,6 +41,7 @@ before(async () => {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      ...browser.args,
     ],
   });
 });

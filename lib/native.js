@@ -73,4 +73,4 @@ function missingBinding(cause) {
   return Object.assign(new Error(lines.join("\n"), { cause }), { code: "NATIVE_BINDING_MISSING" });
 }
 
-module.exports = { native, platformName, supportedPlatforms };
+module.exports = { native, platformName, supportedPlatforms, tripleToPlatform };

@@ -39,6 +39,10 @@ function headerMap(headers) {
   return out;
 }
 
+function runtimeManifest({ $schema: _schema, license: _license, resources, ...manifest }) {
+  return { ...manifest, resources: { required: [], optional: [...resources.required, ...resources.optional] } };
+}
+
 const JSON_HEADERS = { "Content-Type": "application/json; charset=utf-8" };
 
 /** Sends a JSON body (headers from the core's route response, or JSON's for our own errors). */
@@ -52,31 +56,13 @@ function sendJson(res, status, body, headers = JSON_HEADERS) {
 }
 
 class JobsPlugin {
-  static manifest = {
-    name: "jobs",
-    displayName: "Jobs Plugin",
-    description: "Trigger and monitor Databricks Lakeflow Jobs.",
-    resources: {
-      // Per-job requirements come from getResourceRequirements(); nothing static is required,
-      // so an app configured only with DATABRICKS_JOB_<NAME> boots in production.
-      required: [],
-      optional: [],
-    },
-    config: {
-      schema: {
-        type: "object",
-        properties: {
-          timeout: { type: "number", default: 60000, description: "Default timeout for Jobs API calls in milliseconds" },
-          pollIntervalMs: {
-            type: "number",
-            default: 5000,
-            description: "Poll interval for waiting on run completion in milliseconds",
-          },
-          jobs: { type: "object", description: "Named jobs: { <key>: { taskType?, params?, waitTimeout? } }" },
-        },
-      },
-    },
-  };
+  /**
+   * The manifest AppKit's tooling reads (dist/plugins/jobs/manifest.json: `appkit plugin sync`
+   * declares its job resource in a deployment), with its static resources made optional at run
+   * time: the jobs an app needs come from getResourceRequirements(), so an app configured only
+   * with DATABRICKS_JOB_<NAME> boots in production without DATABRICKS_JOB_ID.
+   */
+  static manifest = runtimeManifest(require("../dist/plugins/jobs/manifest.json"));
 
   static phase = "normal";
 
