@@ -76,6 +76,11 @@ export interface IJobsConfig {
   jobs?: Record<string, JobConfig>;
   /** Client-side limit of poll requests per second for the workspace. */
   maxRequestsPerSecond?: number;
+  /**
+   * How long (ms) runAndWait/watchRun/SSE polls ride out a workspace that cannot be reached
+   * before the wait ends with UPSTREAM_UNAVAILABLE. Default 30000.
+   */
+  outageTimeout?: number;
   /** AppKit passes its own fields (name, telemetry, ...); they are accepted and ignored. */
   [other: string]: unknown;
 }

@@ -272,8 +272,18 @@ test("an error during the stream is an `event: error` with { error, code }", asy
   const err = events.at(-1);
   assert.equal(err.event, "error");
   assert.equal(err.id, `${json.runId}:${events.length}`);
-  assert.deepEqual(err.data, { error: "Forbidden", code: "UPSTREAM_ERROR" });
+  // The same code the programmatic API gives for the same failure.
+  assert.deepEqual(err.data, { error: "Forbidden", code: "PERMISSION_DENIED" });
   assert.doesNotMatch(text, /hidden detail/);
+  emu.injectFault({ path: "/api/2.2/jobs/runs/get", status: 403, errorCode: "PERMISSION_DENIED", message: "hidden detail", times: 100 });
+  const updates = app.jobs("slow").watchRun(json.runId);
+  await assert.rejects(
+    (async () => {
+      for await (const _ of updates);
+    })(),
+    (e) => e.code === "PERMISSION_DENIED" && e.statusCode === 403 && !e.message.includes("hidden detail"),
+  );
+  emu.clearFaults();
   emu.setRunState(json.runId, "SUCCESS");
 });
 
@@ -352,4 +362,22 @@ test("abortActiveOperations ends open streams", async () => {
   }
   await until(() => plugin.activeStreamCount() === 0);
   emu.setRunState(json.runId, "SUCCESS");
+});
+
+test("production with only jobId in config (no DATABRICKS_JOB_<NAME>): createApp boots and the job runs", async () => {
+  const script = `
+    import { createApp, server } from "@databricks/appkit";
+    import { jobs } from "appkit-jobs";
+    const app = await createApp({ plugins: [server({ port: 0, host: "127.0.0.1" }), jobs({ jobs: { etl: { jobId: 1001 } } })] });
+    const job = await app.jobs("etl").getJob();
+    console.log(JSON.stringify({ ok: job.ok, id: job.data?.job_id }));
+    process.exit(0);
+  `;
+  const env = { ...process.env, ...patEnv(emu, {}) };
+  delete env.NODE_ENV;
+  for (const k of Object.keys(env)) if (k.startsWith("DATABRICKS_JOB_")) delete env[k];
+  const { spawnSync } = await import("node:child_process");
+  const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { cwd: process.cwd(), env, encoding: "utf8", timeout: 60_000 });
+  assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+  assert.deepEqual(JSON.parse(r.stdout.trim().split("\n").at(-1)), { ok: true, id: 1001 });
 });

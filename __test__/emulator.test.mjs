@@ -4,6 +4,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import v8 from "node:v8";
 import vm from "node:vm";
@@ -297,6 +299,12 @@ test("CLI: npx appkit-jobs emulator --jobs FILE prints the env and serves until 
     });
     const url = out.match(/export DATABRICKS_HOST=(\S+)/)[1];
     const token = out.match(/export DATABRICKS_TOKEN=(\S+)/)[1];
+    // The control API URL it prints answers with an index of its endpoints.
+    const control = out.match(/Control API: (\S+)/)[1];
+    const index = await fetch(control);
+    assert.equal(index.status, 200);
+    const { endpoints } = await index.json();
+    assert.ok(endpoints.some((e) => e.method === "POST" && e.path === "/__emulator/faults"), JSON.stringify(endpoints));
     assert.match(out, /export DATABRICKS_JOB_DAILY_REPORT=501/);
     assert.match(out, /export DATABRICKS_JOB_MODEL_TRAIN=502/);
     const job = await (await fetch(`${url}/api/2.2/jobs/get?job_id=502`, { headers: { authorization: `Bearer ${token}` } })).json();
@@ -313,3 +321,21 @@ test("CLI: npx appkit-jobs emulator --jobs FILE prints the env and serves until 
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /Usage: appkit-jobs emulator/);
 });
+
+test("CLI: --jobs with an unknown taskType or a duplicate job id fails, naming the job", (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "appkit-jobs-cli-"));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const cases = [
+    [[{ id: 7, name: "nightly", taskType: "bogus" }], /job 7 \("nightly"\): task "main" has an unknown taskType "bogus"/],
+    [[{ id: 8, name: "wide", tasks: [{ taskKey: "a", type: "notebook" }, { taskKey: "b", type: "shell" }] }], /job 8 \("wide"\): task "b" has an unknown taskType "shell"/],
+    [[{ id: 9, name: "first" }, { id: 9, name: "second" }], /job 9 is defined twice \(as "first" and as "second"\)/],
+  ];
+  for (const [jobs, message] of cases) {
+    const file = path.join(dir, "jobs.json");
+    fs.writeFileSync(file, JSON.stringify(jobs));
+    const r = spawnSync(process.execPath, [path.join(root, "bin", "cli.js"), "emulator", "--jobs", file], { encoding: "utf8", timeout: 30_000 });
+    assert.equal(r.status, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, message);
+  }
+});
+

@@ -24,8 +24,9 @@ const POLL_FAULTS = {
   "non-JSON 200 body": { fault: { status: 200, body: "not json", contentType: "text/plain" }, times: 2 },
   "poll slower than the timeout": { fault: { delayMs: 1200 }, times: 2, config: { timeout: 300 } },
   "expired OAuth token": { oauth: true },
-  "500": { fault: { status: 500, message: "upstream-detail" }, times: 1, fail: 500 },
-  "HTML 500": { fault: { status: 500, html: true }, times: 1, fail: 500 },
+  // A permanent failure has one code everywhere: the iterator's error and the SSE error event.
+  "500": { fault: { status: 500, message: "upstream-detail" }, times: 1, fail: 500, code: "INTERNAL_ERROR" },
+  "HTML 500": { fault: { status: 500, html: true }, times: 1, fail: 500, code: "UPSTREAM_ERROR" },
 };
 
 const CONFIG = { pollIntervalMs: 20, jobs: { etl: { taskType: "notebook" } } };
@@ -46,6 +47,7 @@ function checkEnd(name, spec, { updates, error }) {
     assert.ok(error, `${name}: the stream must end with an error`);
     assert.equal(error.name, "JobsError");
     assert.equal(error.statusCode, spec.fail);
+    assert.equal(error.code, spec.code);
     assert.equal(error.message, "Internal Server Error");
   } else {
     assert.equal(error, null, `${name}: ${error?.message}`);
@@ -99,7 +101,7 @@ async function sseCase(t, name, how) {
   const errors = events.filter((e) => e.event === "error");
   if (spec.fail) {
     assert.equal(errors.length, 1, `${how} / ${name}: ${sse.text()}`);
-    assert.deepEqual(events.at(-1).data, { error: "Internal Server Error", code: "UPSTREAM_ERROR" });
+    assert.deepEqual(events.at(-1).data, { error: "Internal Server Error", code: spec.code });
     assert.match(events.at(-1).id, new RegExp(`^${runId}:\\d+$`));
   } else {
     assert.deepEqual(errors, [], `${how} / ${name}: ${sse.text()}`);
@@ -139,7 +141,7 @@ test("endless transient poll failures end at waitTimeout, never hang", { timeout
   const events = sse.events();
   assert.equal(events.length, 1, text);
   assert.equal(events[0].event, "error");
-  assert.equal(events[0].data.code, "TIMEOUT");
+  assert.equal(events[0].data.code, "POLL_TIMEOUT", "the same code as runAndWait's error");
 });
 
 test("a run-now that fails ends runAndWait with an exception and the SSE route with an HTTP error", async (t) => {
@@ -266,4 +268,53 @@ test("abortActiveOperations ends every stream and iterator, and nothing is polle
   const again = await openSse(`${base}/api/jobs/etl/runs/${started.runId}/stream`);
   await until(() => again.events().length >= 1, 5_000, "a stream after the abort");
   again.abort();
+});
+
+test("a workspace lost mid-wait ends runAndWait, watchRun and SSE streams with UPSTREAM_UNAVAILABLE at the outage bound", { timeout: 30_000 }, async (t) => {
+  const emu = await emulator(t); // time frozen: the run stays QUEUED
+  const config = { pollIntervalMs: 20, outageTimeout: 400, jobs: { etl: { taskType: "notebook" } } };
+  const api = jobsFor(t, config, patEnv(emu));
+  const { base } = await routes(t, { ...config, env: patEnv(emu) });
+  const waits = [api("etl").runAndWait()[Symbol.asyncIterator]()];
+  const runId = (await waits[0].next()).value.run.run_id;
+  waits.push(api("etl").watchRun(runId)[Symbol.asyncIterator]());
+  assert.equal((await waits[1].next()).value.status, "QUEUED");
+  const sse = await openSse(`${base}/api/jobs/etl/runs/${runId}/stream`);
+  await until(() => sse.events().length >= 1, 10_000, "the first event");
+
+  await emu.stop(); // the workspace is gone: connections are refused from now on
+  for (const it of waits) {
+    const { error } = await drain({ [Symbol.asyncIterator]: () => it });
+    assert.equal(error?.code, "UPSTREAM_UNAVAILABLE", String(error));
+    assert.equal(error.statusCode, 503);
+    assert.equal(error.message, `The Databricks workspace could not be reached for 400ms while waiting for run ${runId}`);
+    assert.equal(error.cause.code, "ECONNREFUSED");
+  }
+  await sse.done;
+  const last = sse.events().at(-1);
+  assert.equal(last.event, "error");
+  assert.deepEqual(last.data, {
+    error: `The Databricks workspace could not be reached for 400ms while waiting for run ${runId}`,
+    code: "UPSTREAM_UNAVAILABLE",
+  });
+});
+
+test("an outage of 503s ends the wait with the last HTTP status as the cause; a shorter one is ridden out", { timeout: 30_000 }, async (t) => {
+  const emu = await emulator(t);
+  const api = jobsFor(t, { pollIntervalMs: 20, outageTimeout: 400 }, patEnv(emu));
+  // A short outage (well under the bound) is invisible.
+  const short = api("etl").runAndWait();
+  const runId = (await short.next()).value.run.run_id;
+  emu.injectFault({ path: API.getRun, status: 503, retryAfter: 0, times: 3 });
+  await until(() => at(emu, API.getRun).filter((r) => r.fault).length >= 3, 10_000, "the short outage");
+  emu.setRunState(runId, "SUCCESS");
+  const rest = await drain(short);
+  assert.equal(rest.error, null);
+  assert.equal(lastState(rest.updates), "TERMINATED");
+  // A long one is reported, with the status the workspace kept answering.
+  emu.injectFault({ path: API.getRun, status: 503, times: 100_000 });
+  const { error } = await drain(api("etl").runAndWait());
+  assert.equal(error?.code, "UPSTREAM_UNAVAILABLE");
+  assert.equal(error.cause.status, 503);
+  assert.equal(error.cause.code, "TEMPORARILY_UNAVAILABLE");
 });

@@ -201,21 +201,24 @@ test("listRuns pages past 25 runs and clamps the limit to 1..100", async (t) => 
   const api = createJobs({}, { env: patEnv(emu, { etl: JOB.etl }) });
   const etl = api("etl");
   const ids = [];
-  for (let i = 0; i < 30; i++) ids.push((await etl.runNow()).data.run_id);
+  for (let i = 0; i < 105; i++) ids.push((await etl.runNow()).data.run_id);
   emu.clearRequests();
 
   const thirty = await etl.listRuns({ limit: 30 });
   assert.equal(thirty.ok, true);
   assert.deepEqual(
     thirty.data.map((r) => r.run_id),
-    ids.slice().reverse(),
+    ids.slice(-30).reverse(),
   );
   const limits = requestsTo(emu, "/jobs/runs/list").map((r) => new URLSearchParams(r.query).get("limit"));
   assert.deepEqual(limits, ["25", "5"]);
 
   emu.clearRequests();
-  const all = await etl.listRuns({ limit: 1000 }); // clamped to 100: every run there is
-  assert.equal(all.data.length, 30);
+  const all = await etl.listRuns({ limit: 1000 }); // clamped to 100 of the 105 runs
+  assert.deepEqual(
+    all.data.map((r) => r.run_id),
+    ids.slice(-100).reverse(),
+  );
   assert.ok(requestsTo(emu, "/jobs/runs/list").every((r) => Number(new URLSearchParams(r.query).get("limit")) <= 25));
 
   const dflt = await etl.listRuns();
@@ -256,9 +259,9 @@ test("upstream failures keep their status with generic text only", async (t) => 
   assert.equal(missing.ok, false);
   assert.equal(missing.status, 400);
   assert.equal(missing.message, "Bad Request");
+  // A missing job: 400 INVALID_PARAMETER_VALUE upstream (not 404), kept as such.
   const gone = await api("gone").getJob();
-  assert.equal(gone.ok, false);
-  assert.equal(gone.message, gone.status === 404 ? "Not Found" : "Bad Request");
+  assert.deepEqual(gone, { ok: false, status: 400, message: "Bad Request" });
   emu.injectFault({ path: "/api/2.2/jobs/get", status: 403, errorCode: "PERMISSION_DENIED", message: "secret detail dapi-leak" });
   const denied = await api("etl").getJob();
   assert.deepEqual(denied, { ok: false, status: 403, message: "Forbidden" });
@@ -428,3 +431,79 @@ test("asUser reads x-forwarded-access-token (express or plain headers, any case)
     console.warn = warn;
   }
 });
+
+test("config mistakes throw CONFIG_ERROR naming the option; a fast poll interval is raised to the floor", async (t) => {
+  for (const [config, message] of [
+    [{ pollIntervalMs: -5 }, "pollIntervalMs must be a non-negative number of milliseconds, got -5"],
+    [{ timeout: -1 }, "timeout must be a non-negative number of milliseconds, got -1"],
+    [{ jobs: { etl: { waitTimeout: -1 } } }, "jobs.etl.waitTimeout must be a non-negative number of milliseconds, got -1"],
+    [{ jobs: { etl: { jobId: "abc" } } }, 'jobs.etl.jobId must be a positive integer (a number, or its decimal text), got "abc"'],
+    [{ pollIntervalMs: Number.NaN }, "pollIntervalMs must be a finite number, got NaN"],
+    [{ jobs: { etl: { waitTimeout: Number.POSITIVE_INFINITY } } }, "jobs.etl.waitTimeout must be a finite number, got Infinity"],
+    [{ jobs: { etl: { taskType: "notebok" } } }, 'jobs.etl.taskType must be one of notebook, python_wheel, python_script, spark_jar, sql, dbt, got "notebok"'],
+  ]) {
+    assert.throws(
+      () => createJobs(config, { env: {} }),
+      (e) => e instanceof JobsError && e.code === "CONFIG_ERROR" && e.message === `Invalid jobs config: ${message}`,
+      JSON.stringify(config),
+    );
+    assert.throws(() => jobs(config).plugin.getResourceRequirements(config), (e) => e.code === "CONFIG_ERROR");
+  }
+
+  // pollIntervalMs 1 boots (the stock plugin accepts it), warns once, and polls at the 50 ms floor.
+  const warnings = [];
+  const onWarning = (w) => warnings.push(w);
+  process.on("warning", onWarning);
+  t.after(() => process.off("warning", onWarning));
+  const emu = await emulator(t, { timeScale: 0 });
+  const api = createJobs({ pollIntervalMs: 1 }, { env: patEnv(emu, { etl: JOB.etl }) });
+  createJobs({ pollIntervalMs: 1 }, { env: patEnv(emu, { etl: JOB.etl }) });
+  t.after(() => api.close());
+  const run = api("etl").runAndWait();
+  const first = await run.next();
+  emu.clearRequests();
+  await new Promise((r) => setTimeout(r, 1000));
+  const polls = requestsTo(emu, "/runs/get").length;
+  // At most one poll per 50 ms (the interval backs off from there); 1 ms would be ~265 in 2 s.
+  assert.ok(polls <= 20, `${polls} polls in 1 s`);
+  emu.setRunState(first.value.run.run_id, "SUCCESS");
+  for await (const _ of run);
+  await new Promise((r) => setImmediate(r));
+  const floor = warnings.filter((w) => w.code === "APPKIT_JOBS_CONFIG");
+  assert.equal(floor.length, 1, "one warning for the same config");
+  assert.match(floor[0].message, /pollIntervalMs 1 is below the floor of 50 ms/);
+});
+
+test("params JSON cannot carry are rejected with ValidationError before anything is sent", async (t) => {
+  const emu = await emulator(t, { timeScale: 0 });
+  const api = createJobs({ jobs: { etl: { taskType: "notebook" } } }, { env: patEnv(emu, { etl: JOB.etl }) });
+  t.after(() => api.close());
+  const circular = { a: { b: 1 } };
+  circular.a.self = circular;
+  for (const [params, detail] of [
+    [circular, "params.a.self refers back to itself (a circular structure cannot be sent)"],
+    [{ f: () => 1 }, "params.f is a function, which cannot be sent"],
+    [{ s: Symbol("x") }, "params.s is a symbol, which cannot be sent"],
+    [{ n: Number.NaN }, "params.n is NaN, which cannot be sent as JSON"],
+    [{ list: [1, () => 2] }, "params.list[1] is a function, which cannot be sent"],
+  ]) {
+    const expected = `Parameter validation failed for job "etl": ${detail}`;
+    await assert.rejects(api("etl").runNow(params), (e) => e instanceof ValidationError && e.statusCode === 400 && e.message === expected);
+    await assert.rejects(
+      (async () => {
+        for await (const _ of api("etl").runAndWait(params));
+      })(),
+      (e) => e instanceof ValidationError && e.message === expected,
+    );
+  }
+  assert.deepEqual(requestsTo(emu, "/run-now"), [], "nothing was sent");
+  // A bigint is sent exactly, as its decimal text (job parameters are strings).
+  const shared = { same: "x" };
+  assert.equal((await api("etl").runNow({ big: 12345678901234567890n, a: shared, b: shared })).ok, true);
+  assert.deepEqual(requestsTo(emu, "/run-now").at(-1).body.notebook_params, {
+    big: "12345678901234567890",
+    a: '{"same":"x"}',
+    b: '{"same":"x"}',
+  });
+});
+

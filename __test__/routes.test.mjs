@@ -133,9 +133,15 @@ test("node:http: routes under /api/jobs, fallback for the rest, SSE, close()", a
     const { runId } = await ok.json();
     assert.deepEqual(requestsTo(emu, "/jobs/run-now").at(-1).body.notebook_params, { date: "2025-02-03" });
 
+    // Another job's run, asked before anything read it: the route's own check reads the run
+    // (the ownership cache knows nothing yet) and answers 404 without touching it.
+    const readsBefore = requestsTo(emu, "/runs/get").length;
+    const foreign = await fetch(`${base}/api/jobs/other/runs/${runId}`);
+    assert.equal(foreign.status, 404);
+    assert.deepEqual(await foreign.json(), { error: `Run ${runId} not found for job "other"`, plugin: "jobs" });
+    assert.equal(requestsTo(emu, "/runs/get").length, readsBefore + 1, "the route read the run to check it");
     const got = await fetch(`${base}/api/jobs/etl/runs/${runId}`);
     assert.equal((await got.json()).run_id, runId);
-    assert.equal((await fetch(`${base}/api/jobs/other/runs/${runId}`)).status, 404);
     assert.equal((await fetch(`${base}/api/jobs/etl/runs/0x10`)).status, 400);
     const unknown = await fetch(`${base}/api/jobs/n%20o!pe/status`);
     assert.deepEqual(await unknown.json(), { error: 'Unknown job "nope"', plugin: "jobs" });
@@ -184,8 +190,11 @@ test("express: mounted at /api/jobs, or at the root after express.json()", async
       const { runId } = await res.json();
       const del = await fetch(`http://127.0.0.1:${port}/api/jobs/etl/runs/${runId}`, { method: "DELETE" });
       assert.equal(del.status, 204);
+      // etl has earlier runs too: exactly two come back, the newest first.
       const list = await fetch(`http://127.0.0.1:${port}/api/jobs/etl/runs?limit=2`);
-      assert.ok((await list.json()).runs.length <= 2);
+      const { runs } = await list.json();
+      assert.equal(runs.length, 2);
+      assert.equal(runs[0].run_id, runId);
     }
     const miss = await fetch(`http://127.0.0.1:${p2}/not-jobs`);
     assert.equal(await miss.text(), "app2 404");
@@ -232,7 +241,25 @@ test("plugin.asUser(req): exports run with the user's token; routes stay the ser
   emu.clearRequests();
   assert.equal((await p.exports()("etl").getRun(runId)).ok, true);
   assert.ok(emu.requests().every((r) => r.identity === "service_principal"));
-  assert.equal(typeof asUser.injectRoutes, "function");
+  // Routes mounted from the user's view still run as the service principal.
+  const app = express();
+  const router = express.Router();
+  asUser.injectRoutes(router);
+  app.use("/api/jobs", router);
+  const server = http.createServer(app);
+  const port = await listen(server);
+  try {
+    emu.clearRequests();
+    const status = await fetch(`http://127.0.0.1:${port}/api/jobs/etl/status`, { headers: { "x-forwarded-access-token": "user-token-1" } });
+    assert.equal(status.status, 200);
+    assert.equal((await status.json()).run.run_id, runId);
+    assert.deepEqual(
+      emu.requests().map((r) => r.identity),
+      ["service_principal"],
+    );
+  } finally {
+    await close(server);
+  }
   handler.close();
 });
 
@@ -247,3 +274,83 @@ test("plugin.asUser(req) without a token: 401 outside development", () => {
     handler.close();
   }
 });
+
+test("run ids beyond 2^53 reach every JSON route exactly, and no route answers 5xx after a run started", async (t) => {
+  const big = await startEmulator({ timeScale: 0, firstRunId: 9007199254741002 });
+  t.after(() => big.stop());
+  const handler = createJobsHandler({ env: patEnv(big, { etl: 1001 }), jobs: { etl: { taskType: "notebook" } } });
+  const server = http.createServer((req, res) => handler(req, res));
+  const base = `http://127.0.0.1:${await listen(server)}/api/jobs/etl`;
+  t.after(async () => {
+    handler.close();
+    await close(server);
+  });
+  const run = await fetch(`${base}/run`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"params":{"a":"b"}}' });
+  assert.equal(run.status, 200);
+  const runText = await run.text();
+  assert.equal(runText, '{"runId":9007199254741002}');
+  for (const [path, field] of [
+    ["/status", '"run_id":9007199254741002'],
+    ["/runs", '"run_id":9007199254741002'],
+    ["/runs/9007199254741002", '"run_id":9007199254741002'],
+  ]) {
+    const res = await fetch(`${base}${path}`);
+    const text = await res.text();
+    assert.equal(res.status, 200, `${path}: ${text}`);
+    assert.ok(text.includes(field), `${path}: ${text}`);
+    // Every digit: a JSON.parse would round the id, the text must not.
+    assert.ok(text.includes("9007199254741003") || path !== "/runs/9007199254741002", `${path}: task run ids exact`);
+  }
+  assert.equal(big.runCount(), 1);
+});
+
+test("HEAD answers as GET does, without a body, under node:http and express", async () => {
+  const handler = makeHandler();
+  const plain = http.createServer((req, res) => handler(req, res));
+  const app = express();
+  app.use("/api/jobs", handler);
+  const viaExpress = http.createServer(app);
+  const ports = [await listen(plain), await listen(viaExpress)];
+  try {
+    const started = await handler.jobs("slow").runNow();
+    const runId = started.data.run_id;
+    for (const port of ports) {
+      for (const path of ["/slow/status", "/slow/runs?limit=3", `/slow/runs/${runId}`]) {
+        const url = `http://127.0.0.1:${port}/api/jobs${path}`;
+        const get = await fetch(url);
+        const head = await fetch(url, { method: "HEAD" });
+        assert.equal(head.status, get.status, `${port} ${path}`);
+        assert.equal(head.status, 200, `${port} ${path}`);
+        assert.equal(head.headers.get("content-type"), get.headers.get("content-type"));
+        assert.equal(await head.text(), "");
+        assert.ok(Number(head.headers.get("content-length")) > 0);
+      }
+      const missing = await fetch(`http://127.0.0.1:${port}/api/jobs/slow/runs/0x10`, { method: "HEAD" });
+      assert.equal(missing.status, 400);
+    }
+  } finally {
+    handler.close();
+    await close(plain);
+    await close(viaExpress);
+  }
+});
+
+test("GET /runs clamps limit to 100 when more than 100 runs exist", async (t) => {
+  const many = await startEmulator({ timeScale: 0 });
+  t.after(() => many.stop());
+  const handler = createJobsHandler({ env: patEnv(many, { etl: 1001 }) });
+  t.after(() => handler.close());
+  for (let i = 0; i < 105; i++) assert.equal((await handler.jobs("etl").runNow()).ok, true);
+  const server = http.createServer((req, res) => handler(req, res));
+  const base = `http://127.0.0.1:${await listen(server)}/api/jobs/etl`;
+  t.after(() => close(server));
+  for (const [limit, expected] of [["1000", 100], ["101", 100], ["100", 100], ["7", 7]]) {
+    const { runs } = await (await fetch(`${base}/runs?limit=${limit}`)).json();
+    assert.equal(runs.length, expected, `limit=${limit}`);
+  }
+  // Newest first, no run twice.
+  const { runs } = await (await fetch(`${base}/runs?limit=100`)).json();
+  assert.equal(new Set(runs.map((r) => r.run_id)).size, 100);
+  assert.ok(runs.every((r, i) => i === 0 || r.run_id < runs[i - 1].run_id));
+});
+

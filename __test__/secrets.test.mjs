@@ -21,7 +21,9 @@ const BOB = "bobUSERSECRET00000000000000000004";
 const STRANGER = "strangerUSERSECRET0000000000000005";
 const WRONG_PAT = "dapiWRONGSECRET00000000000000000006";
 const WRONG_CLIENT_SECRET = "doseWRONGSECRET000000000000000007";
-const SECRETS = [SP_TOKEN, CLIENT_SECRET, ALICE, BOB, STRANGER, WRONG_PAT, WRONG_CLIENT_SECRET];
+/** Upstream text: never shown, whatever it says (it stands for any message the workspace sends). */
+const UPSTREAM_TEXT = "UpstreamSaysSomethingPrivate-7e1f";
+const SECRETS = [SP_TOKEN, CLIENT_SECRET, ALICE, BOB, STRANGER, WRONG_PAT, WRONG_CLIENT_SECRET, UPSTREAM_TEXT];
 
 /** Collects every string the code under test hands back or prints. */
 class Capture {
@@ -149,6 +151,26 @@ test("PAT, users and upstream faults quoting the secrets: nothing leaks from the
       await exerciseHandle(cap, emu, etl);
       emu.clearFaults();
     }
+    // Faults quoting users' tokens, the OAuth client secret and arbitrary upstream text, on
+    // every JS API path and as each user; each fault must actually have been served.
+    const QUOTE_ALL = `${UPSTREAM_TEXT}: tokens ${ALICE} ${BOB} ${STRANGER}, client secret ${CLIENT_SECRET}`;
+    for (const handle of [etl, etl.asUser({ headers: { "x-forwarded-access-token": ALICE } })]) {
+      for (const status of [400, 403, 500]) {
+        const served = emu.requests().filter((r) => r.fault).length;
+        for (const path of Object.values(API)) emu.injectFault({ path, status, message: QUOTE_ALL, times: 2 });
+        await exerciseHandle(cap, emu, handle);
+        emu.clearFaults();
+        const fired = emu.requests().filter((r) => r.fault).length - served;
+        assert.ok(fired >= 6, `status ${status}: only ${fired} faults were served`);
+      }
+      // A wait whose poll starts failing with such a message after the first update.
+      const it = handle.runAndWait()[Symbol.asyncIterator]();
+      cap.add(await it.next());
+      emu.injectFault({ path: API.getRun, status: 403, message: QUOTE_ALL, times: 10 });
+      await cap.settle(it.next());
+      assert.ok(at(emu, API.getRun).some((r) => r.fault), "the poll fault fired");
+      emu.clearFaults();
+    }
     // ... or an HTML / plain body quoting them.
     for (const path of Object.values(API)) emu.injectFault({ path, status: 502, body: FAULT_TEXT(SP_TOKEN), times: 3 });
     await exerciseHandle(cap, emu, etl);
@@ -261,6 +283,7 @@ test("the plugin factory's value and the plugin instance do not print secrets", 
     const env = { DATABRICKS_HOST: emu.url, DATABRICKS_TOKEN: SP_TOKEN, DATABRICKS_JOB_ETL: "1001" };
     const { plugin: Plugin } = jobsPlugin({ jobs: { etl: {} } });
     const plugin = new Plugin({ jobs: { etl: {} }, env: { ...env } });
+    cap.add(util.inspect(plugin, { depth: 8, showHidden: true }));
     cap.add(util.inspect(plugin.exports(), { depth: 6 }));
     cap.add(util.inspect(plugin.exports()("etl"), { depth: 6 }));
     cap.add(await plugin.exports()("etl").getJob());
@@ -270,3 +293,19 @@ test("the plugin factory's value and the plugin instance do not print secrets", 
   }
   cap.assertClean("plugin");
 });
+
+test("a standalone handler given `env` prints no credential when inspected or serialised", async (t) => {
+  const emu = await secretEmulator(t);
+  const { createJobsHandler } = require("appkit-jobs/http");
+  const handler = createJobsHandler({ jobs: { etl: {} }, env: { DATABRICKS_HOST: emu.url, DATABRICKS_TOKEN: SP_TOKEN, DATABRICKS_JOB_ETL: "1001" } });
+  t.after(() => handler.close());
+  const cap = new Capture();
+  cap.add(util.inspect(handler, { depth: 10, showHidden: true }));
+  cap.add(util.inspect(handler.plugin, { depth: 10, showHidden: true }));
+  cap.add(JSON.stringify(handler.plugin.config));
+  cap.add(util.inspect(handler.jobs("etl"), { depth: 10, showHidden: true }));
+  cap.add(await handler.jobs("etl").getJob());
+  assert.equal((await handler.jobs("etl").getJob()).ok, true, "the env it was given is still used");
+  cap.assertClean("handler");
+});
+

@@ -59,8 +59,11 @@ export declare class BindingJobs {
   /**
    * `config`: the plugin config as JSON (camelCase; JS schemas replaced by `externalSchema: true`).
    * `env`: the environment to read DATABRICKS_* from.
+   * A config mistake throws an error whose `code` is `CONFIG_ERROR`.
    */
   constructor(config: any, env: Record<string, string>)
+  /** What the configuration got that works but is not what was asked for, to warn about. */
+  warnings(): Array<string>
   /**
    * Where watch events go: `wake()` is called (on the JS thread, without keeping Node alive)
    * when events are waiting; JS then calls `takeEvents()`. Set once, before any watch.
@@ -113,14 +116,15 @@ export declare class BindingRouter {
 }
 
 /**
- * `kind` is `"json"` (`status`, `body`), `"empty"` (`status`) or `"stream"` (`takeStream()`);
+ * `kind` is `"json"` (`status`, `bodyJson`), `"empty"` (`status`) or `"stream"` (`takeStream()`);
  * `headers` are the ones to send with it.
  */
 export declare class BindingRouteResponse {
   get kind(): string
   get status(): number
   get headers(): Record<string, string>
-  get body(): any | null
+  /** The JSON body as text: integers keep every digit (run ids beyond 2^53 included). */
+  get bodyJson(): string | null
   /** The SSE stream of a `"stream"` response; `null` otherwise or once taken. */
   takeStream(): BindingEventStream | null
 }
@@ -135,6 +139,8 @@ export interface BindingDiscoveredJob {
   envVar: string
   /** The job id as a decimal string, or `null` when none valid is configured. */
   jobId?: string
+  /** The id comes from the config's `jobId`, so the env var is not needed. */
+  idFromConfig: boolean
 }
 
 /** Options of `startEmulator` (every field optional). */
@@ -216,6 +222,10 @@ export interface BindingOutcome {
   code?: string
   message?: string
   reject?: boolean
+  /** What went wrong underneath (`ECONNREFUSED`, `ENOTFOUND`, `ERR_TLS`, ...), for `cause.code`. */
+  causeCode?: string
+  /** The upstream HTTP status behind the failure (the last one seen, for an outage). */
+  upstreamStatus?: number
 }
 
 /** A request relative to the mount point: `{ method: "POST", path: "/etl/run", query, headers, body }`. */

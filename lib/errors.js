@@ -42,12 +42,22 @@ function statusText(status) {
  * Builds the JS error for a failed native outcome `{ ok: false, status, code, message }`.
  * The native message is already public (see `JobsError::public_message` in the core).
  */
-function errorFromOutcome(outcome, prefix) {
+function errorFromOutcome(outcome) {
   const status = outcome.status ?? 500;
-  const message = prefix ? `${prefix}: ${outcome.message ?? statusText(status)}` : outcome.message ?? statusText(status);
+  const message = outcome.message ?? statusText(status);
   if (outcome.code === "VALIDATION_ERROR") return new ValidationError(message);
-  const cause = { code: outcome.code ?? null, status };
-  return new JobsError(message, { code: outcome.code ?? "JOBS_ERROR", statusCode: status, cause });
+  return new JobsError(message, { code: outcome.code ?? "JOBS_ERROR", statusCode: status, cause: causeOf(outcome) });
+}
+
+/**
+ * The `cause` of a failed outcome: what went wrong underneath (a network code such as
+ * ECONNREFUSED, else the error's own code) and the upstream HTTP status, where there is one.
+ */
+function causeOf(outcome) {
+  const code = outcome.causeCode ?? outcome.code ?? null;
+  const status = outcome.upstreamStatus ?? null;
+  const text = [code, status && `HTTP ${status}`].filter(Boolean).join(", ") || "unknown";
+  return Object.assign(new Error(text), { code, status });
 }
 
 module.exports = { JobsError, ValidationError, statusText, errorFromOutcome };

@@ -2,11 +2,49 @@
 // The JobHandle: what `app.jobs("etl")` returns. Every method but runAndWait/watchRun resolves
 // to ExecutionResult (`{ ok: true, data }` or `{ ok: false, status, message }`, message = HTTP
 // status text); caller and configuration mistakes reject (the core marks them `reject`).
-const { statusText, errorFromOutcome } = require("./errors.js");
+const { ValidationError, statusText, errorFromOutcome } = require("./errors.js");
 
-/** JSON text of params: bigint as decimal text; functions and undefined dropped. */
+/** JSON text with bigints as their decimal text (exact; job parameters are strings anyway). */
 function toJson(value) {
   return JSON.stringify(value, (_k, v) => (typeof v === "bigint" ? v.toString() : v));
+}
+
+/**
+ * The params of `key` as JSON text, or a ValidationError naming the first value JSON cannot
+ * carry: JSON.stringify would throw on a cycle and silently drop functions and symbols or turn
+ * NaN into null, sending something else than what the caller gave.
+ */
+function paramsJson(key, params) {
+  if (params === undefined) return null;
+  const problem = unsendable(params, "params", new Set());
+  if (problem) throw new ValidationError(`Parameter validation failed for job "${key}": ${problem}`);
+  return toJson(params);
+}
+
+function unsendable(value, path, ancestors) {
+  switch (typeof value) {
+    case "function":
+    case "symbol":
+      return `${path} is a ${typeof value}, which cannot be sent`;
+    case "number":
+      return Number.isFinite(value) ? null : `${path} is ${value}, which cannot be sent as JSON`;
+    case "object": {
+      if (value === null || typeof value.toJSON === "function") return null;
+      if (ancestors.has(value)) return `${path} refers back to itself (a circular structure cannot be sent)`;
+      ancestors.add(value);
+      try {
+        for (const [k, v] of Object.entries(value)) {
+          const inner = unsendable(v, Array.isArray(value) ? `${path}[${k}]` : `${path}.${k.replace(/[^A-Za-z0-9_-]/g, "").slice(0, 50)}`, ancestors);
+          if (inner) return inner;
+        }
+        return null;
+      } finally {
+        ancestors.delete(value);
+      }
+    }
+    default:
+      return null;
+  }
 }
 
 /** A run id as the core reads it (`string | number | bigint`); anything else as its text, which the core rejects. */
@@ -29,7 +67,7 @@ function createHandle(rt, key, token) {
   const api = {
     async runNow(params) {
       const value = await rt.prepareParams(key, params);
-      return toResult(await native.runNow(key, tok, value === undefined ? null : toJson(value)));
+      return toResult(await native.runNow(key, tok, paramsJson(key, value)));
     },
     runAndWait(params, signal) {
       return rt._updates(async (id) => {
@@ -39,7 +77,7 @@ function createHandle(rt, key, token) {
         // abort while run-now is in flight (or waiting to retry) drops it, nothing more is sent.
         // Our own errors (validation, missing id, configuration) keep their message; an
         // upstream failure reads "Failed to trigger job run: <status text>".
-        native.startAndWatch(id, key, tok, value === undefined ? null : toJson(value));
+        native.startAndWatch(id, key, tok, paramsJson(key, value));
         return true;
       }, signal);
     },

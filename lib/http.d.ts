@@ -1,14 +1,9 @@
 // Types of `appkit-jobs/http`: the /api/jobs routes for node:http and express, without AppKit.
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IJobsConfig, JobsExport, JobsPlugin, TaskType } from "../index";
 
 /** The plugin config, plus this handler's own options. */
-export interface JobsHandlerConfig {
-  /** Default timeout for Jobs API calls in ms. */
-  timeout?: number;
-  /** Poll interval of streams and runAndWait in ms (default 5000). */
-  pollIntervalMs?: number;
-  /** Named jobs (merged over the DATABRICKS_JOB_<NAME> env vars). */
-  jobs?: Record<string, Record<string, unknown>>;
+export interface JobsHandlerConfig extends IJobsConfig {
   /** Silence (ms) after which an SSE stream sends a `: heartbeat` comment (default 10000). */
   heartbeatMs?: number;
   /** Environment to read instead of process.env. */
@@ -25,13 +20,13 @@ export interface JobsHandlerOptions {
 export interface JobsHandler {
   (req: IncomingMessage & { body?: unknown }, res: ServerResponse, next?: (err?: unknown) => void): Promise<void>;
   /** The `(jobKey) => JobHandle` callable, as `AppKit.jobs`. */
-  readonly jobs: (jobKey: string) => unknown;
+  readonly jobs: JobsExport;
   /** `{ jobs: { <key>: { params: JSON Schema | null, taskType: string | null } } }`. */
-  clientConfig(): { jobs: Record<string, { params: Record<string, unknown> | null; taskType: string | null }> };
+  clientConfig(): { jobs: Record<string, { params: Record<string, unknown> | null; taskType: TaskType | null }> };
   /** The JobsPlugin instance behind the handler. */
-  readonly plugin: unknown;
+  readonly plugin: JobsPlugin;
   /** Ends every open stream (runs go on). */
   close(): void;
 }
 
-export function createJobsHandler(configOrPlugin?: JobsHandlerConfig | object, options?: JobsHandlerOptions): JobsHandler;
+export function createJobsHandler(configOrPlugin?: JobsHandlerConfig | JobsPlugin, options?: JobsHandlerOptions): JobsHandler;

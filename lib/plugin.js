@@ -45,14 +45,17 @@ function runtimeManifest({ $schema: _schema, license: _license, resources, ...ma
 
 const JSON_HEADERS = { "Content-Type": "application/json; charset=utf-8" };
 
-/** Sends a JSON body (headers from the core's route response, or JSON's for our own errors). */
-function sendJson(res, status, body, headers = JSON_HEADERS) {
+/** Sends JSON text (headers from the core's route response, or JSON's for our own errors); a HEAD request gets no body. */
+function sendJson(req, res, status, text, headers = JSON_HEADERS) {
   if (res.headersSent || res.writableEnded) return;
-  const text = JSON.stringify(body);
   res.statusCode = status;
   for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
   res.setHeader("Content-Length", Buffer.byteLength(text));
-  res.end(text);
+  res.end(isHead(req) ? undefined : text);
+}
+
+function isHead(req) {
+  return String(req.method ?? "").toUpperCase() === "HEAD";
 }
 
 class JobsPlugin {
@@ -66,28 +69,36 @@ class JobsPlugin {
 
   static phase = "normal";
 
-  /** One `job` resource per configured or discovered job, bound to its env var. */
+  /**
+   * One `job` resource per configured or discovered job, bound to its env var. A job whose id
+   * is in the config (`jobId`) does not need the env var, so it is not required.
+   */
   static getResourceRequirements(config = {}) {
-    return discoverJobs(config ?? {}, config?.env ?? process.env).map(({ key, envVar }) => ({
+    return discoverJobs(config ?? {}, config?.env ?? process.env).map(({ key, envVar, idFromConfig }) => ({
       type: "job",
       alias: `job-${key}`,
       resourceKey: `job-${key}`,
       description: `Databricks Job "${key}"`,
       permission: "CAN_MANAGE_RUN",
       fields: { id: { env: envVar, description: `Job ID for "${key}"` } },
-      required: true,
+      required: !idFromConfig,
     }));
   }
 
+  /** The environment given as the `env` option (it may hold credentials: kept off `config`). */
+  #env;
+
   constructor(config = {}) {
-    this.config = config;
+    // `env`, `heartbeatMs` and `logger` are this class's own options, not the core's.
+    const { env, ...withoutEnv } = config;
+    const { heartbeatMs: _h, logger: _l, ...coreConfig } = withoutEnv;
+    this.#env = env;
+    this.config = withoutEnv;
     this.name = config.name ?? JobsPlugin.manifest.name;
     this.context = config.context;
     this.registeredEndpoints = {};
     this._logger = config.logger ?? console;
     // One native core (connection pool, cache, poller) for the routes and the code.
-    // `env`, `heartbeatMs` and `logger` are this class's own options, not the core's.
-    const { env, heartbeatMs: _h, logger: _l, ...coreConfig } = config;
     this._runtime = createJobsRuntime(coreConfig, env ? { env } : {});
     this._exports = this._runtime.exports;
     this._native = null;
@@ -99,7 +110,7 @@ class JobsPlugin {
   }
 
   async setup() {
-    const found = discoverJobs(this.config, this.config.env ?? process.env);
+    const found = discoverJobs(this.config, this.#env ?? process.env);
     const keys = found.map((job) => job.key);
     this._logger.info?.(`[jobs] ${keys.length} job(s) configured: ${keys.length ? keys.join(", ") : "(none)"}`);
     for (const { key, envVar, jobId } of found) {
@@ -117,7 +128,9 @@ class JobsPlugin {
   injectRoutes(router) {
     for (const [name, method, path] of ROUTES) {
       router[method](path, (req, res, next) => {
-        this.handleRequest(req, res).catch((err) => (next ? next(err) : sendJson(res, 500, { error: "Internal Server Error", plugin: this.name })));
+        this.handleRequest(req, res).catch((err) =>
+          next ? next(err) : sendJson(req, res, 500, JSON.stringify({ error: "Internal Server Error", plugin: this.name })),
+        );
       });
       this.registeredEndpoints[name] = `/api/${this.name}${path}`;
     }
@@ -205,7 +218,7 @@ class JobsPlugin {
     const headers = headerMap(req.headers);
 
     const pre = await this._validateExternal(req.method, path, query, headers, body);
-    if (pre.error) return sendJson(res, 400, { error: pre.error, plugin: this.name });
+    if (pre.error) return sendJson(req, res, 400, JSON.stringify({ error: pre.error, plugin: this.name }));
     if (pre.body !== undefined) body = pre.body;
 
     const response = await this._router().handle({
@@ -215,13 +228,19 @@ class JobsPlugin {
       headers,
       body: typeof body === "string" ? body : undefined,
     });
-    if (response.kind === "json") return sendJson(res, response.status, response.body, response.headers);
+    if (response.kind === "json") return sendJson(req, res, response.status, response.bodyJson, response.headers);
     if (response.kind === "empty") {
       res.statusCode = response.status;
       return res.end();
     }
     const stream = response.takeStream();
-    if (!stream) return sendJson(res, 500, { error: "Internal Server Error", plugin: this.name });
+    if (!stream) return sendJson(req, res, 500, JSON.stringify({ error: "Internal Server Error", plugin: this.name }));
+    if (isHead(req)) {
+      stream.cancel();
+      res.statusCode = response.status;
+      for (const [k, v] of Object.entries(response.headers)) res.setHeader(k, v);
+      return res.end();
+    }
     return this._pipeStream(stream, res, response.headers);
   }
 

@@ -26,30 +26,45 @@ function stringEnv(env) {
   return out;
 }
 
-/** The config the Rust core reads: plain JSON, JS schemas replaced by `externalSchema: true`. */
+/**
+ * The config the Rust core reads: plain JSON, JS schemas replaced by `externalSchema: true`.
+ * The core checks every option; only what JSON cannot carry is checked here (NaN and
+ * Infinity would silently become null).
+ */
 function nativeConfig(config) {
-  const out = {};
-  for (const [k, v] of Object.entries(config)) {
-    if (k === "jobs" || typeof v === "function" || v === undefined) continue;
-    if (v !== null && typeof v === "object" && !Array.isArray(v) && Object.getPrototypeOf(v) !== Object.prototype) continue;
-    out[k] = v;
-  }
-  if (config.jobs != null) {
+  const out = plainFields(config, "", ["jobs"]);
+  const jobs = config.jobs;
+  if (jobs != null && typeof jobs === "object" && !Array.isArray(jobs)) {
     out.jobs = {};
-    for (const [key, job] of Object.entries(config.jobs)) {
-      const entry = {};
-      for (const [k, v] of Object.entries(job ?? {})) {
-        if (k === "params") continue;
-        if (typeof v !== "function" && v !== undefined) entry[k] = v;
+    for (const [key, job] of Object.entries(jobs)) {
+      if (job == null || typeof job !== "object") {
+        out.jobs[key] = job; // the core names what is wrong with it
+        continue;
       }
-      const schema = job?.params;
-      if (isJsSchema(schema)) entry.externalSchema = true;
-      else if (schema != null) entry.params = schema;
+      const entry = plainFields(job, `jobs.${key}.`, ["params"]);
+      if (isJsSchema(job.params)) entry.externalSchema = true;
+      else if (job.params != null) entry.params = job.params;
       out.jobs[key] = entry;
     }
+  } else if (jobs !== undefined) {
+    out.jobs = jobs;
   }
   // A JSON round trip drops anything that is not JSON (class instances' methods, symbols, ...).
   return JSON.parse(toJson(out));
+}
+
+/** The fields of `object` JSON can carry (functions, undefined and class instances left out), but `skip`. */
+function plainFields(object, path, skip) {
+  const out = {};
+  for (const [k, v] of Object.entries(object)) {
+    if (skip.includes(k) || typeof v === "function" || v === undefined) continue;
+    if (typeof v === "number" && !Number.isFinite(v)) {
+      throw new JobsError(`Invalid jobs config: ${path}${k} must be a finite number, got ${v}`, { code: "CONFIG_ERROR", statusCode: 500 });
+    }
+    if (v !== null && typeof v === "object" && !Array.isArray(v) && Object.getPrototypeOf(v) !== Object.prototype) continue;
+    out[k] = v;
+  }
+  return out;
 }
 
 /** Header lookup on an express request, a `{ headers }` object (any case) or a fetch `Headers`. */
@@ -76,12 +91,36 @@ function headerOf(req, name) {
   return trimmed === "" ? undefined : trimmed;
 }
 
+/** Runs a native call that reads the config; its CONFIG_ERROR (naming the option) becomes a JobsError. */
+function readingConfig(call) {
+  try {
+    return call();
+  } catch (error) {
+    if (error?.code === "CONFIG_ERROR") throw new JobsError(error.message, { code: "CONFIG_ERROR", statusCode: 500 });
+    throw error;
+  }
+}
+
+function createService(config, env) {
+  return readingConfig(() => new (native().BindingJobs)(nativeConfig(config), env));
+}
+
+const warned = new Set();
+
+/** Warns once per process about a config that works but is not what was asked for. */
+function warnOnce(message) {
+  if (warned.has(message)) return;
+  warned.add(message);
+  process.emitWarning(`[appkit-jobs] ${message}`, { code: "APPKIT_JOBS_CONFIG" });
+}
+
 class JobsRuntime {
   constructor(config = {}, options = {}) {
     if (config === null || typeof config !== "object") throw new TypeError("jobs config must be an object");
     this.config = config;
     const env = stringEnv(options.env ?? process.env);
-    this.native = new (native().BindingJobs)(nativeConfig(config), env);
+    this.native = createService(config, env);
+    for (const warning of this.native.warnings()) warnOnce(warning);
     this.keys = this.native.keys();
     this._keySet = new Set(this.keys);
     // The service principal's handle of each key, made once: handles hold no state of their own.
@@ -213,7 +252,7 @@ function createJobs(config, options) {
  * `[{ key, envVar, jobId }]` (`jobId` a decimal string, or null when none is valid).
  */
 function discoverJobs(config = {}, env = process.env) {
-  return native().discoverJobs(nativeConfig(config ?? {}), stringEnv(env));
+  return readingConfig(() => native().discoverJobs(nativeConfig(config ?? {}), stringEnv(env)));
 }
 
 module.exports = { createJobsRuntime, createJobs, discoverJobs, headerOf, stringEnv, nativeConfig };

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run package [-- --linux] [-- --out DIR]
+// npm run package [-- --linux | --all | --platform P] [-- --out DIR]
 //
 // Writes npm tarballs to dist/ (or --out): the main package (JS, types, README, the AppKit plugin
 // manifest; no Rust sources, no .node) and one platform package per binary, each holding only
@@ -9,6 +9,9 @@
 //   build is reused as it is; it is rebuilt (`npm run build`) only when a Rust source is newer.
 // - --linux: the four Linux packages (x64/arm64, glibc/musl) from npm/<platform>/, where
 //   scripts/build-linux.sh puts its cross builds (glibc builds pinned to 2.28).
+// - --all: every platform of package.json `napi.targets`, from npm/<platform>/ (the release
+//   workflow downloads each runner's build there).
+// - --platform P: the one platform package P, from npm/P/.
 //
 // The main package's manifest gets `optionalDependencies` on every platform package of
 // package.json `napi.targets`, at this version, as `napi pre-publish` would write them.
@@ -27,6 +30,9 @@ const BINARY = pkg.napi.binaryName;
 const LINUX = ["linux-x64-gnu", "linux-arm64-gnu", "linux-x64-musl", "linux-arm64-musl"];
 
 const args = process.argv.slice(2);
+const all = args.includes("--all");
+const platformIndex = args.indexOf("--platform");
+const only = platformIndex >= 0 ? args[platformIndex + 1] : undefined;
 const linux = args.includes("--linux");
 const outIndex = args.indexOf("--out");
 const OUT = path.resolve(ROOT, outIndex >= 0 ? args[outIndex + 1] : "dist");
@@ -57,7 +63,7 @@ function hostBinary() {
   const lib = { darwin: "libappkit_jobs.dylib", win32: "appkit_jobs.dll" }[process.platform] ?? "libappkit_jobs.so";
   const triple = pkg.napi.targets.find((t) => tripleToPlatform(t) === platformName());
   if (!triple) throw new Error(`${platformName()} is not in package.json napi.targets`);
-  const file = path.join(ROOT, "target", triple, "release", lib);
+  const file = path.join(process.env.CARGO_TARGET_DIR ? path.resolve(process.env.CARGO_TARGET_DIR) : path.join(ROOT, "target"), triple, "release", lib);
   if (fs.existsSync(file) && fs.statSync(file).mtimeMs >= newestSource()) {
     console.log(`reusing ${path.relative(ROOT, file)}`);
   } else {
@@ -88,14 +94,15 @@ function stageMain() {
   return stage;
 }
 
-const platforms = linux ? LINUX : [platformName()];
+const prebuilt = all || linux || only !== undefined;
+const platforms = only ? [only] : all ? supportedPlatforms() : linux ? LINUX : [platformName()];
 const tarballs = [];
 for (const platform of platforms) {
   const dir = path.join(ROOT, "npm", platform);
   if (!fs.existsSync(path.join(dir, "package.json"))) throw new Error(`no npm/${platform}/package.json (run \`npx napi create-npm-dirs\`)`);
   const target = path.join(dir, `${BINARY}.${platform}.node`);
-  if (!linux) fs.copyFileSync(hostBinary(), target);
-  else if (!fs.existsSync(target)) throw new Error(`npm/${platform}/${BINARY}.${platform}.node is missing: run scripts/build-linux.sh first`);
+  if (!prebuilt) fs.copyFileSync(hostBinary(), target);
+  else if (!fs.existsSync(target)) throw new Error(`npm/${platform}/${BINARY}.${platform}.node is missing (scripts/build-linux.sh builds the Linux ones)`);
   tarballs.push(pack(dir));
 }
 const stage = stageMain();

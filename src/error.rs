@@ -20,6 +20,10 @@ pub struct BindingOutcome {
     pub code: Option<String>,
     pub message: Option<String>,
     pub reject: Option<bool>,
+    /// What went wrong underneath (`ECONNREFUSED`, `ENOTFOUND`, `ERR_TLS`, ...), for `cause.code`.
+    pub cause_code: Option<String>,
+    /// The upstream HTTP status behind the failure (the last one seen, for an outage).
+    pub upstream_status: Option<u32>,
 }
 
 impl BindingOutcome {
@@ -31,6 +35,8 @@ impl BindingOutcome {
             code: None,
             message: None,
             reject: None,
+            cause_code: None,
+            upstream_status: None,
         }
     }
 
@@ -43,6 +49,8 @@ impl BindingOutcome {
             code: None,
             message: None,
             reject: None,
+            cause_code: None,
+            upstream_status: None,
         }
     }
 
@@ -54,6 +62,8 @@ impl BindingOutcome {
             code: Some(error.code()),
             message: Some(error.public_message()),
             reject: Some(error.rejects()),
+            cause_code: error.cause_code(),
+            upstream_status: error.upstream_status().map(u32::from),
         }
     }
 }
@@ -97,23 +107,30 @@ impl<T: OutcomeData> From<appkit_jobs_core::Result<T>> for BindingOutcome {
     }
 }
 
+/// A native future panicked.
+pub struct Panicked;
+
+impl From<Panicked> for BindingOutcome {
+    fn from(_: Panicked) -> Self {
+        BindingOutcome::err(&JobsError::Internal("the native call panicked".into()))
+    }
+}
+
 /// Runs a future and turns a panic inside it into an `INTERNAL_ERROR` outcome
 /// (`#[napi(catch_unwind)]` only covers the synchronous part of an async method).
 pub fn guarded<F>(fut: F) -> impl Future<Output = BindingOutcome>
 where
     F: Future<Output = BindingOutcome>,
 {
-    catch_panic(fut).map(|result| result.unwrap_or_else(|outcome| outcome))
+    catch_panic(fut).map(|result| result.unwrap_or_else(BindingOutcome::from))
 }
 
-/// Runs a future; a panic inside it becomes the `INTERNAL_ERROR` outcome.
+/// Runs a future; a panic inside it is `Err(Panicked)`.
 ///
 /// Plain functions rather than `async fn`s: an `async fn` keeps its argument and the future
 /// it awaits side by side, doubling the size of every native call and watch it wraps.
-pub fn catch_panic<F: Future>(fut: F) -> impl Future<Output = Result<F::Output, BindingOutcome>> {
-    AssertUnwindSafe(fut).catch_unwind().map(|result| {
-        result.map_err(|_| {
-            BindingOutcome::err(&JobsError::Internal("the native call panicked".into()))
-        })
-    })
+pub fn catch_panic<F: Future>(fut: F) -> impl Future<Output = Result<F::Output, Panicked>> {
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .map(|result| result.map_err(|_| Panicked))
 }

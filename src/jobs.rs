@@ -164,17 +164,22 @@ impl BindingJobs {
 impl BindingJobs {
     /// `config`: the plugin config as JSON (camelCase; JS schemas replaced by `externalSchema: true`).
     /// `env`: the environment to read DATABRICKS_* from.
+    /// A config mistake throws an error whose `code` is `CONFIG_ERROR`.
     #[napi(constructor, catch_unwind)]
-    pub fn new(config: Value, env: HashMap<String, String>) -> napi::Result<Self> {
-        let config: PluginConfig = serde_json::from_value(config).map_err(|e| {
-            napi::Error::new(Status::InvalidArg, format!("Invalid jobs config: {e}"))
-        })?;
+    pub fn new(config: Value, env: HashMap<String, String>) -> napi::Result<Self, String> {
+        let config = plugin_config(&config)?;
         let core = napi::bindgen_prelude::within_runtime_if_available(|| Jobs::new(config, env));
         Ok(BindingJobs {
             core: Arc::new(core),
             delivery: Arc::default(),
             watches: Arc::default(),
         })
+    }
+
+    /// What the configuration got that works but is not what was asked for, to warn about.
+    #[napi]
+    pub fn warnings(&self) -> Vec<String> {
+        self.core.warnings().to_vec()
     }
 
     /// Where watch events go: `wake()` is called (on the JS thread, without keeping Node alive)
@@ -460,7 +465,7 @@ impl WatchInner {
             let step = tokio::select! {
                 biased;
                 _ = self.on_cancel.notified() => break,
-                step = catch_panic(self.step()) => step.unwrap_or_else(Step::Failed),
+                step = catch_panic(self.step()) => step.unwrap_or_else(|p| Step::Failed(p.into())),
             };
             // After a terminal update the next step is the end (the poll is over).
             let (event, last) = match step {
@@ -496,6 +501,13 @@ pub struct BindingDiscoveredJob {
     pub env_var: String,
     /// The job id as a decimal string, or `null` when none valid is configured.
     pub job_id: Option<String>,
+    /// The id comes from the config's `jobId`, so the env var is not needed.
+    pub id_from_config: bool,
+}
+
+/// The plugin config from JS, or a `CONFIG_ERROR` naming the option that is wrong.
+fn plugin_config(config: &Value) -> napi::Result<PluginConfig, String> {
+    PluginConfig::from_json(config).map_err(|e| napi::Error::new(e.code(), e.to_string()))
 }
 
 /// Job discovery alone: the same rules as the service, without building a client or poller.
@@ -503,9 +515,8 @@ pub struct BindingDiscoveredJob {
 pub fn discover_jobs(
     config: Value,
     env: HashMap<String, String>,
-) -> napi::Result<Vec<BindingDiscoveredJob>> {
-    let config: PluginConfig = serde_json::from_value(config)
-        .map_err(|e| napi::Error::new(Status::InvalidArg, format!("Invalid jobs config: {e}")))?;
+) -> napi::Result<Vec<BindingDiscoveredJob>, String> {
+    let config = plugin_config(&config)?;
     let registry = appkit_jobs_core::registry::Registry::new(&env, &config);
     Ok(registry
         .entries()
@@ -513,6 +524,7 @@ pub fn discover_jobs(
             key: entry.key.clone(),
             env_var: entry.env_var.clone(),
             job_id: entry.job_id.map(|id| id.to_string()),
+            id_from_config: entry.config.job_id.is_some(),
         })
         .collect())
 }

@@ -78,7 +78,7 @@ impl BindingRouter {
     }
 }
 
-/// `kind` is `"json"` (`status`, `body`), `"empty"` (`status`) or `"stream"` (`takeStream()`);
+/// `kind` is `"json"` (`status`, `bodyJson`), `"empty"` (`status`) or `"stream"` (`takeStream()`);
 /// `headers` are the ones to send with it.
 #[napi]
 pub struct BindingRouteResponse {
@@ -128,9 +128,10 @@ impl BindingRouteResponse {
             .collect()
     }
 
+    /// The JSON body as text: integers keep every digit (run ids beyond 2^53 included).
     #[napi(getter)]
-    pub fn body(&self) -> Option<Value> {
-        self.body.clone()
+    pub fn body_json(&self) -> Option<String> {
+        self.body.as_ref().map(Value::to_string)
     }
 
     /// The SSE stream of a `"stream"` response; `null` otherwise or once taken.

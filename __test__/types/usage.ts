@@ -2,6 +2,7 @@
 // Nothing here runs; every line must type-check, and every `@ts-expect-error` must be an error.
 import { z } from "zod";
 import { createApp, server } from "@databricks/appkit";
+import { createJobsHandler } from "../../lib/http.js";
 import {
   createJobs,
   jobs,
@@ -136,4 +137,18 @@ async function withEmulator(): Promise<void> {
   await emu.stop();
 }
 
-void pluginName, fromPlugin, keys, badTask, usage, withAppKit, withEmulator;
+// The standalone handler reuses the real config and handle types.
+async function withHandler(): Promise<void> {
+  const handler = createJobsHandler({ jobs: { etl: { taskType: "notebook", jobId: 1001 } }, heartbeatMs: 5000, env: {} });
+  const r: ExecutionResult<RunNowResponse> = await handler.jobs("etl").runNow({ day: "2025-01-01" });
+  void r;
+  const taskType: TaskType | null | undefined = handler.clientConfig().jobs.etl?.taskType;
+  void taskType;
+  // @ts-expect-error: not a task type
+  createJobsHandler({ jobs: { etl: { taskType: "notebok" } } });
+  // @ts-expect-error: waitTimeout is a number
+  createJobsHandler({ jobs: { etl: { waitTimeout: "soon" } } });
+  handler.close();
+}
+
+void pluginName, fromPlugin, keys, badTask, usage, withAppKit, withEmulator, withHandler;

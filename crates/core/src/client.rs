@@ -12,7 +12,7 @@
 //! Ids are `i64` end to end; JSON numbers are never read through `f64`.
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,6 +60,24 @@ impl fmt::Debug for ClientOptions {
             .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
+}
+
+/// A reqwest client for the Jobs API: rustls, no redirects, a bounded idle pool.
+fn http_client(options: &ClientOptions) -> reqwest::Client {
+    let ua = options
+        .user_agent
+        .clone()
+        .unwrap_or_else(|| format!("appkit-jobs/{}", env!("CARGO_PKG_VERSION")));
+    reqwest::Client::builder()
+        .user_agent(ua)
+        .connect_timeout(options.connect_timeout.unwrap_or(Duration::from_secs(10)))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .or_else(|_| reqwest::Client::builder().build())
+        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// Query of [`JobsClient::list_runs`].
@@ -115,20 +133,14 @@ impl JobsClient {
     /// Builds the client and its one connection pool; never fails (a broken configuration is
     /// reported by the calls).
     pub fn new(env: &HashMap<String, String>, options: ClientOptions) -> JobsClient {
-        let ua = options
-            .user_agent
-            .clone()
-            .unwrap_or_else(|| format!("appkit-jobs/{}", env!("CARGO_PKG_VERSION")));
-        let http = reqwest::Client::builder()
-            .user_agent(ua)
-            .connect_timeout(options.connect_timeout.unwrap_or(Duration::from_secs(10)))
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .or_else(|_| reqwest::Client::builder().build())
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let http = if options.user_agent.is_none() && options.connect_timeout.is_none() {
+            // One pool (and one TLS setup, the costly part) per process: building them per
+            // instance made an accidental instance per request slow and heavy.
+            static SHARED: OnceLock<reqwest::Client> = OnceLock::new();
+            SHARED.get_or_init(|| http_client(&options)).clone()
+        } else {
+            http_client(&options)
+        };
         let auth = Auth::new(env, http.clone());
         JobsClient {
             inner: Arc::new(Inner {
@@ -226,8 +238,8 @@ impl JobsClient {
                 Some(Value::Array(items)) => items,
                 None | Some(Value::Null) => Vec::new(),
                 Some(_) => {
-                    return Err(JobsError::Network(
-                        "runs/list answered with a malformed runs field".into(),
+                    return Err(JobsError::invalid_body(
+                        "runs/list answered with a malformed runs field",
                     ))
                 }
             };
@@ -404,9 +416,8 @@ fn parse_body(bytes: &[u8]) -> Result<Value> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Map::new()));
     }
-    serde_json::from_slice(bytes).map_err(|_| {
-        JobsError::Network("the Jobs API answered with a body that is not JSON".into())
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|_| JobsError::invalid_body("the Jobs API answered with a body that is not JSON"))
 }
 
 fn next_page_token(v: &Value) -> Option<String> {

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 pub type Result<T, E = JobsError> = std::result::Result<T, E>;
 
+/// `JobsError::Network` cause of an answer whose body could not be used.
+pub const INVALID_BODY: &str = "ERR_INVALID_BODY";
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum JobsError {
     /// `jobs("nope")`: the key is not in the registry.
@@ -46,9 +49,22 @@ pub enum JobsError {
         retry_after: Option<Duration>,
     },
 
-    /// The request never got an HTTP answer (refused, reset, DNS, TLS, bad body).
-    #[error("Could not reach the Databricks workspace: {0}")]
-    Network(String),
+    /// The request never got a usable HTTP answer. `cause` is a stable, Node-style code of
+    /// what went wrong (`ECONNREFUSED`, `ECONNRESET`, `ETIMEDOUT`, `ENOTFOUND`, `ERR_TLS`,
+    /// `ERR_INVALID_BODY`, `ENETWORK`); `detail` never carries a URL or a header.
+    #[error("Could not reach the Databricks workspace: {detail}")]
+    Network { cause: &'static str, detail: String },
+
+    /// Polls of a run failed for longer than the outage bound (`outageTimeout`): the workspace
+    /// is gone, not hiccuping. `cause` is the code of the last failure (a network code such as
+    /// `ECONNREFUSED`, else the error's code), `last_status` the last HTTP status seen.
+    #[error("The Databricks workspace could not be reached for {for_ms}ms while waiting for run {run_id}")]
+    Unavailable {
+        run_id: i64,
+        for_ms: u64,
+        cause: Option<String>,
+        last_status: Option<u16>,
+    },
 
     /// The workspace answered 2xx with something the Jobs API never sends (e.g. a run-now
     /// answer without a `run_id`).
@@ -72,6 +88,37 @@ pub enum JobsError {
 }
 
 impl JobsError {
+    /// A network failure (see [`JobsError::Network`]).
+    pub fn network(cause: &'static str, detail: impl Into<String>) -> Self {
+        JobsError::Network {
+            cause,
+            detail: detail.into(),
+        }
+    }
+
+    /// An answer whose body is not what the API sends (not JSON, missing fields).
+    pub fn invalid_body(detail: impl Into<String>) -> Self {
+        Self::network(INVALID_BODY, detail)
+    }
+
+    /// The stable code of what went wrong underneath, for a JS error's `cause.code`.
+    pub fn cause_code(&self) -> Option<String> {
+        match self {
+            JobsError::Network { cause, .. } => Some(cause.to_string()),
+            JobsError::Unavailable { cause, .. } => cause.clone(),
+            _ => None,
+        }
+    }
+
+    /// The upstream HTTP status behind an error, for a JS error's `cause.status`.
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self {
+            JobsError::Api { status, .. } => Some(*status),
+            JobsError::Unavailable { last_status, .. } => *last_status,
+            _ => None,
+        }
+    }
+
     pub fn validation(key: &str, detail: impl Into<String>) -> Self {
         JobsError::Validation {
             key: key.to_string(),
@@ -92,7 +139,8 @@ impl JobsError {
             JobsError::Api { error_code, .. } => error_code
                 .clone()
                 .unwrap_or_else(|| "UPSTREAM_ERROR".into()),
-            JobsError::Network(_) => "NETWORK_ERROR".into(),
+            JobsError::Network { .. } => "NETWORK_ERROR".into(),
+            JobsError::Unavailable { .. } => "UPSTREAM_UNAVAILABLE".into(),
             JobsError::InvalidResponse(_) => "INVALID_RESPONSE".into(),
             JobsError::Timeout(_) => "TIMEOUT".into(),
             JobsError::PollTimeout { .. } => "POLL_TIMEOUT".into(),
@@ -109,7 +157,8 @@ impl JobsError {
             JobsError::Unauthenticated(_) => 401,
             JobsError::JobIdMissing { .. } | JobsError::Config(_) | JobsError::Internal(_) => 500,
             JobsError::Api { status, .. } => *status,
-            JobsError::Network(_) | JobsError::InvalidResponse(_) => 502,
+            JobsError::Network { .. } | JobsError::InvalidResponse(_) => 502,
+            JobsError::Unavailable { .. } => 503,
             JobsError::Timeout(_) | JobsError::PollTimeout { .. } => 504,
             JobsError::Aborted => 499,
         }
@@ -120,7 +169,9 @@ impl JobsError {
     pub fn public_message(&self) -> String {
         match self {
             JobsError::Api { status, .. } => status_text(*status).to_string(),
-            JobsError::Network(_) | JobsError::InvalidResponse(_) => status_text(502).to_string(),
+            JobsError::Network { .. } | JobsError::InvalidResponse(_) => {
+                status_text(502).to_string()
+            }
             other => other.to_string(),
         }
     }
@@ -152,7 +203,7 @@ impl JobsError {
     pub fn is_transient(&self) -> bool {
         match self {
             JobsError::Api { status, .. } => matches!(status, 429 | 503 | 504),
-            JobsError::Network(_) => true,
+            JobsError::Network { .. } => true,
             _ => false,
         }
     }
@@ -221,7 +272,7 @@ mod tests {
         assert!(api(504).is_transient());
         assert!(!api(500).is_transient());
         assert!(!api(400).is_transient());
-        assert!(JobsError::Network("reset".into()).is_transient());
+        assert!(JobsError::network("ECONNRESET", "reset").is_transient());
     }
 
     #[test]

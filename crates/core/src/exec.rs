@@ -422,7 +422,7 @@ mod tests {
         );
         assert_eq!(retry_decision(&p, 1, &api(400, None), lots, 0.0), None);
         assert_eq!(
-            retry_decision(&p, 1, &JobsError::Network("reset".into()), lots, 0.0),
+            retry_decision(&p, 1, &JobsError::network("ECONNRESET", "reset"), lots, 0.0),
             Some(Duration::from_secs(1))
         );
         // Retry-After wins over the backoff, even above max_backoff

@@ -20,8 +20,33 @@ pub(crate) async fn exchange(
     Ok((status, retry_after, body))
 }
 
-/// A transport error as text without the URL (which could carry query values) or any header.
+/// A transport error without the URL (which could carry query values) or any header: a stable
+/// cause code and the innermost description (e.g. "connection refused").
 pub(crate) fn network_error(context: &str, e: &reqwest::Error) -> JobsError {
+    let mut cause = if e.is_timeout() {
+        "ETIMEDOUT"
+    } else if e.is_body() || e.is_decode() {
+        crate::error::INVALID_BODY
+    } else {
+        "ENETWORK"
+    };
+    let mut detail = String::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            cause = io_cause(io).unwrap_or(cause);
+        }
+        let text = s.to_string();
+        if text.contains("dns error") || text.contains("failed to lookup address") {
+            cause = "ENOTFOUND";
+        } else if text.contains("certificate") || text.to_ascii_lowercase().contains("tls") {
+            cause = "ERR_TLS";
+        }
+        if !text.contains("://") {
+            detail = text;
+        }
+        src = s.source();
+    }
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -31,21 +56,26 @@ pub(crate) fn network_error(context: &str, e: &reqwest::Error) -> JobsError {
     } else {
         "request failed"
     };
-    let mut detail = String::new();
-    let mut src = std::error::Error::source(e);
-    // The innermost causes (e.g. "connection refused", "connection reset by peer") say most.
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !text.contains("://") {
-            detail = text;
-        }
-        src = s.source();
-    }
     if detail.is_empty() {
-        JobsError::Network(format!("{context}: {kind}"))
+        JobsError::network(cause, format!("{context}: {kind}"))
     } else {
-        JobsError::Network(format!("{context}: {kind} ({detail})"))
+        JobsError::network(cause, format!("{context}: {kind} ({detail})"))
     }
+}
+
+/// The Node-style code of an I/O error underneath a request.
+fn io_cause(e: &std::io::Error) -> Option<&'static str> {
+    use std::io::ErrorKind;
+    Some(match e.kind() {
+        ErrorKind::ConnectionRefused => "ECONNREFUSED",
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+            "ECONNRESET"
+        }
+        ErrorKind::TimedOut => "ETIMEDOUT",
+        ErrorKind::UnexpectedEof => "ECONNRESET",
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => "EHOSTUNREACH",
+        _ => return None,
+    })
 }
 
 /// The `Retry-After` header of an answer, if it has a usable one.

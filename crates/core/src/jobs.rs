@@ -26,7 +26,7 @@ use crate::exec::{self, CacheKey, ExecSettings, ReadCache, TierPolicy};
 use crate::params;
 use crate::poller::{
     FetchRun, OnUpdate, PollSettings, Poller, RunUpdate, RunWatch, WatchOptions,
-    DEFAULT_POLL_INTERVAL,
+    DEFAULT_MAX_OUTAGE, DEFAULT_POLL_INTERVAL, MIN_POLL_INTERVAL,
 };
 use crate::registry::{JobEntry, PluginConfig, Registry};
 use crate::run;
@@ -75,6 +75,7 @@ pub struct Jobs {
     cache: Arc<ReadCache>,
     owners: Arc<Mutex<Owners>>,
     poller: Poller,
+    warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -102,6 +103,40 @@ impl Jobs {
     /// tiers, the read cache and the poller. Never fails: configuration problems are reported
     /// by the calls that need what is missing.
     pub fn new(config: PluginConfig, env: HashMap<String, String>) -> Jobs {
+        let mut warnings = Vec::new();
+        let base_interval = match config.poll_interval_ms.map(Duration::from_millis) {
+            None => DEFAULT_POLL_INTERVAL,
+            Some(ms) if ms < MIN_POLL_INTERVAL => {
+                warnings.push(format!(
+                    "pollIntervalMs {} is below the floor of {} ms: runs are polled every {} ms at the fastest",
+                    ms.as_millis(),
+                    MIN_POLL_INTERVAL.as_millis(),
+                    MIN_POLL_INTERVAL.as_millis()
+                ));
+                MIN_POLL_INTERVAL
+            }
+            Some(ms) => ms,
+        };
+        let poll = PollSettings {
+            base_interval,
+            max_requests_per_second: config.max_requests_per_second,
+            max_outage: config
+                .outage_timeout
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_MAX_OUTAGE),
+        };
+        let mut jobs = Jobs::with_poll_settings(config, env, poll);
+        jobs.warnings = warnings;
+        jobs
+    }
+
+    /// `new` with the poll engine's settings given as they are (no floor): for Rust callers
+    /// that drive the engine directly, e.g. a soak test polling every millisecond.
+    pub fn with_poll_settings(
+        config: PluginConfig,
+        env: HashMap<String, String>,
+        poll: PollSettings,
+    ) -> Jobs {
         let registry = Registry::new(&env, &config);
         let client = JobsClient::new(&env, ClientOptions::default());
         let settings = ExecSettings::new(config.timeout);
@@ -135,17 +170,7 @@ impl Jobs {
                     update_cache.invalidate_job(job_id);
                 }
             });
-        let poller = Poller::with_on_update(
-            fetch,
-            PollSettings {
-                base_interval: config
-                    .poll_interval_ms
-                    .map(Duration::from_millis)
-                    .unwrap_or(DEFAULT_POLL_INTERVAL),
-                max_requests_per_second: config.max_requests_per_second,
-            },
-            Some(on_update),
-        );
+        let poller = Poller::with_on_update(fetch, poll, Some(on_update));
 
         Jobs {
             registry,
@@ -154,7 +179,14 @@ impl Jobs {
             cache,
             owners,
             poller,
+            warnings: Vec::new(),
         }
+    }
+
+    /// What the configuration got that works but is not what was asked for (e.g. a poll
+    /// interval raised to the floor), for the JS side to warn about once.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     pub fn registry(&self) -> &Registry {

@@ -10,8 +10,13 @@
 //!   the stock plugin's loop): runs spend most of their life in long states, and resetting
 //!   nearly doubled the requests per run.
 //! - Errors: transient ones (`JobsError::is_transient`, and a fetch that ran past its timeout)
-//!   are retried at the next tick, waiting at least their `Retry-After`; a 429 pauses the whole engine until its `Retry-After` (or one base
-//!   interval); a permanent error ends the poll and every watcher gets it.
+//!   are retried at the next tick, waiting at least their `Retry-After`; a 429 pauses the whole
+//!   engine until its `Retry-After` (or one base interval); a permanent error ends the poll and
+//!   every watcher gets it.
+//! - Outages: when polls have failed (429s aside) for `max_outage` on end, the workspace is
+//!   taken as lost: the poll ends with `JobsError::Unavailable`, naming the last network cause
+//!   and HTTP status, instead of retrying silently until every watcher's timeout. During an
+//!   outage the next poll is never later than that bound.
 //! - `max_requests_per_second`: a FIFO slot scheduler shared by every poll of the engine. Each
 //!   request takes the next free slot (`1 / rate` apart) in the order it became due, so when
 //!   polling wants more than the limit every run's interval stretches by the same queueing delay;
@@ -52,6 +57,10 @@ pub type OnUpdate = Arc<dyn Fn(u64, i64, &RunUpdate) + Send + Sync>;
 
 /// The base poll interval when `pollIntervalMs` is not set.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// The shortest base interval: a shorter `pollIntervalMs` is raised to this.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How long polls ride out a workspace that cannot be reached, by default.
+pub const DEFAULT_MAX_OUTAGE: Duration = Duration::from_secs(30);
 
 /// Growth of the poll interval per poll (state changes included).
 const BACKOFF_FACTOR: f64 = 1.5;
@@ -72,6 +81,8 @@ pub struct PollSettings {
     /// Client-side request limit of the engine (all runs, all identities). `None` or a
     /// non-positive value means no limit.
     pub max_requests_per_second: Option<f64>,
+    /// Failing polls for this long end a poll with `JobsError::Unavailable`.
+    pub max_outage: Duration,
 }
 
 impl Default for PollSettings {
@@ -79,8 +90,16 @@ impl Default for PollSettings {
         PollSettings {
             base_interval: DEFAULT_POLL_INTERVAL,
             max_requests_per_second: None,
+            max_outage: DEFAULT_MAX_OUTAGE,
         }
     }
+}
+
+/// A run of failed polls: since when, and what was last seen.
+struct Outage {
+    since: Instant,
+    cause: String,
+    last_status: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,6 +425,7 @@ async fn poll_loop(
     let mut due = Instant::now();
     let mut last_signature: Option<u64> = None;
     let mut seq = 0u64;
+    let mut outage: Option<Outage> = None;
     loop {
         tokio::select! {
             biased;
@@ -429,6 +449,7 @@ async fn poll_loop(
         let mut delay_floor = Duration::ZERO;
         match fetched {
             Ok(polled) => {
+                outage = None;
                 let signature = state_signature(&polled.head);
                 let terminal = run::is_terminal(&polled.head);
                 if last_signature != Some(signature) {
@@ -455,6 +476,30 @@ async fn poll_loop(
                 let retry_after = e.retry_after();
                 if matches!(e, JobsError::Api { status: 429, .. }) {
                     inner.pause(retry_after.unwrap_or(base));
+                } else {
+                    let now = Instant::now();
+                    let o = outage.get_or_insert(Outage {
+                        since: now,
+                        cause: String::new(),
+                        last_status: None,
+                    });
+                    o.cause = e.cause_code().unwrap_or_else(|| e.code());
+                    o.last_status = e.upstream_status().or(o.last_status);
+                    if now.duration_since(o.since) >= inner.settings.max_outage {
+                        seq += 1;
+                        tx.send_replace(Snapshot {
+                            seq,
+                            update: None,
+                            error: Some(JobsError::Unavailable {
+                                run_id: key.1,
+                                for_ms: inner.settings.max_outage.as_millis() as u64,
+                                cause: Some(o.cause.clone()),
+                                last_status: o.last_status,
+                            }),
+                        });
+                        inner.retire(key);
+                        return;
+                    }
                 }
                 delay_floor = retry_after.unwrap_or_default();
                 interval = interval.mul_f64(BACKOFF_FACTOR).min(cap);
@@ -471,6 +516,10 @@ async fn poll_loop(
             }
         }
         due = on_tick(Instant::now() + jittered(interval).max(delay_floor), base);
+        if let Some(o) = &outage {
+            // The outage is judged at its bound, not a backed-off interval later.
+            due = due.min(o.since + inner.settings.max_outage);
+        }
     }
 }
 
@@ -656,7 +705,7 @@ mod tests {
     fn settings(base_ms: u64) -> PollSettings {
         PollSettings {
             base_interval: Duration::from_millis(base_ms),
-            max_requests_per_second: None,
+            ..PollSettings::default()
         }
     }
 
@@ -1004,7 +1053,7 @@ mod tests {
     async fn transient_errors_are_retried_and_permanent_ones_end_every_watcher() {
         let (_fake, fetch) = fake(|_, _, n| match n {
             0 => Err(api(503, Some(Duration::from_secs(3)))),
-            1 => Err(JobsError::Network("reset".into())),
+            1 => Err(JobsError::network("ECONNRESET", "reset")),
             2 => Ok(lcs("RUNNING")),
             _ => Ok(lcs("TERMINATED")),
         });
@@ -1036,6 +1085,67 @@ mod tests {
         }
         assert_eq!(fake.count(), 2);
         assert_eq!(poller.active_polls(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_longer_than_the_bound_ends_the_poll_naming_it() {
+        // Connection refused, then a 503: the error names the last cause and HTTP status, and
+        // it comes at the bound (2 s) although the backed-off interval would be 6 s by then.
+        let (calls, fetch) = fake(|_, _, n| match n {
+            0 => Ok(lcs("RUNNING")),
+            1 => Err(JobsError::network("ECONNREFUSED", "refused")),
+            _ => Err(api(503, None)),
+        });
+        let poller = Poller::new(
+            fetch,
+            PollSettings {
+                base_interval: Duration::from_secs(1),
+                max_outage: Duration::from_secs(2),
+                ..PollSettings::default()
+            },
+        );
+        let started = Instant::now();
+        let items = collect(poller.watch(&Identity::ServicePrincipal, 7, long())).await;
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            items[0].as_ref().unwrap().status.as_deref(),
+            Some("RUNNING")
+        );
+        match &items[1] {
+            Err(JobsError::Unavailable {
+                run_id: 7,
+                for_ms: 2000,
+                cause: Some(cause),
+                last_status: Some(503),
+            }) => assert_eq!(cause, "UPSTREAM_ERROR"),
+            other => panic!("{other:?}"),
+        }
+        let outage_began = calls.calls()[1].at;
+        let ended = outage_began + Duration::from_secs(2);
+        assert!(
+            Instant::now() - ended < Duration::from_millis(100),
+            "ended at the bound"
+        );
+        assert!(started.elapsed() < Duration::from_secs(6));
+        assert_eq!(poller.active_polls(), 0);
+
+        // Failures shorter than the bound are ridden out.
+        let (_fake, fetch) = fake(|_, _, n| match n {
+            0 | 1 => Err(JobsError::network("ECONNREFUSED", "refused")),
+            2 => Ok(lcs("RUNNING")),
+            3 | 4 => Err(JobsError::network("ECONNRESET", "reset")),
+            _ => Ok(lcs("TERMINATED")),
+        });
+        let poller = Poller::new(
+            fetch,
+            PollSettings {
+                base_interval: Duration::from_millis(300),
+                max_outage: Duration::from_secs(2),
+                ..PollSettings::default()
+            },
+        );
+        let items = collect(poller.watch(&Identity::ServicePrincipal, 8, long())).await;
+        assert_eq!(statuses(&items), ["RUNNING", "TERMINATED"]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1085,6 +1195,7 @@ mod tests {
             PollSettings {
                 base_interval: Duration::from_millis(200),
                 max_requests_per_second: Some(4.0),
+                ..PollSettings::default()
             },
         );
         // 20 runs that each want a poll at least every 1.2 s (6x the 200 ms base, since the

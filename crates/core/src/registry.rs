@@ -17,7 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{JobsError, Result};
@@ -34,8 +34,7 @@ pub const ENV_DEFAULT: &str = "DATABRICKS_JOB_ID";
 pub const DEFAULT_KEY: &str = "default";
 
 /// The task type of a job, which decides how params are mapped onto run-now fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaskType {
     Notebook,
     PythonWheel,
@@ -46,6 +45,20 @@ pub enum TaskType {
 }
 
 impl TaskType {
+    pub const ALL: [TaskType; 6] = [
+        TaskType::Notebook,
+        TaskType::PythonWheel,
+        TaskType::PythonScript,
+        TaskType::SparkJar,
+        TaskType::Sql,
+        TaskType::Dbt,
+    ];
+
+    /// A task type by its config name (`notebook`, `python_wheel`, ...).
+    pub fn parse(name: &str) -> Option<TaskType> {
+        TaskType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TaskType::Notebook => "notebook",
@@ -66,11 +79,9 @@ impl fmt::Display for TaskType {
 
 /// Per-job configuration (`JobConfig` in JS, camelCase). Unknown fields are ignored and
 /// `null` counts as "not set" everywhere.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobConfig {
     /// Polling timeout of `runAndWait` in ms (default 600000).
-    #[serde(deserialize_with = "de_opt_ms")]
     pub wait_timeout: Option<u64>,
     /// Task type for the automatic params mapping; none means pass-through.
     pub task_type: Option<TaskType>,
@@ -79,15 +90,13 @@ pub struct JobConfig {
     pub params: Option<Value>,
     /// The params are validated in JS (a Zod / Standard Schema); Rust then skips JSON Schema
     /// validation but still applies the mapping.
-    #[serde(deserialize_with = "de_null_default")]
     pub external_schema: bool,
-    /// Extension for standalone use: the Databricks job id (a number, or a numeric string for
-    /// ids beyond 2^53). Wins over the env var.
-    pub job_id: Option<Value>,
+    /// The Databricks job id (config `jobId`: a number, or decimal text for ids beyond 2^53).
+    /// Wins over the env var.
+    pub job_id: Option<i64>,
     /// `jobParameters: true` sends the params as job-level `job_parameters` (map of strings,
     /// the current Jobs API way) instead of the deprecated task-level fields chosen by
     /// `taskType`. `taskType` then only describes the job to clients.
-    #[serde(deserialize_with = "de_null_default")]
     pub job_parameters: bool,
 }
 
@@ -108,24 +117,186 @@ impl JobConfig {
             job_parameters: self.job_parameters || base.job_parameters,
         }
     }
+
+    /// The config of job `key` from its JSON; errors name the option (`jobs.<key>.<field>`).
+    fn from_json(key: &str, v: &Value) -> Result<JobConfig> {
+        let at = |field: &str| format!("jobs.{key}.{field}");
+        let Some(obj) = object_or_null(&format!("jobs.{key}"), v)? else {
+            return Ok(JobConfig::default());
+        };
+        let task_type = match obj.get("taskType") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) => Some(TaskType::parse(t).ok_or_else(|| {
+                config_error(
+                    &at("taskType"),
+                    format!(
+                        "must be one of {}, got {}",
+                        TaskType::ALL.map(TaskType::as_str).join(", "),
+                        shown(v.get("taskType").unwrap_or(&Value::Null))
+                    ),
+                )
+            })?),
+            Some(other) => {
+                return Err(config_error(
+                    &at("taskType"),
+                    format!("must be a string, got {}", json_type(other)),
+                ))
+            }
+        };
+        let params = match obj.get("params") {
+            None | Some(Value::Null) => None,
+            Some(schema @ (Value::Object(_) | Value::Bool(_))) => Some(schema.clone()),
+            Some(other) => {
+                return Err(config_error(
+                    &at("params"),
+                    format!(
+                        "must be a schema (Zod, Standard Schema or JSON Schema), got {}",
+                        json_type(other)
+                    ),
+                ))
+            }
+        };
+        let job_id = match obj.get("jobId") {
+            None | Some(Value::Null) => None,
+            Some(id) => Some(ids::from_json(id).ok_or_else(|| {
+                config_error(
+                    &at("jobId"),
+                    format!(
+                        "must be a positive integer (a number, or its decimal text), got {}",
+                        shown(id)
+                    ),
+                )
+            })?),
+        };
+        Ok(JobConfig {
+            wait_timeout: millis(&at("waitTimeout"), obj.get("waitTimeout"))?,
+            task_type,
+            params,
+            external_schema: flag(&at("externalSchema"), obj.get("externalSchema"))?,
+            job_id,
+            job_parameters: flag(&at("jobParameters"), obj.get("jobParameters"))?,
+        })
+    }
 }
 
 /// Plugin configuration (`IJobsConfig` in JS, camelCase). Unknown fields (AppKit passes its
 /// global config along) are ignored.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(try_from = "Value")]
 pub struct PluginConfig {
     /// Timeout override for every Jobs API call, in ms.
-    #[serde(deserialize_with = "de_opt_ms")]
     pub timeout: Option<u64>,
-    /// Base poll interval of `runAndWait` in ms (default 5000).
-    #[serde(deserialize_with = "de_opt_ms")]
+    /// Base poll interval of `runAndWait` in ms (default 5000; below 50 it is raised to 50).
     pub poll_interval_ms: Option<u64>,
+    /// How long polls ride out a workspace that cannot be reached, in ms (default 30000).
+    pub outage_timeout: Option<u64>,
     /// Named jobs, merged over the jobs discovered from the environment.
-    #[serde(deserialize_with = "de_null_default")]
     pub jobs: BTreeMap<String, JobConfig>,
     /// Client-side limit of poll requests per second for this workspace (fair across runs).
     pub max_requests_per_second: Option<f64>,
+}
+
+impl PluginConfig {
+    /// The config from its JSON (what JS passes). Every mistake is a `Config` error that names
+    /// the option (`pollIntervalMs`, `jobs.etl.waitTimeout`) and what is wrong with its value.
+    pub fn from_json(v: &Value) -> Result<PluginConfig> {
+        let Some(obj) = object_or_null("config", v)? else {
+            return Ok(PluginConfig::default());
+        };
+        let max_requests_per_second = match obj.get("maxRequestsPerSecond") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|r| r.is_finite() && r > 0.0) => {
+                n.as_f64()
+            }
+            Some(other) => {
+                return Err(config_error(
+                    "maxRequestsPerSecond",
+                    format!("must be a positive number, got {}", shown(other)),
+                ))
+            }
+        };
+        let mut jobs = BTreeMap::new();
+        if let Some(map) = object_or_null("jobs", obj.get("jobs").unwrap_or(&Value::Null))? {
+            for (key, job) in map {
+                jobs.insert(key.clone(), JobConfig::from_json(key, job)?);
+            }
+        }
+        Ok(PluginConfig {
+            timeout: millis("timeout", obj.get("timeout"))?,
+            poll_interval_ms: millis("pollIntervalMs", obj.get("pollIntervalMs"))?,
+            outage_timeout: millis("outageTimeout", obj.get("outageTimeout"))?,
+            jobs,
+            max_requests_per_second,
+        })
+    }
+}
+
+impl TryFrom<Value> for PluginConfig {
+    type Error = JobsError;
+
+    fn try_from(v: Value) -> Result<PluginConfig> {
+        PluginConfig::from_json(&v)
+    }
+}
+
+fn config_error(option: &str, problem: String) -> JobsError {
+    JobsError::Config(format!("Invalid jobs config: {option} {problem}"))
+}
+
+/// A value as an error shows it: short JSON (the developer's own config, never a credential).
+fn shown(v: &Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 40 {
+        format!("{}...", text.chars().take(37).collect::<String>())
+    } else {
+        text
+    }
+}
+
+fn object_or_null<'a>(
+    option: &str,
+    v: &'a Value,
+) -> Result<Option<&'a serde_json::Map<String, Value>>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Object(o) => Ok(Some(o)),
+        other => Err(config_error(
+            option,
+            format!("must be an object, got {}", json_type(other)),
+        )),
+    }
+}
+
+/// Milliseconds: a finite number >= 0 (JS numbers may cross as floats). `null` is unset.
+fn millis(option: &str, v: Option<&Value>) -> Result<Option<u64>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(ms) => Ok(Some(ms)),
+            None => match n.as_f64().filter(|f| f.is_finite() && *f >= 0.0) {
+                Some(f) => Ok(Some(f.round() as u64)),
+                None => Err(config_error(
+                    option,
+                    format!("must be a non-negative number of milliseconds, got {n}"),
+                )),
+            },
+        },
+        Some(other) => Err(config_error(
+            option,
+            format!("must be a number of milliseconds, got {}", json_type(other)),
+        )),
+    }
+}
+
+fn flag(option: &str, v: Option<&Value>) -> Result<bool> {
+    match v {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(config_error(
+            option,
+            format!("must be true or false, got {}", json_type(other)),
+        )),
+    }
 }
 
 /// One registered job, prepared once.
@@ -235,8 +406,6 @@ impl Registry {
             };
             let job_id = cfg
                 .job_id
-                .as_ref()
-                .and_then(ids::from_json)
                 .or_else(|| env.get(&env_var).and_then(|v| ids::parse(v.trim())));
             let (validator, schema_error) = match (&cfg.params, cfg.external_schema) {
                 (Some(schema), false) if !schema.is_null() => {
@@ -306,39 +475,6 @@ pub fn env_var_for(key: &str) -> String {
     } else {
         format!("{ENV_PREFIX}{}", key.to_uppercase())
     }
-}
-
-/// Milliseconds from a JSON number: JS numbers may cross as floats (`5000.0`). `null` is unset.
-fn de_opt_ms<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
-    use serde::de::Error;
-    let v = Option::<Value>::deserialize(d)?;
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => {
-            if let Some(u) = n.as_u64() {
-                Ok(Some(u))
-            } else if let Some(f) = n.as_f64().filter(|f| f.is_finite() && *f >= 0.0) {
-                Ok(Some(f.round() as u64))
-            } else {
-                Err(D::Error::custom(format!(
-                    "expected a non-negative number of milliseconds, got {n}"
-                )))
-            }
-        }
-        Some(other) => Err(D::Error::custom(format!(
-            "expected a number of milliseconds, got {}",
-            json_type(&other)
-        ))),
-    }
-}
-
-/// `null` deserializes to the type's default.
-fn de_null_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -449,17 +585,12 @@ mod tests {
             &config(json!({"jobs": {
                 "etl": {"jobId": 99},
                 "big": {"jobId": "9007199254740993"},
-                "float": {"jobId": 42.0},
-                "bad": {"jobId": "abc"}
+                "float": {"jobId": 42.0}
             }})),
         );
         assert_eq!(r.get("etl").unwrap().job_id().unwrap(), 99);
         assert_eq!(r.get("big").unwrap().job_id().unwrap(), 9007199254740993);
         assert_eq!(r.get("float").unwrap().job_id().unwrap(), 42);
-        assert!(matches!(
-            r.get("bad").unwrap().job_id(),
-            Err(JobsError::JobIdMissing { .. })
-        ));
     }
 
     #[test]
@@ -536,12 +667,29 @@ mod tests {
         let empty = config(json!({"jobs": null, "pollIntervalMs": null}));
         assert!(empty.jobs.is_empty());
         assert_eq!(empty.poll_interval_ms, None);
+    }
 
-        assert!(serde_json::from_value::<PluginConfig>(json!({"timeout": "soon"})).is_err());
-        assert!(serde_json::from_value::<PluginConfig>(
-            json!({"jobs": {"a": {"taskType": "scala"}}})
-        )
-        .is_err());
+    #[test]
+    fn config_mistakes_name_the_option_and_the_problem() {
+        for (config, message) in [
+            (json!({"timeout": "soon"}), "timeout must be a number of milliseconds, got string"),
+            (json!({"pollIntervalMs": -5}), "pollIntervalMs must be a non-negative number of milliseconds, got -5"),
+            (json!({"timeout": -1}), "timeout must be a non-negative number of milliseconds, got -1"),
+            (json!({"jobs": {"etl": {"waitTimeout": -1}}}), "jobs.etl.waitTimeout must be a non-negative number of milliseconds, got -1"),
+            (json!({"jobs": {"etl": {"jobId": "abc"}}}), "jobs.etl.jobId must be a positive integer (a number, or its decimal text), got \"abc\""),
+            (json!({"jobs": {"etl": {"jobId": 0}}}), "jobs.etl.jobId must be a positive integer (a number, or its decimal text), got 0"),
+            (json!({"jobs": {"a": {"taskType": "scala"}}}), "jobs.a.taskType must be one of notebook, python_wheel, python_script, spark_jar, sql, dbt, got \"scala\""),
+            (json!({"jobs": {"a": {"jobParameters": "yes"}}}), "jobs.a.jobParameters must be true or false, got string"),
+            (json!({"jobs": {"a": {"params": "x"}}}), "jobs.a.params must be a schema (Zod, Standard Schema or JSON Schema), got string"),
+            (json!({"jobs": []}), "jobs must be an object, got array"),
+            (json!({"jobs": {"a": 3}}), "jobs.a must be an object, got number"),
+            (json!({"maxRequestsPerSecond": 0}), "maxRequestsPerSecond must be a positive number, got 0"),
+            (json!({"outageTimeout": true}), "outageTimeout must be a number of milliseconds, got boolean"),
+        ] {
+            let err = PluginConfig::from_json(&config).unwrap_err();
+            assert_eq!(err.code(), "CONFIG_ERROR");
+            assert_eq!(err.to_string(), format!("Invalid jobs config: {message}"));
+        }
     }
 
     #[test]
@@ -555,8 +703,7 @@ mod tests {
             (TaskType::Dbt, "dbt"),
         ] {
             assert_eq!(t.to_string(), s);
-            assert_eq!(serde_json::to_value(t).unwrap(), json!(s));
-            assert_eq!(serde_json::from_value::<TaskType>(json!(s)).unwrap(), t);
+            assert_eq!(TaskType::parse(s), Some(t));
         }
     }
 

@@ -170,7 +170,11 @@ impl Router {
             .filter(|s| !s.is_empty())
             .map(percent_decode)
             .collect();
-        let method = req.method.to_ascii_uppercase();
+        let mut method = req.method.to_ascii_uppercase();
+        // HEAD answers as GET does; the glue sends no body.
+        if method == "HEAD" {
+            method = "GET".into();
+        }
         let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
         let route = match (method.as_str(), seg.as_slice()) {
             ("POST", [key, "run"]) => Route::Run(key),
@@ -458,7 +462,7 @@ impl Producer {
         let frame = error_frame(
             &event_id(self.run_id, self.seq),
             &e.public_message(),
-            sse_error_code(e),
+            &e.code(),
         );
         let _ = self.tx.send(frame).await;
     }
@@ -565,21 +569,6 @@ pub fn error_frame(id: &str, message: &str, code: &str) -> String {
         "id: {id}\nevent: error\ndata: {}\n\n",
         json!({ "error": message, "code": code })
     )
-}
-
-/// AppKit's SSE error codes.
-pub fn sse_error_code(e: &JobsError) -> &'static str {
-    match e {
-        JobsError::Timeout(_) | JobsError::PollTimeout { .. } => "TIMEOUT",
-        JobsError::Network(_) => "TEMPORARY_UNAVAILABLE",
-        JobsError::Api { status: 503, .. } => "TEMPORARY_UNAVAILABLE",
-        JobsError::Api { .. } => "UPSTREAM_ERROR",
-        JobsError::Aborted => "STREAM_ABORTED",
-        JobsError::Validation { .. } | JobsError::InvalidRequest(_) | JobsError::NotFound(_) => {
-            "INVALID_REQUEST"
-        }
-        _ => "INTERNAL_ERROR",
-    }
 }
 
 /// `?limit=` as the stock plugin reads it (leading integer, 0 or missing means the default),
@@ -715,17 +704,6 @@ mod tests {
         assert_eq!(
             data,
             json!({"error": "Service Unavailable", "code": "TEMPORARY_UNAVAILABLE"})
-        );
-        let api = JobsError::Api {
-            status: 403,
-            error_code: None,
-            upstream_message: "secret".into(),
-            retry_after: None,
-        };
-        assert_eq!(sse_error_code(&api), "UPSTREAM_ERROR");
-        assert_eq!(
-            sse_error_code(&JobsError::PollTimeout { run_id: 1, ms: 5 }),
-            "TIMEOUT"
         );
     }
 }

@@ -471,7 +471,7 @@ async fn error_bodies_are_typed() {
     .unwrap();
     assert!(matches!(
         client.get_job(&SP, 1001).await.unwrap_err(),
-        JobsError::Network(_)
+        JobsError::Network { .. }
     ));
     // a reset connection
     emu.inject_fault(FaultSpec {
@@ -481,7 +481,7 @@ async fn error_bodies_are_typed() {
     })
     .unwrap();
     let e = client.get_job(&SP, 1001).await.unwrap_err();
-    assert!(matches!(e, JobsError::Network(_)), "{e:?}");
+    assert!(matches!(e, JobsError::Network { .. }), "{e:?}");
     assert!(!e.to_string().contains("://"));
     // get-output on a multi-task parent run is a 400 upstream
     let run_id = client.run_now(&SP, &json!({"job_id": 1009})).await.unwrap()["run_id"]
@@ -522,7 +522,7 @@ async fn no_error_contains_a_token() {
     // nobody listening any more
     errors.push(client.get_job(&SP, 1001).await.unwrap_err());
     assert!(
-        matches!(errors.last(), Some(JobsError::Network(_))),
+        matches!(errors.last(), Some(JobsError::Network { .. })),
         "{:?}",
         errors.last()
     );

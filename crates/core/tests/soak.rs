@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use appkit_jobs_core::auth::Identity;
 use appkit_jobs_core::jobs::Jobs;
+use appkit_jobs_core::poller::PollSettings;
 use appkit_jobs_core::registry::PluginConfig;
 use appkit_jobs_core::run;
 use appkit_jobs_emulator::{Emulator, EmulatorOptions, UserSpec};
@@ -116,11 +117,15 @@ async fn soak_100k_polls_memory_levels_off_and_nothing_is_left_behind() {
     .into_iter()
     .collect();
     let config: PluginConfig = serde_json::from_value(serde_json::json!({
-        "pollIntervalMs": 1,
         "jobs": { "etl": { "taskType": "notebook" } }
     }))
     .unwrap();
-    let jobs = std::sync::Arc::new(Jobs::new(config, env));
+    // A 1 ms base interval, below the floor configs get: the engine itself has none.
+    let poll = PollSettings {
+        base_interval: Duration::from_millis(1),
+        ..PollSettings::default()
+    };
+    let jobs = std::sync::Arc::new(Jobs::with_poll_settings(config, env, poll));
     let identities = [Identity::ServicePrincipal, Identity::user(USER_TOKEN)];
 
     let mut polls_total = 0usize;

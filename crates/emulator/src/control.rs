@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use crate::api::{invalid, json_response};
 use crate::config::JobSpec;
 use crate::{lock, Shared};
-use appkit_jobs_core::JobsError;
+use appkit_jobs_core::{ids, JobsError};
 
 pub(crate) fn control(shared: &Shared, method: &Method, rest: &str, bytes: &[u8]) -> Response {
     let body: Value = if bytes.is_empty() {
@@ -66,6 +66,7 @@ fn control_inner(
 ) -> Result<Value, JobsError> {
     let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
     match (method, segs.as_slice()) {
+        ("GET", [""]) => Ok(index()),
         ("GET", ["health"]) => Ok(json!({"ok": true})),
         ("GET", ["requests"]) => {
             Ok(json!({"requests": lock(&shared.log).iter().collect::<Vec<_>>()}))
@@ -89,17 +90,13 @@ fn control_inner(
             .map(|_| json!({})),
         ("POST", ["users"]) => shared.add_user(from_json(body)?).map(|_| json!({})),
         ("GET", ["runs", id]) => {
-            let id: i64 = id
-                .parse()
-                .map_err(|_| JobsError::InvalidRequest("run id must be an integer".into()))?;
+            let id = ids::run_id(id)?;
             shared
                 .get_run(id)
                 .ok_or_else(|| JobsError::NotFound(format!("Run {id} does not exist.")))
         }
         ("POST", ["runs", id, "state"]) => {
-            let id: i64 = id
-                .parse()
-                .map_err(|_| JobsError::InvalidRequest("run id must be an integer".into()))?;
+            let id = ids::run_id(id)?;
             let state = body
                 .get("state")
                 .and_then(Value::as_str)
@@ -140,4 +137,25 @@ fn control_inner(
             "no emulator control endpoint {method} /__emulator{rest}"
         ))),
     }
+}
+
+/// `GET /__emulator/`: what the control API offers.
+fn index() -> Value {
+    json!({
+        "endpoints": [
+            {"method": "GET", "path": "/__emulator/health", "does": "liveness: {ok: true}"},
+            {"method": "GET", "path": "/__emulator/requests", "does": "the request log"},
+            {"method": "DELETE", "path": "/__emulator/requests", "does": "clear the request log"},
+            {"method": "POST", "path": "/__emulator/faults", "does": "inject a fault (path, method, status, errorCode, message, retryAfter, delayMs, reset, body, contentType, html, times)"},
+            {"method": "DELETE", "path": "/__emulator/faults", "does": "clear the faults"},
+            {"method": "POST", "path": "/__emulator/reset", "does": "forget runs, requests, faults and tokens"},
+            {"method": "GET", "path": "/__emulator/jobs", "does": "the jobs served"},
+            {"method": "POST", "path": "/__emulator/jobs", "does": "add or replace a job"},
+            {"method": "POST", "path": "/__emulator/users", "does": "add a user token with permissions"},
+            {"method": "GET", "path": "/__emulator/runs/{id}", "does": "a run as runs/get renders it"},
+            {"method": "POST", "path": "/__emulator/runs/{id}/state", "does": "move a run to a state: {state}"},
+            {"method": "POST", "path": "/__emulator/time", "does": "virtual time: {scale?, advanceMs?}"},
+            {"method": "POST", "path": "/__emulator/oauth", "does": "OAuth tokens: {ttlSecs?, expireAll?}"}
+        ]
+    })
 }

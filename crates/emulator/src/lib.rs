@@ -355,7 +355,19 @@ impl Emulator {
             log_limit: options.request_log_limit.unwrap_or(10_000).max(1),
             faults: Mutex::new(Vec::new()),
         });
+        let mut seen = HashMap::new();
         for spec in &specs {
+            if let Some(first) = seen.insert(spec.id, spec.name.clone()) {
+                let named = |n: &Option<String>| {
+                    n.as_deref().map(|n| format!(" {n:?}")).unwrap_or_default()
+                };
+                return Err(JobsError::Config(format!(
+                    "emulator: job {} is defined twice (as{} and as{}): job ids must be unique",
+                    spec.id,
+                    named(&first),
+                    named(&spec.name)
+                )));
+            }
             shared
                 .add_job(spec)
                 .map_err(|e| JobsError::Config(format!("emulator: {e}")))?;

@@ -9,6 +9,24 @@ use crate::lifecycle::{Forced, Outcome};
 use appkit_jobs_core::{JobsError, Result};
 
 /// Task-type settings block and the output field it produces.
+/// The task types a job spec may name.
+pub const TASK_TYPES: &[&str] = &[
+    "notebook",
+    "python_wheel",
+    "python_script",
+    "python",
+    "spark_python",
+    "spark_jar",
+    "jar",
+    "spark_submit",
+    "sql",
+    "dbt",
+    "run_job",
+    "pipeline",
+    "condition",
+];
+
+/// The settings block of a task of `task_type` (one of [`TASK_TYPES`]) and its field name.
 fn task_settings(task_type: &str, job_id: i64, key: &str) -> (String, Value) {
     match task_type {
         "notebook" => (
@@ -41,11 +59,10 @@ fn task_settings(task_type: &str, job_id: i64, key: &str) -> (String, Value) {
             "pipeline_task".into(),
             json!({"pipeline_id": "emulated-pipeline"}),
         ),
-        "condition" => (
+        _ => (
             "condition_task".into(),
             json!({"op": "EQUAL_TO", "left": "1", "right": "1"}),
         ),
-        other => (format!("{other}_task"), json!({})),
     }
 }
 
@@ -80,7 +97,12 @@ pub(crate) struct Job {
 
 impl Job {
     pub fn from_spec(spec: &JobSpec, created_time: i64) -> Result<Job> {
-        let bad = |m: String| JobsError::InvalidRequest(format!("job {}: {m}", spec.id));
+        let name = spec
+            .name
+            .as_deref()
+            .map(|n| format!(" ({n:?})"))
+            .unwrap_or_default();
+        let bad = |m: String| JobsError::InvalidRequest(format!("job {}{name}: {m}", spec.id));
         if spec.id <= 0 {
             return Err(bad("id must be a positive integer".into()));
         }
@@ -118,6 +140,15 @@ impl Job {
                     t.output.clone(),
                 ));
             }
+        }
+        if let Some((key, unknown, _, _)) = tasks
+            .iter()
+            .find(|(_, t, _, _)| !TASK_TYPES.contains(&t.as_str()))
+        {
+            return Err(bad(format!(
+                "task {key:?} has an unknown taskType {unknown:?} (use one of: {})",
+                TASK_TYPES.join(", ")
+            )));
         }
         let tasks = tasks
             .into_iter()

@@ -104,15 +104,13 @@ impl OAuth {
             return Err(token_endpoint_error(status, retry_after));
         }
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
-            JobsError::Network("the OAuth token endpoint answered with an invalid body".into())
+            JobsError::invalid_body("the OAuth token endpoint answered with an invalid body")
         })?;
         let token = parsed
             .access_token
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
-                JobsError::Network(
-                    "the OAuth token endpoint answered without an access_token".into(),
-                )
+                JobsError::invalid_body("the OAuth token endpoint answered without an access_token")
             })?;
         let expires_in = parsed
             .expires_in
@@ -162,13 +160,13 @@ async fn discover(http: &reqwest::Client, host: &Url) -> Result<Url> {
         });
     }
     let d: Discovery = serde_json::from_slice(&body)
-        .map_err(|_| JobsError::Network("OAuth discovery answered with an invalid body".into()))?;
+        .map_err(|_| JobsError::invalid_body("OAuth discovery answered with an invalid body"))?;
     match d.token_endpoint {
         Some(e) => Url::parse(&e)
             .ok()
             .filter(|u| matches!(u.scheme(), "https" | "http"))
             .ok_or_else(|| {
-                JobsError::Network("OAuth discovery answered with an invalid token_endpoint".into())
+                JobsError::invalid_body("OAuth discovery answered with an invalid token_endpoint")
             }),
         None => Ok(fallback()),
     }
