@@ -48,7 +48,11 @@ export declare class BindingEmulator {
  * comment) or `null` at the end; `cancel()` stops it and drops the run watcher.
  */
 export declare class BindingEventStream {
-  next(): Promise<string | null>
+  /**
+   * The next chunk: `{ text, status?, error? }` (the run's state of an update event, the
+   * code of an error event), or `null` at the end.
+   */
+  next(): Promise<BindingFrame | null>
   cancel(): void
   /** The run this stream follows. */
   get runId(): number
@@ -62,6 +66,15 @@ export declare class BindingJobs {
    * A config mistake throws an error whose `code` is `CONFIG_ERROR`.
    */
   constructor(config: any, env: Record<string, string>)
+  /** Turns measuring on or off (JS turns it on when an OpenTelemetry SDK is registered). */
+  setTelemetry(on: boolean): void
+  /** The engine's gauges and cumulative counters, read when a metric reader collects. */
+  engineMetrics(): BindingEngineMetrics
+  /**
+   * The Jobs API calls summed since the last take, for `jobs.api_call.*`, and the cache's
+   * hits and misses.
+   */
+  takeCallMetrics(): BindingCallMetrics
   /** What the configuration got that works but is not what was asked for, to warn about. */
   warnings(): Array<string>
   /**
@@ -109,6 +122,8 @@ export declare class BindingRouter {
   constructor(jobs: BindingJobs, options?: BindingRouterOptions | undefined | null)
   /** Serves one request. Never rejects for a request problem: errors are JSON responses. */
   handle(req: BindingRouteRequest): Promise<BindingRouteResponse>
+  /** Streams resumed by `Last-Event-ID` since start. */
+  resumes(): number
   /** Ends every open stream and drops its watcher (runs are not cancelled). */
   abortAll(): void
   /** Streams whose run watcher is still alive. */
@@ -123,10 +138,47 @@ export declare class BindingRouteResponse {
   get kind(): string
   get status(): number
   get headers(): Record<string, string>
+  /** The Jobs API calls the request made, when telemetry is on (for spans). */
+  get calls(): Array<BindingCallRecord> | null
   /** The JSON body as text: integers keep every digit (run ids beyond 2^53 included). */
   get bodyJson(): string | null
   /** The SSE stream of a `"stream"` response; `null` otherwise or once taken. */
   takeStream(): BindingEventStream | null
+}
+
+export interface BindingCacheCount {
+  operation: string
+  hit: boolean
+  count: number
+}
+
+export interface BindingCallMetrics {
+  calls: Array<BindingCallSum>
+  cache: Array<BindingCacheCount>
+}
+
+/** One logical Jobs API call (retries and pages included), measured by the core. */
+export interface BindingCallRecord {
+  /** The stock operation name: runNow, getRun, listRuns, getRunOutput, cancelRun, getJob. */
+  operation: string
+  /** Epoch milliseconds. */
+  startMs: number
+  durationMs: number
+  /** HTTP attempts sent (0 for a cache hit). */
+  attempts: number
+  httpStatus?: number
+  errorCode?: string
+  /** true: served from the read cache; false: a cached read that fetched. */
+  cacheHit?: boolean
+  /** The run's id as decimal text. */
+  runId?: string
+}
+
+export interface BindingCallSum {
+  operation: string
+  success: boolean
+  count: number
+  durationsMs: Array<number>
 }
 
 /**
@@ -165,6 +217,17 @@ export interface BindingEmulatorOptions {
   requestLogLimit?: number
 }
 
+/** The engine's gauges (now) and counters (since start). */
+export interface BindingEngineMetrics {
+  runsWatched: number
+  watchers: number
+  polls: number
+  updatesDelivered: number
+  rateLimitPauses: number
+  waitingForTurn: number
+  retries: number
+}
+
 /**
  * A fault for the next `times` (default 1) requests matching `path` (exact, or a prefix
  * ending with `*`).
@@ -183,6 +246,12 @@ export interface BindingFaultSpec {
   contentType?: string
   html?: boolean
   times?: number
+}
+
+export interface BindingFrame {
+  text: string
+  status?: string
+  error?: string
 }
 
 export interface BindingJobParameter {
@@ -226,6 +295,8 @@ export interface BindingOutcome {
   causeCode?: string
   /** The upstream HTTP status behind the failure (the last one seen, for an outage). */
   upstreamStatus?: number
+  /** The Jobs API calls the call made, when telemetry is on (for spans). */
+  calls?: Array<BindingCallRecord>
 }
 
 /** A request relative to the mount point: `{ method: "POST", path: "/etl/run", query, headers, body }`. */
@@ -277,6 +348,10 @@ export interface BindingWatchEvent {
   runJson?: string
   run?: any
   error?: BindingOutcome
+  /** The run's id as decimal text, on the first update. */
+  runId?: string
+  /** The Jobs API calls that started the watch, on its first event (telemetry on). */
+  calls?: Array<BindingCallRecord>
 }
 
 /** Job discovery alone: the same rules as the service, without building a client or poller. */

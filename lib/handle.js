@@ -61,13 +61,24 @@ function toResult(outcome) {
   return { ok: false, status, message: statusText(status) };
 }
 
-function createHandle(rt, key, token) {
+/**
+ * The JobHandle of `key`, run as the service principal, or as a user when `token` is given
+ * (`callerId`: the user's opaque id for telemetry, never the token).
+ */
+function createHandle(rt, key, token, callerId) {
   const native = rt.native;
   const tok = token ?? null;
+  const attributes = {
+    "jobs.key": key,
+    "execution.context": tok === null ? "service" : "user",
+    "caller.id": tok === null ? "service_principal" : (callerId ?? "user"),
+  };
+  /** One native call, traced when an OpenTelemetry SDK is registered. */
+  const traced = async (operation, call) => toResult(await rt.telemetry.traced(operation, attributes, call));
   const api = {
     async runNow(params) {
       const value = await rt.prepareParams(key, params);
-      return toResult(await native.runNow(key, tok, paramsJson(key, value)));
+      return traced("runNow", () => native.runNow(key, tok, paramsJson(key, value)));
     },
     runAndWait(params, signal) {
       return rt._updates(async (id) => {
@@ -79,38 +90,38 @@ function createHandle(rt, key, token) {
         // upstream failure reads "Failed to trigger job run: <status text>".
         native.startAndWatch(id, key, tok, paramsJson(key, value));
         return true;
-      }, signal);
+      }, signal, { operation: "runAndWait", attributes });
     },
     watchRun(runId, signal) {
       const id = idArg(runId);
       return rt._updates(async (watchId) => {
         native.watch(watchId, key, tok, id);
         return true;
-      }, signal);
+      }, signal, { operation: "watchRun", attributes });
     },
     async lastRun() {
-      return toResult(await native.lastRun(key, tok));
+      return traced("lastRun", () => native.lastRun(key, tok));
     },
     async listRuns(options) {
       const limit = options?.limit;
       const n = limit == null ? null : Number(limit);
-      return toResult(await native.listRuns(key, tok, n == null || Number.isNaN(n) ? null : Math.trunc(n)));
+      return traced("listRuns", () => native.listRuns(key, tok, n == null || Number.isNaN(n) ? null : Math.trunc(n)));
     },
     async getRun(runId) {
-      return toResult(await native.getRun(key, tok, idArg(runId)));
+      return traced("getRun", () => native.getRun(key, tok, idArg(runId)));
     },
     async getRunOutput(runId) {
-      return toResult(await native.getRunOutput(key, tok, idArg(runId)));
+      return traced("getRunOutput", () => native.getRunOutput(key, tok, idArg(runId)));
     },
     async getJob() {
-      return toResult(await native.getJob(key, tok));
+      return traced("getJob", () => native.getJob(key, tok));
     },
     async cancelRun(runId) {
-      const outcome = toResult(await native.cancelRun(key, tok, idArg(runId)));
+      const outcome = await traced("cancelRun", () => native.cancelRun(key, tok, idArg(runId)));
       return outcome.ok ? { ok: true, data: undefined } : outcome;
     },
     asUser(req) {
-      return createHandle(rt, key, rt.tokenFromRequest(req));
+      return createHandle(rt, key, rt.tokenFromRequest(req), rt.callerIdFromRequest(req));
     },
   };
   return api;

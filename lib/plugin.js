@@ -54,6 +54,19 @@ function sendJson(req, res, status, text, headers = JSON_HEADERS) {
   res.end(isHead(req) ? undefined : text);
 }
 
+/** The route a request is for (`{ name, path }` of ROUTES), or undefined. */
+function routeName(method, path) {
+  const segments = path.split("/").filter(Boolean);
+  const verb = method === "HEAD" ? "get" : method.toLowerCase();
+  for (const [name, routeMethod, routePath] of ROUTES) {
+    const parts = routePath.split("/").filter(Boolean);
+    if (routeMethod === verb && parts.length === segments.length && parts.every((p, i) => p.startsWith(":") || p === segments[i])) {
+      return { name, path: routePath };
+    }
+  }
+  return undefined;
+}
+
 function isHead(req) {
   return String(req.method ?? "").toUpperCase() === "HEAD";
 }
@@ -191,6 +204,7 @@ class JobsPlugin {
       const { BindingRouter } = native();
       const heartbeatMs = this.config.heartbeatMs ?? this.config.routes?.heartbeatMs;
       this._native = new BindingRouter(this._runtime.native, heartbeatMs ? { heartbeatMs } : undefined);
+      this._runtime.telemetry.addRouter(this._native);
     }
     return this._native;
   }
@@ -221,13 +235,14 @@ class JobsPlugin {
     if (pre.error) return sendJson(req, res, 400, JSON.stringify({ error: pre.error, plugin: this.name }));
     if (pre.body !== undefined) body = pre.body;
 
-    const response = await this._router().handle({
-      method: String(req.method ?? "GET").toUpperCase(),
-      path,
-      query,
-      headers,
-      body: typeof body === "string" ? body : undefined,
-    });
+    const method = String(req.method ?? "GET").toUpperCase();
+    const route = routeName(method, path);
+    const telemetry = this._runtime.telemetry;
+    // Routes run as the service principal: their spans say so.
+    const attributes = { "execution.context": "service", "caller.id": "service_principal", "http.route": route?.path ?? "unknown" };
+    const response = await telemetry.traced(route?.name ?? "route", attributes, () =>
+      this._router().handle({ method, path, query, headers, body: typeof body === "string" ? body : undefined }),
+    );
     if (response.kind === "json") return sendJson(req, res, response.status, response.bodyJson, response.headers);
     if (response.kind === "empty") {
       res.statusCode = response.status;
@@ -241,7 +256,10 @@ class JobsPlugin {
       for (const [k, v] of Object.entries(response.headers)) res.setHeader(k, v);
       return res.end();
     }
-    return this._pipeStream(stream, res, response.headers);
+    // A stream follows a run: one span for the whole wait, as for runAndWait/watchRun.
+    const resumed = headers["last-event-id"] !== undefined || route?.name === "run-stream";
+    const wait = telemetry.wait(resumed ? "watchRun" : "runAndWait", { ...attributes, "jobs.run_id": String(stream.runId) });
+    return this._pipeStream(stream, res, response.headers, wait);
   }
 
   /**
@@ -284,7 +302,7 @@ class JobsPlugin {
     }
   }
 
-  async _pipeStream(stream, res, headers) {
+  async _pipeStream(stream, res, headers, wait) {
     this._streams.add(stream);
     let closed = false;
     const onClose = () => {
@@ -297,9 +315,11 @@ class JobsPlugin {
       for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
       res.flushHeaders?.();
       for (;;) {
-        const chunk = await stream.next();
-        if (chunk == null || closed) break;
-        if (!res.write(chunk)) {
+        const frame = await stream.next();
+        if (frame == null || closed) break;
+        if (wait && frame.status != null) wait.update(frame.status);
+        if (wait && frame.error != null) wait.end({ code: frame.error, message: frame.error });
+        if (!res.write(frame.text)) {
           await new Promise((resolve) => {
             const done = () => {
               res.off("drain", done);
@@ -312,6 +332,7 @@ class JobsPlugin {
         }
       }
     } finally {
+      wait?.end(null);
       stream.cancel();
       this._streams.delete(stream);
       res.off("close", onClose);

@@ -18,6 +18,7 @@ const { native } = require("./native.js");
 const { createHandle, toJson } = require("./handle.js");
 const { RunUpdates } = require("./updates.js");
 const { isJsSchema, validateParams } = require("./schema.js");
+const { Telemetry } = require("./telemetry.js");
 
 /** A string-only copy of an env object (process.env may hold undefined values). */
 function stringEnv(env) {
@@ -121,6 +122,7 @@ class JobsRuntime {
     const env = stringEnv(options.env ?? process.env);
     this.native = createService(config, env);
     for (const warning of this.native.warnings()) warnOnce(warning);
+    this.telemetry = new Telemetry(this.native, { pluginName: config.name ?? "jobs", option: config.telemetry });
     this.keys = this.native.keys();
     this._keySet = new Set(this.keys);
     // The service principal's handle of each key, made once: handles hold no state of their own.
@@ -161,6 +163,11 @@ class JobsRuntime {
     return validateParams(key, this.jobConfig(key).params, params);
   }
 
+  /** The user's opaque id (`x-forwarded-user`) for telemetry's `caller.id`; never the token. */
+  callerIdFromRequest(req) {
+    return headerOf(req, "x-forwarded-user");
+  }
+
   tokenFromRequest(req) {
     const token = headerOf(req, "x-forwarded-access-token");
     if (token !== undefined) return token;
@@ -188,8 +195,8 @@ class JobsRuntime {
   }
 
   /** Updates of a run of `key`: `start(id)` starts native watch `id` and resolves to true, or to false when it started nothing. */
-  _updates(start, signal) {
-    return new RunUpdates(this, start, signal);
+  _updates(start, signal, traceAs) {
+    return new RunUpdates(this, start, signal, traceAs);
   }
 
   _dispatch() {

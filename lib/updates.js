@@ -100,11 +100,17 @@ class RunUpdates {
   #events = [];
   /** next() calls waiting for an event: `{ resolve, reject }`. */
   #waiters = [];
+  /** With telemetry on: `{ operation, attributes, parent, wait }` (the wait's span); else null. */
+  #trace = null;
 
-  constructor(rt, start, signal) {
+  /** `traceAs`: `{ operation, attributes }` naming the wait for telemetry. */
+  constructor(rt, start, signal, traceAs) {
     this.#rt = rt;
     this.#start = start;
     this.#signal = signal ?? undefined;
+    // The wait's span belongs where runAndWait()/watchRun() was called, not where next() is.
+    const parent = traceAs ? rt.telemetry.currentContext() : undefined;
+    if (parent !== undefined) this.#trace = { ...traceAs, parent, wait: null };
     if (this.#signal) {
       if (this.#signal.aborted) this.#done = true;
       else onAbort(this.#signal, this);
@@ -146,6 +152,13 @@ class RunUpdates {
   /** An event of the native watch (from the runtime's dispatch). */
   _receive(event) {
     if (this.#done) return;
+    const wait = this.#trace?.wait;
+    if (wait) {
+      if (event.calls) wait.started(event.calls);
+      if (event.runId) wait.runId(event.runId);
+      if (event.update) wait.update(event.status);
+      else wait.end(event.error == null ? null : errorFromOutcome(event.error));
+    }
     // The native watch is over: forget it now, so that an iterator nobody reads to its end is
     // not kept alive by the runtime.
     if (!event.update) this.#leave(false);
@@ -160,6 +173,7 @@ class RunUpdates {
 
   async #begin() {
     this.#started = true;
+    if (this.#trace) this.#trace.wait = this.#rt.telemetry.wait(this.#trace.operation, this.#trace.attributes, this.#trace.parent);
     // Registered first: the native watch delivers its events under this id.
     const id = this.#rt._register(this);
     let started;
@@ -195,6 +209,7 @@ class RunUpdates {
 
   /** Rejects the oldest waiting next() with `error` and finishes. */
   #fail(error) {
+    this.#trace?.wait?.end(error);
     const waiter = this.#waiters.shift();
     if (waiter) this.#rt._release();
     this.#finish();
@@ -204,6 +219,7 @@ class RunUpdates {
   #finish() {
     if (this.#done && this.#id === 0 && this.#waiters.length === 0) return;
     this.#done = true;
+    this.#trace?.wait?.end(null);
     this.#events.length = 0;
     if (this.#signal) offAbort(this.#signal, this);
     this.#leave(true);

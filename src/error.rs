@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
+use appkit_jobs_core::telemetry::CallRecord;
 use appkit_jobs_core::JobsError;
 use futures::FutureExt;
 use napi_derive::napi;
@@ -24,6 +25,47 @@ pub struct BindingOutcome {
     pub cause_code: Option<String>,
     /// The upstream HTTP status behind the failure (the last one seen, for an outage).
     pub upstream_status: Option<u32>,
+    /// The Jobs API calls the call made, when telemetry is on (for spans).
+    pub calls: Option<Vec<BindingCallRecord>>,
+}
+
+/// One logical Jobs API call (retries and pages included), measured by the core.
+#[napi(object)]
+#[derive(Clone)]
+pub struct BindingCallRecord {
+    /// The stock operation name: runNow, getRun, listRuns, getRunOutput, cancelRun, getJob.
+    pub operation: String,
+    /// Epoch milliseconds.
+    pub start_ms: f64,
+    pub duration_ms: f64,
+    /// HTTP attempts sent (0 for a cache hit).
+    pub attempts: u32,
+    pub http_status: Option<u32>,
+    pub error_code: Option<String>,
+    /// true: served from the read cache; false: a cached read that fetched.
+    pub cache_hit: Option<bool>,
+    /// The run's id as decimal text.
+    pub run_id: Option<String>,
+}
+
+impl From<CallRecord> for BindingCallRecord {
+    fn from(c: CallRecord) -> Self {
+        BindingCallRecord {
+            operation: c.operation.to_string(),
+            start_ms: c.start_ms,
+            duration_ms: c.duration_ms,
+            attempts: c.attempts,
+            http_status: c.http_status.map(u32::from),
+            error_code: c.error_code,
+            cache_hit: c.cache_hit,
+            run_id: c.run_id.map(|id| id.to_string()),
+        }
+    }
+}
+
+/// The calls of a collected piece of work, for a boundary object (`None` when there were none).
+pub fn binding_calls(calls: Vec<CallRecord>) -> Option<Vec<BindingCallRecord>> {
+    (!calls.is_empty()).then(|| calls.into_iter().map(Into::into).collect())
 }
 
 impl BindingOutcome {
@@ -37,6 +79,7 @@ impl BindingOutcome {
             reject: None,
             cause_code: None,
             upstream_status: None,
+            calls: None,
         }
     }
 
@@ -51,6 +94,7 @@ impl BindingOutcome {
             reject: None,
             cause_code: None,
             upstream_status: None,
+            calls: None,
         }
     }
 
@@ -64,6 +108,7 @@ impl BindingOutcome {
             reject: Some(error.rejects()),
             cause_code: error.cause_code(),
             upstream_status: error.upstream_status().map(u32::from),
+            calls: None,
         }
     }
 }

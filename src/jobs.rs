@@ -16,15 +16,18 @@ use appkit_jobs_core::ids;
 use appkit_jobs_core::jobs::Jobs;
 use appkit_jobs_core::poller::{RunUpdate, RunWatch};
 use appkit_jobs_core::registry::PluginConfig;
+use appkit_jobs_core::telemetry;
 use appkit_jobs_core::JobsError;
-use futures::FutureExt;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use serde_json::Value;
+use std::sync::atomic::Ordering;
 use tokio::sync::{Mutex, Notify};
 
 use crate::delivery::{Delivery, Wake};
-use crate::error::{catch_panic, guarded, BindingOutcome, OutcomeData};
+use crate::error::{
+    binding_calls, catch_panic, guarded, BindingCallRecord, BindingOutcome, OutcomeData,
+};
 use crate::json_text::BindingJsonText;
 
 fn identity(token: Option<String>) -> Identity {
@@ -72,6 +75,10 @@ pub struct BindingWatchEvent {
     pub run_json: Option<BindingJsonText>,
     pub run: Option<Value>,
     pub error: Option<BindingOutcome>,
+    /// The run's id as decimal text, on the first update.
+    pub run_id: Option<String>,
+    /// The Jobs API calls that started the watch, on its first event (telemetry on).
+    pub calls: Option<Vec<BindingCallRecord>>,
 }
 
 impl BindingWatchEvent {
@@ -89,6 +96,8 @@ impl BindingWatchEvent {
             run_json,
             run,
             error: None,
+            run_id: None,
+            calls: None,
         }
     }
 
@@ -101,6 +110,8 @@ impl BindingWatchEvent {
             run_json: None,
             run: None,
             error,
+            run_id: None,
+            calls: None,
         }
     }
 }
@@ -151,12 +162,18 @@ impl BindingJobs {
     }
 
     /// One call on the core: its result as an outcome, a panic as `INTERNAL_ERROR`.
+    /// With telemetry on, the outcome carries the Jobs API calls made (for spans).
     fn call<T, Fut>(&self, f: impl FnOnce(Arc<Jobs>) -> Fut) -> impl Future<Output = BindingOutcome>
     where
         T: OutcomeData,
         Fut: Future<Output = appkit_jobs_core::Result<T>>,
     {
-        guarded(f(self.core.clone()).map(BindingOutcome::from))
+        let traced = self.core.telemetry().enabled();
+        let fut = traced_if(traced, f(self.core.clone()));
+        guarded(async move {
+            let (result, calls) = fut.await;
+            with_calls(BindingOutcome::from(result), calls)
+        })
     }
 }
 
@@ -174,6 +191,57 @@ impl BindingJobs {
             delivery: Arc::default(),
             watches: Arc::default(),
         })
+    }
+
+    /// Turns measuring on or off (JS turns it on when an OpenTelemetry SDK is registered).
+    #[napi]
+    pub fn set_telemetry(&self, on: bool) {
+        self.core.telemetry().set_enabled(on);
+    }
+
+    /// The engine's gauges and cumulative counters, read when a metric reader collects.
+    #[napi]
+    pub fn engine_metrics(&self) -> BindingEngineMetrics {
+        let poller = self.core.poller();
+        let counters = poller.counters();
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
+        BindingEngineMetrics {
+            runs_watched: poller.active_polls() as f64,
+            watchers: poller.active_watchers() as f64,
+            polls: load(&counters.polls),
+            updates_delivered: load(&counters.updates_delivered),
+            rate_limit_pauses: load(&counters.rate_limit_pauses),
+            waiting_for_turn: counters.waiting_for_turn.load(Ordering::Relaxed).max(0) as f64,
+            retries: self.core.telemetry().retries() as f64,
+        }
+    }
+
+    /// The Jobs API calls summed since the last take, for `jobs.api_call.*`, and the cache's
+    /// hits and misses.
+    #[napi]
+    pub fn take_call_metrics(&self) -> BindingCallMetrics {
+        let t = self.core.telemetry();
+        BindingCallMetrics {
+            calls: t
+                .take_calls()
+                .into_iter()
+                .map(|(operation, success, sum)| BindingCallSum {
+                    operation: operation.to_string(),
+                    success,
+                    count: sum.count as f64,
+                    durations_ms: sum.durations_ms,
+                })
+                .collect(),
+            cache: t
+                .take_cache()
+                .into_iter()
+                .map(|(operation, hit, count)| BindingCacheCount {
+                    operation: operation.to_string(),
+                    hit,
+                    count: count as f64,
+                })
+                .collect(),
+        }
     }
 
     /// What the configuration got that works but is not what was asked for, to warn about.
@@ -383,11 +451,37 @@ struct WatchInner {
 }
 
 /// One step of a watch.
+/// How a watch started: its run, and the calls that started it.
+struct Started {
+    run_id: i64,
+    calls: Option<Vec<BindingCallRecord>>,
+}
+
 enum Step {
-    Update(RunUpdate),
+    /// An update; the first one also names the run and (telemetry on) the Jobs API calls that
+    /// started the watch.
+    Update(RunUpdate, Option<Started>),
     /// The run ended (its terminal update was the last step).
     End,
     Failed(BindingOutcome),
+}
+
+/// `fut`'s output, and the Jobs API calls it made when `traced`.
+async fn traced_if<F: Future>(traced: bool, fut: F) -> (F::Output, Option<Vec<BindingCallRecord>>) {
+    if traced {
+        let (out, calls) = telemetry::collect(fut).await;
+        (out, binding_calls(calls))
+    } else {
+        (fut.await, None)
+    }
+}
+
+fn with_calls(
+    mut outcome: BindingOutcome,
+    calls: Option<Vec<BindingCallRecord>>,
+) -> BindingOutcome {
+    outcome.calls = calls;
+    outcome
 }
 
 impl WatchInner {
@@ -403,6 +497,8 @@ impl WatchInner {
         // The lock is never contended (one driver per watch); cancellation does not need it
         // (the driver drops this future when `on_cancel` fires).
         let mut state = self.state.lock().await;
+        let mut calls = None;
+        let mut started_run = None;
         match std::mem::replace(&mut *state, WatchState::Done) {
             WatchState::Pending {
                 core,
@@ -412,9 +508,16 @@ impl WatchInner {
             } => {
                 // Boxed: the ownership read's future is large (HTTP client state) and would
                 // otherwise stay inline in the watch's driver for the whole watch.
-                match Box::pin(core.watch_run(&key, &identity, run_id)).await {
-                    Ok(watch) => *state = WatchState::Active { watch },
-                    Err(e) => return Step::Failed(BindingOutcome::err(&e)),
+                let traced = core.telemetry().enabled();
+                let checked = Box::pin(traced_if(traced, core.watch_run(&key, &identity, run_id)));
+                let (checked, made) = checked.await;
+                calls = made;
+                match checked {
+                    Ok(watch) => {
+                        started_run = Some(watch.run_id());
+                        *state = WatchState::Active { watch }
+                    }
+                    Err(e) => return Step::Failed(with_calls(BindingOutcome::err(&e), calls)),
                 }
             }
             WatchState::Start {
@@ -423,16 +526,25 @@ impl WatchInner {
                 identity,
                 params_json,
             } => {
+                let traced = core.telemetry().enabled();
                 let started = match parse_params(params_json) {
-                    Ok(params) => Box::pin(core.start_and_watch(&key, &identity, params)).await,
+                    Ok(params) => {
+                        let start = core.start_and_watch(&key, &identity, params);
+                        let (started, made) = Box::pin(traced_if(traced, start)).await;
+                        calls = made;
+                        started
+                    }
                     Err(e) => Err(e),
                 };
                 match started {
-                    Ok(watch) => *state = WatchState::Active { watch },
+                    Ok(watch) => {
+                        started_run = Some(watch.run_id());
+                        *state = WatchState::Active { watch }
+                    }
                     Err(e) => {
                         let mut outcome = BindingOutcome::err(&e);
                         outcome.message = Some(e.trigger_message());
-                        return Step::Failed(outcome);
+                        return Step::Failed(with_calls(outcome, calls));
                     }
                 }
             }
@@ -446,10 +558,12 @@ impl WatchInner {
         match watch.next().await {
             // The job's cached reads were dropped once for every watcher when the shared poll
             // published this update (see `Jobs::new`).
-            Some(Ok(update)) => Step::Update(update),
+            Some(Ok(update)) => {
+                Step::Update(update, started_run.map(|run_id| Started { run_id, calls }))
+            }
             Some(Err(e)) => {
                 *state = WatchState::Done;
-                Step::Failed(BindingOutcome::err(&e))
+                Step::Failed(with_calls(BindingOutcome::err(&e), calls))
             }
             None => {
                 *state = WatchState::Done;
@@ -469,7 +583,14 @@ impl WatchInner {
             };
             // After a terminal update the next step is the end (the poll is over).
             let (event, last) = match step {
-                Step::Update(update) => (BindingWatchEvent::update(id, &update), false),
+                Step::Update(update, started) => {
+                    let mut event = BindingWatchEvent::update(id, &update);
+                    if let Some(started) = started {
+                        event.run_id = Some(started.run_id.to_string());
+                        event.calls = started.calls;
+                    }
+                    (event, false)
+                }
                 Step::End => (BindingWatchEvent::end(id, None), true),
                 Step::Failed(outcome) => (BindingWatchEvent::end(id, Some(outcome)), true),
             };
@@ -490,6 +611,39 @@ impl WatchInner {
             *state = WatchState::Done;
         }
     }
+}
+
+/// The engine's gauges (now) and counters (since start).
+#[napi(object)]
+pub struct BindingEngineMetrics {
+    pub runs_watched: f64,
+    pub watchers: f64,
+    pub polls: f64,
+    pub updates_delivered: f64,
+    pub rate_limit_pauses: f64,
+    pub waiting_for_turn: f64,
+    pub retries: f64,
+}
+
+#[napi(object)]
+pub struct BindingCallSum {
+    pub operation: String,
+    pub success: bool,
+    pub count: f64,
+    pub durations_ms: Vec<f64>,
+}
+
+#[napi(object)]
+pub struct BindingCacheCount {
+    pub operation: String,
+    pub hit: bool,
+    pub count: f64,
+}
+
+#[napi(object)]
+pub struct BindingCallMetrics {
+    pub calls: Vec<BindingCallSum>,
+    pub cache: Vec<BindingCacheCount>,
 }
 
 /// A registered job as the registry sees it, for AppKit's static resource requirements and

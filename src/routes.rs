@@ -11,6 +11,10 @@ use appkit_jobs_core::routes::{
 use napi_derive::napi;
 use serde_json::Value;
 
+use appkit_jobs_core::jobs::Jobs;
+use appkit_jobs_core::telemetry;
+
+use crate::error::{binding_calls, BindingCallRecord};
 use crate::jobs::BindingJobs;
 
 #[napi(object)]
@@ -36,6 +40,7 @@ pub struct BindingRouteRequest {
 #[napi]
 pub struct BindingRouter {
     inner: Arc<Router>,
+    jobs: Arc<Jobs>,
 }
 
 #[napi]
@@ -49,6 +54,7 @@ impl BindingRouter {
         }
         BindingRouter {
             inner: Arc::new(Router::new(jobs.core(), router_options)),
+            jobs: jobs.core(),
         }
     }
 
@@ -62,7 +68,19 @@ impl BindingRouter {
             headers: req.headers.unwrap_or_default(),
             body: req.body.map(Into::into).unwrap_or_default(),
         };
-        BindingRouteResponse::from(self.inner.handle(request).await)
+        if !self.jobs.telemetry().enabled() {
+            return BindingRouteResponse::from(self.inner.handle(request).await);
+        }
+        let (response, calls) = telemetry::collect(self.inner.handle(request)).await;
+        let mut response = BindingRouteResponse::from(response);
+        response.calls = binding_calls(calls);
+        response
+    }
+
+    /// Streams resumed by `Last-Event-ID` since start.
+    #[napi]
+    pub fn resumes(&self) -> f64 {
+        self.inner.resumes() as f64
     }
 
     /// Ends every open stream and drops its watcher (runs are not cancelled).
@@ -87,6 +105,7 @@ pub struct BindingRouteResponse {
     headers: &'static [(&'static str, &'static str)],
     body: Option<Value>,
     stream: Mutex<Option<EventStream>>,
+    calls: Option<Vec<BindingCallRecord>>,
 }
 
 impl From<RouteResponse> for BindingRouteResponse {
@@ -104,6 +123,7 @@ impl From<RouteResponse> for BindingRouteResponse {
             headers,
             body,
             stream: Mutex::new(stream),
+            calls: None,
         }
     }
 }
@@ -126,6 +146,12 @@ impl BindingRouteResponse {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// The Jobs API calls the request made, when telemetry is on (for spans).
+    #[napi(getter)]
+    pub fn calls(&self) -> Option<Vec<BindingCallRecord>> {
+        self.calls.clone()
     }
 
     /// The JSON body as text: integers keep every digit (run ids beyond 2^53 included).
@@ -152,6 +178,13 @@ impl BindingRouteResponse {
     }
 }
 
+#[napi(object)]
+pub struct BindingFrame {
+    pub text: String,
+    pub status: Option<String>,
+    pub error: Option<String>,
+}
+
 /// Framed SSE text: `next()` resolves to the next chunk (event, error event or heartbeat
 /// comment) or `null` at the end; `cancel()` stops it and drops the run watcher.
 #[napi]
@@ -163,11 +196,17 @@ pub struct BindingEventStream {
 
 #[napi]
 impl BindingEventStream {
+    /// The next chunk: `{ text, status?, error? }` (the run's state of an update event, the
+    /// code of an error event), or `null` at the end.
     #[napi(catch_unwind)]
-    pub async fn next(&self) -> Option<String> {
+    pub async fn next(&self) -> Option<BindingFrame> {
         let inner = self.inner.clone();
         let mut stream = inner.lock().await;
-        stream.next().await
+        stream.next().await.map(|f| BindingFrame {
+            text: f.text,
+            status: f.status,
+            error: f.error,
+        })
     }
 
     #[napi]

@@ -162,14 +162,23 @@ pub fn retry_decision(
 /// `policy.attempts` in total, after the server's `Retry-After` when given, else the jittered
 /// exponential backoff. Dropping the returned future cancels the attempt in flight and every
 /// retry after it.
-pub async fn execute<T, F, Fut>(policy: &TierPolicy, mut f: F) -> Result<T>
+pub async fn execute<T, F, Fut>(policy: &TierPolicy, f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    execute_counted(policy, f).await.0
+}
+
+/// `execute`, also telling how many attempts were made.
+pub async fn execute_counted<T, F, Fut>(policy: &TierPolicy, mut f: F) -> (Result<T>, u32)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
     let deadline = Instant::now() + policy.timeout;
+    let mut attempt = 0u32;
     let attempts = async {
-        let mut attempt = 0u32;
         loop {
             attempt += 1;
             match f().await {
@@ -184,10 +193,11 @@ where
             }
         }
     };
-    match tokio::time::timeout_at(deadline, attempts).await {
+    let result = match tokio::time::timeout_at(deadline, attempts).await {
         Ok(r) => r,
         Err(_) => Err(JobsError::Timeout(policy.timeout.as_millis() as u64)),
-    }
+    };
+    (result, attempt)
 }
 
 // ---------------------------------------------------------------------------------------------

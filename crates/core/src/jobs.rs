@@ -12,6 +12,8 @@
 //!   answers `{ "metadata": <run>, "tasks": [{ "task_key", "run_id", ...task output }] }`; a task
 //!   whose output could not be read carries `error_status` and `error` (status text) instead.
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +32,7 @@ use crate::poller::{
 };
 use crate::registry::{JobEntry, PluginConfig, Registry};
 use crate::run;
+use crate::telemetry::Telemetry;
 
 /// `listRuns` default and bounds.
 pub const DEFAULT_LIST_LIMIT: i64 = 20;
@@ -76,6 +79,7 @@ pub struct Jobs {
     owners: Arc<Mutex<Owners>>,
     poller: Poller,
     warnings: Vec<String>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -151,11 +155,21 @@ impl Jobs {
             ..settings.read.clone()
         };
         let poll_client = client.clone();
+        let telemetry = Arc::new(Telemetry::default());
+        let poll_telemetry = telemetry.clone();
         let fetch: FetchRun = Arc::new(move |identity: Identity, run_id: i64| {
             let client = poll_client.clone();
             let policy = poll_policy.clone();
-            async move { exec::execute(&policy, || client.poll_run(&identity, run_id)).await }
-                .boxed()
+            let telemetry = poll_telemetry.clone();
+            async move {
+                let started = telemetry.start();
+                let result = exec::execute(&policy, || client.poll_run(&identity, run_id)).await;
+                if let Some(started) = started {
+                    telemetry.finish(started, "getRun", Some(run_id), 1, None, &result);
+                }
+                result
+            }
+            .boxed()
         });
         // Once per shared state change (not per watcher): the job's cached lists and runs are
         // stale now, and the poll's read tells which job the run belongs to.
@@ -180,6 +194,7 @@ impl Jobs {
             owners,
             poller,
             warnings: Vec::new(),
+            telemetry,
         }
     }
 
@@ -227,7 +242,11 @@ impl Jobs {
                 Value::String(idempotency_token()),
             );
         }
-        let started = exec::execute(&self.settings.write, || self.client.run_now(id, &body)).await;
+        let started = self
+            .call("runNow", None, &self.settings.write, || {
+                self.client.run_now(id, &body)
+            })
+            .await;
         // Even a failed (e.g. timed out) attempt may have started a run: drop stale lists.
         self.cache.invalidate_job(job_id);
         started
@@ -266,33 +285,87 @@ impl Jobs {
         limit: usize,
     ) -> Result<Value> {
         let key = CacheKey::new(id.partition(), op, job_id, limit as i64);
-        self.cache
-            .get_or_fetch(key, async {
-                let q = ListRuns {
-                    job_id,
-                    limit,
-                    ..ListRuns::default()
-                };
-                exec::execute(&self.settings.read, || self.client.list_runs(id, q.clone()))
-                    .await
-                    .map(Value::Array)
+        let q = ListRuns {
+            job_id,
+            limit,
+            ..ListRuns::default()
+        };
+        self.cached("listRuns", None, key, async {
+            self.call("listRuns", None, &self.settings.read, || {
+                self.client.list_runs(id, q.clone())
             })
             .await
+            .map(Value::Array)
+        })
+        .await
     }
 
     /// runs/get through the cache, keyed by the handle's job. Remembers the run's job.
     async fn cached_run(&self, id: &Identity, job_id: i64, run_id: i64) -> Result<Value> {
         let key = CacheKey::new(id.partition(), "getRun", job_id, run_id);
         let run = self
-            .cache
-            .get_or_fetch(key, async {
-                exec::execute(&self.settings.read, || self.client.get_run(id, run_id)).await
+            .cached("getRun", Some(run_id), key, async {
+                self.call("getRun", Some(run_id), &self.settings.read, || {
+                    self.client.get_run(id, run_id)
+                })
+                .await
             })
             .await?;
         if let Some(owner) = run::job_id(&run) {
             self.remember_owner(id.partition(), run_id, owner);
         }
         Ok(run)
+    }
+
+    /// One logical Jobs API call under `policy` (retries included), measured for telemetry.
+    async fn call<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        run_id: Option<i64>,
+        policy: &TierPolicy,
+        f: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let Some(started) = self.telemetry.start() else {
+            return exec::execute(policy, f).await;
+        };
+        let (result, attempts) = exec::execute_counted(policy, f).await;
+        self.telemetry
+            .finish(started, operation, run_id, attempts, None, &result);
+        result
+    }
+
+    /// A read through the cache, its hit or miss measured for telemetry.
+    async fn cached(
+        &self,
+        operation: &'static str,
+        run_id: Option<i64>,
+        key: CacheKey,
+        fetch: impl Future<Output = Result<Value>>,
+    ) -> Result<Value> {
+        let Some(started) = self.telemetry.start() else {
+            return self.cache.get_or_fetch(key, fetch).await;
+        };
+        let fetched = AtomicBool::new(false);
+        let result = self
+            .cache
+            .get_or_fetch(key, async {
+                fetched.store(true, Ordering::Relaxed);
+                fetch.await
+            })
+            .await;
+        let hit = !fetched.load(Ordering::Relaxed);
+        self.telemetry
+            .finish(started, operation, run_id, 0, Some(hit), &result);
+        result
+    }
+
+    /// The telemetry of this instance (see `telemetry.rs`).
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     fn remember_owner(&self, partition: u64, run_id: i64, job_id: i64) {
@@ -439,14 +512,13 @@ impl Jobs {
     ) -> BoxFuture<'a, Result<Value>> {
         async move {
             let key = CacheKey::new(id.partition(), "getRunOutput", job_id, run_id);
-            self.cache
-                .get_or_fetch(key, async {
-                    exec::execute(&self.settings.read, || {
-                        self.client.get_run_output(id, run_id)
-                    })
-                    .await
+            self.cached("getRunOutput", Some(run_id), key, async {
+                self.call("getRunOutput", Some(run_id), &self.settings.read, || {
+                    self.client.get_run_output(id, run_id)
                 })
                 .await
+            })
+            .await
         }
         .boxed()
     }
@@ -455,18 +527,23 @@ impl Jobs {
     pub async fn get_job(&self, key: &str, id: &Identity) -> Result<Value> {
         let (_, job_id) = self.entry(key)?;
         let cache_key = CacheKey::new(id.partition(), "getJob", job_id, ());
-        self.cache
-            .get_or_fetch(cache_key, async {
-                exec::execute(&self.settings.read, || self.client.get_job(id, job_id)).await
+        self.cached("getJob", None, cache_key, async {
+            self.call("getJob", None, &self.settings.read, || {
+                self.client.get_job(id, job_id)
             })
             .await
+        })
+        .await
     }
 
     /// Cancels the run if it belongs to the job (retried: cancel is idempotent).
     pub async fn cancel_run(&self, key: &str, id: &Identity, run_id: i64) -> Result<()> {
         let job_id = self.check_owner(key, id, run_id, false).await?;
-        let result =
-            exec::execute(&self.settings.write, || self.client.cancel_run(id, run_id)).await;
+        let result = self
+            .call("cancelRun", Some(run_id), &self.settings.write, || {
+                self.client.cancel_run(id, run_id)
+            })
+            .await;
         self.cache.invalidate_job(job_id);
         result
     }

@@ -13,6 +13,7 @@ pub mod registry;
 pub mod routes;
 pub mod run;
 pub mod schema;
+pub mod telemetry;
 
 pub use error::{JobsError, Result};
 

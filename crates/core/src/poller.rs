@@ -34,6 +34,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -93,6 +94,20 @@ impl Default for PollSettings {
             max_outage: DEFAULT_MAX_OUTAGE,
         }
     }
+}
+
+/// What the engine has done since it started (cumulative, relaxed atomics: a few nanoseconds
+/// each), read by telemetry when it collects.
+#[derive(Debug, Default)]
+pub struct PollCounters {
+    /// `runs/get` requests the polls sent.
+    pub polls: AtomicU64,
+    /// 429 answers that paused every poll.
+    pub rate_limit_pauses: AtomicU64,
+    /// Updates handed to watchers: one per watcher of each published state change.
+    pub updates_delivered: AtomicU64,
+    /// Requests waiting for a turn under `max_requests_per_second` right now.
+    pub waiting_for_turn: AtomicI64,
 }
 
 /// A run of failed polls: since when, and what was last seen.
@@ -180,6 +195,7 @@ struct Inner {
     polls: Mutex<HashMap<PollKey, watch::Sender<Snapshot>>>,
     gate: Mutex<Gate>,
     fetching: Semaphore,
+    counters: PollCounters,
 }
 
 #[derive(Default)]
@@ -223,6 +239,7 @@ impl Poller {
                 polls: Mutex::new(HashMap::new()),
                 gate: Mutex::new(Gate::default()),
                 fetching: Semaphore::new(FETCHES_IN_FLIGHT),
+                counters: PollCounters::default(),
             }),
         }
     }
@@ -261,6 +278,11 @@ impl Poller {
     /// before a watch) so that they respect the same limit. Cancel-safe.
     pub async fn request_turn(&self) {
         self.inner.wait_turn(Instant::now()).await;
+    }
+
+    /// What the engine has done since it started.
+    pub fn counters(&self) -> &PollCounters {
+        &self.inner.counters
     }
 
     /// Number of poll tasks running (one per watched `(identity, run)`).
@@ -443,6 +465,7 @@ async fn poll_loop(
             }
             r = async {
                 let _turn = inner.fetching.acquire().await;
+                inner.counters.polls.fetch_add(1, Ordering::Relaxed);
                 (inner.fetch)(identity.clone(), key.1).await
             } => r,
         };
@@ -459,6 +482,10 @@ async fn poll_loop(
                     if let Some(on_update) = &inner.on_update {
                         on_update(key.0, key.1, &update);
                     }
+                    inner
+                        .counters
+                        .updates_delivered
+                        .fetch_add(tx.receiver_count() as u64, Ordering::Relaxed);
                     tx.send_replace(Snapshot {
                         seq,
                         update: Some(update),
@@ -542,6 +569,9 @@ impl Inner {
 
     /// Pause every request of the engine for `d` (a 429).
     fn pause(&self, d: Duration) {
+        self.counters
+            .rate_limit_pauses
+            .fetch_add(1, Ordering::Relaxed);
         let until = Instant::now() + d;
         let mut gate = self.gate.lock().unwrap();
         gate.paused_until = Some(gate.paused_until.map_or(until, |p| p.max(until)));
@@ -583,7 +613,9 @@ impl Inner {
                         slot,
                         spacing,
                         used: false,
+                        waiting: &self.counters.waiting_for_turn,
                     };
+                    guard.waiting.fetch_add(1, Ordering::Relaxed);
                     sleep_until(slot).await;
                     let mut guard = guard;
                     let paused = self
@@ -609,10 +641,13 @@ struct SlotGuard<'a> {
     slot: Instant,
     spacing: Duration,
     used: bool,
+    /// The engine's count of requests waiting for a turn, which this one leaves.
+    waiting: &'a AtomicI64,
 }
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
         if self.used {
             return;
         }

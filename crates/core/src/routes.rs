@@ -9,7 +9,7 @@
 //! with `Last-Event-ID` re-attaches to that run (after checking it belongs to the job) and
 //! never starts a second run; `seq` keeps counting from the id the client last saw.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -136,6 +136,8 @@ pub struct Router {
     /// Cancelled by `abort_all`, then replaced, so later streams are not born cancelled.
     generation: Mutex<CancellationToken>,
     active: Arc<AtomicUsize>,
+    /// Streams resumed by `Last-Event-ID` (none of which started a run).
+    resumes: AtomicU64,
 }
 
 impl Router {
@@ -145,6 +147,7 @@ impl Router {
             options,
             generation: Mutex::new(CancellationToken::new()),
             active: Arc::new(AtomicUsize::new(0)),
+            resumes: AtomicU64::new(0),
         }
     }
 
@@ -153,6 +156,11 @@ impl Router {
         let mut generation = self.generation.lock().unwrap_or_else(|p| p.into_inner());
         generation.cancel();
         *generation = CancellationToken::new();
+    }
+
+    /// Streams resumed by `Last-Event-ID` since start.
+    pub fn resumes(&self) -> u64 {
+        self.resumes.load(Ordering::Relaxed)
     }
 
     /// Streams whose producer (and run watcher) is still alive.
@@ -250,7 +258,12 @@ impl Router {
                     None => 0,
                 };
                 match self.jobs.watch_run(key, &sp, run_id).await {
-                    Ok(watch) => self.stream(run_id, after, watch),
+                    Ok(watch) => {
+                        if after > 0 {
+                            self.resumes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        self.stream(run_id, after, watch)
+                    }
                     Err(e) => RouteResponse::from_error(&e),
                 }
             }
@@ -268,7 +281,10 @@ impl Router {
                     return invalid_last_event_id();
                 };
                 return match self.jobs.watch_run(key, &sp, run_id).await {
-                    Ok(watch) => self.stream(run_id, seq, watch),
+                    Ok(watch) => {
+                        self.resumes.fetch_add(1, Ordering::Relaxed);
+                        self.stream(run_id, seq, watch)
+                    }
                     Err(e) => RouteResponse::from_error(&e),
                 };
             }
@@ -417,7 +433,7 @@ impl Drop for ActiveGuard {
 struct Producer {
     run_id: i64,
     seq: u64,
-    tx: mpsc::Sender<String>,
+    tx: mpsc::Sender<Frame>,
     cancel: CancellationToken,
     _active: ActiveGuard,
 }
@@ -443,8 +459,11 @@ impl Producer {
                     let id = event_id(self.run_id, self.seq);
                     // The run's text is the poll's own, shared by every watcher of this
                     // update: splice it in rather than serializing the run per stream.
-                    let frame =
-                        update_frame(&id, &update.run_json, &update.status, update.timestamp);
+                    let frame = Frame {
+                        text: update_frame(&id, &update.run_json, &update.status, update.timestamp),
+                        status: update.status.clone(),
+                        error: None,
+                    };
                     if self.tx.send(frame).await.is_err() {
                         return;
                     }
@@ -459,20 +478,35 @@ impl Producer {
 
     async fn send_error(&mut self, e: &JobsError) {
         self.seq += 1;
-        let frame = error_frame(
-            &event_id(self.run_id, self.seq),
-            &e.public_message(),
-            &e.code(),
-        );
+        let frame = Frame {
+            text: error_frame(
+                &event_id(self.run_id, self.seq),
+                &e.public_message(),
+                &e.code(),
+            ),
+            status: None,
+            error: Some(e.code()),
+        };
         let _ = self.tx.send(frame).await;
     }
+}
+
+/// One chunk of an SSE response, and what it says (for telemetry and the glue).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    /// The text to write.
+    pub text: String,
+    /// The run's state, for an update event.
+    pub status: Option<String>,
+    /// The error code, for an `event: error`.
+    pub error: Option<String>,
 }
 
 /// An open SSE response: pull framed text chunks with [`EventStream::next`] until `None`.
 /// Dropping it (or [`EventStream::cancel`]) stops the watcher; the run goes on.
 #[derive(Debug)]
 pub struct EventStream {
-    rx: mpsc::Receiver<String>,
+    rx: mpsc::Receiver<Frame>,
     heartbeat: Duration,
     cancel: CancellationToken,
     run_id: i64,
@@ -481,7 +515,7 @@ pub struct EventStream {
 impl EventStream {
     /// The next chunk to write: an event, an error event, or a `: heartbeat` comment after a
     /// silence of the configured interval. `None` once the stream is over.
-    pub async fn next(&mut self) -> Option<String> {
+    pub async fn next(&mut self) -> Option<Frame> {
         if self.cancel.is_cancelled() {
             self.rx.close();
             return None;
@@ -490,7 +524,11 @@ impl EventStream {
             biased;
             _ = self.cancel.cancelled() => { self.rx.close(); None }
             item = self.rx.recv() => item,
-            _ = tokio::time::sleep(self.heartbeat) => Some(HEARTBEAT_FRAME.to_string()),
+            _ = tokio::time::sleep(self.heartbeat) => Some(Frame {
+                text: HEARTBEAT_FRAME.to_string(),
+                status: None,
+                error: None,
+            }),
         }
     }
 

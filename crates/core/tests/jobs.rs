@@ -198,3 +198,59 @@ async fn output_of_a_150_task_run_covers_every_task_in_order() {
     assert!(tasks.iter().all(|t| t.get("error_status").is_none()));
     emu.stop().await;
 }
+
+#[tokio::test]
+async fn calls_are_measured_only_while_telemetry_is_on() {
+    use appkit_jobs_core::telemetry::collect;
+    let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
+    let jobs = Jobs::new(config(json!({})), env(&emu, &[("DATABRICKS_JOB_ETL", "1001")]));
+    let sp = Identity::ServicePrincipal;
+    // Off: nothing is recorded.
+    let ((), calls) = collect(async {
+        jobs.get_job("etl", &sp).await.unwrap();
+    })
+    .await;
+    assert!(calls.is_empty());
+    assert!(jobs.telemetry().take_calls().is_empty());
+
+    jobs.telemetry().set_enabled(true);
+    emu.inject_fault(FaultSpec {
+        path: "/api/2.2/jobs/run-now".into(),
+        status: Some(503),
+        retry_after: Some(0),
+        ..Default::default()
+    })
+    .unwrap();
+    let (started, calls) = collect(jobs.run_now("etl", &sp, None)).await;
+    let run_id = run::run_id(&started.unwrap()).unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        (calls[0].operation, calls[0].attempts, calls[0].http_status),
+        ("runNow", 2, Some(200))
+    );
+    // A cached read: a miss that fetched, then a hit that did not.
+    let (_, first) = collect(jobs.get_run("etl", &sp, run_id)).await;
+    let (_, second) = collect(jobs.get_run("etl", &sp, run_id)).await;
+    // The API call inside the miss is recorded when it ends, before the cache's record.
+    assert_eq!(
+        first
+            .iter()
+            .map(|c| (c.operation, c.cache_hit, c.run_id))
+            .collect::<Vec<_>>(),
+        [("getRun", None, Some(run_id)), ("getRun", Some(false), Some(run_id))]
+    );
+    assert!(first[1].start_ms <= first[0].start_ms);
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].cache_hit, Some(true));
+    assert_eq!(second[0].attempts, 0);
+    assert_eq!(jobs.telemetry().retries(), 1);
+    let mut sums: Vec<_> = jobs
+        .telemetry()
+        .take_calls()
+        .into_iter()
+        .map(|(op, ok, sum)| (op, ok, sum.count))
+        .collect();
+    sums.sort();
+    assert_eq!(sums, [("getRun", true, 1), ("runNow", true, 1)]);
+    emu.stop().await;
+}

@@ -85,7 +85,7 @@ fn stream_of(r: RouteResponse) -> EventStream {
 async fn drain(mut s: EventStream) -> (Vec<(String, String, Value)>, usize) {
     let mut events = vec![];
     let mut heartbeats = 0;
-    while let Some(chunk) = s.next().await {
+    while let Some(chunk) = s.next().await.map(|f| f.text) {
         if chunk == HEARTBEAT_FRAME {
             heartbeats += 1;
             continue;
@@ -407,14 +407,14 @@ async fn heartbeats_while_waiting_and_dropping_a_stream_stops_its_watcher() {
     let mut q = req("POST", "/slow/run");
     q.query.insert("stream".into(), "true".into());
     let mut s = stream_of(r.handle(q.clone()).await);
-    let first = s.next().await.expect("first event");
+    let first = s.next().await.expect("first event").text;
     assert!(
         first.starts_with("id: ") && first.contains("event: message"),
         "{first}"
     );
     let mut heartbeats = 0;
     while heartbeats < 2 {
-        let chunk = s.next().await.expect("stream stays open");
+        let chunk = s.next().await.expect("stream stays open").text;
         if chunk == HEARTBEAT_FRAME {
             heartbeats += 1;
         }
