@@ -34,16 +34,19 @@ const flag = (name) => argv.includes(`--${name}`);
 const option = (name) => argv.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
 if (flag("help") || flag("h")) {
   process.stdout.write(
-    "Usage: npm run bench [-- --quick] [--build] [--addon=FILE] [--only=runnow,wait,watchers,sse] [--cpu-prof]\n" +
+    "Usage: npm run bench [-- --quick] [--build] [--addon=FILE] [--only=runnow,wait,watchers,sse] [--cpu-prof] [--otel]\n" +
       "  --quick     smaller counts and budgets (under a minute)\n" +
       "  --build     time `npm run build` (release addon) first and record it in bench/build-time.json\n" +
       "  --addon=F   load this .node file (default: the package's own, or the copy --build made)\n" +
       "  --only=...  run only these sections\n" +
-      "  --cpu-prof  write V8 CPU profiles of every measured process to bench/results/prof/\n",
+      "  --cpu-prof  write V8 CPU profiles of every measured process to bench/results/prof/\n" +
+      "  --otel      register an OpenTelemetry SDK (in-memory exporters) in both measured processes\n",
   );
   process.exit(0);
 }
 const QUICK = flag("quick");
+/** --otel: both sides run with an OpenTelemetry SDK registered (in-memory exporters). */
+const OTEL = flag("otel");
 const ONLY = option("only")?.split(",").filter(Boolean);
 const section = (name) => !ONLY || ONLY.includes(name);
 const CPU_PROF = flag("cpu-prof") ? path.join(BENCH_DIR, "results", "prof") : undefined;
@@ -193,7 +196,7 @@ function log(line) {
 async function measure(task, { timeoutMs, onMessage } = {}) {
   await control(emu, "POST", "reset");
   const t0 = performance.now();
-  const result = await runChild({ pollIntervalMs: POLL_MS, cpuProf: CPU_PROF, ...task }, childEnv, {
+  const result = await runChild({ pollIntervalMs: POLL_MS, cpuProf: CPU_PROF, otel: OTEL, ...task }, childEnv, {
     timeoutMs: timeoutMs ?? 300_000,
     onMessage,
   });
@@ -439,7 +442,7 @@ async function main() {
   }
 
   const text = report(results, meta);
-  const header = `appkit-jobs benchmark — ${meta.machine}${QUICK ? " — quick mode" : ""}\n` +
+  const header = `appkit-jobs benchmark — ${meta.machine}${QUICK ? " — quick mode" : ""}${OTEL ? " — with an OpenTelemetry SDK (in-memory)" : ""}\n` +
     `addon ${path.relative(ROOT, addon.file)} (${addon.profile} build, ${addon.mtime})\n` +
     `emulator in its own process (time scale ${TIME_SCALE}, runs ≈2 s), pollIntervalMs ${POLL_MS}, each side in its own process, took ${fmt((performance.now() - t0) / 1000, 0)} s\n`;
   process.stdout.write(`\n${header}\n${text}\n`);

@@ -128,7 +128,26 @@ function begin() {
 // ---------------------------------------------------------------------------------------------
 // The app
 
+/**
+ * `--otel`: an OpenTelemetry SDK registered globally before the app, as AppKit's NodeSDK would
+ * be, exporting to memory (batched spans, metrics collected every 10 s as AppKit does).
+ */
+async function registerInMemorySdk() {
+  const { context, metrics, trace } = await import("@opentelemetry/api");
+  const { AsyncLocalStorageContextManager } = await import("@opentelemetry/context-async-hooks");
+  const { BasicTracerProvider, BatchSpanProcessor, InMemorySpanExporter } = await import("@opentelemetry/sdk-trace-base");
+  const { InMemoryMetricExporter, MeterProvider, PeriodicExportingMetricReader, AggregationTemporality } = await import("@opentelemetry/sdk-metrics");
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  const spans = new InMemorySpanExporter();
+  trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(spans)] }));
+  const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+  metrics.setGlobalMeterProvider(new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 10_000 })] }));
+  // Keep only the latest export: the exporter itself would hold every one.
+  setInterval(() => spans.reset(), 1000).unref();
+}
+
 async function boot() {
+  if (task.otel) await registerInMemorySdk();
   const { createApp, server } = await import("@databricks/appkit");
   const config = { pollIntervalMs: task.pollIntervalMs, jobs: { [JOB_KEY]: { taskType: "notebook" } } };
   let data;

@@ -203,7 +203,10 @@ async fn output_of_a_150_task_run_covers_every_task_in_order() {
 async fn calls_are_measured_only_while_telemetry_is_on() {
     use appkit_jobs_core::telemetry::collect;
     let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
-    let jobs = Jobs::new(config(json!({})), env(&emu, &[("DATABRICKS_JOB_ETL", "1001")]));
+    let jobs = Jobs::new(
+        config(json!({})),
+        env(&emu, &[("DATABRICKS_JOB_ETL", "1001")]),
+    );
     let sp = Identity::ServicePrincipal;
     // Off: nothing is recorded.
     let ((), calls) = collect(async {
@@ -237,7 +240,10 @@ async fn calls_are_measured_only_while_telemetry_is_on() {
             .iter()
             .map(|c| (c.operation, c.cache_hit, c.run_id))
             .collect::<Vec<_>>(),
-        [("getRun", None, Some(run_id)), ("getRun", Some(false), Some(run_id))]
+        [
+            ("getRun", None, Some(run_id)),
+            ("getRun", Some(false), Some(run_id))
+        ]
     );
     assert!(first[1].start_ms <= first[0].start_ms);
     assert_eq!(second.len(), 1);

@@ -369,6 +369,16 @@ fn dispatch(
 ) -> Result<Value, ApiErr> {
     // Unauthenticated endpoints.
     match (method.as_str(), path) {
+        // Host metadata, which current SDKs (Python 0.10x+, Go) fetch when they start: the
+        // OIDC endpoint their OAuth discovery derives from, and the workspace's id.
+        ("GET", "/.well-known/databricks-config") => {
+            return Ok(json!({
+                "oidc_endpoint": format!("{}/oidc", shared.base_url),
+                "workspace_id": shared.org_id,
+                "cloud": "AWS",
+                "host_type": "workspace",
+            }));
+        }
         ("GET", "/oidc/.well-known/oauth-authorization-server")
         | ("GET", "/oidc/.well-known/openid-configuration") => {
             let u = &shared.base_url;
@@ -399,6 +409,7 @@ fn dispatch(
         ("GET", Some("runs/get-output"), _) => get_output(shared, &ident, &q),
         ("POST", Some("runs/cancel"), _) => cancel(shared, &ident, body),
         ("GET", Some("get"), _) => get_job(shared, &ident, &q),
+        ("GET", Some("list"), _) => list_jobs(shared, &ident, &q),
         ("GET", _, "/api/2.0/preview/scim/v2/Me") => Ok(scim_me(shared, &ident)),
         ("POST", _, "/telemetry-ext") => Ok(json!({})),
         (m, _, p) => Err(ApiErr {
@@ -661,6 +672,68 @@ fn get_job(shared: &Shared, ident: &Ident, q: &HashMap<String, String>) -> Resul
         .ok_or_else(|| job_missing(job_id))?;
     ident.check(job_id, Permission::CanView)?;
     Ok(job.render(page, &shared.sp_name))
+}
+
+/// jobs/list: the jobs this identity may view, by id, `limit` (1..=100, default 20) a page,
+/// `name` an exact filter; tasks only with `expand_tasks`.
+fn list_jobs(shared: &Shared, ident: &Ident, q: &HashMap<String, String>) -> Result<Value, ApiErr> {
+    let limit = match q.get("limit") {
+        None => 20,
+        Some(raw) => match raw.trim().parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => {
+                return Err(invalid(format!(
+                    "Invalid limit {raw} - it has to be between 1 and 100"
+                )))
+            }
+        },
+    };
+    let after: i64 = match q.get("page_token").map(String::as_str) {
+        None | Some("") => 0,
+        Some(t) => t
+            .strip_prefix("ja")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| invalid("Invalid page_token."))?,
+    };
+    let expand = query_bool(q, "expand_tasks")?;
+    let name = q.get("name");
+    let inner = shared.inner();
+    let mut jobs: Vec<_> = inner
+        .store
+        .jobs
+        .values()
+        .filter(|j| j.id > after && ident.can_view(j.id))
+        .filter(|j| name.is_none_or(|n| &j.name == n))
+        .collect();
+    jobs.sort_by_key(|j| j.id);
+    let has_more = jobs.len() > limit;
+    let page: Vec<Value> = jobs
+        .iter()
+        .take(limit)
+        .map(|j| {
+            let mut job = j.render(0, &shared.sp_name);
+            if let Some(obj) = job.as_object_mut() {
+                obj.remove("has_more");
+                obj.remove("next_page_token");
+                if !expand {
+                    if let Some(settings) = obj.get_mut("settings").and_then(Value::as_object_mut) {
+                        settings.remove("tasks");
+                    }
+                }
+            }
+            job
+        })
+        .collect();
+    let mut out = serde_json::Map::new();
+    if has_more {
+        let last = jobs[limit - 1].id;
+        out.insert("next_page_token".into(), json!(format!("ja{last}")));
+    }
+    if !page.is_empty() {
+        out.insert("jobs".into(), Value::Array(page));
+    }
+    out.insert("has_more".into(), json!(has_more));
+    Ok(Value::Object(out))
 }
 
 fn list_runs(shared: &Shared, ident: &Ident, q: &HashMap<String, String>) -> Result<Value, ApiErr> {

@@ -3,7 +3,8 @@
 //! It serves, on `127.0.0.1`, the six endpoints the client uses (`POST /api/2.2/jobs/run-now`,
 //! `GET /api/2.2/jobs/runs/get`, `GET /api/2.2/jobs/runs/list`, `GET /api/2.2/jobs/runs/get-output`,
 //! `POST /api/2.2/jobs/runs/cancel`, `GET /api/2.2/jobs/get`; `/api/2.1/` is accepted too), OAuth M2M
-//! (`GET /oidc/.well-known/oauth-authorization-server`, `POST /oidc/v1/token`), and what an AppKit
+//! (`GET /oidc/.well-known/oauth-authorization-server`, `POST /oidc/v1/token`), the host metadata
+//! current SDKs probe when they start (`GET /.well-known/databricks-config`), and what an AppKit
 //! app needs to boot (`GET /api/2.0/preview/scim/v2/Me` with `x-databricks-org-id`,
 //! `POST /telemetry-ext`). Control endpoints live under `/__emulator/` (see `control.rs`).
 //!

@@ -823,6 +823,35 @@ async fn faults_and_request_log() {
 async fn appkit_boot_endpoints_and_unknown_paths() {
     let emu = frozen(vec![]).await;
     let http = reqwest::Client::new();
+    // Host metadata, unauthenticated, with string fields only (the Go SDK rejects others), and
+    // the OIDC discovery it points to.
+    let r = http
+        .get(format!("{}/.well-known/databricks-config", emu.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let meta: Value = r.json().await.unwrap();
+    assert_eq!(
+        meta,
+        json!({"oidc_endpoint": format!("{}/oidc", emu.url()), "workspace_id": "1234567890123456",
+               "cloud": "AWS", "host_type": "workspace"})
+    );
+    let discovery: Value = http
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            meta["oidc_endpoint"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        discovery["token_endpoint"],
+        format!("{}/oidc/v1/token", emu.url())
+    );
     let r = http
         .get(format!("{}/api/2.0/preview/scim/v2/Me", emu.url()))
         .bearer_auth(emu.token())
@@ -898,5 +927,46 @@ async fn sample_jobs_and_stop_frees_the_port() {
     })
     .await
     .is_err());
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn jobs_list_pages_by_id_and_filters_by_name() {
+    let emu = frozen(vec![job(1, "SUCCESS"), job(2, "FAILED"), job(3, "SUCCESS")]).await;
+    let api = Api::new(&emu);
+    let (s, page) = api
+        .get("/api/2.2/jobs/list", &[("limit", "2".into())])
+        .await;
+    assert_eq!(s, 200, "{page}");
+    let ids: Vec<i64> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2]);
+    assert_eq!(page["has_more"], true);
+    assert!(
+        page["jobs"][0]["settings"].get("tasks").is_none(),
+        "tasks only with expand_tasks"
+    );
+    let token = page["next_page_token"].as_str().unwrap().to_string();
+    let (_, next) = api
+        .get(
+            "/api/2.2/jobs/list",
+            &[("page_token", token), ("expand_tasks", "true".into())],
+        )
+        .await;
+    assert_eq!(next["jobs"][0]["job_id"], 3);
+    assert_eq!(next["has_more"], false);
+    assert!(next["jobs"][0]["settings"]["tasks"].is_array());
+    let (_, named) = api
+        .get("/api/2.2/jobs/list", &[("name", "job-2".into())])
+        .await;
+    assert_eq!(named["jobs"].as_array().unwrap().len(), 1);
+    let (s, _) = api
+        .get("/api/2.2/jobs/list", &[("limit", "0".into())])
+        .await;
+    assert_eq!(s, 400);
     emu.stop().await;
 }
