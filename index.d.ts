@@ -5,7 +5,7 @@
 // Results and errors
 // ---------------------------------------------------------------------------------------------
 
-/** What every JobHandle method but runAndWait/watchRun resolves to. `message` is HTTP status text. */
+/** What every JobHandle method but the waits (runAndWait, watchRun, repairAndWait) resolves to. `message` is HTTP status text. */
 export type ExecutionResult<T> = { ok: true; data: T } | { ok: false; status: number; message: string };
 
 /** Error raised by this package: stable `code`, HTTP `statusCode` (also as `status`), optional `cause`. */
@@ -40,6 +40,8 @@ export interface StandardSchemaLike<Output = Record<string, unknown>> {
   readonly "~standard": {
     readonly version: 1;
     readonly vendor: string;
+    /** Type-level only: what the schema takes and gives (the params type of its job). */
+    readonly types?: { readonly input: unknown; readonly output: unknown } | undefined;
     readonly validate: (
       value: unknown,
     ) =>
@@ -84,6 +86,42 @@ export interface IJobsConfig {
   /** AppKit passes its own fields (name, telemetry, ...); they are accepted and ignored. */
   [other: string]: unknown;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Params typed per job
+// ---------------------------------------------------------------------------------------------
+
+/** The params a Standard Schema takes (`StandardSchemaV1.InferInput`), else `Record<string, unknown>`. */
+export type InferParams<S> = S extends { readonly "~standard": { readonly types?: infer T } }
+  ? NonNullable<T> extends { readonly input: infer I }
+    ? I
+    : Record<string, unknown>
+  : Record<string, unknown>;
+
+/** The params of one job's config: its Standard Schema's input; a JSON Schema or no schema: `Record<string, unknown>`. */
+export type ParamsOf<J> = J extends { readonly params: infer S } ? InferParams<S> : Record<string, unknown>;
+
+/**
+ * The jobs of a config, by key. A config whose `jobs` names keys checks them (list a key known
+ * only from the environment as `{}`); one without `jobs`, or typed as `IJobsConfig`, takes any key.
+ */
+export type JobsIn<C> = C extends { readonly jobs?: infer J }
+  ? [keyof NonNullable<J>] extends [never]
+    ? Record<string, JobConfig>
+    : NonNullable<J>
+  : Record<string, JobConfig>;
+
+/** `(jobKey) => JobHandle` with each configured key's params typed. */
+export type TypedJobsExport<J> = <K extends keyof J & string>(jobKey: K) => JobHandle<ParamsOf<J[K]>>;
+
+/**
+ * The typed exports for a config: `const app = await createApp(...)` already infers them from an
+ * inline `jobs({...})`; for a config declared elsewhere, `app.jobs as JobsOf<typeof config>`.
+ */
+export type JobsOf<C> = TypedJobsExport<JobsIn<C>>;
+
+/** `app.jobs` (or any JobsExport) seen with the params types of `config` (no runtime effect). */
+export declare function typedJobs<C extends IJobsConfig>(exports: JobsExport, config: C): JobsOf<C>;
 
 // ---------------------------------------------------------------------------------------------
 // Jobs API 2.2 shapes (the fields this package and its users rely on; more may be present).
@@ -238,7 +276,7 @@ export interface RunNowResponse {
 /** A run or job id: a number, or a bigint for ids above Number.MAX_SAFE_INTEGER. */
 export type Id = number | bigint;
 
-/** One update of runAndWait/watchRun. */
+/** One update of runAndWait/watchRun/repairAndWait. */
 export interface JobRunStatus {
   /** `state.life_cycle_state`, else the V2 `status.state`. */
   status: string | undefined;
@@ -253,13 +291,43 @@ export type RequestLike =
   | { headers: Record<string, string | string[] | undefined> }
   | { headers: { get(name: string): string | null } };
 
-export interface JobAPI {
+/** What to run again in a repair: exactly one of `rerunAllFailedTasks: true` or `rerunTasks`. */
+export interface RepairOptions<P = Record<string, unknown>> {
+  /** Run every task whose latest run failed (failed, timed out, cancelled, upstream failed). */
+  rerunAllFailedTasks?: boolean;
+  /** Task keys to run again. */
+  rerunTasks?: string[];
+  /** Also run the tasks that depend on the chosen ones. */
+  rerunDependentTasks?: boolean;
+  /** Params for the repaired tasks, validated and mapped as for runNow; absent: the run's own. */
+  params?: P;
+}
+
+export interface RepairRunResponse {
+  /** The repair's id (`latest_repair_id` of the next repair; this package sends it for you). */
+  repair_id: Id;
+}
+
+/** One update of repairAndWait: a run update, and the repair it follows. */
+export interface JobRepairStatus extends JobRunStatus {
+  repairId: Id;
+}
+
+/** The methods of one job. `P`: its params (typed from a Standard Schema in the config). */
+export interface JobAPI<P = Record<string, unknown>> {
   /** Validate params, map them by task type and trigger the job (retried safely with an idempotency token). */
-  runNow(params?: Record<string, unknown>): Promise<ExecutionResult<RunNowResponse>>;
+  runNow(params?: P): Promise<ExecutionResult<RunNowResponse>>;
   /** Trigger, then yield updates until a terminal state; `break`, `return()` or `signal` stop at once. */
-  runAndWait(params?: Record<string, unknown>, signal?: AbortSignal): AsyncGenerator<JobRunStatus, void, unknown>;
+  runAndWait(params?: P, signal?: AbortSignal): AsyncGenerator<JobRunStatus, void, unknown>;
   /** Re-attach to a run of this job (e.g. after a restart) and yield its updates until it ends. */
   watchRun(runId: Id, signal?: AbortSignal): AsyncGenerator<JobRunStatus, void, unknown>;
+  /**
+   * Run the failed (or chosen) tasks of an ended run of this job again, inside the same run
+   * (runs/repair with the run's latest repair id). Another job's run: 404, nothing sent.
+   */
+  repairRun(runId: Id, options: RepairOptions<P>): Promise<ExecutionResult<RepairRunResponse>>;
+  /** repairRun, then yield the run's updates from the repair to its new end (stops as runAndWait does). */
+  repairAndWait(runId: Id, options: RepairOptions<P>, signal?: AbortSignal): AsyncGenerator<JobRepairStatus, void, unknown>;
   /** The most recent run, or undefined when the job never ran. */
   lastRun(): Promise<ExecutionResult<BaseRun | undefined>>;
   /** Newest first; `limit` is clamped to 1..100 (default 20). */
@@ -271,15 +339,15 @@ export interface JobAPI {
 }
 
 /** `app.jobs("etl")`: a JobAPI plus `asUser(req)` (runs with the request's x-forwarded-access-token). */
-export type JobHandle = JobAPI & {
-  asUser: (req: RequestLike) => JobAPI;
+export type JobHandle<P = Record<string, unknown>> = JobAPI<P> & {
+  asUser: (req: RequestLike) => JobAPI<P>;
 };
 
 /** The plugin's exports: selects a job by key; throws `Unknown job "<key>". Available jobs: ...`. */
 export type JobsExport = (jobKey: string) => JobHandle;
 
-/** What `createJobs` returns: the same callable, plus the job keys and `close()`. */
-export interface StandaloneJobs extends JobsExport {
+/** What `createJobs` returns: the same callable (params typed per key), plus the job keys and `close()`. */
+export interface StandaloneJobs<J = Record<string, JobConfig>> extends TypedJobsExport<J> {
   /** Every job key, discovered from the environment and configured. */
   readonly keys: readonly string[];
   /** Ends every watch started through this instance. */
@@ -306,7 +374,7 @@ export interface JobsResourceRequirement {
  * The AppKit plugin class (duck-typed by `createApp`): routes under `/api/jobs`, `exports()` is
  * the `(jobKey) => JobHandle` callable, `clientConfig()` describes the jobs to the browser.
  */
-export declare class JobsPlugin {
+export declare class JobsPlugin<J = Record<string, JobConfig>> {
   static manifest: {
     name: "jobs";
     displayName: string;
@@ -324,26 +392,31 @@ export declare class JobsPlugin {
   // express.Router (not imported: express is AppKit's dependency, not ours).
   injectRoutes(router: any): void;
   getEndpoints(): Record<string, string>;
-  exports(): JobsExport;
+  exports(): TypedJobsExport<J>;
   clientConfig(): { jobs: Record<string, { params: Record<string, unknown> | null; taskType: TaskType | null }> };
+  /** clientConfig() after reading the parameters of jobs that take theirs from their own definition. */
+  loadClientConfig(): Promise<{ jobs: Record<string, { params: Record<string, unknown> | null; taskType: TaskType | null }> }>;
   /** The plugin seen as the request's user: its exports run with the user's token. */
-  asUser(req: RequestLike): JobsPlugin;
+  asUser(req: RequestLike): JobsPlugin<J>;
   /** Ends every open stream and watcher (runs go on). */
   abortActiveOperations(): void;
 }
 
-/** The AppKit plugin data returned by `jobs()`. */
-export interface JobsPluginData {
-  plugin: typeof JobsPlugin;
+/**
+ * The AppKit plugin data returned by `jobs()`. Its class's instances carry `J`, so AppKit's
+ * `createApp` types `app.jobs` with each configured job's params.
+ */
+export interface JobsPluginData<J = Record<string, JobConfig>> {
+  plugin: typeof JobsPlugin & (new (config: IJobsConfig) => JobsPlugin<J>);
   config: IJobsConfig;
   name: "jobs";
 }
 
 /** AppKit plugin factory: `createApp({ plugins: [server(), jobs()] })`. */
-export declare function jobs(config?: IJobsConfig): JobsPluginData;
+export declare function jobs<C extends IJobsConfig = IJobsConfig>(config?: C): JobsPluginData<JobsIn<C>>;
 
-/** Standalone use without AppKit: `createJobs(config)("etl").runNow()`. */
-export declare function createJobs(config?: IJobsConfig, options?: CreateJobsOptions): StandaloneJobs;
+/** Standalone use without AppKit: `createJobs(config)("etl").runNow()`, params typed per key. */
+export declare function createJobs<C extends IJobsConfig = IJobsConfig>(config?: C, options?: CreateJobsOptions): StandaloneJobs<JobsIn<C>>;
 
 // ---------------------------------------------------------------------------------------------
 // The local Jobs API 2.2 emulator (emulator.js)
@@ -357,6 +430,8 @@ export interface EmulatorJobSpec {
   tasks?: Array<{ taskKey: string; taskType?: string; outcome?: string; output?: string }>;
   taskCount?: number;
   outcome?: string;
+  /** How tasks run again by `runs/repair` end (default `"SUCCESS"`). */
+  repairOutcome?: string;
   queueMs?: number;
   pendingMs?: number;
   durationMs?: number;
@@ -402,6 +477,8 @@ export interface EmulatorFault {
   retryAfter?: number;
   delayMs?: number;
   reset?: boolean;
+  /** Carry the request out, then reset the connection: a write whose answer is lost. */
+  loseResponse?: boolean;
   body?: string;
   contentType?: string;
   html?: boolean;

@@ -57,9 +57,14 @@ test("demo: config endpoint in emulator mode lists the jobs with their schemas",
   const res = await fetch(new URL("/config.json", demo.url));
   const config = await res.json();
   assert.equal(config.mode, "emulator");
-  assert.deepEqual(Object.keys(config.jobs).sort(), ["etl", "pipeline", "report", "warehouse"]);
+  assert.deepEqual(Object.keys(config.jobs).sort(), ["etl", "mixed", "nightly", "pipeline", "report", "warehouse"]);
   assert.deepEqual(config.jobs.etl.params.required, ["date"]);
   assert.equal(config.jobs.warehouse.params, null);
+  // `nightly` has no schema of its own: its form comes from the job's definition (jobs/get).
+  assert.deepEqual(config.jobs.nightly.params.properties, {
+    date: { type: "string", default: "today" },
+    mode: { type: "string", default: "full" },
+  });
   assert.doesNotMatch(JSON.stringify(config), new RegExp(demo.emulator.token));
 });
 
@@ -109,6 +114,25 @@ test("demo page in Chromium: run to a terminal state, cancel another, errors as 
   await wh.locator('.result[data-result="CANCELED"]').waitFor({ state: "visible", timeout: 30_000 });
   await wh.locator(".runs tbody tr .result-cell", { hasText: "CANCELED" }).first().waitFor({ timeout: 10_000 });
   assert.match(await wh.locator(".message").textContent(), /Cancel requested/);
+
+  // The form of a job whose parameters come from its definition, with the defaults filled in.
+  const nightly = page.locator('[data-job="nightly"]');
+  assert.equal(await nightly.locator('input[name="date"]').inputValue(), "today");
+  assert.equal(await nightly.locator('input[name="mode"]').inputValue(), "full");
+
+  // A run that ends with a failed task offers a repair, which is followed live to its new end.
+  const mixed = page.locator('[data-job="mixed"]');
+  await mixed.locator(".run-btn").click();
+  await mixed.locator('.result[data-result="SUCCESS_WITH_FAILURES"]').waitFor({ state: "visible", timeout: 30_000 });
+  await mixed.locator(".repair-btn").waitFor({ state: "visible" });
+  await mixed.locator('.runs tbody tr .row-repair').first().waitFor({ timeout: 10_000 });
+  await mixed.locator(".repair-btn").click();
+  await mixed.locator('.steps li[data-state="RUNNING"]').waitFor({ timeout: 15_000 });
+  await mixed.locator('.result[data-result="SUCCESS"]').waitFor({ state: "visible", timeout: 30_000 });
+  assert.match(await mixed.locator(".message").textContent(), /Run #\d+ repaired\./);
+  assert.equal(await mixed.locator(".repair-btn").isHidden(), true);
+  const repairs = demo.emulator.requests().filter((r) => r.path.endsWith("/runs/repair"));
+  assert.deepEqual(repairs.map((r) => [r.status, r.body.rerun_all_failed_tasks]), [[200, true]]);
 
   assert.deepEqual(pageErrors, []);
 

@@ -101,7 +101,7 @@ test("task-type mapping reaches run-now as the spec's fields", async (t) => {
     ["jar", { args: [1, "two"] }, { jar_params: ["1", "two"] }],
     ["sql", { day: "mon", big: 5000000000 }, { sql_params: { day: "mon", big: "5000000000" } }],
     ["raw", { notebook_params: { k: "v" }, queue: { enabled: true } }, { notebook_params: { k: "v" }, queue: { enabled: true } }],
-    ["jp", { region: "eu", n: 4 }, { job_parameters: { region: "eu", n: "4" } }],
+    ["jp", { date: "2026-12-01", mode: 4 }, { job_parameters: { date: "2026-12-01", mode: "4" } }],
   ];
   for (const [key, params, expected] of cases) {
     const r = await api(key).runNow(params);

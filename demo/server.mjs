@@ -59,6 +59,10 @@ export const DEMO_JOBS = {
       },
     },
   },
+  // No schema here: the form and the check come from the job's own parameters (jobs/get).
+  nightly: { id: 1001, config: { jobParameters: true } },
+  // Its runs fail: the page offers to repair them.
+  mixed: { id: 1009, config: {} },
   warehouse: { id: 1003, config: { taskType: "sql" } },
   pipeline: { id: 1004, config: {} },
 };
@@ -97,10 +101,10 @@ export async function startDemo(options = {}) {
   }
 
   const handler = createJobsHandler({ jobs: jobsConfig, pollIntervalMs, env, heartbeatMs: options.heartbeatMs });
-  const pageConfig = () => ({
+  const pageConfig = async () => ({
     mode,
     host: mode === "workspace" ? String(env.DATABRICKS_HOST).replace(/^(?!https?:\/\/)/, "https://") : undefined,
-    jobs: handler.clientConfig().jobs,
+    jobs: (await handler.loadClientConfig()).jobs,
   });
 
   const server = http.createServer((req, res) => {
@@ -109,7 +113,7 @@ export async function startDemo(options = {}) {
       if (req.method === "GET" && path === "/config.json") {
         res.setHeader("Content-Type", "application/json; charset=utf-8");
         res.setHeader("Cache-Control", "no-store");
-        return res.end(JSON.stringify(pageConfig()));
+        return res.end(JSON.stringify(await pageConfig()));
       }
       const file = req.method === "GET" ? STATIC[path] : undefined;
       if (!file) {
@@ -137,7 +141,7 @@ export async function startDemo(options = {}) {
   });
   const address = server.address();
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${address.port}/`;
-  const jobKeys = Object.keys(pageConfig().jobs);
+  const jobKeys = Object.keys(handler.clientConfig().jobs);
   log(
     mode === "emulator"
       ? `appkit-jobs demo: Jobs API emulator at ${emulator.url} with sample jobs (${jobKeys.join(", ")})`

@@ -90,6 +90,11 @@ export declare class BindingJobs {
   check(key: string): BindingOutcome
   /** Validates, maps and triggers; data `{ run_id, number_in_job }`. */
   runNow(key: string, token?: string | undefined | null, paramsJson?: string | undefined | null): Promise<BindingOutcome>
+  /**
+   * data: the JSON Schema of a job whose parameters come from its definition (jobs/get
+   * `settings.parameters`), or undefined for any other job.
+   */
+  definedParamsSchema(key: string, token?: string | undefined | null): Promise<BindingOutcome>
   /** data: the newest run, or undefined when there is none. */
   lastRun(key: string, token?: string | undefined | null): Promise<BindingOutcome>
   /** data: runs, newest first; `limit` clamped to 1..=100 (default 20). */
@@ -98,6 +103,16 @@ export declare class BindingJobs {
   getRunOutput(key: string, token: string | undefined | null, runId: string | number | bigint): Promise<BindingOutcome>
   getJob(key: string, token?: string | undefined | null): Promise<BindingOutcome>
   cancelRun(key: string, token: string | undefined | null, runId: string | number | bigint): Promise<BindingOutcome>
+  /**
+   * data: `{ repair_id }`. `options_json`: `{ rerunAllFailedTasks?, rerunTasks?,
+   * rerunDependentTasks?, params? }` as JSON text.
+   */
+  repairRun(key: string, token: string | undefined | null, runId: string | number | bigint, optionsJson?: string | undefined | null): Promise<BindingOutcome>
+  /**
+   * `repairAndWait` as one cancellable watch, `id`: repairs the run (options as for
+   * `repairRun`), then follows it to its new end; the first update carries `repairId`.
+   */
+  startRepairAndWatch(id: number, key: string, token: string | undefined | null, runId: string | number | bigint, optionsJson?: string | undefined | null): void
   /**
    * `runAndWait` as one cancellable watch, `id`: triggers the run (params as for
    * `runNow`), then follows it, delivering events tagged `id`. `cancelWatch(id)` while the
@@ -242,6 +257,8 @@ export interface BindingFaultSpec {
   retryAfter?: number
   delayMs?: number
   reset?: boolean
+  /** Carry the request out, then reset the connection (the answer is lost). */
+  loseResponse?: boolean
   body?: string
   contentType?: string
   html?: boolean
@@ -267,6 +284,8 @@ export interface BindingJobSpec {
   tasks?: Array<BindingTaskSpec>
   taskCount?: number
   outcome?: string
+  /** How tasks run again by `runs/repair` end (default SUCCESS). */
+  repairOutcome?: string
   queueMs?: number
   pendingMs?: number
   durationMs?: number
@@ -350,6 +369,8 @@ export interface BindingWatchEvent {
   error?: BindingOutcome
   /** The run's id as decimal text, on the first update. */
   runId?: string
+  /** The repair's id as decimal text, on the first update of a repair's watch. */
+  repairId?: string
   /** The Jobs API calls that started the watch, on its first event (telemetry on). */
   calls?: Array<BindingCallRecord>
 }

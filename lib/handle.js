@@ -1,5 +1,6 @@
 "use strict";
-// The JobHandle: what `app.jobs("etl")` returns. Every method but runAndWait/watchRun resolves
+// The JobHandle: what `app.jobs("etl")` returns. Every method but the waits (runAndWait,
+// watchRun, repairAndWait) resolves
 // to ExecutionResult (`{ ok: true, data }` or `{ ok: false, status, message }`, message = HTTP
 // status text); caller and configuration mistakes reject (the core marks them `reject`).
 const { ValidationError, statusText, errorFromOutcome } = require("./errors.js");
@@ -45,6 +46,23 @@ function unsendable(value, path, ancestors) {
     default:
       return null;
   }
+}
+
+/**
+ * Repair options as JSON text for the core: `{ rerunAllFailedTasks?, rerunTasks?,
+ * rerunDependentTasks?, params? }`, params prepared (Standard Schema) and checked as for runNow.
+ * The core checks the selection (exactly one of the two) before anything is sent.
+ */
+async function repairOptionsJson(rt, key, options) {
+  if (options === undefined || options === null) return null;
+  if (typeof options !== "object" || Array.isArray(options)) {
+    throw new ValidationError(`Parameter validation failed for job "${key}": repair options must be an object`);
+  }
+  const { rerunAllFailedTasks, rerunTasks, rerunDependentTasks, params } = options;
+  const head = toJson({ rerunAllFailedTasks, rerunTasks, rerunDependentTasks });
+  if (params === undefined) return head;
+  const text = paramsJson(key, await rt.prepareParams(key, params));
+  return `${head.slice(0, -1)}${head === "{}" ? "" : ","}"params":${text}}`;
 }
 
 /** A run id as the core reads it (`string | number | bigint`); anything else as its text, which the core rejects. */
@@ -98,6 +116,20 @@ function createHandle(rt, key, token, callerId) {
         native.watch(watchId, key, tok, id);
         return true;
       }, signal, { operation: "watchRun", attributes });
+    },
+    async repairRun(runId, options) {
+      const json = await repairOptionsJson(rt, key, options);
+      return traced("repairRun", () => native.repairRun(key, tok, idArg(runId), json));
+    },
+    repairAndWait(runId, options, signal) {
+      const id = idArg(runId);
+      return rt._updates(async (watchId) => {
+        const json = await repairOptionsJson(rt, key, options);
+        if (signal?.aborted) return false; // aborted while validating: repair nothing
+        // As runAndWait: an abort while the repair is in flight drops it, nothing more is sent.
+        native.startRepairAndWatch(watchId, key, tok, id, json);
+        return true;
+      }, signal, { operation: "repairAndWait", attributes });
     },
     async lastRun() {
       return traced("lastRun", () => native.lastRun(key, tok));

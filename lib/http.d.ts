@@ -23,6 +23,8 @@ export interface JobsHandler {
   readonly jobs: JobsExport;
   /** `{ jobs: { <key>: { params: JSON Schema | null, taskType: string | null } } }`. */
   clientConfig(): { jobs: Record<string, { params: Record<string, unknown> | null; taskType: TaskType | null }> };
+  /** `clientConfig()` after reading the parameters of jobs that take theirs from their definition (`jobParameters: true`, no schema). */
+  loadClientConfig(): Promise<{ jobs: Record<string, { params: Record<string, unknown> | null; taskType: TaskType | null }> }>;
   /** The JobsPlugin instance behind the handler. */
   readonly plugin: JobsPlugin;
   /** Ends every open stream (runs go on). */

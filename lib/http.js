@@ -90,6 +90,7 @@ function createJobsHandler(configOrPlugin = {}, options = {}) {
   handler.plugin = plugin;
   handler.jobs = plugin.exports();
   handler.clientConfig = () => plugin.clientConfig();
+  handler.loadClientConfig = () => plugin.loadClientConfig();
   handler.close = () => plugin.abortActiveOperations();
   return handler;
 }

@@ -20,7 +20,17 @@ function jobs(config) {
   return { plugin: JobsPlugin, config: config ?? {}, name: "jobs" };
 }
 
+/**
+ * `app.jobs` seen with the params types of `config` (types only: it returns `exports` itself,
+ * after checking that it is a jobs export).
+ */
+function typedJobs(exports, _config) {
+  if (typeof exports !== "function") throw new TypeError("typedJobs: expected the jobs export (app.jobs)");
+  return exports;
+}
+
 exports.jobs = jobs;
+exports.typedJobs = typedJobs;
 exports.createJobs = createJobs;
 exports.createJobsRuntime = createJobsRuntime;
 exports.startEmulator = startEmulator;

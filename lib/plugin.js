@@ -10,6 +10,9 @@ const { isJsSchema, paramsJsonSchema } = require("./schema.js");
 const { native } = require("./native.js");
 
 // name, method, path (relative to the mount)
+/** How long setup() waits for job definitions (jobParameters without a schema) before going on. */
+const SETUP_DEFINITIONS_WAIT_MS = 2000;
+
 const ROUTES = [
   ["run", "post", "/:jobKey/run"],
   ["runs", "get", "/:jobKey/runs"],
@@ -17,6 +20,7 @@ const ROUTES = [
   ["run-stream", "get", "/:jobKey/runs/:runId/stream"],
   ["status", "get", "/:jobKey/status"],
   ["cancel-run", "delete", "/:jobKey/runs/:runId"],
+  ["repair-run", "post", "/:jobKey/runs/:runId/repair"],
 ];
 
 function isPlainObject(v) {
@@ -100,6 +104,8 @@ class JobsPlugin {
 
   /** The environment given as the `env` option (it may hold credentials: kept off `config`). */
   #env;
+  /** Params schemas read from jobs' own definitions (see loadClientConfig). */
+  #definedSchemas = new Map();
 
   constructor(config = {}) {
     // `env`, `heartbeatMs` and `logger` are this class's own options, not the core's.
@@ -131,6 +137,31 @@ class JobsPlugin {
         this._logger.warn?.(`[jobs] Job "${key}" has no valid job id: set ${envVar} to the numeric id of the Databricks job`);
       }
     }
+    // Jobs whose form comes from their own definition: read them now, but never hold the
+    // app's start for long on a slow workspace (a late answer still fills clientConfig()).
+    let timer;
+    const bound = new Promise((resolve) => {
+      timer = setTimeout(resolve, SETUP_DEFINITIONS_WAIT_MS);
+      timer.unref?.();
+    });
+    await Promise.race([this.loadClientConfig().catch(() => undefined), bound]);
+    clearTimeout(timer);
+  }
+
+  /**
+   * `clientConfig()` after reading the parameters of jobs that take theirs from their own
+   * definition (`jobParameters: true`, no params schema): each becomes a JSON Schema for the
+   * page's form. AppKit's setup() does it; a standalone server calls it before serving the page.
+   * A definition that cannot be read leaves that job's params null.
+   */
+  async loadClientConfig() {
+    await Promise.all(
+      this.jobKeys().map(async (key) => {
+        const outcome = await this._runtime.native.definedParamsSchema(key, null);
+        if (outcome.ok && outcome.data) this.#definedSchemas.set(key, outcome.data);
+      }),
+    );
+    return this.clientConfig();
   }
 
   /** The configured job keys. */
@@ -161,7 +192,7 @@ class JobsPlugin {
     const jobs = {};
     for (const key of this.jobKeys()) {
       const job = this.config.jobs?.[key] ?? {};
-      jobs[key] = { params: paramsJsonSchema(job.params), taskType: job.taskType ?? null };
+      jobs[key] = { params: paramsJsonSchema(job.params) ?? this.#definedSchemas.get(key) ?? null, taskType: job.taskType ?? null };
     }
     return { jobs };
   }
@@ -258,7 +289,8 @@ class JobsPlugin {
     }
     // A stream follows a run: one span for the whole wait, as for runAndWait/watchRun.
     const resumed = headers["last-event-id"] !== undefined || route?.name === "run-stream";
-    const wait = telemetry.wait(resumed ? "watchRun" : "runAndWait", { ...attributes, "jobs.run_id": String(stream.runId) });
+    const operation = resumed ? "watchRun" : route?.name === "repair-run" ? "repairAndWait" : "runAndWait";
+    const wait = telemetry.wait(operation, { ...attributes, "jobs.run_id": String(stream.runId) });
     return this._pipeStream(stream, res, response.headers, wait);
   }
 
@@ -270,8 +302,9 @@ class JobsPlugin {
    */
   async _validateExternal(method, path, query, headers, body) {
     if (String(method).toUpperCase() !== "POST") return {};
-    const m = /^\/?([^/]+)\/run\/?$/.exec(path);
+    const m = /^\/?([^/]+)\/(run|runs\/[^/]+\/repair)\/?$/.exec(path);
     if (!m) return {};
+    const repair = m[2] !== "run";
     let key;
     try {
       key = decodeURIComponent(m[1]);
@@ -293,6 +326,7 @@ class JobsPlugin {
     if (!isPlainObject(parsed)) return {};
     const params = parsed.params;
     if (params !== undefined && !isPlainObject(params)) return {}; // the core answers 400
+    if (repair && params === undefined) return {}; // a repair without params keeps the run's
     try {
       const value = await this._runtime.prepareParams(key, params);
       return { body: JSON.stringify({ ...parsed, params: value ?? {} }) };

@@ -14,7 +14,7 @@
  * | span    | plugin.execute (INTERNAL, tracer <plugin name>) | each JS API call and route request    |
  * | span    | jobs.<operation> (CLIENT, tracer jobs-jobs)     | each Jobs API call it made            |
  * | span    | cache.getOrExecute (tracer cache-manager-cache-manager) | each cached read              |
- * | span    | jobs.runAndWait / jobs.watchRun (tracer jobs-jobs) | a whole wait; an event per state   |
+ * | span    | jobs.runAndWait / watchRun / repairAndWait (jobs-jobs) | a whole wait; an event per state |
  * | metric  | jobs.api_call.count, jobs.api_call.duration (meter jobs) | every Jobs API call, polls too |
  * | metric  | cache.hit, cache.miss (meter cache-manager)     | cached reads                          |
  * | metric  | jobs.engine.*, jobs.routes.* (meter jobs)       | the poll engine and the SSE routes    |
@@ -317,8 +317,9 @@ class WaitSpan {
     if (calls) this.#telemetry.callSpansUnder(calls, this.#span, this.#attributes);
   }
 
-  runId(runId) {
+  runId(runId, repairId) {
     if (runId != null) this.#span.setAttribute("jobs.run_id", String(runId));
+    if (repairId != null) this.#span.setAttribute("jobs.repair_id", String(repairId));
   }
 
   update(status, run) {

@@ -1,8 +1,15 @@
 "use strict";
-// The async iterator behind runAndWait and watchRun (`RunUpdates`), and the updates it yields.
+// The async iterator behind runAndWait, watchRun and repairAndWait (`RunUpdates`), and the
+// updates it yields.
 const { errorFromOutcome } = require("./errors.js");
 
 const DONE = Object.freeze({ done: true, value: undefined });
+
+/** An id from its decimal text: a number, or a bigint beyond 2^53 (as run ids cross). */
+function idValue(text) {
+  const n = Number(text);
+  return Number.isSafeInteger(n) ? n : BigInt(text);
+}
 
 /**
  * `{ status, timestamp, run }` for one update. The run comes as JSON text shared by every
@@ -11,8 +18,9 @@ const DONE = Object.freeze({ done: true, value: undefined });
  * a consumer that only looks at `status` never pays for it. `run` stays an own enumerable
  * property (spread, `JSON.stringify` and deep equality see it) and is writable.
  */
-function runUpdate(update) {
+function runUpdate(update, repairId) {
   const value = { status: update.status ?? undefined, timestamp: update.timestamp, run: update.run };
+  if (repairId !== undefined) value.repairId = repairId;
   const text = update.runJson;
   if (typeof text === "string") {
     Object.defineProperty(value, RUN_TEXT, { value: text, writable: true });
@@ -100,6 +108,8 @@ class RunUpdates {
   #events = [];
   /** next() calls waiting for an event: `{ resolve, reject }`. */
   #waiters = [];
+  /** The repair a repairAndWait follows (from its first update), else undefined. */
+  #repairId = undefined;
   /** With telemetry on: `{ operation, attributes, parent, wait }` (the wait's span); else null. */
   #trace = null;
 
@@ -152,10 +162,11 @@ class RunUpdates {
   /** An event of the native watch (from the runtime's dispatch). */
   _receive(event) {
     if (this.#done) return;
+    if (event.repairId != null) this.#repairId = idValue(event.repairId);
     const wait = this.#trace?.wait;
     if (wait) {
       if (event.calls) wait.started(event.calls);
-      if (event.runId) wait.runId(event.runId);
+      if (event.runId) wait.runId(event.runId, event.repairId);
       if (event.update) wait.update(event.status);
       else wait.end(event.error == null ? null : errorFromOutcome(event.error));
     }
@@ -201,7 +212,7 @@ class RunUpdates {
 
   /** Settles one next() with `event`; an error or the end finishes the iterator. */
   #answer(event, resolve, reject) {
-    if (event.update) return resolve({ done: false, value: runUpdate(event) });
+    if (event.update) return resolve({ done: false, value: runUpdate(event, this.#repairId) });
     this.#finish();
     if (event.error != null) reject(errorFromOutcome(event.error));
     else resolve(DONE);

@@ -65,6 +65,8 @@ pub struct BindingJobSpec {
     pub tasks: Option<Vec<BindingTaskSpec>>,
     pub task_count: Option<f64>,
     pub outcome: Option<String>,
+    /// How tasks run again by `runs/repair` end (default SUCCESS).
+    pub repair_outcome: Option<String>,
     pub queue_ms: Option<f64>,
     pub pending_ms: Option<f64>,
     pub duration_ms: Option<f64>,
@@ -113,6 +115,8 @@ pub struct BindingFaultSpec {
     pub retry_after: Option<f64>,
     pub delay_ms: Option<f64>,
     pub reset: Option<bool>,
+    /// Carry the request out, then reset the connection (the answer is lost).
+    pub lose_response: Option<bool>,
     pub body: Option<String>,
     pub content_type: Option<String>,
     pub html: Option<bool>,
@@ -144,6 +148,7 @@ impl BindingJobSpec {
                 .collect(),
             task_count: whole("taskCount", self.task_count)?.map(|n| n as usize),
             outcome: self.outcome,
+            repair_outcome: self.repair_outcome,
             queue_ms: whole("queueMs", self.queue_ms)?,
             pending_ms: whole("pendingMs", self.pending_ms)?,
             duration_ms: whole("durationMs", self.duration_ms)?,
@@ -197,6 +202,7 @@ impl BindingFaultSpec {
             retry_after: whole("retryAfter", self.retry_after)?,
             delay_ms: whole("delayMs", self.delay_ms)?,
             reset: self.reset.unwrap_or(false),
+            lose_response: self.lose_response.unwrap_or(false),
             body: self.body,
             content_type: self.content_type,
             html: self.html.unwrap_or(false),

@@ -16,6 +16,7 @@ use appkit_jobs_core::ids;
 use appkit_jobs_core::jobs::Jobs;
 use appkit_jobs_core::poller::{RunUpdate, RunWatch};
 use appkit_jobs_core::registry::PluginConfig;
+use appkit_jobs_core::repair::RepairOptions;
 use appkit_jobs_core::telemetry;
 use appkit_jobs_core::JobsError;
 use napi::bindgen_prelude::*;
@@ -49,6 +50,17 @@ pub fn run_id_of(id: Either3<String, f64, BigInt>) -> appkit_jobs_core::Result<i
     }
 }
 
+/// Repair options from their JSON text (`{ rerunAllFailedTasks?, rerunTasks?, ... }`).
+fn parse_repair_options(options_json: Option<String>) -> appkit_jobs_core::Result<RepairOptions> {
+    let value = match options_json {
+        None => None,
+        Some(text) => Some(serde_json::from_str::<Value>(&text).map_err(|e| {
+            JobsError::InvalidRequest(format!("repair options are not valid JSON: {e}"))
+        })?),
+    };
+    RepairOptions::from_json(value.as_ref())
+}
+
 fn parse_params(params_json: Option<String>) -> appkit_jobs_core::Result<Option<Value>> {
     match params_json {
         None => Ok(None),
@@ -77,6 +89,8 @@ pub struct BindingWatchEvent {
     pub error: Option<BindingOutcome>,
     /// The run's id as decimal text, on the first update.
     pub run_id: Option<String>,
+    /// The repair's id as decimal text, on the first update of a repair's watch.
+    pub repair_id: Option<String>,
     /// The Jobs API calls that started the watch, on its first event (telemetry on).
     pub calls: Option<Vec<BindingCallRecord>>,
 }
@@ -97,6 +111,7 @@ impl BindingWatchEvent {
             run,
             error: None,
             run_id: None,
+            repair_id: None,
             calls: None,
         }
     }
@@ -111,6 +126,7 @@ impl BindingWatchEvent {
             run: None,
             error,
             run_id: None,
+            repair_id: None,
             calls: None,
         }
     }
@@ -298,6 +314,20 @@ impl BindingJobs {
         .await
     }
 
+    /// data: the JSON Schema of a job whose parameters come from its definition (jobs/get
+    /// `settings.parameters`), or undefined for any other job.
+    #[napi(catch_unwind)]
+    pub async fn defined_params_schema(
+        &self,
+        key: String,
+        token: Option<String>,
+    ) -> BindingOutcome {
+        self.call(
+            move |core| async move { core.defined_params_schema(&key, &identity(token)).await },
+        )
+        .await
+    }
+
     /// data: the newest run, or undefined when there is none.
     #[napi(catch_unwind)]
     pub async fn last_run(&self, key: String, token: Option<String>) -> BindingOutcome {
@@ -365,6 +395,49 @@ impl BindingJobs {
         .await
     }
 
+    /// data: `{ repair_id }`. `options_json`: `{ rerunAllFailedTasks?, rerunTasks?,
+    /// rerunDependentTasks?, params? }` as JSON text.
+    #[napi(catch_unwind)]
+    pub async fn repair_run(
+        &self,
+        key: String,
+        token: Option<String>,
+        run_id: Either3<String, f64, BigInt>,
+        options_json: Option<String>,
+    ) -> BindingOutcome {
+        self.call(move |core| async move {
+            let options = parse_repair_options(options_json)?;
+            core.repair_run(&key, &identity(token), run_id_of(run_id)?, options)
+                .await
+        })
+        .await
+    }
+
+    /// `repairAndWait` as one cancellable watch, `id`: repairs the run (options as for
+    /// `repairRun`), then follows it to its new end; the first update carries `repairId`.
+    #[napi]
+    pub fn start_repair_and_watch(
+        &self,
+        id: u32,
+        key: String,
+        token: Option<String>,
+        run_id: Either3<String, f64, BigInt>,
+        options_json: Option<String>,
+    ) {
+        let state = match (run_id_of(run_id), parse_repair_options(options_json)) {
+            (Ok(run_id), Ok(options)) => WatchState::Repair {
+                core: self.core.clone(),
+                key,
+                identity: identity(token),
+                run_id,
+                options,
+            },
+            (Err(e), _) | (_, Err(e)) => WatchState::Failed(e),
+        };
+        self.watches
+            .start(id, WatchInner::new(state, self.delivery.clone()));
+    }
+
     /// `runAndWait` as one cancellable watch, `id`: triggers the run (params as for
     /// `runNow`), then follows it, delivering events tagged `id`. `cancelWatch(id)` while the
     /// run-now is in flight drops it, so no retry is sent after an abort. A failed trigger's
@@ -429,6 +502,14 @@ enum WatchState {
         identity: Identity,
         params_json: Option<String>,
     },
+    /// `start_repair_and_watch`: runs/repair first, then `Active`.
+    Repair {
+        core: Arc<Jobs>,
+        key: String,
+        identity: Identity,
+        run_id: i64,
+        options: RepairOptions,
+    },
     Pending {
         core: Arc<Jobs>,
         key: String,
@@ -454,6 +535,7 @@ struct WatchInner {
 /// How a watch started: its run, and the calls that started it.
 struct Started {
     run_id: i64,
+    repair_id: Option<i64>,
     calls: Option<Vec<BindingCallRecord>>,
 }
 
@@ -499,6 +581,7 @@ impl WatchInner {
         let mut state = self.state.lock().await;
         let mut calls = None;
         let mut started_run = None;
+        let mut repair_id = None;
         match std::mem::replace(&mut *state, WatchState::Done) {
             WatchState::Pending {
                 core,
@@ -548,6 +631,26 @@ impl WatchInner {
                     }
                 }
             }
+            WatchState::Repair {
+                core,
+                key,
+                identity,
+                run_id,
+                options,
+            } => {
+                let traced = core.telemetry().enabled();
+                let repair = core.repair_and_watch(&key, &identity, run_id, options);
+                let (repaired, made) = Box::pin(traced_if(traced, repair)).await;
+                calls = made;
+                match repaired {
+                    Ok((repair, watch)) => {
+                        started_run = Some(watch.run_id());
+                        repair_id = Some(repair);
+                        *state = WatchState::Active { watch }
+                    }
+                    Err(e) => return Step::Failed(with_calls(BindingOutcome::err(&e), calls)),
+                }
+            }
             WatchState::Failed(e) => return Step::Failed(BindingOutcome::err(&e)),
             WatchState::Done => return Step::End,
             active => *state = active,
@@ -559,7 +662,12 @@ impl WatchInner {
             // The job's cached reads were dropped once for every watcher when the shared poll
             // published this update (see `Jobs::new`).
             Some(Ok(update)) => {
-                Step::Update(update, started_run.map(|run_id| Started { run_id, calls }))
+                let started = started_run.map(|run_id| Started {
+                    run_id,
+                    repair_id,
+                    calls,
+                });
+                Step::Update(update, started)
             }
             Some(Err(e)) => {
                 *state = WatchState::Done;
@@ -587,6 +695,7 @@ impl WatchInner {
                     let mut event = BindingWatchEvent::update(id, &update);
                     if let Some(started) = started {
                         event.run_id = Some(started.run_id.to_string());
+                        event.repair_id = started.repair_id.map(|r| r.to_string());
                         event.calls = started.calls;
                     }
                     (event, false)

@@ -24,6 +24,12 @@ import {
   type RunNowResponse,
   type RunOutput,
   type TaskType,
+  type Id,
+  type JobRepairStatus,
+  type JobsOf,
+  type RepairOptions,
+  type RepairRunResponse,
+  typedJobs,
 } from "appkit-jobs";
 
 const taskType: TaskType = "notebook";
@@ -152,3 +158,75 @@ async function withHandler(): Promise<void> {
 }
 
 void pluginName, fromPlugin, keys, badTask, usage, withAppKit, withEmulator, withHandler;
+
+// ---------------------------------------------------------------------------------------------
+// Params typed per job (Standard Schema input), repairs, and the same through AppKit.
+// ---------------------------------------------------------------------------------------------
+const typedConfig = {
+  jobs: {
+    etl: { taskType: "notebook", params: z.object({ startDate: z.string(), dryRun: z.boolean().optional() }) },
+    report: { taskType: "sql", params: { type: "object", properties: { day: { type: "string" } } } },
+    nightly: {}, // known only from DATABRICKS_JOB_NIGHTLY: listed so that its key is checked too
+  },
+} satisfies IJobsConfig;
+
+async function typedParams(): Promise<void> {
+  const api = createJobs(typedConfig);
+  await api("etl").runNow({ startDate: "2025-01-01", dryRun: true });
+  // @ts-expect-error: startDate is a string
+  await api("etl").runNow({ startDate: 5 });
+  // @ts-expect-error: a misspelled field
+  await api("etl").runNow({ startDat: "2025-01-01" });
+  // @ts-expect-error: a misspelled job key
+  api("etll");
+  for await (const u of api("etl").runAndWait({ startDate: "2025-01-01" })) void u.status;
+  // @ts-expect-error: runAndWait's params are typed too
+  api("etl").runAndWait({ startDate: false });
+  const user = api("etl").asUser({ headers: {} });
+  await user.runNow({ startDate: "2025-01-01" });
+  // @ts-expect-error: asUser keeps the params type
+  await user.runNow({ startDate: 1 });
+  // A JSON Schema job, a job without a schema: any record, as before.
+  await api("report").runNow({ day: "2025-01-01", anything: 1 });
+  await api("nightly").runNow({ date: "today" });
+
+  // Repairs: typed options and params, the repair id on every update.
+  const repaired: ExecutionResult<RepairRunResponse> = await api("etl").repairRun(42, { rerunAllFailedTasks: true });
+  if (repaired.ok) void repaired.data.repair_id;
+  await api("etl").repairRun(42n, { rerunTasks: ["train"], rerunDependentTasks: true, params: { startDate: "2025-01-02" } });
+  // @ts-expect-error: repair params are the job's params
+  await api("etl").repairRun(42, { rerunAllFailedTasks: true, params: { startDate: 2 } });
+  // @ts-expect-error: rerunTasks are task keys
+  await api("etl").repairRun(42, { rerunTasks: [1] });
+  for await (const u of api("etl").repairAndWait(42, { rerunAllFailedTasks: true }, AbortSignal.timeout(1000))) {
+    const s: JobRepairStatus = u;
+    const id: Id = s.repairId;
+    void id;
+  }
+
+  // Untyped configs take any key and any record, as before.
+  const loose = createJobs(config);
+  await loose("whatever").runNow({ x: 1 });
+  const repairOptions: RepairOptions = { rerunTasks: ["a"] };
+  await loose("whatever").repairRun(1, repairOptions);
+}
+
+// Through AppKit: createApp infers the params from an inline jobs({...}) config.
+async function typedAppKit(): Promise<void> {
+  const app = await createApp({ plugins: [server(), jobs(typedConfig)] });
+  await app.jobs("etl").runNow({ startDate: "2025-01-01" });
+  // @ts-expect-error: typed through createApp
+  await app.jobs("etl").runNow({ startDate: 5 });
+  // @ts-expect-error: a misspelled key through createApp
+  app.jobs("etll");
+  // A config typed as IJobsConfig elsewhere: the accessor or the type gives the params back.
+  const loose = await createApp({ plugins: [server(), jobs(config as IJobsConfig)] });
+  const typed = typedJobs(loose.jobs, typedConfig);
+  await typed("etl").runNow({ startDate: "2025-01-01" });
+  // @ts-expect-error: typed by typedJobs
+  await typed("etl").runNow({ startDate: 5 });
+  const alias = loose.jobs as JobsOf<typeof typedConfig>;
+  // @ts-expect-error: typed by JobsOf
+  await alias("etl").repairRun(1, { rerunAllFailedTasks: true, params: { dryRun: "yes" } });
+}
+void typedParams, typedAppKit;

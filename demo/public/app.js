@@ -1,7 +1,8 @@
 // The demo page: plain browser JavaScript, no build step. It reads the jobs' client config,
 // builds a form per job from its params JSON Schema, starts runs with
 // POST /api/jobs/:key/run?stream=true and follows them over SSE (resuming with Last-Event-ID
-// when the connection drops), lists recent runs and cancels active ones.
+// when the connection drops), lists recent runs, cancels active ones and repairs failed ones
+// (POST /api/jobs/:key/runs/:id/repair?stream=true, followed live the same way).
 "use strict";
 
 const API = "/api/jobs";
@@ -21,6 +22,11 @@ function resultOf(run) {
   const result = run?.state?.result_state ?? run?.status?.termination_details?.code ?? null;
   const message = run?.state?.state_message || run?.status?.termination_details?.message || "";
   return { result, message };
+}
+
+/** Whether an ended run has failed tasks a repair could run again. */
+function repairable(result) {
+  return result != null && result !== "SUCCESS" && result !== "SKIPPED";
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -153,6 +159,20 @@ function parseSse(buffer, onEvent) {
   return rest;
 }
 
+/** Opens a streaming POST, repeated with Last-Event-ID when resuming (see followStream). */
+function streamPost(url, body) {
+  return (lastEventId) =>
+    fetch(url, {
+      method: "POST",
+      headers: {
+        "Content-Type": "application/json",
+        Accept: "text/event-stream",
+        ...(lastEventId ? { "Last-Event-ID": lastEventId } : {}),
+      },
+      body,
+    });
+}
+
 /**
  * Follows a stream. `request(lastEventId)` opens it; on a dropped connection it is reopened
  * with the last event id (the server resumes the same run and never starts another).
@@ -224,6 +244,8 @@ class JobCard {
     }
     this.runBtn = node.querySelector(".run-btn");
     this.cancelBtn = node.querySelector(".cancel-btn");
+    this.repairBtn = node.querySelector(".repair-btn");
+    this.lastEnded = null;
     this.message = node.querySelector(".message");
     this.progress = node.querySelector(".progress");
     this.statusEl = node.querySelector(".status");
@@ -236,6 +258,7 @@ class JobCard {
       this.run();
     });
     this.cancelBtn.addEventListener("click", () => this.cancel(this.activeRunId));
+    this.repairBtn.addEventListener("click", () => this.repair(this.lastEnded));
   }
 
   say(text, isError = false) {
@@ -287,6 +310,8 @@ class JobCard {
       );
       this.steps.lastElementChild?.classList.replace("current", "done");
       this.setActive(null);
+      this.lastEnded = repairable(result) ? run.run_id : null;
+      this.repairBtn.hidden = this.lastEnded == null;
     }
   }
 
@@ -295,6 +320,7 @@ class JobCard {
     this.cancelBtn.hidden = runId == null;
     this.cancelBtn.disabled = false;
     this.runBtn.disabled = runId != null;
+    if (runId != null) this.repairBtn.hidden = true;
   }
 
   /** Reads one SSE stream to its end (a terminal state or an error event). */
@@ -321,26 +347,37 @@ class JobCard {
 
   async run() {
     this.say("");
+    this.repairBtn.hidden = true;
     this.resetProgress();
     this.runBtn.disabled = true;
     const params = this.form.count > 0 ? this.form.read() : undefined;
     const body = JSON.stringify(params === undefined ? {} : { params });
     try {
-      await this.follow((lastEventId) =>
-        fetch(`${API}/${encodeURIComponent(this.key)}/run?stream=true`, {
-          method: "POST",
-          headers: {
-            "Content-Type": "application/json",
-            Accept: "text/event-stream",
-            ...(lastEventId ? { "Last-Event-ID": lastEventId } : {}),
-          },
-          body,
-        }),
-      );
+      await this.follow(streamPost(`${API}/${encodeURIComponent(this.key)}/run?stream=true`, body));
       if (this.message.textContent.startsWith("Connection lost")) this.say("");
     } catch (err) {
       this.progress.hidden = this.steps.childElementCount === 0;
       this.say(err.message, true);
+    } finally {
+      if (this.activeRunId == null) this.runBtn.disabled = false;
+      this.refreshRuns();
+    }
+  }
+
+  /** Re-runs the failed tasks of an ended run and follows it live to its new end. */
+  async repair(runId) {
+    if (runId == null) return;
+    this.repairBtn.hidden = true;
+    this.resetProgress();
+    this.runBtn.disabled = true;
+    this.say(`Repairing run #${runId}: running its failed tasks again…`);
+    const body = JSON.stringify({ rerunAllFailedTasks: true });
+    try {
+      await this.follow(streamPost(`${API}/${encodeURIComponent(this.key)}/runs/${runId}/repair?stream=true`, body));
+      if (!this.message.classList.contains("error")) this.say(`Run #${runId} repaired.`);
+    } catch (err) {
+      this.progress.hidden = this.steps.childElementCount === 0;
+      this.say(`Could not repair run #${runId}: ${err.message}`, true);
     } finally {
       if (this.activeRunId == null) this.runBtn.disabled = false;
       this.refreshRuns();
@@ -392,10 +429,14 @@ class JobCard {
         const link = run.run_page_url
           ? el("a", { href: run.run_page_url, target: "_blank", rel: "noopener", text: `#${run.run_id}` })
           : `#${run.run_id}`;
-        const cancel = isTerminal(run)
-          ? ""
-          : el("button", { type: "button", class: "row-cancel", "data-run-id": run.run_id, text: "Cancel" });
-        if (cancel) cancel.addEventListener("click", () => this.cancel(run.run_id));
+        let action = "";
+        if (!isTerminal(run)) {
+          action = el("button", { type: "button", class: "row-cancel", "data-run-id": run.run_id, text: "Cancel" });
+          action.addEventListener("click", () => this.cancel(run.run_id));
+        } else if (repairable(result)) {
+          action = el("button", { type: "button", class: "row-repair", "data-run-id": run.run_id, text: "Repair" });
+          action.addEventListener("click", () => this.repair(run.run_id));
+        }
         return el(
           "tr",
           { "data-run-id": run.run_id, "data-state": state },
@@ -404,7 +445,7 @@ class JobCard {
           el("td", { class: "result-cell", text: result ?? "" }),
           el("td", { text: formatTime(run.start_time) }),
           el("td", { text: formatDuration(run) }),
-          el("td", {}, cancel),
+          el("td", {}, action),
         );
       });
       if (rows.length === 0) rows.push(el("tr", {}, el("td", { class: "empty", colspan: 6, text: "No runs yet." })));

@@ -176,6 +176,19 @@ impl JobsClient {
         .await
     }
 
+    /// GET /api/2.2/jobs/runs/get with `include_history=true`: the run with its
+    /// `repair_history` (the original attempt, then each repair), pages merged.
+    pub async fn get_run_with_history(&self, id: &Identity, run_id: i64) -> Result<Value> {
+        let q = [
+            ("run_id", run_id.to_string()),
+            ("include_history", "true".to_string()),
+        ];
+        self.get_merged(id, "api/2.2/jobs/runs/get", &q, |acc, page| {
+            merge_arrays(acc, page, RUN_PAGED_ARRAYS)
+        })
+        .await
+    }
+
     /// GET /api/2.2/jobs/runs/get as a poll reads it: the body's own text and the fields a poll
     /// compares, without building the run (see `PolledRun::from_body`). A run with further
     /// pages (more than 100 tasks) is merged as by `get_run`.
@@ -288,6 +301,19 @@ impl JobsClient {
         )
         .await
         .map(|_| ())
+    }
+
+    /// POST /api/2.2/jobs/runs/repair: `{ repair_id }`. `body` carries `run_id`, the task
+    /// selection, `latest_repair_id` and parameters.
+    pub async fn repair_run(&self, id: &Identity, body: &Value) -> Result<Value> {
+        self.call(
+            id,
+            Method::POST,
+            "api/2.2/jobs/runs/repair",
+            &[],
+            Some(body),
+        )
+        .await
     }
 
     async fn get_merged(

@@ -259,6 +259,14 @@ impl CacheKey {
     }
 }
 
+impl CacheKey {
+    /// Whether the job's runs change what this read answers: all but the job's definition
+    /// (`getJob`), which stays cached for its TTL.
+    fn follows_runs(&self) -> bool {
+        self.op != "getJob"
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct StoredKey {
     key: CacheKey,
@@ -306,12 +314,16 @@ impl ReadCache {
     }
 
     fn stored_key(&self, key: CacheKey) -> StoredKey {
-        let job_gen = *self
-            .job_gens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key.job_id)
-            .unwrap_or(&0);
+        let job_gen = if key.follows_runs() {
+            *self
+                .job_gens
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key.job_id)
+                .unwrap_or(&0)
+        } else {
+            0
+        };
         StoredKey {
             key,
             job_gen,
@@ -335,7 +347,8 @@ impl ReadCache {
             .map_err(|e| (*e).clone())
     }
 
-    /// Drops every cached entry of `job_id` for every identity (after a run-now or a cancel).
+    /// Drops every cached entry of `job_id` that its runs change, for every identity (after a
+    /// run-now, a cancel or a repair, and when a watched run changes state).
     pub fn invalidate_job(&self, job_id: i64) {
         *self
             .job_gens
@@ -348,7 +361,9 @@ impl ReadCache {
             // TTL. Skipped when nothing is cached: this runs on every state change of every
             // watched run, and each call registers a predicate with the cache.
             if cache.entry_count() > 0 {
-                let _ = cache.invalidate_entries_if(move |k, _| k.key.job_id == job_id);
+                let _ = cache.invalidate_entries_if(move |k, _| {
+                    k.key.job_id == job_id && k.key.follows_runs()
+                });
             }
         }
     }

@@ -234,6 +234,9 @@ impl Jobs {
     pub async fn run_now(&self, key: &str, id: &Identity, params: Option<Value>) -> Result<Value> {
         let entry = self.registry.get(key)?;
         let mut body = params::build_run_now_request(entry, params.as_ref())?;
+        if let Some(defined) = self.defined_parameters(key, id).await? {
+            params::check_defined(key, params.as_ref(), &defined)?;
+        }
         let job_id = entry.job_id()?;
         if let Value::Object(map) = &mut body {
             // One token for the whole logical call: every retry below carries the same one.
@@ -250,6 +253,32 @@ impl Jobs {
         // Even a failed (e.g. timed out) attempt may have started a run: drop stale lists.
         self.cache.invalidate_job(job_id);
         started
+    }
+
+    /// The parameters the job itself defines, for a job sending `job_parameters` with no params
+    /// schema of its own (`None` for any other job): read with jobs/get through the read cache,
+    /// so once per job and identity per TTL.
+    pub async fn defined_parameters(
+        &self,
+        key: &str,
+        id: &Identity,
+    ) -> Result<Option<Vec<(String, String)>>> {
+        let entry = self.registry.get(key)?;
+        let config = &entry.config;
+        if !config.job_parameters || config.params.is_some() || config.external_schema {
+            return Ok(None);
+        }
+        let job = self.get_job(key, id).await?;
+        Ok(Some(params::defined_parameters(&job)))
+    }
+
+    /// The params of a job whose parameters come from its definition, as a JSON Schema for a
+    /// form (names, defaults, all optional); `None` for any other job.
+    pub async fn defined_params_schema(&self, key: &str, id: &Identity) -> Result<Option<Value>> {
+        Ok(self
+            .defined_parameters(key, id)
+            .await?
+            .map(|defined| params::defined_schema(&defined)))
     }
 
     /// The newest run of the job, `None` when it never ran.
@@ -318,7 +347,7 @@ impl Jobs {
     }
 
     /// One logical Jobs API call under `policy` (retries included), measured for telemetry.
-    async fn call<T, F, Fut>(
+    pub(crate) async fn call<T, F, Fut>(
         &self,
         operation: &'static str,
         run_id: Option<i64>,
@@ -382,7 +411,26 @@ impl Jobs {
             .get(partition, run_id)
     }
 
-    fn not_found(key: &str, run_id: i64) -> JobsError {
+    /// The execution tiers (retries, timeouts, cache) of this instance.
+    pub(crate) fn settings(&self) -> &ExecSettings {
+        &self.settings
+    }
+
+    /// `key`'s job id, after checking the run id and that this identity never saw the run
+    /// under another job (`NotFound`, nothing sent).
+    pub(crate) fn check_known_owner(&self, key: &str, id: &Identity, run_id: i64) -> Result<i64> {
+        let (_, job_id) = self.entry(key)?;
+        Self::checked_run_id(run_id)?;
+        if self
+            .known_owner(id.partition(), run_id)
+            .is_some_and(|o| o != job_id)
+        {
+            return Err(Self::not_found(key, run_id));
+        }
+        Ok(job_id)
+    }
+
+    pub(crate) fn not_found(key: &str, run_id: i64) -> JobsError {
         JobsError::NotFound(format!("Run {run_id} not found for job \"{key}\""))
     }
 
@@ -397,14 +445,7 @@ impl Jobs {
 
     /// The run, when it belongs to `key`'s job; `NotFound` otherwise (and nothing else is sent).
     async fn owned_run(&self, key: &str, id: &Identity, run_id: i64) -> Result<(i64, Value)> {
-        let (_, job_id) = self.entry(key)?;
-        Self::checked_run_id(run_id)?;
-        if self
-            .known_owner(id.partition(), run_id)
-            .is_some_and(|o| o != job_id)
-        {
-            return Err(Self::not_found(key, run_id));
-        }
+        let job_id = self.check_known_owner(key, id, run_id)?;
         let run = self.cached_run(id, job_id, run_id).await?;
         if run::job_id(&run) != Some(job_id) {
             return Err(Self::not_found(key, run_id));

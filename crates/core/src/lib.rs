@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod params;
 pub mod poller;
 pub mod registry;
+pub mod repair;
 pub mod routes;
 pub mod run;
 pub mod schema;

@@ -139,6 +139,85 @@ pub fn build_run_now_request(entry: &JobEntry, params: Option<&Value>) -> Result
     Ok(Value::Object(body))
 }
 
+/// The parameters a job defines (`settings.parameters` of jobs/get): `(name, default)`.
+pub fn defined_parameters(job: &Value) -> Vec<(String, String)> {
+    job.pointer("/settings/parameters")
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|p| {
+                    let name = p.get("name")?.as_str()?.to_string();
+                    let default = p
+                        .get("default")
+                        .and_then(coerce_to_string)
+                        .unwrap_or_default();
+                    Some((name, default))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `Ok` when every param is one of `defined`, else a `Validation` error naming the first unknown
+/// one and listing those the job defines. Checked before anything is sent: Databricks would
+/// refuse the run with a bare "Bad Request".
+pub fn check_defined(
+    key: &str,
+    params: Option<&Value>,
+    defined: &[(String, String)],
+) -> Result<()> {
+    let Some(Value::Object(map)) = params else {
+        return Ok(());
+    };
+    let Some(unknown) = map
+        .keys()
+        .find(|k| !defined.iter().any(|(name, _)| name == *k))
+    else {
+        return Ok(());
+    };
+    let shown: String = unknown
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .take(64)
+        .collect();
+    let names = if defined.is_empty() {
+        "it defines none".to_string()
+    } else {
+        format!(
+            "it defines: {}",
+            defined
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    Err(JobsError::validation(
+        key,
+        format!("unknown parameter \"{shown}\" for this job ({names})"),
+    ))
+}
+
+/// The defined parameters as a JSON Schema for a form: strings, each with its default, all
+/// optional, no others.
+pub fn defined_schema(defined: &[(String, String)]) -> Value {
+    let properties: Map<String, Value> = defined
+        .iter()
+        .map(|(name, default)| {
+            let mut p = Map::new();
+            p.insert("type".into(), Value::String("string".into()));
+            p.insert("default".into(), Value::String(default.clone()));
+            (name.clone(), Value::Object(p))
+        })
+        .collect();
+    let mut schema = Map::new();
+    schema.insert("type".into(), Value::String("object".into()));
+    schema.insert("properties".into(), Value::Object(properties));
+    schema.insert("additionalProperties".into(), Value::Bool(false));
+    Value::Object(schema)
+}
+
 /// Coerce one value to the string a Jobs API param carries. `None` for `null`.
 pub fn coerce_to_string(v: &Value) -> Option<String> {
     match v {
@@ -540,6 +619,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(detail(err).starts_with("job_parameters is"));
+    }
+
+    #[test]
+    fn job_defined_parameters_check_names_and_describe_a_form() {
+        let job = json!({"settings": {"parameters": [{"name": "date", "default": "today"}, {"name": "mode", "default": "full"}]}});
+        let defined = defined_parameters(&job);
+        assert_eq!(
+            defined,
+            [
+                ("date".into(), "today".into()),
+                ("mode".into(), "full".into())
+            ]
+        );
+        assert!(check_defined("j", Some(&json!({"date": "d", "mode": 1})), &defined).is_ok());
+        assert!(check_defined("j", None, &defined).is_ok());
+        let err = check_defined("j", Some(&json!({"date": "d", "<b>x": 1})), &defined).unwrap_err();
+        assert_eq!(err.code(), "VALIDATION_ERROR");
+        assert_eq!(
+            err.to_string(),
+            "Parameter validation failed for job \"j\": unknown parameter \"bx\" for this job (it defines: date, mode)"
+        );
+        let none = check_defined("j", Some(&json!({"a": 1})), &[]).unwrap_err();
+        assert!(none.to_string().ends_with("(it defines none)"));
+        assert_eq!(
+            defined_schema(&defined),
+            json!({"type": "object", "additionalProperties": false, "properties": {
+                "date": {"type": "string", "default": "today"}, "mode": {"type": "string", "default": "full"}}})
+        );
     }
 
     #[test]

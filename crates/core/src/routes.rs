@@ -23,6 +23,7 @@ use crate::error::JobsError;
 use crate::ids;
 use crate::jobs::Jobs;
 use crate::poller::RunWatch;
+use crate::repair::RepairOptions;
 use crate::run;
 
 /// The plugin name carried in every error body.
@@ -191,6 +192,7 @@ impl Router {
             ("GET", [key, "runs", id]) => Route::GetRun(key, id),
             ("DELETE", [key, "runs", id]) => Route::Cancel(key, id),
             ("GET", [key, "runs", id, "stream"]) => Route::Reattach(key, id),
+            ("POST", [key, "runs", id, "repair"]) => Route::Repair(key, id),
             _ => return RouteResponse::error(404, "Not Found"),
         };
         let key = route.key();
@@ -246,6 +248,12 @@ impl Router {
                     Ok(()) => RouteResponse::Empty { status: 204 },
                     Err(e) => RouteResponse::from_error(&e),
                 }
+            }
+            Route::Repair(key, id) => {
+                let Some(run_id) = ids::parse(id) else {
+                    return invalid_run_id();
+                };
+                self.repair(key, run_id, &req).await
             }
             Route::Reattach(key, id) => {
                 let Some(run_id) = ids::parse(id) else {
@@ -316,25 +324,65 @@ impl Router {
         }
     }
 
+    /// `POST /:jobKey/runs/:runId/repair`: `{ repairId }`, or with `?stream=true` the run's
+    /// updates from the repair to its new end, framed and resumed as the run route's.
+    async fn repair(&self, key: &str, run_id: i64, req: &RouteRequest) -> RouteResponse {
+        let sp = Identity::ServicePrincipal;
+        let streaming = req.query.get("stream").is_some_and(|v| v == "true");
+        if streaming {
+            if let Some(last) = req.header("last-event-id").filter(|v| !v.trim().is_empty()) {
+                let seq = match parse_event_id(last) {
+                    Some((rid, seq)) if rid == run_id => seq,
+                    _ => return invalid_last_event_id(),
+                };
+                return match self.jobs.watch_run(key, &sp, run_id).await {
+                    Ok(watch) => {
+                        self.resumes.fetch_add(1, Ordering::Relaxed);
+                        self.stream(run_id, seq, watch)
+                    }
+                    Err(e) => RouteResponse::from_error(&e),
+                };
+            }
+        }
+        let body = match json_body(&req.body) {
+            Ok(body) => body,
+            Err(resp) => return resp,
+        };
+        let mut options = match RepairOptions::from_json(body.as_ref()) {
+            Ok(o) => o,
+            Err(e) => return RouteResponse::from_error(&e),
+        };
+        options.params = match self.checked_params(key, options.params.take()) {
+            Ok(p) => p,
+            Err(resp) => return resp,
+        };
+        if !streaming {
+            return match self.jobs.repair_run(key, &sp, run_id, options).await {
+                Ok(repaired) => RouteResponse::Json {
+                    status: 200,
+                    body: json!({ "repairId": repaired.get("repair_id") }),
+                },
+                Err(e) => RouteResponse::from_error(&e),
+            };
+        }
+        match self.jobs.repair_and_watch(key, &sp, run_id, options).await {
+            Ok((_, watch)) => self.stream(run_id, 0, watch),
+            Err(e) => RouteResponse::from_error(&e),
+        }
+    }
+
     /// The checks of the run route, before anything is sent upstream.
     fn run_params(&self, key: &str, body: &Bytes) -> Result<Option<Value>, RouteResponse> {
-        let text = std::str::from_utf8(body)
-            .map_err(|_| RouteResponse::error(400, "Invalid JSON body"))?;
-        if text.trim().is_empty() {
-            return Ok(None);
-        }
-        let parsed: Value = serde_json::from_str(text)
-            .map_err(|_| RouteResponse::error(400, "Invalid JSON body"))?;
-        let params = match parsed {
-            Value::Object(mut body) => body.remove("params"),
-            Value::Null => None,
-            _ => {
-                return Err(RouteResponse::error(
-                    400,
-                    "Request body must be a JSON object",
-                ))
-            }
-        };
+        let params = json_body(body)?.and_then(|mut b| b.as_object_mut()?.remove("params"));
+        self.checked_params(key, params)
+    }
+
+    /// `params` of a run or repair request, checked before anything is sent upstream.
+    fn checked_params(
+        &self,
+        key: &str,
+        params: Option<Value>,
+    ) -> Result<Option<Value>, RouteResponse> {
         let Some(params) = params else {
             return Ok(None);
         };
@@ -401,14 +449,36 @@ enum Route<'a> {
     GetRun(&'a str, &'a str),
     Cancel(&'a str, &'a str),
     Reattach(&'a str, &'a str),
+    Repair(&'a str, &'a str),
 }
 
 impl<'a> Route<'a> {
     fn key(&self) -> &'a str {
         match self {
             Route::Run(k) | Route::List(k) | Route::Status(k) => k,
-            Route::GetRun(k, _) | Route::Cancel(k, _) | Route::Reattach(k, _) => k,
+            Route::GetRun(k, _)
+            | Route::Cancel(k, _)
+            | Route::Reattach(k, _)
+            | Route::Repair(k, _) => k,
         }
+    }
+}
+
+/// A request body: `None` when empty or `null`, else a JSON object (400 otherwise).
+fn json_body(body: &Bytes) -> Result<Option<Value>, RouteResponse> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| RouteResponse::error(400, "Invalid JSON body"))?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    match serde_json::from_str(text) {
+        Ok(Value::Null) => Ok(None),
+        Ok(v @ Value::Object(_)) => Ok(Some(v)),
+        Ok(_) => Err(RouteResponse::error(
+            400,
+            "Request body must be a JSON object",
+        )),
+        Err(_) => Err(RouteResponse::error(400, "Invalid JSON body")),
     }
 }
 

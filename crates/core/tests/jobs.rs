@@ -11,40 +11,47 @@ use serde_json::json;
 
 #[tokio::test]
 async fn run_now_sends_one_token_and_retries_without_a_second_run() {
-    let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
-    let job_id = 1001; // a sample job of the emulator
-    let jobs = Jobs::new(
-        config(json!({})),
-        env(&emu, &[("DATABRICKS_JOB_ETL", &job_id.to_string())]),
-    );
-    emu.inject_fault(FaultSpec {
-        path: "/api/2.2/jobs/run-now".into(),
-        status: Some(503),
-        retry_after: Some(0),
-        ..Default::default()
-    })
-    .unwrap();
-    let started = jobs
-        .run_now("etl", &Identity::ServicePrincipal, None)
-        .await
+    // A 503 (nothing started), then a lost answer (the run started, the client never heard).
+    let faults = [
+        FaultSpec {
+            status: Some(503),
+            retry_after: Some(0),
+            ..Default::default()
+        },
+        FaultSpec {
+            lose_response: true,
+            ..Default::default()
+        },
+    ];
+    for fault in faults {
+        let emu = Emulator::start(EmulatorOptions::default()).await.unwrap();
+        let jobs = Jobs::new(
+            config(json!({})),
+            env(&emu, &[("DATABRICKS_JOB_ETL", "1001")]), // a sample job of the emulator
+        );
+        emu.inject_fault(FaultSpec {
+            path: "/api/2.2/jobs/run-now".into(),
+            ..fault
+        })
         .unwrap();
-    assert!(run::run_id(&started).is_some());
-    assert_eq!(emu.run_count(), 1);
-    let posts: Vec<_> = emu
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.ends_with("/run-now"))
-        .collect();
-    assert_eq!(posts.len(), 2);
-    let t0 = posts[0].body["idempotency_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        posts[1].body["idempotency_token"].as_str(),
-        Some(t0.as_str())
-    );
-    emu.stop().await;
+        let started = jobs
+            .run_now("etl", &Identity::ServicePrincipal, None)
+            .await
+            .unwrap();
+        assert!(run::run_id(&started).is_some());
+        assert_eq!(emu.run_count(), 1);
+        let posts: Vec<_> = emu
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/run-now"))
+            .collect();
+        assert_eq!(posts.len(), 2);
+        assert!(posts[0].fault && !posts[1].fault);
+        let t0 = &posts[0].body["idempotency_token"];
+        assert!(t0.is_string());
+        assert_eq!(&posts[1].body["idempotency_token"], t0);
+        emu.stop().await;
+    }
 }
 
 #[tokio::test]

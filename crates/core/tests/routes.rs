@@ -1,5 +1,5 @@
 //! The `/api/jobs` routes against the emulator: JSON statuses and bodies, the run route's
-//! checks, SSE streams to a terminal state, resume without a second run, heartbeats.
+//! checks, SSE streams to a terminal state, resume without a second run, heartbeats, repairs.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,7 @@ async fn fixture(time_scale: f64, poll_ms: u64, heartbeat: Duration) -> Fixture 
         ("DATABRICKS_JOB_OTHER", "1002".to_string()),
         ("DATABRICKS_JOB_SCHEMA", "1004".to_string()),
         ("DATABRICKS_JOB_SLOW", "1003".to_string()),
+        ("DATABRICKS_JOB_FLAKY", "1002".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -441,5 +442,116 @@ async fn heartbeats_while_waiting_and_dropping_a_stream_stops_its_watcher() {
         .requests()
         .iter()
         .any(|q| q.path.ends_with("/runs/cancel")));
+    f.emu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_route_answers_json_or_streams_to_the_new_end() {
+    let f = fixture(50.0, 20, Duration::from_secs(10)).await;
+    let r = &f.router;
+    let mut run = with_body("POST", "/flaky/run", json!({}));
+    run.query.insert("stream".into(), "true".into());
+    let (events, _) = drain(stream_of(r.handle(run).await)).await;
+    let first = &events.last().unwrap().2;
+    assert_eq!(first["run"]["state"]["result_state"], "FAILED");
+    let run_id = first["run"]["run_id"].as_i64().unwrap();
+    let path = format!("/flaky/runs/{run_id}/repair");
+    let repairs = |emu: &Emulator| {
+        emu.requests()
+            .iter()
+            .filter(|q| q.path.ends_with("/runs/repair"))
+            .count()
+    };
+
+    // Refused before anything is sent: no selection, both, a bad field, another job's run.
+    for (body, status, message) in [
+        (
+            json!({}),
+            400,
+            "a repair needs exactly one of rerunAllFailedTasks: true or rerunTasks",
+        ),
+        (
+            json!({"rerunAllFailedTasks": true, "rerunTasks": ["main"]}),
+            400,
+            "a repair needs exactly one",
+        ),
+        (
+            json!({"rerunTasks": "main"}),
+            400,
+            "rerunTasks must be an array of task keys",
+        ),
+        (
+            json!({"rerunAllFailedTasks": true, "params": {"a": 1}}),
+            400,
+            "This job does not accept parameters",
+        ),
+    ] {
+        let (s, v) = json_of(r.handle(with_body("POST", &path, body.clone())).await);
+        assert_eq!(s, status, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(message), "{v}");
+    }
+    let other = format!("/etl/runs/{run_id}/repair");
+    let (s, _) = json_of(
+        r.handle(with_body(
+            "POST",
+            &other,
+            json!({"rerunAllFailedTasks": true}),
+        ))
+        .await,
+    );
+    assert_eq!(s, 404);
+    assert_eq!(repairs(&f.emu), 0);
+
+    // JSON: the repair id.
+    let (s, v) = json_of(
+        r.handle(with_body(
+            "POST",
+            &path,
+            json!({"rerunAllFailedTasks": true}),
+        ))
+        .await,
+    );
+    assert_eq!(s, 200, "{v}");
+    let repair_id = v["repairId"].as_i64().unwrap();
+    assert!(repair_id > 0);
+    // A second repair while the first runs keeps the upstream status and its text.
+    let (s, v) = json_of(
+        r.handle(with_body("POST", &path, json!({"rerunTasks": ["main"]})))
+            .await,
+    );
+    assert_eq!((s, v["error"].as_str()), (400, Some("Bad Request")));
+    assert!(
+        eventually(|| f
+            .emu
+            .get_run(run_id)
+            .is_some_and(|run| run::is_terminal(&run)))
+        .await
+    );
+
+    // SSE: from the repair to the new end, then resumed with Last-Event-ID (no new repair).
+    let mut q = with_body("POST", &path, json!({"rerunTasks": ["main"]}));
+    q.query.insert("stream".into(), "true".into());
+    let (events, _) = drain(stream_of(r.handle(q.clone()).await)).await;
+    assert!(events.len() >= 2, "{events:?}");
+    assert_ne!(events[0].2["status"], "TERMINATED");
+    for (i, (id, event, data)) in events.iter().enumerate() {
+        assert_eq!(id, &format!("{run_id}:{}", i + 1));
+        assert_eq!(event, "message");
+        assert_eq!(data["run"]["run_id"].as_i64(), Some(run_id));
+    }
+    let end = &events.last().unwrap().2;
+    assert_eq!(end["run"]["state"]["result_state"], "SUCCESS");
+    let sent = repairs(&f.emu);
+    let mut again = q.clone();
+    again
+        .headers
+        .insert("last-event-id".into(), format!("{run_id}:1"));
+    let (resumed, _) = drain(stream_of(r.handle(again).await)).await;
+    assert_eq!(resumed[0].0, format!("{run_id}:2"));
+    assert_eq!(resumed.last().unwrap().2["status"], "TERMINATED");
+    assert_eq!(repairs(&f.emu), sent);
+    let mut wrong = q.clone();
+    wrong.headers.insert("last-event-id".into(), "1:1".into());
+    assert_eq!(json_of(r.handle(wrong).await).0, 400);
     f.emu.stop().await;
 }

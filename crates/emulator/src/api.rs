@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::config::{FaultSpec, Permission, UserSpec};
 use crate::net::Conn;
 use crate::render::{self, parse_page_token};
+use crate::repair::RepairRequest;
 use crate::{RequestLogEntry, Shared};
 
 /// Upper bound of a request body.
@@ -186,6 +187,15 @@ fn id_value(v: Option<&Value>) -> Option<i64> {
     }
 }
 
+/// A required id field of a JSON body (a number or a decimal string).
+fn body_id(body: &Value, field: &str) -> Result<i64, ApiErr> {
+    match body.get(field) {
+        None | Some(Value::Null) => Err(invalid(format!("Missing required field: {field}"))),
+        v => id_value(v)
+            .ok_or_else(|| invalid(format!("Invalid value for {field}: it must be an integer."))),
+    }
+}
+
 fn query_id(q: &HashMap<String, String>, field: &str) -> Result<i64, ApiErr> {
     let raw = q
         .get(field)
@@ -257,6 +267,8 @@ async fn handle(
         fault: false,
     };
 
+    // `loseResponse`: the request is carried out below, then its answer is dropped.
+    let mut lose_answer = false;
     if let Some(fault) = shared.take_fault(method.as_str(), &path) {
         entry.fault = true;
         if let Some(ms) = fault.delay_ms {
@@ -275,6 +287,7 @@ async fn handle(
             tokio::time::sleep(Duration::from_millis(ms)).await;
             abandoned.0 = None;
         }
+        lose_answer = fault.lose_response;
         let shaped = fault_response(&fault, &conn);
         if let Some(resp) = shaped {
             entry.status = if fault.reset {
@@ -306,17 +319,26 @@ async fn handle(
     }
     entry.status = resp.status().as_u16();
     shared.push_log(entry);
+    if lose_answer {
+        conn.reset();
+        return reset_response();
+    }
     resp
+}
+
+/// What a handler returns for a connection it resets: nothing reaches the client.
+fn reset_response() -> Response {
+    let mut r = Response::new(Body::empty());
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// The answer a fault imposes, or `None` for a delay-only fault.
 fn fault_response(fault: &FaultSpec, conn: &Conn) -> Option<Response> {
     if fault.reset {
         conn.reset();
-        let mut r = Response::new(Body::empty());
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Some(r);
+        return Some(reset_response());
     }
     if fault.body.is_some() || fault.html {
         let status = fault.status.unwrap_or(502);
@@ -408,6 +430,7 @@ fn dispatch(
         ("GET", Some("runs/list"), _) => list_runs(shared, &ident, &q),
         ("GET", Some("runs/get-output"), _) => get_output(shared, &ident, &q),
         ("POST", Some("runs/cancel"), _) => cancel(shared, &ident, body),
+        ("POST", Some("runs/repair"), _) => repair_run(shared, &ident, body),
         ("GET", Some("get"), _) => get_job(shared, &ident, &q),
         ("GET", Some("list"), _) => list_jobs(shared, &ident, &q),
         ("GET", _, "/api/2.0/preview/scim/v2/Me") => Ok(scim_me(shared, &ident)),
@@ -508,23 +531,12 @@ fn scim_me(shared: &Shared, ident: &Ident) -> Value {
     })
 }
 
-fn run_now(shared: &Shared, ident: &Ident, body: &Value) -> Result<Value, ApiErr> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| invalid("The request body must be a JSON object."))?;
-    let job_id = match obj.get("job_id") {
-        None | Some(Value::Null) => return Err(invalid("Missing required field: job_id")),
-        v => id_value(v)
-            .ok_or_else(|| invalid("Invalid value for job_id: it must be an integer."))?,
-    };
-    let token = match obj.get("idempotency_token") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.chars().count() <= 64 => Some(s.clone()),
-        Some(Value::String(_)) => {
-            return Err(invalid("idempotency_token must be at most 64 characters."))
-        }
-        Some(_) => return Err(invalid("idempotency_token must be a string.")),
-    };
+/// The task parameters (`overriding_parameters`) and `job_parameters` of a run-now or repair
+/// body, checked as the Jobs API checks them.
+#[allow(clippy::type_complexity)]
+fn run_params(
+    obj: &serde_json::Map<String, Value>,
+) -> Result<(Option<Value>, Option<HashMap<String, String>>), ApiErr> {
     let mut overriding = serde_json::Map::new();
     for field in MAP_PARAMS.iter().chain(LIST_PARAMS.iter()) {
         let Some(v) = obj.get(*field) else { continue };
@@ -573,6 +585,24 @@ fn run_now(shared: &Shared, ident: &Ident, body: &Value) -> Result<Value, ApiErr
         }
         _ => None,
     };
+    let overriding = (!overriding.is_empty()).then_some(Value::Object(overriding));
+    Ok((overriding, job_params))
+}
+
+fn run_now(shared: &Shared, ident: &Ident, body: &Value) -> Result<Value, ApiErr> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| invalid("The request body must be a JSON object."))?;
+    let job_id = body_id(body, "job_id")?;
+    let token = match obj.get("idempotency_token") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() <= 64 => Some(s.clone()),
+        Some(Value::String(_)) => {
+            return Err(invalid("idempotency_token must be at most 64 characters."))
+        }
+        Some(_) => return Err(invalid("idempotency_token must be a string.")),
+    };
+    let (overriding, job_params) = run_params(obj)?;
 
     let mut inner = shared.inner();
     let job = inner
@@ -590,7 +620,6 @@ fn run_now(shared: &Shared, ident: &Ident, body: &Value) -> Result<Value, ApiErr
         }
     }
     let now = inner.clock.now();
-    let overriding = (!overriding.is_empty()).then_some(Value::Object(overriding));
     let (run_id, number) =
         inner
             .store
@@ -604,6 +633,7 @@ fn run_now(shared: &Shared, ident: &Ident, body: &Value) -> Result<Value, ApiErr
 fn get_run(shared: &Shared, ident: &Ident, q: &HashMap<String, String>) -> Result<Value, ApiErr> {
     let run_id = query_id(q, "run_id")?;
     let page = page_param(q)?;
+    let with_history = query_bool(q, "include_history")?;
     let inner = shared.inner();
     let ctx = shared.render_ctx(&inner);
     let (run, task) = inner
@@ -611,10 +641,7 @@ fn get_run(shared: &Shared, ident: &Ident, q: &HashMap<String, String>) -> Resul
         .find(run_id)
         .ok_or_else(|| run_missing(run_id))?;
     ident.check(run.job_id(), Permission::CanView)?;
-    Ok(match task {
-        None => render::render_run(run, &ctx, page, true),
-        Some(i) => render::render_task_run(run, i, &ctx),
-    })
+    render::render_get(run, task, &ctx, page, with_history).ok_or_else(|| run_missing(run_id))
 }
 
 fn get_output(
@@ -630,24 +657,86 @@ fn get_output(
         .find(run_id)
         .ok_or_else(|| run_missing(run_id))?;
     ident.check(run.job_id(), Permission::CanView)?;
-    Ok(match task {
-        None if run.task_count() > 1 => {
-            return Err(invalid(
-                "Retrieving the output of runs with multiple tasks is not supported. \
-                 Please retrieve the output of each individual task run instead.",
-            ))
-        }
-        None => render::render_output(run, 0, &ctx, render::render_run(run, &ctx, 0, true)),
-        Some(i) => render::render_output(run, i, &ctx, render::render_task_run(run, i, &ctx)),
-    })
+    if task.is_none() && run.task_count() > 1 {
+        return Err(invalid(
+            "Retrieving the output of runs with multiple tasks is not supported. \
+             Please retrieve the output of each individual task run instead.",
+        ));
+    }
+    let view = run
+        .task_view(task, ctx.now_v)
+        .ok_or_else(|| run_missing(run_id))?;
+    let metadata =
+        render::render_get(run, task, &ctx, 0, false).ok_or_else(|| run_missing(run_id))?;
+    Ok(render::render_output(run, &view, metadata, &ctx))
+}
+
+/// runs/repair: runs the chosen or failed tasks of an ended run again (see [`crate::repair`]).
+/// The Jobs API takes no idempotency token here; `latest_repair_id` orders repairs instead.
+fn repair_run(shared: &Shared, ident: &Ident, body: &Value) -> Result<Value, ApiErr> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| invalid("The request body must be a JSON object."))?;
+    let run_id = body_id(body, "run_id")?;
+    let rerun_tasks = match obj.get("rerun_tasks") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| invalid("rerun_tasks must be an array of task keys."))?,
+        ),
+        Some(_) => return Err(invalid("rerun_tasks must be an array of task keys.")),
+    };
+    let flag = |field: &str| match obj.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(invalid(format!("{field} must be a boolean."))),
+    };
+    let rerun_all_failed_tasks = flag("rerun_all_failed_tasks")?;
+    // The emulator's tasks have no dependencies, so there are no dependents to add.
+    flag("rerun_dependent_tasks")?;
+    let latest_repair_id = match obj.get("latest_repair_id") {
+        None | Some(Value::Null) => None,
+        v => Some(id_value(v).ok_or_else(|| {
+            invalid("Invalid value for latest_repair_id: it must be an integer.")
+        })?),
+    };
+    let (overriding, job_params) = run_params(obj)?;
+
+    let mut inner = shared.inner();
+    let now = inner.clock.now();
+    let (run, task) = inner
+        .store
+        .find(run_id)
+        .ok_or_else(|| run_missing(run_id))?;
+    ident.check(run.job_id(), Permission::CanManageRun)?;
+    if task.is_some() {
+        return Err(invalid(format!(
+            "Run {run_id} is a task run; repair its parent run {}.",
+            run.run_id
+        )));
+    }
+    let request = RepairRequest {
+        run_id,
+        rerun_tasks,
+        rerun_all_failed_tasks,
+        latest_repair_id,
+    };
+    let repair_id = inner.store.repair(&request, now).map_err(invalid)?;
+    let run = inner.store.runs.get_mut(&run_id).expect("repaired above");
+    if let Some(o) = overriding {
+        run.overriding = Some(Box::new(o));
+    }
+    if let Some(p) = job_params {
+        run.job_params = Some(Box::new(p));
+    }
+    Ok(json!({"repair_id": repair_id}))
 }
 
 fn cancel(shared: &Shared, ident: &Ident, body: &Value) -> Result<Value, ApiErr> {
-    let run_id = match body.get("run_id") {
-        None | Some(Value::Null) => return Err(invalid("Missing required field: run_id")),
-        v => id_value(v)
-            .ok_or_else(|| invalid("Invalid value for run_id: it must be an integer."))?,
-    };
+    let run_id = body_id(body, "run_id")?;
     let mut inner = shared.inner();
     let now = inner.clock.now();
     let run = inner
@@ -854,7 +943,7 @@ fn list_runs(shared: &Shared, ident: &Ident, q: &HashMap<String, String>) -> Res
                 has_more = true;
                 break;
             }
-            runs.push(render::render_run(run, &ctx, 0, expand));
+            runs.push(render::render_run(run, &ctx, 0, expand, false));
             last = Some(id);
         }
     }

@@ -42,8 +42,8 @@ pub struct EmulatorOptions {
     pub request_log_limit: Option<usize>,
 }
 
-/// One job. JSON: `{ id, name, taskType, tasks, taskCount, outcome, queueMs, pendingMs,
-/// durationMs, terminatingMs, retries, retryWaitMs, parameters, output, errorMessage }`.
+/// One job. JSON: `{ id, name, taskType, tasks, taskCount, outcome, repairOutcome, queueMs,
+/// pendingMs, durationMs, terminatingMs, retries, retryWaitMs, parameters, output, errorMessage }`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobSpec {
@@ -62,6 +62,9 @@ pub struct JobSpec {
     /// SUCCESS (default), SUCCESS_WITH_FAILURES, FAILED, TIMEDOUT, CANCELED, SKIPPED, INTERNAL_ERROR.
     #[serde(default)]
     pub outcome: Option<String>,
+    /// How the tasks a repair runs again end (default SUCCESS).
+    #[serde(default)]
+    pub repair_outcome: Option<String>,
     /// Virtual milliseconds in QUEUED (default 100).
     #[serde(default)]
     pub queue_ms: Option<u64>,
@@ -129,11 +132,13 @@ pub struct UserSpec {
 
 /// A fault for the next `times` requests whose path matches `path` (exact, or a prefix when it
 /// ends with `*`), and `method` when given. JSON: `{ path, method, status, errorCode, message,
-/// retryAfter, delayMs, reset, body, contentType, html, times }`.
+/// retryAfter, delayMs, reset, loseResponse, body, contentType, html, times }`.
 ///
 /// Applied in order: `delay_ms` (then, alone, the request proceeds normally), `reset` (the
 /// connection is closed with a TCP RST and no response), `body`/`html` (a non-JSON body with
 /// `status`, default 502), `status` (a Databricks error body, with `Retry-After` when set).
+/// `lose_response` without those: the request is carried out, then the connection is reset (a
+/// write whose answer is lost).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct FaultSpec {
@@ -146,6 +151,8 @@ pub struct FaultSpec {
     pub retry_after: Option<u64>,
     pub delay_ms: Option<u64>,
     pub reset: bool,
+    /// Carry the request out, then reset the connection (a write whose answer is lost).
+    pub lose_response: bool,
     pub body: Option<String>,
     pub content_type: Option<String>,
     /// Shorthand for an HTML error page body.
@@ -241,6 +248,7 @@ fn job(id: i64, name: &str, task_type: &str, outcome: &str, duration_ms: u64) ->
         tasks: vec![],
         task_count: None,
         outcome: Some(outcome.to_string()),
+        repair_outcome: None,
         queue_ms: None,
         pending_ms: None,
         duration_ms: Some(duration_ms),

@@ -146,7 +146,7 @@ fn index() -> Value {
             {"method": "GET", "path": "/__emulator/health", "does": "liveness: {ok: true}"},
             {"method": "GET", "path": "/__emulator/requests", "does": "the request log"},
             {"method": "DELETE", "path": "/__emulator/requests", "does": "clear the request log"},
-            {"method": "POST", "path": "/__emulator/faults", "does": "inject a fault (path, method, status, errorCode, message, retryAfter, delayMs, reset, body, contentType, html, times)"},
+            {"method": "POST", "path": "/__emulator/faults", "does": "inject a fault (path, method, status, errorCode, message, retryAfter, delayMs, reset, loseResponse, body, contentType, html, times)"},
             {"method": "DELETE", "path": "/__emulator/faults", "does": "clear the faults"},
             {"method": "POST", "path": "/__emulator/reset", "does": "forget runs, requests, faults and tokens"},
             {"method": "GET", "path": "/__emulator/jobs", "does": "the jobs served"},

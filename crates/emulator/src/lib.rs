@@ -45,6 +45,7 @@ mod control;
 mod lifecycle;
 mod net;
 mod render;
+mod repair;
 mod store;
 
 use std::collections::{HashMap, VecDeque};
@@ -163,11 +164,12 @@ impl Shared {
         if spec.status.is_none()
             && spec.delay_ms.is_none()
             && !spec.reset
+            && !spec.lose_response
             && spec.body.is_none()
             && !spec.html
         {
             return Err(JobsError::InvalidRequest(
-                "a fault needs status, delayMs, reset, body or html".into(),
+                "a fault needs status, delayMs, reset, loseResponse, body or html".into(),
             ));
         }
         let remaining = spec.times.unwrap_or(1).max(1);
@@ -219,10 +221,7 @@ impl Shared {
         let inner = self.inner();
         let ctx = self.render_ctx(&inner);
         let (run, task) = inner.store.find(run_id)?;
-        Some(match task {
-            None => render::render_run(run, &ctx, 0, true),
-            Some(i) => render::render_task_run(run, i, &ctx),
-        })
+        render::render_get(run, task, &ctx, 0, true)
     }
 
     pub(crate) fn set_run_state(&self, run_id: i64, target: &str) -> Result<Value> {

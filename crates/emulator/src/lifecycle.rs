@@ -288,30 +288,47 @@ impl RunRec {
         }
     }
 
+    /// The plan of the current attempt: the job's, or a repair's (no queue, no retries, the
+    /// repaired tasks' outcome).
+    pub fn plan(&self) -> Plan {
+        match &self.repair {
+            None => self.job.plan,
+            Some(repair) => Plan {
+                queue: 0.0,
+                retries: 0,
+                outcome: repair.outcome,
+                ..self.job.plan
+            },
+        }
+    }
+
     /// Timeline with a pin applied, ignoring cancel and forced ends.
     fn base(&self, e: f64) -> Snap {
+        let plan = self.plan();
         match self.forced {
             Some((Forced::Pin(life), at_v)) => {
-                let at = at_v - self.created_v;
+                let at = at_v - self.attempt_v;
                 if e < at {
-                    return walk(&self.job.plan, e);
+                    return walk(&plan, e);
                 }
-                let mut s = walk(&self.job.plan, at);
+                let mut s = walk(&plan, at);
                 s.life = life;
                 s.outcome = None;
                 s.end_e = None;
                 s.add(life, e - at);
                 s
             }
-            _ => walk(&self.job.plan, e),
+            _ => walk(&plan, e),
         }
     }
 
+    /// The current attempt's state at `now_v` (virtual ms); `end_e` is counted from
+    /// `attempt_v`.
     pub fn snapshot(&self, now_v: f64) -> Snap {
-        let e = (now_v - self.created_v).max(0.0);
+        let e = (now_v - self.attempt_v).max(0.0);
         if let Some((Forced::End(outcome), at_v)) = self.forced {
-            let at = (at_v - self.created_v).max(0.0);
-            let natural = walk(&self.job.plan, at);
+            let at = (at_v - self.attempt_v).max(0.0);
+            let natural = walk(&self.plan(), at);
             let end = natural.end_e.unwrap_or(at);
             let mut s = natural;
             s.life = outcome.life();
@@ -320,7 +337,7 @@ impl RunRec {
             return s;
         }
         if let Some(cv) = self.cancel_v {
-            let c = (cv - self.created_v).max(0.0);
+            let c = (cv - self.attempt_v).max(0.0);
             if e >= c {
                 let mut s = self.base(c);
                 let grace = self.cancel_grace();

@@ -168,16 +168,11 @@ fn state_blocks(snap: &Snap, task_key: Option<&str>) -> (Value, Value) {
     (Value::Object(state), Value::Object(status))
 }
 
-/// The snapshot of task `i`: the parent's, with the task's own outcome when the run ended by itself.
-fn task_snap(run: &RunRec, parent: &Snap, i: usize) -> Snap {
+/// A task's snapshot in an attempt whose state is `parent`: the parent's, ending with the
+/// task's own outcome `own` when the run ended by itself.
+fn task_snap(run: &RunRec, parent: &Snap, own: Option<Outcome>) -> Snap {
     let mut s = parent.clone();
     let natural_end = !s.user_cancelled && !matches!(run.forced, Some((Forced::End(_), _)));
-    let own = match (run.job.tasks[i].outcome, s.outcome) {
-        (Some(own), _) => Some(own),
-        // "Some tasks failed" describes the run; a task without its own outcome succeeded.
-        (None, Some(Outcome::SuccessWithFailures)) => Some(Outcome::Success),
-        _ => None,
-    };
     if let (Some(_), true, Some(own)) = (s.outcome, natural_end, own) {
         s.outcome = Some(own);
         s.life = own.life();
@@ -185,24 +180,99 @@ fn task_snap(run: &RunRec, parent: &Snap, i: usize) -> Snap {
     s
 }
 
+/// The outcome of task `i` of the original attempt, when it differs from the run's.
+fn original_task_outcome(run: &RunRec, parent: &Snap, i: usize) -> Option<Outcome> {
+    match (run.job.tasks[i].outcome, parent.outcome) {
+        (Some(own), _) => Some(own),
+        // "Some tasks failed" describes the run; a task without its own outcome succeeded.
+        (None, Some(Outcome::SuccessWithFailures)) => Some(Outcome::Success),
+        _ => None,
+    }
+}
+
+/// One task run: which task, its run id, its state, and when its attempt began (virtual ms).
+pub(crate) struct TaskView {
+    pub index: usize,
+    pub run_id: i64,
+    pub snap: Snap,
+    pub base_v: f64,
+}
+
+impl RunRec {
+    /// The task runs of the current attempt, given its state `parent`: every task of the
+    /// original run, or the tasks a repair runs again (which end as the repair does).
+    pub(crate) fn current_tasks(&self, parent: &Snap) -> Vec<TaskView> {
+        match &self.repair {
+            None => (0..self.task_count())
+                .map(|i| TaskView {
+                    index: i,
+                    run_id: self.run_id + 1 + i as i64,
+                    snap: task_snap(self, parent, original_task_outcome(self, parent, i)),
+                    base_v: self.attempt_v,
+                })
+                .collect(),
+            Some(repair) => repair
+                .tasks
+                .iter()
+                .zip(&repair.task_run_ids)
+                .map(|(&index, &run_id)| TaskView {
+                    index,
+                    run_id,
+                    snap: task_snap(self, parent, Some(repair.task_outcome)),
+                    base_v: self.attempt_v,
+                })
+                .collect(),
+        }
+    }
+
+    /// Every task run, one per task and attempt, the earliest attempt first.
+    pub(crate) fn task_views(&self, now_v: f64) -> Vec<TaskView> {
+        let mut views: Vec<TaskView> = self
+            .history
+            .iter()
+            .flat_map(|a| {
+                a.tasks.iter().map(|(index, run_id, snap)| TaskView {
+                    index: *index,
+                    run_id: *run_id,
+                    snap: snap.clone(),
+                    base_v: a.start_v,
+                })
+            })
+            .collect();
+        views.extend(self.current_tasks(&self.snapshot(now_v)));
+        views
+    }
+
+    /// The task run `run_id`, or the latest run of the first task for the parent's id.
+    pub(crate) fn task_view(&self, run_id: Option<i64>, now_v: f64) -> Option<TaskView> {
+        let views = self.task_views(now_v);
+        match run_id {
+            Some(id) => views.into_iter().find(|v| v.run_id == id),
+            None => views.into_iter().rev().find(|v| v.index == 0),
+        }
+    }
+}
+
+/// `start_time`, `end_time` and durations: `start_v` is when the run began, `base_v` when the
+/// attempt `snap` describes began (its `end_e` counts from there).
 fn timing(
     obj: &mut Map<String, Value>,
     snap: &Snap,
     ctx: &RenderCtx,
-    created_v: f64,
+    (start_v, base_v): (f64, f64),
     phase_durations: bool,
 ) {
-    let start = ctx.clock.epoch_ms(created_v);
+    let start = ctx.clock.epoch_ms(start_v);
     let elapsed = match snap.end_e {
-        Some(end) => end,
-        None => (ctx.now_v - created_v).max(0.0),
+        Some(end) => base_v + end - start_v,
+        None => (ctx.now_v - start_v).max(0.0),
     };
     obj.insert("start_time".into(), json!(start));
     obj.insert(
         "end_time".into(),
         json!(snap
             .end_e
-            .map(|e| ctx.clock.epoch_ms(created_v + e))
+            .map(|e| ctx.clock.epoch_ms(base_v + e))
             .unwrap_or(0)),
     );
     let (s, x, c) = if phase_durations {
@@ -225,29 +295,53 @@ fn timing(
     obj.insert("attempt_number".into(), json!(snap.attempt));
 }
 
-fn render_task(run: &RunRec, parent: &Snap, i: usize, ctx: &RenderCtx) -> Value {
-    let def = &run.job.tasks[i];
-    let snap = task_snap(run, parent, i);
-    let task_run_id = run.run_id + 1 + i as i64;
+/// The fields a run and a task run share: state, timing (from `start_v`, the attempt from
+/// `base_v`), page URL.
+fn run_fields(
+    obj: &mut Map<String, Value>,
+    run: &RunRec,
+    snap: &Snap,
+    task_key: Option<&str>,
+    ctx: &RenderCtx,
+    (run_id, start_v, base_v, phase_durations): (i64, f64, f64, bool),
+) {
+    let (state, status) = state_blocks(snap, task_key);
+    obj.insert("state".into(), state);
+    obj.insert("status".into(), status);
+    timing(obj, snap, ctx, (start_v, base_v), phase_durations);
+    obj.insert(
+        "run_page_url".into(),
+        json!(ctx.page_url(run.job_id(), run_id)),
+    );
+}
+
+fn render_task(run: &RunRec, view: &TaskView, ctx: &RenderCtx) -> Value {
+    let def = &run.job.tasks[view.index];
     let mut obj = match &def.settings {
         Value::Object(m) => m.clone(),
         _ => Map::new(),
     };
-    obj.insert("run_id".into(), json!(task_run_id));
-    let (state, status) = state_blocks(&snap, Some(&def.key));
-    obj.insert("state".into(), state);
-    obj.insert("status".into(), status);
-    timing(&mut obj, &snap, ctx, run.created_v, true);
-    obj.insert(
-        "run_page_url".into(),
-        json!(ctx.page_url(run.job_id(), task_run_id)),
+    obj.insert("run_id".into(), json!(view.run_id));
+    run_fields(
+        &mut obj,
+        run,
+        &view.snap,
+        Some(&def.key),
+        ctx,
+        (view.run_id, view.base_v, view.base_v, true),
     );
     Value::Object(obj)
 }
 
-/// A Run as runs/get returns it. `page` selects 100 tasks; `with_tasks` false leaves them out
-/// (runs/list without `expand_tasks`).
-pub(crate) fn render_run(run: &RunRec, ctx: &RenderCtx, page: usize, with_tasks: bool) -> Value {
+/// A Run as runs/get returns it. `page` selects 100 task runs; `with_tasks` false leaves them
+/// out (runs/list without `expand_tasks`); `with_history` adds `repair_history`.
+pub(crate) fn render_run(
+    run: &RunRec,
+    ctx: &RenderCtx,
+    page: usize,
+    with_tasks: bool,
+    with_history: bool,
+) -> Value {
     let snap = run.snapshot(ctx.now_v);
     let mut obj = Map::new();
     obj.insert("job_id".into(), json!(run.job_id()));
@@ -259,26 +353,28 @@ pub(crate) fn render_run(run: &RunRec, ctx: &RenderCtx, page: usize, with_tasks:
     obj.insert("run_type".into(), json!("JOB_RUN"));
     obj.insert("trigger".into(), json!("ONE_TIME"));
     obj.insert("format".into(), json!("MULTI_TASK"));
-    let (state, status) = state_blocks(&snap, run.job.tasks.first().map(|t| t.key.as_str()));
-    obj.insert("state".into(), state);
-    obj.insert("status".into(), status);
-    timing(&mut obj, &snap, ctx, run.created_v, run.task_count() == 1);
-    obj.insert(
-        "run_page_url".into(),
-        json!(ctx.page_url(run.job_id(), run.run_id)),
+    let first_task = run.job.tasks.first().map(|t| t.key.as_str());
+    let single = run.task_count() == 1 && run.repair.is_none();
+    run_fields(
+        &mut obj,
+        run,
+        &snap,
+        first_task,
+        ctx,
+        (run.run_id, run.created_v, run.attempt_v, single),
     );
     if with_tasks {
-        let indices: Vec<usize> = (0..run.task_count()).collect();
-        let (slice, next) = page_of(&indices, page);
-        let tasks: Vec<Value> = slice
-            .iter()
-            .map(|&i| render_task(run, &snap, i, ctx))
-            .collect();
+        let views = run.task_views(ctx.now_v);
+        let (slice, next) = page_of(&views, page);
+        let tasks: Vec<Value> = slice.iter().map(|v| render_task(run, v, ctx)).collect();
         obj.insert("tasks".into(), Value::Array(tasks));
         obj.insert("has_more".into(), json!(next.is_some()));
         if let Some(n) = next {
             obj.insert("next_page_token".into(), json!(page_token(n)));
         }
+    }
+    if with_history && page == 0 {
+        obj.insert("repair_history".into(), repair_history(run, &snap, ctx));
     }
     if (!run.job.parameters.is_empty() || run.job_params.is_some()) && page == 0 {
         obj.insert(
@@ -292,31 +388,101 @@ pub(crate) fn render_run(run: &RunRec, ctx: &RenderCtx, page: usize, with_tasks:
     Value::Object(obj)
 }
 
+/// `repair_history`: the original attempt, then each repair (with its `id`), the current last.
+fn repair_history(run: &RunRec, current: &Snap, ctx: &RenderCtx) -> Value {
+    let entry = |repair_id: Option<i64>, start_v: f64, snap: &Snap, task_run_ids: Vec<i64>| {
+        let mut e = Map::new();
+        e.insert(
+            "type".into(),
+            json!(if repair_id.is_some() {
+                "REPAIR"
+            } else {
+                "ORIGINAL"
+            }),
+        );
+        if let Some(id) = repair_id {
+            e.insert("id".into(), json!(id));
+        }
+        let (state, status) = state_blocks(snap, None);
+        e.insert("state".into(), state);
+        e.insert("status".into(), status);
+        e.insert("start_time".into(), json!(ctx.clock.epoch_ms(start_v)));
+        e.insert(
+            "end_time".into(),
+            json!(snap
+                .end_e
+                .map(|end| ctx.clock.epoch_ms(start_v + end))
+                .unwrap_or(0)),
+        );
+        e.insert("task_run_ids".into(), json!(task_run_ids));
+        Value::Object(e)
+    };
+    let mut items: Vec<Value> = run
+        .history
+        .iter()
+        .map(|a| {
+            entry(
+                a.repair_id,
+                a.start_v,
+                &a.snap,
+                a.tasks.iter().map(|t| t.1).collect(),
+            )
+        })
+        .collect();
+    let current_ids = run
+        .current_tasks(current)
+        .iter()
+        .map(|t| t.run_id)
+        .collect();
+    items.push(entry(
+        run.repair.as_ref().map(|r| r.id),
+        run.attempt_v,
+        current,
+        current_ids,
+    ));
+    Value::Array(items)
+}
+
+/// runs/get for `run`, or for its task run `task`; `None` when no such task run exists.
+pub(crate) fn render_get(
+    run: &RunRec,
+    task: Option<i64>,
+    ctx: &RenderCtx,
+    page: usize,
+    with_history: bool,
+) -> Option<Value> {
+    match task {
+        None => Some(render_run(run, ctx, page, true, with_history)),
+        Some(id) => Some(render_task_run(
+            run,
+            &run.task_view(Some(id), ctx.now_v)?,
+            ctx,
+        )),
+    }
+}
+
 /// A task run as runs/get returns it for a task's `run_id`.
-pub(crate) fn render_task_run(run: &RunRec, i: usize, ctx: &RenderCtx) -> Value {
-    let parent = run.snapshot(ctx.now_v);
-    let task = render_task(run, &parent, i, ctx);
-    let snap = task_snap(run, &parent, i);
-    let task_run_id = run.run_id + 1 + i as i64;
+pub(crate) fn render_task_run(run: &RunRec, view: &TaskView, ctx: &RenderCtx) -> Value {
+    let key = &run.job.tasks[view.index].key;
     let mut obj = Map::new();
     obj.insert("job_id".into(), json!(run.job_id()));
-    obj.insert("run_id".into(), json!(task_run_id));
+    obj.insert("run_id".into(), json!(view.run_id));
     obj.insert("parent_run_id".into(), json!(run.run_id));
     obj.insert("number_in_job".into(), json!(run.number));
     obj.insert("creator_user_name".into(), json!(&*run.creator));
-    obj.insert("run_name".into(), json!(run.job.tasks[i].key));
+    obj.insert("run_name".into(), json!(key));
     obj.insert("run_type".into(), json!("JOB_RUN"));
     obj.insert("trigger".into(), json!("ONE_TIME"));
     obj.insert("format".into(), json!("MULTI_TASK"));
-    let (state, status) = state_blocks(&snap, Some(&run.job.tasks[i].key));
-    obj.insert("state".into(), state);
-    obj.insert("status".into(), status);
-    timing(&mut obj, &snap, ctx, run.created_v, true);
-    obj.insert(
-        "run_page_url".into(),
-        json!(ctx.page_url(run.job_id(), task_run_id)),
+    run_fields(
+        &mut obj,
+        run,
+        &view.snap,
+        Some(key),
+        ctx,
+        (view.run_id, view.base_v, view.base_v, true),
     );
-    obj.insert("tasks".into(), json!([task]));
+    obj.insert("tasks".into(), json!([render_task(run, view, ctx)]));
     obj.insert("has_more".into(), json!(false));
     if let Some(o) = &run.overriding {
         obj.insert("overriding_parameters".into(), (**o).clone());
@@ -324,10 +490,14 @@ pub(crate) fn render_task_run(run: &RunRec, i: usize, ctx: &RenderCtx) -> Value 
     Value::Object(obj)
 }
 
-/// runs/get-output for task `i` of `run` (`metadata` is the task run, or `parent_meta`).
-pub(crate) fn render_output(run: &RunRec, i: usize, ctx: &RenderCtx, metadata: Value) -> Value {
-    let parent = run.snapshot(ctx.now_v);
-    let snap = task_snap(run, &parent, i);
+/// runs/get-output for the task run `view` of `run` (`metadata`: the run as runs/get renders it).
+pub(crate) fn render_output(
+    run: &RunRec,
+    view: &TaskView,
+    metadata: Value,
+    ctx: &RenderCtx,
+) -> Value {
+    let (i, snap) = (view.index, &view.snap);
     let def = &run.job.tasks[i];
     let mut out = Map::new();
     match snap.outcome {
@@ -366,10 +536,7 @@ pub(crate) fn render_output(run: &RunRec, i: usize, ctx: &RenderCtx, metadata: V
                     );
                 }
                 "run_job" => {
-                    out.insert(
-                        "run_job_output".into(),
-                        json!({"run_id": run.run_id + 1 + i as i64}),
-                    );
+                    out.insert("run_job_output".into(), json!({"run_id": view.run_id}));
                 }
                 _ => {
                     out.insert("logs".into(), json!(text));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::config::{JobParameter, JobSpec};
-use crate::lifecycle::{Forced, Outcome};
+use crate::lifecycle::{Forced, Outcome, Snap};
 use appkit_jobs_core::{JobsError, Result};
 
 /// Task-type settings block and the output field it produces.
@@ -74,6 +74,7 @@ pub(crate) struct TaskDef {
     pub settings: Value,
 }
 
+#[derive(Clone, Copy)]
 pub(crate) struct Plan {
     pub queue: f64,
     pub pending: f64,
@@ -89,6 +90,8 @@ pub(crate) struct Job {
     pub name: String,
     pub tasks: Vec<TaskDef>,
     pub plan: Plan,
+    /// How tasks run again by a repair end.
+    pub repair_outcome: Outcome,
     pub parameters: Vec<JobParameter>,
     pub output: Option<String>,
     pub error_message: Option<String>,
@@ -115,6 +118,7 @@ impl Job {
             }
         };
         let outcome = parse_outcome(&spec.outcome)?.unwrap_or(Outcome::Success);
+        let repair_outcome = parse_outcome(&spec.repair_outcome)?.unwrap_or(Outcome::Success);
         let default_type = spec.task_type.clone().unwrap_or_else(|| "notebook".into());
         let mut tasks = Vec::new();
         if spec.tasks.is_empty() {
@@ -184,6 +188,7 @@ impl Job {
                 retry_wait: spec.retry_wait_ms.unwrap_or(500) as f64,
                 outcome,
             },
+            repair_outcome,
             parameters: spec.parameters.clone(),
             output: spec.output.clone(),
             error_message: spec.error_message.clone(),
@@ -203,14 +208,46 @@ pub(crate) struct RunRec {
     // Boxed: most runs have none, and a box is one pointer in every run.
     #[allow(clippy::box_collection)]
     pub job_params: Option<Box<HashMap<String, String>>>,
-    /// Virtual time of a cancel request that reached an active run.
+    /// Virtual time the current attempt began: `created_v`, or the latest repair's.
+    pub attempt_v: f64,
+    /// The current attempt, when it is a repair (`None`: the original run).
+    pub repair: Option<Box<RepairRec>>,
+    /// Earlier attempts (the original, then earlier repairs), as they ended.
+    pub history: Vec<Attempt>,
+    /// Virtual time of a cancel request that reached the current attempt while active.
     pub cancel_v: Option<f64>,
+    /// A state forced on the current attempt (`set_run_state`).
     pub forced: Option<(Forced, f64)>,
 }
+
+/// A repair of a run: which tasks it runs again, as which task runs, and how the tasks and
+/// the run end.
+pub(crate) struct RepairRec {
+    pub id: i64,
+    pub tasks: Vec<usize>,
+    pub task_run_ids: Vec<i64>,
+    pub task_outcome: Outcome,
+    pub outcome: Outcome,
+}
+
+/// An attempt of a run (the original or a repair) frozen as it ended.
+pub(crate) struct Attempt {
+    pub repair_id: Option<i64>,
+    pub start_v: f64,
+    pub snap: Snap,
+    /// `(task index, task run id, task state)` of each task the attempt ran.
+    pub tasks: Vec<(usize, i64, Snap)>,
+}
+
+/// Repair ids start above 2^32 too, like run ids, to catch narrow ids.
+const FIRST_REPAIR_ID: i64 = 700_000_000_001;
 
 pub(crate) struct Store {
     pub jobs: HashMap<i64, Arc<Job>>,
     pub runs: BTreeMap<i64, RunRec>,
+    /// Task runs of repairs (their ids come after later runs'): task run id -> parent run id.
+    pub repair_task_runs: HashMap<i64, i64>,
+    pub next_repair_id: i64,
     pub runs_by_job: HashMap<i64, Vec<i64>>,
     pub numbers: HashMap<i64, i64>,
     pub idempotency: HashMap<String, i64>,
@@ -223,6 +260,8 @@ impl Store {
         Store {
             jobs: HashMap::new(),
             runs: BTreeMap::new(),
+            repair_task_runs: HashMap::new(),
+            next_repair_id: FIRST_REPAIR_ID,
             runs_by_job: HashMap::new(),
             numbers: HashMap::new(),
             idempotency: HashMap::new(),
@@ -233,33 +272,32 @@ impl Store {
 
     pub fn clear_runs(&mut self) {
         self.runs.clear();
+        self.repair_task_runs.clear();
+        self.next_repair_id = FIRST_REPAIR_ID;
         self.runs_by_job.clear();
         self.numbers.clear();
         self.idempotency.clear();
         self.next_run_id = self.first_run_id;
     }
 
-    /// The parent run owning `id` and, for a task run id, the task index.
-    pub fn find(&self, id: i64) -> Option<(&RunRec, Option<usize>)> {
-        let (_, run) = self.runs.range(..=id).next_back()?;
-        if !run.owns(id) {
-            return None;
-        }
-        let idx = if id == run.run_id {
-            None
-        } else {
-            Some((id - run.run_id - 1) as usize)
-        };
-        Some((run, idx))
+    /// The parent run owning `id`, and the task run id when `id` is one of its task runs.
+    pub fn find(&self, id: i64) -> Option<(&RunRec, Option<i64>)> {
+        let parent = self.parent_of(id)?;
+        let run = self.runs.get(&parent)?;
+        Some((run, (id != parent).then_some(id)))
     }
 
     pub fn find_mut(&mut self, id: i64) -> Option<&mut RunRec> {
-        let (_, run) = self.runs.range_mut(..=id).next_back()?;
-        if run.owns(id) {
-            Some(run)
-        } else {
-            None
+        let parent = self.parent_of(id)?;
+        self.runs.get_mut(&parent)
+    }
+
+    fn parent_of(&self, id: i64) -> Option<i64> {
+        if let Some(parent) = self.repair_task_runs.get(&id) {
+            return Some(*parent);
         }
+        let (_, run) = self.runs.range(..=id).next_back()?;
+        run.owns(id).then_some(run.run_id)
     }
 
     pub fn create_run(
@@ -286,6 +324,9 @@ impl Store {
                 creator,
                 overriding: overriding.map(Box::new),
                 job_params: job_params.map(Box::new),
+                attempt_v: created_v,
+                repair: None,
+                history: Vec::new(),
                 cancel_v: None,
                 forced: None,
             },

@@ -1,89 +1,11 @@
 //! Emulator tests over real HTTP on 127.0.0.1. The clock is frozen (time scale 0) and moved
 //! with `advance_time`, so nothing depends on wall-clock speed.
+mod common;
+
+use common::*;
 use serde_json::{json, Value};
 
 use appkit_jobs_emulator::*;
-
-fn job(id: i64, outcome: &str) -> JobSpec {
-    serde_json::from_value(json!({
-        "id": id, "name": format!("job-{id}"), "outcome": outcome,
-        "queueMs": 100, "pendingMs": 100, "durationMs": 1000, "terminatingMs": 100
-    }))
-    .unwrap()
-}
-
-async fn frozen(jobs: Vec<JobSpec>) -> Emulator {
-    Emulator::start(EmulatorOptions {
-        jobs: Some(jobs),
-        time_scale: Some(0.0),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    fn new(emu: &Emulator) -> Api {
-        Api {
-            http: reqwest::Client::new(),
-            base: emu.url(),
-            token: emu.token(),
-        }
-    }
-    fn with_token(&self, token: &str) -> Api {
-        Api {
-            http: self.http.clone(),
-            base: self.base.clone(),
-            token: token.to_string(),
-        }
-    }
-    async fn get(&self, path: &str, query: &[(&str, String)]) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .query(query)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status().as_u16();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status().as_u16();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-    async fn run_now(&self, body: Value) -> i64 {
-        let (s, v) = self.post("/api/2.2/jobs/run-now", body).await;
-        assert_eq!(s, 200, "{v}");
-        v["run_id"].as_i64().unwrap()
-    }
-    async fn run(&self, id: i64) -> Value {
-        let (s, v) = self
-            .get("/api/2.2/jobs/runs/get", &[("run_id", id.to_string())])
-            .await;
-        assert_eq!(s, 200, "{v}");
-        v
-    }
-}
-
-fn life(run: &Value) -> &str {
-    run["state"]["life_cycle_state"].as_str().unwrap()
-}
 
 #[tokio::test]
 async fn lifecycle_follows_the_clock() {

@@ -1,0 +1,281 @@
+//! Repairs: running the failed (or chosen) tasks of an ended run again, inside the same run
+//! (`POST /api/2.2/jobs/runs/repair`), and following the run to its new end.
+//!
+//! runs/repair takes no idempotency token. Its `latest_repair_id`, which the API requires on
+//! every repair after the first and refuses when it is not the latest, makes a repeated request
+//! fail rather than repair twice, so the write tier may retry a repair like any write. When a
+//! retried attempt is refused, an earlier attempt may have gone through with its answer lost:
+//! the run's history is read again, and a repair that appeared there since this call began is
+//! this call's own.
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use crate::auth::Identity;
+use crate::error::{JobsError, Result};
+use crate::jobs::Jobs;
+use crate::params;
+use crate::poller::RunWatch;
+use crate::registry::JobEntry;
+use crate::run;
+
+/// How long a repaired run may keep showing its old end before the watch starts anyway (the
+/// service records a repair asynchronously; the run normally leaves its end at once).
+const SETTLE_LIMIT: Duration = Duration::from_secs(180);
+
+/// What to run again, as `repairRun(runId, options)` takes it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RepairOptions {
+    pub rerun_all_failed_tasks: bool,
+    pub rerun_tasks: Option<Vec<String>>,
+    pub rerun_dependent_tasks: bool,
+    /// Mapped as `runNow` maps them; absent: the run keeps the parameters it had.
+    pub params: Option<Value>,
+}
+
+impl RepairOptions {
+    /// From the camelCase object JS and the route send: `{ rerunAllFailedTasks?, rerunTasks?,
+    /// rerunDependentTasks?, params? }`. A field of the wrong type is `InvalidRequest`.
+    pub fn from_json(value: Option<&Value>) -> Result<RepairOptions> {
+        let obj = match value {
+            None | Some(Value::Null) => return Ok(RepairOptions::default()),
+            Some(Value::Object(obj)) => obj,
+            Some(_) => {
+                return Err(JobsError::InvalidRequest(
+                    "repair options must be an object".into(),
+                ))
+            }
+        };
+        let flag = |field: &str| match obj.get(field) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(JobsError::InvalidRequest(format!(
+                "{field} must be a boolean"
+            ))),
+        };
+        let rerun_tasks = match obj.get("rerunTasks") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        JobsError::InvalidRequest("rerunTasks must be an array of task keys".into())
+                    })?,
+            ),
+            Some(_) => {
+                return Err(JobsError::InvalidRequest(
+                    "rerunTasks must be an array of task keys".into(),
+                ))
+            }
+        };
+        Ok(RepairOptions {
+            rerun_all_failed_tasks: flag("rerunAllFailedTasks")?,
+            rerun_tasks,
+            rerun_dependent_tasks: flag("rerunDependentTasks")?,
+            params: obj.get("params").filter(|p| !p.is_null()).cloned(),
+        })
+    }
+}
+
+/// The id a new repair must name as `latest_repair_id`: that of the last REPAIR item of the
+/// run's `repair_history` (`None` for a run never repaired).
+pub fn latest_repair_id(run: &Value) -> Option<i64> {
+    run.get("repair_history")?
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|item| item.get("type").and_then(Value::as_str) == Some("REPAIR"))
+        .and_then(|item| crate::ids::from_json(item.get("id")?))
+}
+
+/// The runs/repair body, without `latest_repair_id`. `Validation` (nothing sent) unless exactly
+/// one of `rerun_all_failed_tasks` / a non-empty `rerun_tasks` is given, or when the params
+/// fail as they would for `runNow`.
+pub fn build_repair_request(
+    entry: &JobEntry,
+    run_id: i64,
+    options: &RepairOptions,
+) -> Result<Value> {
+    let key = entry.key.as_str();
+    match (&options.rerun_tasks, options.rerun_all_failed_tasks) {
+        (Some(tasks), false) if !tasks.is_empty() => {}
+        (None, true) => {}
+        (Some(tasks), false) if tasks.is_empty() => {
+            return Err(JobsError::validation(
+                key,
+                "rerunTasks must name at least one task",
+            ))
+        }
+        _ => {
+            return Err(JobsError::validation(
+                key,
+                "a repair needs exactly one of rerunAllFailedTasks: true or rerunTasks",
+            ))
+        }
+    }
+    let mut body = Map::new();
+    body.insert("run_id".into(), Value::from(run_id));
+    if let Some(tasks) = &options.rerun_tasks {
+        body.insert("rerun_tasks".into(), Value::from(tasks.clone()));
+    } else {
+        body.insert("rerun_all_failed_tasks".into(), Value::Bool(true));
+    }
+    if options.rerun_dependent_tasks {
+        body.insert("rerun_dependent_tasks".into(), Value::Bool(true));
+    }
+    if let Some(p) = &options.params {
+        if let Value::Object(mapped) = params::build_run_now_request(entry, Some(p))? {
+            body.extend(mapped.into_iter().filter(|(k, _)| k != "job_id"));
+        }
+    }
+    Ok(Value::Object(body))
+}
+
+impl Jobs {
+    /// Repairs a run of the job: `{ repair_id }`. The run is read first (with its history):
+    /// another job's run is `NotFound` and nothing is sent. See the module docs for retries.
+    pub async fn repair_run(
+        &self,
+        key: &str,
+        id: &Identity,
+        run_id: i64,
+        options: RepairOptions,
+    ) -> Result<Value> {
+        let entry = self.registry().get(key)?;
+        let mut body = build_repair_request(entry, run_id, &options)?;
+        if let Some(defined) = self.defined_parameters(key, id).await? {
+            params::check_defined(key, options.params.as_ref(), &defined)?;
+        }
+        let run = self.run_with_history(key, id, run_id).await?;
+        let latest = latest_repair_id(&run);
+        if let (Some(latest), Value::Object(map)) = (latest, &mut body) {
+            map.insert("latest_repair_id".into(), Value::from(latest));
+        }
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let result = self
+            .call("repairRun", Some(run_id), &self.settings().write, || {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.client().repair_run(id, &body)
+            })
+            .await;
+        let result = match result {
+            Err(JobsError::Api { status: 400, .. })
+                if attempts.load(std::sync::atomic::Ordering::Relaxed) > 1 =>
+            {
+                // Refused on a retry: did an earlier attempt go through?
+                match self.client().get_run_with_history(id, run_id).await {
+                    Ok(now) if latest_repair_id(&now) != latest => Ok(serde_json::json!({
+                        "repair_id": latest_repair_id(&now)
+                    })),
+                    _ => result,
+                }
+            }
+            other => other,
+        };
+        self.invalidate_job_cache(key);
+        result
+    }
+
+    /// Repairs the run (as `repair_run`), then follows it from the repair to its new end,
+    /// sharing the poll with any other watcher of the run: the repair id and the watch.
+    /// Must be called within a Tokio runtime.
+    pub async fn repair_and_watch(
+        &self,
+        key: &str,
+        id: &Identity,
+        run_id: i64,
+        options: RepairOptions,
+    ) -> Result<(i64, RunWatch)> {
+        let repaired = self.repair_run(key, id, run_id, options).await?;
+        let repair_id = repaired
+            .get("repair_id")
+            .and_then(crate::ids::from_json)
+            .ok_or_else(|| {
+                JobsError::InvalidResponse("runs/repair answered without a repair_id".into())
+            })?;
+        self.settle(id, run_id, repair_id).await;
+        Ok((repair_id, self.watch_started_run(key, id, run_id)?))
+    }
+
+    /// Waits (paced by the poll engine, at most [`SETTLE_LIMIT`]) until the run shows the
+    /// repair: active again, or the repair already in its history. Without it a watch could
+    /// stop at the old end.
+    async fn settle(&self, id: &Identity, run_id: i64, repair_id: i64) {
+        let began = Instant::now();
+        let interval = self.poller().settings().base_interval;
+        loop {
+            self.poller().request_turn().await;
+            match self.client().get_run_with_history(id, run_id).await {
+                Ok(run) if !run::is_terminal(&run) => return,
+                Ok(run) if latest_repair_id(&run) == Some(repair_id) => return,
+                // A failed read is the watch's to report.
+                Err(_) => return,
+                Ok(_) => {}
+            }
+            if began.elapsed() >= SETTLE_LIMIT {
+                return;
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// The run with its repair history, when it belongs to `key`'s job (`NotFound` otherwise).
+    /// Always read fresh: the latest repair id must be current.
+    async fn run_with_history(&self, key: &str, id: &Identity, run_id: i64) -> Result<Value> {
+        let job_id = self.check_known_owner(key, id, run_id)?;
+        let run = self
+            .call("getRun", Some(run_id), &self.settings().read, || {
+                self.client().get_run_with_history(id, run_id)
+            })
+            .await?;
+        if run::job_id(&run) != Some(job_id) {
+            return Err(Jobs::not_found(key, run_id));
+        }
+        Ok(run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn options_parse_from_camel_case() {
+        let o = RepairOptions::from_json(Some(&json!({
+            "rerunTasks": ["a", "b"], "rerunDependentTasks": true, "params": {"x": 1}
+        })))
+        .unwrap();
+        assert_eq!(o.rerun_tasks, Some(vec!["a".to_string(), "b".to_string()]));
+        assert!(o.rerun_dependent_tasks && !o.rerun_all_failed_tasks);
+        assert_eq!(o.params, Some(json!({"x": 1})));
+        assert_eq!(
+            RepairOptions::from_json(None).unwrap(),
+            RepairOptions::default()
+        );
+        for bad in [
+            json!([]),
+            json!({"rerunTasks": "a"}),
+            json!({"rerunTasks": [1]}),
+            json!({"rerunAllFailedTasks": "yes"}),
+        ] {
+            let e = RepairOptions::from_json(Some(&bad)).unwrap_err();
+            assert_eq!(e.code(), "INVALID_REQUEST", "{bad}");
+        }
+    }
+
+    #[test]
+    fn latest_repair_id_is_the_last_repair_item() {
+        assert_eq!(latest_repair_id(&json!({})), None);
+        assert_eq!(
+            latest_repair_id(&json!({"repair_history": [{"type": "ORIGINAL"}]})),
+            None
+        );
+        let run = json!({"repair_history": [
+            {"type": "ORIGINAL"}, {"type": "REPAIR", "id": 734650698524280_i64}, {"type": "REPAIR", "id": "734650698524281"}
+        ]});
+        assert_eq!(latest_repair_id(&run), Some(734650698524281));
+    }
+}
