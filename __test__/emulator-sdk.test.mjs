@@ -184,3 +184,26 @@ test("OAuth M2M through the SDK: discovery, client credentials, current user", a
   assert.ok(paths.includes("/oidc/v1/token"));
   assert.ok(emu.requests().some((e) => e.identity === `oauth:${emu.clientId}`));
 });
+
+test("repairRun: the SDK's waiter follows the repaired run; a later repair needs latest_repair_id", async () => {
+  const started = await w.jobs.runNow({ job_id: 13 });
+  emu.advanceTime(60_000);
+  const failed = await started.wait();
+  assert.equal(failed.state.result_state, "FAILED");
+  const repair = await w.jobs.repairRun({ run_id: started.run_id, rerun_all_failed_tasks: true });
+  assert.equal(typeof repair.repair_id, "number");
+  // The run is active again at once, so the waiter cannot stop at the old end.
+  const during = await w.jobs.getRun({ run_id: started.run_id, include_history: true });
+  assert.notEqual(during.state.life_cycle_state, "TERMINATED");
+  assert.deepEqual(during.repair_history.map((i) => [i.type, i.id]), [["ORIGINAL", undefined], ["REPAIR", repair.repair_id]]);
+  emu.advanceTime(60_000);
+  const done = await repair.wait();
+  assert.equal(done.state.result_state, "SUCCESS");
+  assert.equal(done.tasks.length, 2);
+  await assert.rejects(w.jobs.repairRun({ run_id: started.run_id, rerun_all_failed_tasks: true }), (err) => {
+    assert.ok(err instanceof ApiError);
+    assert.equal(err.statusCode, 400);
+    assert.equal(err.message, "The latest repair ID needs to be provided in order to create a new repair");
+    return true;
+  });
+});
