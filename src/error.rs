@@ -86,15 +86,8 @@ impl BindingOutcome {
     /// Success with no data (`cancelRun`, the end of a watch).
     pub fn empty() -> Self {
         BindingOutcome {
-            ok: true,
             data: None,
-            status: None,
-            code: None,
-            message: None,
-            reject: None,
-            cause_code: None,
-            upstream_status: None,
-            calls: None,
+            ..BindingOutcome::ok(Value::Null)
         }
     }
 

@@ -234,7 +234,9 @@ impl Jobs {
     pub async fn run_now(&self, key: &str, id: &Identity, params: Option<Value>) -> Result<Value> {
         let entry = self.registry.get(key)?;
         let mut body = params::build_run_now_request(entry, params.as_ref())?;
-        if let Some(defined) = self.defined_parameters(key, id).await? {
+        // Boxed: the definition's read (jobs/get through the cache) is a large future, and inline
+        // it would grow every run-now in flight, whichever job it is for.
+        if let Some(defined) = Box::pin(self.defined_parameters(key, id)).await? {
             params::check_defined(key, params.as_ref(), &defined)?;
         }
         let job_id = entry.job_id()?;

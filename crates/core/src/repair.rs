@@ -145,7 +145,7 @@ impl Jobs {
     ) -> Result<Value> {
         let entry = self.registry().get(key)?;
         let mut body = build_repair_request(entry, run_id, &options)?;
-        if let Some(defined) = self.defined_parameters(key, id).await? {
+        if let Some(defined) = Box::pin(self.defined_parameters(key, id)).await? {
             params::check_defined(key, options.params.as_ref(), &defined)?;
         }
         let run = self.run_with_history(key, id, run_id).await?;

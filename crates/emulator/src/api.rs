@@ -17,6 +17,7 @@ use crate::config::{FaultSpec, Permission, UserSpec};
 use crate::net::Conn;
 use crate::render::{self, parse_page_token};
 use crate::repair::RepairRequest;
+use crate::store::{RunRec, Store};
 use crate::{RequestLogEntry, Shared};
 
 /// Upper bound of a request body.
@@ -630,17 +631,24 @@ fn run_now(shared: &Shared, ident: &Ident, body: &Value) -> Result<Value, ApiErr
     Ok(json!({"run_id": run_id, "number_in_job": number}))
 }
 
+/// The run (parent) holding `run_id` and the task run id when it is one, if `ident` may view it.
+fn viewable_run<'a>(
+    store: &'a Store,
+    ident: &Ident,
+    run_id: i64,
+) -> Result<(&'a RunRec, Option<i64>), ApiErr> {
+    let (run, task) = store.find(run_id).ok_or_else(|| run_missing(run_id))?;
+    ident.check(run.job_id(), Permission::CanView)?;
+    Ok((run, task))
+}
+
 fn get_run(shared: &Shared, ident: &Ident, q: &HashMap<String, String>) -> Result<Value, ApiErr> {
     let run_id = query_id(q, "run_id")?;
     let page = page_param(q)?;
     let with_history = query_bool(q, "include_history")?;
     let inner = shared.inner();
     let ctx = shared.render_ctx(&inner);
-    let (run, task) = inner
-        .store
-        .find(run_id)
-        .ok_or_else(|| run_missing(run_id))?;
-    ident.check(run.job_id(), Permission::CanView)?;
+    let (run, task) = viewable_run(&inner.store, ident, run_id)?;
     render::render_get(run, task, &ctx, page, with_history).ok_or_else(|| run_missing(run_id))
 }
 
@@ -652,11 +660,7 @@ fn get_output(
     let run_id = query_id(q, "run_id")?;
     let inner = shared.inner();
     let ctx = shared.render_ctx(&inner);
-    let (run, task) = inner
-        .store
-        .find(run_id)
-        .ok_or_else(|| run_missing(run_id))?;
-    ident.check(run.job_id(), Permission::CanView)?;
+    let (run, task) = viewable_run(&inner.store, ident, run_id)?;
     if task.is_none() && run.task_count() > 1 {
         return Err(invalid(
             "Retrieving the output of runs with multiple tasks is not supported. \
