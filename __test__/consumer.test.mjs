@@ -46,6 +46,9 @@ test("packed tarballs install offline without Rust, load from CJS and ESM, type-
   assert.deepEqual(mainFiles.filter((f) => /\.(node|rs)$|Cargo\./.test(f)), []);
   const platform = tarballs.find((f) => f !== main);
   assert.deepEqual(listing(platform).filter((f) => f.endsWith(".node")).length, 1);
+  // A plain `npm pack` of the clone keeps this machine's own binary, so it works on its own.
+  const [plain] = JSON.parse(run("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: ROOT }));
+  assert.equal(plain.files.filter((f) => /^lib\/[^/]+\.node$/.test(f.path)).length, 1, plain.files.map((f) => f.path).join("\n"));
 
   const app = path.join(work, "app");
   fs.mkdirSync(app);

@@ -79,12 +79,13 @@ function pack(dir) {
   return path.join(OUT, info.filename);
 }
 
-/** The main package staged in a temporary folder: the `files` of package.json, and a manifest for consumers. */
+/** The main package staged in a temporary folder: the `files` of package.json but binaries, and a manifest for consumers. */
 function stageMain() {
   const [listing] = JSON.parse(run("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"]));
   const stage = fs.mkdtempSync(path.join(os.tmpdir(), "appkit-jobs-pack-"));
   for (const { path: file } of listing.files) {
-    if (file === "package.json") continue;
+    // The binaries go in the platform packages; a local `npm pack` keeps this machine's own.
+    if (file === "package.json" || file.endsWith(".node")) continue;
     fs.mkdirSync(path.join(stage, path.dirname(file)), { recursive: true });
     fs.copyFileSync(path.join(ROOT, file), path.join(stage, file));
   }
