@@ -17,9 +17,14 @@ function toJson(value) {
  */
 function paramsJson(key, params) {
   if (params === undefined) return null;
+  checkSendable(key, params);
+  return toJson(params);
+}
+
+/** Throws the ValidationError of `paramsJson` when JSON cannot carry `params` as given. */
+function checkSendable(key, params) {
   const problem = unsendable(params, "params", new Set());
   if (problem) throw new ValidationError(`Parameter validation failed for job "${key}": ${problem}`);
-  return toJson(params);
 }
 
 function unsendable(value, path, ancestors) {
@@ -58,11 +63,10 @@ async function repairOptionsJson(rt, key, options) {
   if (typeof options !== "object" || Array.isArray(options)) {
     throw new ValidationError(`Parameter validation failed for job "${key}": repair options must be an object`);
   }
-  const { rerunAllFailedTasks, rerunTasks, rerunDependentTasks, params } = options;
-  const head = toJson({ rerunAllFailedTasks, rerunTasks, rerunDependentTasks });
-  if (params === undefined) return head;
-  const text = paramsJson(key, await rt.prepareParams(key, params));
-  return `${head.slice(0, -1)}${head === "{}" ? "" : ","}"params":${text}}`;
+  const { rerunAllFailedTasks, rerunTasks, rerunDependentTasks } = options;
+  const params = options.params === undefined ? undefined : await rt.prepareParams(key, options.params);
+  if (params !== undefined) checkSendable(key, params);
+  return toJson({ rerunAllFailedTasks, rerunTasks, rerunDependentTasks, params });
 }
 
 /** A run id as the core reads it (`string | number | bigint`); anything else as its text, which the core rejects. */

@@ -153,22 +153,25 @@ impl Jobs {
         if let (Some(latest), Value::Object(map)) = (latest, &mut body) {
             map.insert("latest_repair_id".into(), Value::from(latest));
         }
-        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let mut attempts = 0u32;
         let result = self
             .call("repairRun", Some(run_id), &self.settings().write, || {
-                attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                attempts += 1;
                 self.client().repair_run(id, &body)
             })
             .await;
         let result = match result {
-            Err(JobsError::Api { status: 400, .. })
-                if attempts.load(std::sync::atomic::Ordering::Relaxed) > 1 =>
-            {
-                // Refused on a retry: did an earlier attempt go through?
-                match self.client().get_run_with_history(id, run_id).await {
-                    Ok(now) if latest_repair_id(&now) != latest => Ok(serde_json::json!({
-                        "repair_id": latest_repair_id(&now)
-                    })),
+            // Refused on a retry: did an earlier attempt go through?
+            Err(JobsError::Api { status: 400, .. }) if attempts > 1 => {
+                match self
+                    .history(id, run_id)
+                    .await
+                    .as_ref()
+                    .map(latest_repair_id)
+                {
+                    Ok(Some(newer)) if Some(newer) != latest => {
+                        Ok(serde_json::json!({ "repair_id": newer }))
+                    }
                     _ => result,
                 }
             }
@@ -207,7 +210,7 @@ impl Jobs {
         let interval = self.poller().settings().base_interval;
         loop {
             self.poller().request_turn().await;
-            match self.client().get_run_with_history(id, run_id).await {
+            match self.history(id, run_id).await {
                 Ok(run) if !run::is_terminal(&run) => return,
                 Ok(run) if latest_repair_id(&run) == Some(repair_id) => return,
                 // A failed read is the watch's to report.
@@ -221,15 +224,19 @@ impl Jobs {
         }
     }
 
+    /// runs/get with the repair history, fresh, under the read tier and measured as `getRun`.
+    async fn history(&self, id: &Identity, run_id: i64) -> Result<Value> {
+        self.call("getRun", Some(run_id), &self.settings().read, || {
+            self.client().get_run_with_history(id, run_id)
+        })
+        .await
+    }
+
     /// The run with its repair history, when it belongs to `key`'s job (`NotFound` otherwise).
     /// Always read fresh: the latest repair id must be current.
     async fn run_with_history(&self, key: &str, id: &Identity, run_id: i64) -> Result<Value> {
         let job_id = self.check_known_owner(key, id, run_id)?;
-        let run = self
-            .call("getRun", Some(run_id), &self.settings().read, || {
-                self.client().get_run_with_history(id, run_id)
-            })
-            .await?;
+        let run = self.history(id, run_id).await?;
         if run::job_id(&run) != Some(job_id) {
             return Err(Jobs::not_found(key, run_id));
         }

@@ -265,15 +265,7 @@ impl Router {
                     Some(Some(_)) | Some(None) => return invalid_last_event_id(),
                     None => 0,
                 };
-                match self.jobs.watch_run(key, &sp, run_id).await {
-                    Ok(watch) => {
-                        if after > 0 {
-                            self.resumes.fetch_add(1, Ordering::Relaxed);
-                        }
-                        self.stream(run_id, after, watch)
-                    }
-                    Err(e) => RouteResponse::from_error(&e),
-                }
+                self.follow(key, run_id, after).await
             }
         }
     }
@@ -288,13 +280,7 @@ impl Router {
                 let Some((run_id, seq)) = parse_event_id(last) else {
                     return invalid_last_event_id();
                 };
-                return match self.jobs.watch_run(key, &sp, run_id).await {
-                    Ok(watch) => {
-                        self.resumes.fetch_add(1, Ordering::Relaxed);
-                        self.stream(run_id, seq, watch)
-                    }
-                    Err(e) => RouteResponse::from_error(&e),
-                };
+                return self.follow(key, run_id, seq).await;
             }
         }
 
@@ -324,6 +310,24 @@ impl Router {
         }
     }
 
+    /// An SSE stream of a run of `key` that already exists (ownership checked), its event
+    /// numbers continuing after `after_seq`: a resume when that is above 0.
+    async fn follow(&self, key: &str, run_id: i64, after_seq: u64) -> RouteResponse {
+        match self
+            .jobs
+            .watch_run(key, &Identity::ServicePrincipal, run_id)
+            .await
+        {
+            Ok(watch) => {
+                if after_seq > 0 {
+                    self.resumes.fetch_add(1, Ordering::Relaxed);
+                }
+                self.stream(run_id, after_seq, watch)
+            }
+            Err(e) => RouteResponse::from_error(&e),
+        }
+    }
+
     /// `POST /:jobKey/runs/:runId/repair`: `{ repairId }`, or with `?stream=true` the run's
     /// updates from the repair to its new end, framed and resumed as the run route's.
     async fn repair(&self, key: &str, run_id: i64, req: &RouteRequest) -> RouteResponse {
@@ -335,13 +339,7 @@ impl Router {
                     Some((rid, seq)) if rid == run_id => seq,
                     _ => return invalid_last_event_id(),
                 };
-                return match self.jobs.watch_run(key, &sp, run_id).await {
-                    Ok(watch) => {
-                        self.resumes.fetch_add(1, Ordering::Relaxed);
-                        self.stream(run_id, seq, watch)
-                    }
-                    Err(e) => RouteResponse::from_error(&e),
-                };
+                return self.follow(key, run_id, seq).await;
             }
         }
         let body = match json_body(&req.body) {
