@@ -235,7 +235,13 @@ test("SSE end to end: headers, framing, ids, terminal state", async () => {
   assert.equal(res.headers.get("cache-control"), "no-cache, no-transform");
   assert.equal(res.headers.get("x-accel-buffering"), "no");
   const text = await res.text();
-  const events = sseEvents(text);
+  const [opening, ...events] = sseEvents(text);
+  // The stream opens before run-now is sent: no state yet, and an id to resume by.
+  assert.match(opening.id, /^start:1001-[0-9a-f-]{36}$/);
+  assert.equal(opening.event, "message");
+  assert.deepEqual({ ...opening.data, timestamp: 0 }, { status: null, timestamp: 0, run: null, accepted: "run" });
+  assert.equal(typeof opening.data.timestamp, "number");
+  assert.equal(requestsTo(emu, "/jobs/run-now").at(-1).body.idempotency_token, opening.id.slice("start:".length));
   assert.ok(events.length >= 2, text);
   const runId = events[0].data.run.run_id;
   events.forEach((ev, i) => {
@@ -248,7 +254,7 @@ test("SSE end to end: headers, framing, ids, terminal state", async () => {
   assert.equal(last.status, "TERMINATED");
   assert.ok(isTerminalRun(last.run));
   assert.ok(last.run.run_page_url);
-  assert.match(text, /^id: \d+:1\nevent: message\ndata: \{/);
+  assert.match(text, /^id: start:\S+\nevent: message\ndata: \{"accepted":"run","run":null,"status":null,"timestamp":\d+\}\n\nid: \d+:1\nevent: message\ndata: \{/);
 });
 
 test("an error during the stream is an `event: error` with { error, code }", async () => {
@@ -288,8 +294,9 @@ test("an error during the stream is an `event: error` with { error, code }", asy
 });
 
 test("resume with connectSSE after a dropped connection: one run, same stream", async () => {
-  const proxy = await startCuttingProxy(new URL(base).port);
-  const before = runNows();
+  const proxy = await startCuttingProxy(new URL(base).port, { after: 2 });
+  const before = emu.runCount();
+  const runNowsBefore = runNows();
   const messages = [];
   const errors = [];
   try {
@@ -306,9 +313,10 @@ test("resume with connectSSE after a dropped connection: one run, same stream", 
   }
   assert.equal(proxy.state.cuts, 1, "the first connection was cut");
   assert.ok(errors.length >= 1, "connectSSE saw the drop");
-  assert.equal(runNows() - before, 1, "exactly one run was created");
-  const ids = messages.map((m) => m.id);
-  const runId = JSON.parse(messages[0].data).run.run_id;
+  assert.equal(emu.runCount() - before, 1, "exactly one run was created");
+  assert.equal(JSON.parse(messages[0].data).accepted, "run");
+  const ids = messages.slice(1).map((m) => m.id);
+  const runId = JSON.parse(messages[1].data).run.run_id;
   const seqs = ids.map((id) => {
     const [run, seq] = id.split(":");
     assert.equal(Number(run), runId);
@@ -318,6 +326,7 @@ test("resume with connectSSE after a dropped connection: one run, same stream", 
   const last = JSON.parse(messages.at(-1).data);
   assert.ok(isTerminalRun(last.run), "the resumed stream reached the terminal state");
   assert.equal(last.run.run_id, runId);
+  assert.equal(requestsTo(emu, "/jobs/run-now").length - runNowsBefore, 1, "a reconnect after the first state sends no run-now");
 });
 
 test("heartbeats while a run waits; a client that leaves stops the watcher, not the run", async () => {
@@ -348,7 +357,7 @@ test("heartbeats while a run waits; a client that leaves stops the watcher, not 
   emu.setRunState(json.runId, "SUCCESS");
 });
 
-test("abortActiveOperations ends open streams", async () => {
+test("abortActiveOperations cuts open streams (a clean end would read as done), and ends ended ones cleanly", async () => {
   const { json } = await call("POST", "/slow/run");
   emu.setRunState(json.runId, "RUNNING");
   const res = await fetch(`${base}/slow/runs/${json.runId}/stream`);
@@ -356,12 +365,18 @@ test("abortActiveOperations ends open streams", async () => {
   const first = await reader.read();
   assert.equal(first.done, false);
   plugin.abortActiveOperations();
-  for (;;) {
-    const { done } = await reader.read();
-    if (done) break;
-  }
+  await assert.rejects(async () => {
+    for (;;) {
+      const { done } = await reader.read();
+      if (done) break;
+    }
+  }, "the connection is cut, not ended");
   await until(() => plugin.activeStreamCount() === 0);
   emu.setRunState(json.runId, "SUCCESS");
+  // A run that has ended: its stream ends cleanly after the terminal state.
+  const ended = await fetch(`${base}/slow/runs/${json.runId}/stream`);
+  const events = sseEvents(await ended.text());
+  assert.equal(events.at(-1).data.status, "TERMINATED");
 });
 
 test("production with only jobId in config (no DATABRICKS_JOB_<NAME>): createApp boots and the job runs", async () => {

@@ -11,7 +11,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { API, at, emulator, jobsFor, oauthEnv, patEnv } from "./support/emulator.mjs";
-import { openSse, routes } from "./support/http.mjs";
+import { openSse, routes, runEvents } from "./support/http.mjs";
 import { drain, lastState, sleep, until } from "./support/util.mjs";
 
 const POLL_FAULTS = {
@@ -92,8 +92,8 @@ async function sseCase(t, name, how) {
   }
   const sse = await openSse(url, init);
   assert.equal(sse.res.status, 200);
-  await until(() => sse.events().length >= 1, 10_000, "the first event");
-  const runId = sse.events()[0].data.run.run_id;
+  await until(() => runEvents(sse.events()).length >= 1, 10_000, "the first update");
+  const runId = runEvents(sse.events())[0].data.run.run_id;
   await strike(emu, spec);
   if (!spec.fail) emu.setRunState(runId, "SUCCESS");
   await sse.done; // the server ends the response
@@ -138,13 +138,13 @@ test("endless transient poll failures end at waitTimeout, never hang", { timeout
   const { base } = await routes(t, { ...config, env: patEnv(emu) });
   const sse = await openSse(`${base}/api/jobs/etl/run?stream=true`, { method: "POST" });
   const text = await sse.done;
-  const events = sse.events();
+  const events = runEvents(sse.events());
   assert.equal(events.length, 1, text);
   assert.equal(events[0].event, "error");
   assert.equal(events[0].data.code, "POLL_TIMEOUT", "the same code as runAndWait's error");
 });
 
-test("a run-now that fails ends runAndWait with an exception and the SSE route with an HTTP error", async (t) => {
+test("a run-now that fails ends runAndWait with an exception and the opened SSE stream with an error event", async (t) => {
   const emu = await emulator(t);
   const api = jobsFor(t, CONFIG, patEnv(emu));
   emu.injectFault({ path: API.runNow, status: 500, message: "upstream-detail" });
@@ -156,9 +156,20 @@ test("a run-now that fails ends runAndWait with an exception and the SSE route w
 
   const { base } = await routes(t, { ...CONFIG, env: patEnv(emu) });
   emu.injectFault({ path: API.runNow, status: 503, retryAfter: 0, times: 3 });
-  const res = await fetch(`${base}/api/jobs/etl/run?stream=true`, { method: "POST" });
-  assert.equal(res.status, 503);
-  assert.deepEqual(await res.json(), { error: "Service Unavailable", plugin: "jobs" });
+  // The stream opens before run-now is sent, so a failure after our retries is an event: a
+  // client that retries on an HTTP error status would send a write of its own.
+  const sse = await openSse(`${base}/api/jobs/etl/run?stream=true`, { method: "POST" });
+  assert.equal(sse.res.status, 200);
+  await sse.done;
+  assert.equal(sse.cut(), false, "an error ends the stream cleanly");
+  const [opening, failure, ...rest] = sse.events();
+  assert.equal(opening.data.accepted, "run");
+  assert.equal(failure.event, "error");
+  assert.equal(failure.id, opening.id);
+  assert.deepEqual(failure.data, { error: "Failed to trigger job run: Service Unavailable", code: "TEMPORARILY_UNAVAILABLE" });
+  assert.deepEqual(rest, []);
+  assert.equal(at(emu, API.runNow).length, 1 + 3, "our retries, each with the stream's token");
+  assert.equal(new Set(at(emu, API.runNow).slice(1).map((r) => r.body.idempotency_token)).size, 1);
   assert.equal(emu.runCount(), 0);
 });
 
@@ -238,7 +249,7 @@ test("SSE: a client that leaves during a poll retry stops the poll", { timeout: 
   await assertQuietAfter(emu, API.getRun);
 });
 
-test("abortActiveOperations ends every stream and iterator, and nothing is polled after", { timeout: 20_000 }, async (t) => {
+test("abortActiveOperations cuts every stream, ends every iterator with SHUTTING_DOWN, and nothing is polled after", { timeout: 20_000 }, async (t) => {
   const emu = await emulator(t);
   const { base, plugin } = await routes(t, { ...CONFIG, env: patEnv(emu) });
   const streams = [];
@@ -249,18 +260,22 @@ test("abortActiveOperations ends every stream and iterator, and nothing is polle
   const etl = plugin.exports()("etl");
   const its = [etl.runAndWait()[Symbol.asyncIterator](), etl.watchRun(started.runId)[Symbol.asyncIterator]()];
   for (const it of its) assert.equal((await it.next()).done, false);
-  await until(() => streams.every((s) => s.events().length >= 1), 5_000, "a first event on every stream");
+  await until(() => streams.every((s) => runEvents(s.events()).length >= 1), 5_000, "a first update on every stream");
   emu.injectFault({ path: API.getRun, status: 503, retryAfter: 1, times: 1_000 });
   await until(() => at(emu, API.getRun).some((r) => r.fault), 5_000, "a faulted poll");
-  const pending = its.map((it) => it.next());
+  const pending = Promise.allSettled(its.map((it) => it.next()));
 
   plugin.abortActiveOperations();
 
-  await Promise.all(streams.map((s) => s.done)); // every response ended by the server
-  assert.deepEqual(await Promise.all(pending), [
-    { done: true, value: undefined },
-    { done: true, value: undefined },
-  ]);
+  await Promise.all(streams.map((s) => s.done));
+  // Cut, not ended: an SSE client takes a clean end for "done", a cut makes it reconnect.
+  assert.deepEqual(streams.map((s) => s.cut()), [true, true, true, true]);
+  for (const result of await pending) {
+    assert.equal(result.status, "rejected");
+    assert.equal(result.reason.code, "SHUTTING_DOWN");
+    assert.equal(result.reason.statusCode, 503);
+  }
+  for (const it of its) assert.deepEqual(await it.next(), { done: true, value: undefined });
   assert.equal(plugin.activeStreamCount(), 0);
   await assertQuietAfter(emu, API.getRun);
   // The routes still serve new streams afterwards.

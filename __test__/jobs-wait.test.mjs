@@ -221,9 +221,9 @@ test("an already aborted signal starts nothing", async (t) => {
   assert.deepEqual(emu.requests(), []);
 });
 
-test("return() while params are still being validated: the watch that starts after is cancelled and nothing is left registered", async (t) => {
+test("return() while params are still being validated sends no run-now, and nothing is left registered", async (t) => {
   const { createJobsRuntime } = await import("appkit-jobs");
-  const emu = await emulator(t, { timeScale: 200, timeScale: 0 });
+  const emu = await emulator(t, { timeScale: 0 });
   let release;
   const validated = new Promise((r) => (release = r));
   // A Standard Schema whose validation finishes only when the test says.
@@ -233,16 +233,35 @@ test("return() while params are still being validated: the watch that starts aft
   const updates = rt.exports("etl").runAndWait({});
   const pending = updates.next();
   await new Promise((r) => setImmediate(r));
-  assert.equal(rt._watches.size, 1); // registered while starting
+  assert.equal(rt._watches.size, 1); // registered while validating, so that close() reaches it
   await updates.return();
   assert.deepEqual(await pending, { done: true, value: undefined });
-  release();
-  for (let i = 0; i < 100 && rt._watches.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
   assert.equal(rt._watches.size, 0);
-  // The native watch was cancelled as soon as it started: it never joins a poll.
-  await new Promise((r) => setTimeout(r, 100));
-  assert.deepEqual(requestsTo(emu, "/runs/get"), []);
+  release();
+  await validated;
+  // Validation has finished: nothing is sent, now or later.
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual(requestsTo(emu, "/run-now"), [], "no run-now after return()");
+  assert.equal(emu.runCount(), 0);
+  assert.equal(rt._watches.size, 0);
   assert.deepEqual(await updates.next(), { done: true, value: undefined });
+
+  // The same for an abort and for repairAndWait.
+  const ac = new AbortController();
+  let releaseAgain;
+  const again = new Promise((r) => (releaseAgain = r));
+  slow["~standard"].validate = async (value) => (await again, { value });
+  const aborted = rt.exports("etl").runAndWait({}, ac.signal).next();
+  const repair = rt.exports("etl").repairAndWait(12345, { rerunAllFailedTasks: true, params: {} });
+  const repairPending = repair.next();
+  await new Promise((r) => setImmediate(r));
+  ac.abort();
+  await repair.return();
+  releaseAgain();
+  assert.deepEqual(await aborted, { done: true, value: undefined });
+  assert.deepEqual(await repairPending, { done: true, value: undefined });
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual(emu.requests().filter((r) => r.path.startsWith("/api/")), [], "nothing reached the workspace");
 });
 
 test("waits sharing one AbortSignal: one listener on it, abort ends them all, none left after", async (t) => {

@@ -161,7 +161,10 @@ test("repair route: JSON { repairId }, SSE to the new end, resume without a seco
 
   res = await post(`/train/runs/${runId}/repair?stream=true`, { rerunTasks: ["report"] });
   assert.equal(res.headers.get("content-type"), "text/event-stream; charset=utf-8");
-  const events = sseEvents(await res.text());
+  const [opening, ...events] = sseEvents(await res.text());
+  // Opened before the repair is sent; its id names the repair it comes after.
+  assert.equal(opening.id, `repair:${runId}:${repairId}`);
+  assert.deepEqual({ ...opening.data, timestamp: 0 }, { status: null, timestamp: 0, run: null, accepted: "repair" });
   assert.ok(events.length >= 2);
   assert.deepEqual(events.map((e) => e.id), events.map((_, i) => `${runId}:${i + 1}`));
   assert.notEqual(events[0].data.status, "TERMINATED");

@@ -151,7 +151,7 @@ test("node:http: routes under /api/jobs, fallback for the rest, SSE, close()", a
     const events = sseEvents(await stream.text());
     assert.ok(isTerminalRun(events.at(-1).data.run));
 
-    // close() ends open streams (the run goes on).
+    // close() cuts open streams, so that their clients reconnect (the run goes on).
     const slow = await fetch(`${base}/api/jobs/slow/run`, { method: "POST" });
     const slowId = (await slow.json()).runId;
     emu.setRunState(slowId, "RUNNING");
@@ -159,7 +159,9 @@ test("node:http: routes under /api/jobs, fallback for the rest, SSE, close()", a
     const reader = open.body.getReader();
     assert.equal((await reader.read()).done, false);
     handler.close();
-    while (!(await reader.read()).done);
+    await assert.rejects(async () => {
+      while (!(await reader.read()).done);
+    });
     await until(() => handler.plugin.activeStreamCount() === 0);
     assert.equal(emu.getRun(slowId).state.life_cycle_state, "RUNNING");
     emu.setRunState(slowId, "SUCCESS");

@@ -49,13 +49,13 @@ export declare class BindingEmulator {
  */
 export declare class BindingEventStream {
   /**
-   * The next chunk: `{ text, status?, error? }` (the run's state of an update event, the
-   * code of an error event), or `null` at the end.
+   * The next chunk: `{ text, status?, error?, last, runId? }` (the run's state of an update
+   * event, the code of an error event), or `null` at the end.
    */
   next(): Promise<BindingFrame | null>
   cancel(): void
-  /** The run this stream follows. */
-  get runId(): number
+  /** The run this stream follows as decimal text, or `null` while a run-now's is not known. */
+  get runId(): string | null
 }
 
 /** The jobs service of one plugin instance. */
@@ -269,6 +269,13 @@ export interface BindingFrame {
   text: string
   status?: string
   error?: string
+  /**
+   * The stream's last frame (a terminal state or an error): only then may the response end
+   * cleanly; a stream that stops without one was cut short, and so is its connection.
+   */
+  last: boolean
+  /** The run followed, as decimal text, on the stream's first update. */
+  runId?: string
 }
 
 export interface BindingJobParameter {

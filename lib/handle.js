@@ -103,23 +103,18 @@ function createHandle(rt, key, token, callerId) {
       return traced("runNow", () => native.runNow(key, tok, paramsJson(key, value)));
     },
     runAndWait(params, signal) {
-      return rt._updates(async (id) => {
-        const value = await rt.prepareParams(key, params);
-        if (signal?.aborted) return false; // aborted while validating: start nothing
-        // One native watch that triggers the run on its first next(), then follows it: an
-        // abort while run-now is in flight (or waiting to retry) drops it, nothing more is sent.
-        // Our own errors (validation, missing id, configuration) keep their message; an
-        // upstream failure reads "Failed to trigger job run: <status text>".
-        native.startAndWatch(id, key, tok, paramsJson(key, value));
-        return true;
+      return rt._updates(async () => {
+        const json = paramsJson(key, await rt.prepareParams(key, params));
+        // One native watch that triggers the run, then follows it: an abort while run-now is
+        // in flight (or waiting to retry) drops it, nothing more is sent. Our own errors
+        // (validation, missing id, configuration) keep their message; an upstream failure
+        // reads "Failed to trigger job run: <status text>".
+        return (id) => native.startAndWatch(id, key, tok, json);
       }, signal, { operation: "runAndWait", attributes });
     },
     watchRun(runId, signal) {
       const id = idArg(runId);
-      return rt._updates(async (watchId) => {
-        native.watch(watchId, key, tok, id);
-        return true;
-      }, signal, { operation: "watchRun", attributes });
+      return rt._updates(async () => (watchId) => native.watch(watchId, key, tok, id), signal, { operation: "watchRun", attributes });
     },
     async repairRun(runId, options) {
       const json = await repairOptionsJson(rt, key, options);
@@ -127,12 +122,10 @@ function createHandle(rt, key, token, callerId) {
     },
     repairAndWait(runId, options, signal) {
       const id = idArg(runId);
-      return rt._updates(async (watchId) => {
+      return rt._updates(async () => {
         const json = await repairOptionsJson(rt, key, options);
-        if (signal?.aborted) return false; // aborted while validating: repair nothing
         // As runAndWait: an abort while the repair is in flight drops it, nothing more is sent.
-        native.startRepairAndWatch(watchId, key, tok, id, json);
-        return true;
+        return (watchId) => native.startRepairAndWatch(watchId, key, tok, id, json);
       }, signal, { operation: "repairAndWait", attributes });
     },
     async lastRun() {

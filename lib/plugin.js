@@ -217,7 +217,11 @@ class JobsPlugin {
     });
   }
 
-  /** Ends every open stream and its watcher. Runs are not cancelled. */
+  /**
+   * A shutdown: every open stream whose run has not ended is cut (its connection destroyed, so
+   * that its client reconnects elsewhere and resumes), and every programmatic wait ends with a
+   * SHUTTING_DOWN error. Runs are not cancelled.
+   */
   abortActiveOperations() {
     if (this._native) this._native.abortAll();
     for (const stream of this._streams) stream.cancel();
@@ -290,7 +294,8 @@ class JobsPlugin {
     // A stream follows a run: one span for the whole wait, as for runAndWait/watchRun.
     const resumed = headers["last-event-id"] !== undefined || route?.name === "run-stream";
     const operation = resumed ? "watchRun" : route?.name === "repair-run" ? "repairAndWait" : "runAndWait";
-    const wait = telemetry.wait(operation, { ...attributes, "jobs.run_id": String(stream.runId) });
+    const runId = stream.runId;
+    const wait = telemetry.wait(operation, runId == null ? attributes : { ...attributes, "jobs.run_id": runId });
     return this._pipeStream(stream, res, response.headers, wait);
   }
 
@@ -336,9 +341,16 @@ class JobsPlugin {
     }
   }
 
+  /**
+   * Writes the stream's frames to `res`. The response ends cleanly only after the stream's last
+   * frame (a terminal state or an error event): a stream stopped before (a shutdown) has its
+   * connection destroyed instead, because an SSE client takes a clean end for "done", while a
+   * cut makes it reconnect, to another instance, and resume where it was.
+   */
   async _pipeStream(stream, res, headers, wait) {
     this._streams.add(stream);
     let closed = false;
+    let complete = false;
     const onClose = () => {
       closed = true;
       stream.cancel();
@@ -351,8 +363,12 @@ class JobsPlugin {
       for (;;) {
         const frame = await stream.next();
         if (frame == null || closed) break;
-        if (wait && frame.status != null) wait.update(frame.status);
-        if (wait && frame.error != null) wait.end({ code: frame.error, message: frame.error });
+        if (wait) {
+          if (frame.runId != null) wait.runId(frame.runId);
+          if (frame.status != null) wait.update(frame.status);
+          if (frame.error != null) wait.end({ code: frame.error, message: frame.error });
+        }
+        if (frame.last) complete = true;
         if (!res.write(frame.text)) {
           await new Promise((resolve) => {
             const done = () => {
@@ -370,7 +386,11 @@ class JobsPlugin {
       stream.cancel();
       this._streams.delete(stream);
       res.off("close", onClose);
-      if (!res.writableEnded) res.end();
+      if (complete) {
+        if (!res.writableEnded) res.end();
+      } else if (!res.destroyed) {
+        res.destroy();
+      }
     }
   }
 }

@@ -11,7 +11,7 @@
  *   rt.handle(key, token?)      a JobHandle (token: a user's access token; none = service principal)
  *   rt.tokenFromRequest(req)    the user's x-forwarded-access-token (see tokenFromRequest)
  *   rt.prepareParams(key, params)  params validated by the job's JS schema (Zod), if any
- *   rt.close()           ends every watch started through this runtime
+ *   rt.close()           ends every wait started through this runtime with a SHUTTING_DOWN error
  */
 const { JobsError, errorFromOutcome } = require("./errors.js");
 const { native } = require("./native.js");
@@ -131,10 +131,8 @@ class JobsRuntime {
     // wakes `_dispatch` once per batch (no promise, no threadsafe function per update).
     this._watches = new Map();
     this._lastWatchId = 0;
-    // next() calls waiting across all watches, and a ref'd timer while there are any: a
-    // pending next() keeps Node alive, as a pending native promise would.
+    // next() calls waiting across all watches (see `_hold`).
     this._waiting = 0;
-    this._keepAlive = null;
     this.native.deliverTo(wakeFor(new WeakRef(this)));
     this._warnedDevFallback = false;
     const select = (jobKey) => {
@@ -194,9 +192,9 @@ class JobsRuntime {
     return handle;
   }
 
-  /** Updates of a run of `key`: `start(id)` starts native watch `id` and resolves to true, or to false when it started nothing. */
-  _updates(start, signal, traceAs) {
-    return new RunUpdates(this, start, signal, traceAs);
+  /** Updates of a run: `prepare()` resolves to `launch(id)`, which starts native watch `id` (see RunUpdates). */
+  _updates(prepare, signal, traceAs) {
+    return new RunUpdates(this, prepare, signal, traceAs);
   }
 
   _dispatch() {
@@ -213,19 +211,49 @@ class JobsRuntime {
     this._watches.delete(id);
   }
 
+  /** A next() starts waiting: see `awaited`. */
   _hold() {
-    if (this._waiting++ === 0) this._keepAlive = setInterval(noop, 1 << 30);
+    if (this._waiting++ === 0) awaitedAdd(this);
   }
 
+  /** A next() settled. */
   _release() {
-    if (--this._waiting === 0) {
-      clearInterval(this._keepAlive);
-      this._keepAlive = null;
-    }
+    if (--this._waiting === 0) awaitedDelete(this);
   }
 
+  /** Ends every wait started through this runtime with a SHUTTING_DOWN error (runs go on). */
   close() {
-    for (const updates of [...this._watches.values()]) updates.return();
+    const waits = [...this._watches.values()];
+    if (waits.length === 0) return;
+    const error = new JobsError("The jobs plugin is shutting down: the wait ended before its run did", {
+      code: "SHUTTING_DOWN",
+      statusCode: 503,
+    });
+    for (const updates of waits) updates._shutDown(error);
+  }
+}
+
+/**
+ * Runtimes with a next() waiting. A waiting caller is held only by its promise, whose resolver
+ * is held by the iterator, the iterator by its runtime, and the runtime by nothing but native
+ * handles that hold it weakly: without a strong root the whole cycle is collected mid-wait and
+ * the caller's await never settles. This set is that root, from a next() until it settles, and
+ * no longer (an iterator nobody reads is still let go). One ref'd timer while it is non-empty
+ * keeps Node alive, as a pending native promise would.
+ */
+const awaited = new Set();
+let keepAlive = null;
+
+function awaitedAdd(runtime) {
+  awaited.add(runtime);
+  keepAlive ??= setInterval(noop, 1 << 30);
+}
+
+function awaitedDelete(runtime) {
+  awaited.delete(runtime);
+  if (awaited.size === 0 && keepAlive !== null) {
+    clearInterval(keepAlive);
+    keepAlive = null;
   }
 }
 

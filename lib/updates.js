@@ -85,8 +85,11 @@ function offAbort(signal, updates) {
 }
 
 /**
- * The async iterator of runAndWait/watchRun (an AsyncGenerator look-alike). The first `next()`
- * starts the native watch; from then on its events (each update, then the end or an error)
+ * The async iterator of runAndWait/watchRun (an AsyncGenerator look-alike). `prepare()` does
+ * what must happen in JS before the native side may act (params validated by a JS schema) and
+ * resolves to `launch(id)`, which starts native watch `id` (or to null: nothing to start). The
+ * first `next()` prepares, then launches unless the iterator finished meanwhile: a `return()`
+ * or abort while params are validated sends nothing. From then on the native watch's from then on its events (each update, then the end or an error)
  * are pushed here in order and handed to `next()` calls, first come first served. Unlike a
  * native async generator, `return()` does not wait behind a pending `next()`: it cancels the
  * native watch and resolves every pending `next()` with `{ done: true }` at once. An aborted
@@ -95,15 +98,17 @@ function offAbort(signal, updates) {
  */
 class RunUpdates {
   #rt;
-  #start;
+  #prepare;
   #signal;
   #started = false;
   #done = false;
   /**
-   * The id of this iterator's native watch and of its registration in the runtime, while the
-   * watch goes on (started, neither ended nor cancelled); 0 otherwise.
+   * The id of this iterator's registration in the runtime and of its native watch, from the
+   * first next() until the watch ends or is cancelled; 0 otherwise.
    */
   #id = 0;
+  /** An error to reject the next next() with, once (the instance shut down between reads). */
+  #error = null;
   /** Events delivered before a next() asked for them. */
   #events = [];
   /** next() calls waiting for an event: `{ resolve, reject }`. */
@@ -114,9 +119,9 @@ class RunUpdates {
   #trace = null;
 
   /** `traceAs`: `{ operation, attributes }` naming the wait for telemetry. */
-  constructor(rt, start, signal, traceAs) {
+  constructor(rt, prepare, signal, traceAs) {
     this.#rt = rt;
-    this.#start = start;
+    this.#prepare = prepare;
     this.#signal = signal ?? undefined;
     // The wait's span belongs where runAndWait()/watchRun() was called, not where next() is.
     const parent = traceAs ? rt.telemetry.currentContext() : undefined;
@@ -135,6 +140,11 @@ class RunUpdates {
     if (this.#events.length > 0) {
       const event = this.#events.shift();
       return new Promise((resolve, reject) => this.#answer(event, resolve, reject));
+    }
+    if (this.#error !== null) {
+      const error = this.#error;
+      this.#error = null;
+      return Promise.reject(error);
     }
     if (this.#done) return Promise.resolve(DONE);
     return new Promise((resolve, reject) => {
@@ -157,6 +167,18 @@ class RunUpdates {
   /** The signal aborted. */
   _abort() {
     this.#finish();
+  }
+
+  /**
+   * The instance shuts down: a waiting next() rejects with `error`, or else the next one does;
+   * the iterator is done after that.
+   */
+  _shutDown(error) {
+    if (this.#done) return;
+    if (this.#waiters.length > 0) return this.#fail(error);
+    this.#trace?.wait?.end(error);
+    this.#finish();
+    this.#error = error;
   }
 
   /** An event of the native watch (from the runtime's dispatch). */
@@ -185,21 +207,18 @@ class RunUpdates {
   async #begin() {
     this.#started = true;
     if (this.#trace) this.#trace.wait = this.#rt.telemetry.wait(this.#trace.operation, this.#trace.attributes, this.#trace.parent);
-    // Registered first: the native watch delivers its events under this id.
-    const id = this.#rt._register(this);
-    let started;
+    // Registered while preparing already, so that the runtime's close() reaches it.
+    this.#id = this.#rt._register(this);
+    let launch;
     try {
-      started = await this.#start(id);
+      launch = await this.#prepare();
     } catch (error) {
-      this.#rt._unregister(id);
       return this.#fail(error);
     }
-    if (!started) {
-      this.#rt._unregister(id);
-      return this.#finish();
-    }
-    this.#id = id;
-    if (this.#done) this.#leave(true); // return()/abort came while starting
+    // return(), an abort or a shutdown came while preparing: nothing is sent.
+    if (this.#done) return;
+    if (launch == null) return this.#finish();
+    launch(this.#id);
   }
 
   /** Forgets the native watch, cancelling it first when it may still be going. */

@@ -183,6 +183,11 @@ pub struct BindingFrame {
     pub text: String,
     pub status: Option<String>,
     pub error: Option<String>,
+    /// The stream's last frame (a terminal state or an error): only then may the response end
+    /// cleanly; a stream that stops without one was cut short, and so is its connection.
+    pub last: bool,
+    /// The run followed, as decimal text, on the stream's first update.
+    pub run_id: Option<String>,
 }
 
 /// Framed SSE text: `next()` resolves to the next chunk (event, error event or heartbeat
@@ -196,8 +201,8 @@ pub struct BindingEventStream {
 
 #[napi]
 impl BindingEventStream {
-    /// The next chunk: `{ text, status?, error? }` (the run's state of an update event, the
-    /// code of an error event), or `null` at the end.
+    /// The next chunk: `{ text, status?, error?, last, runId? }` (the run's state of an update
+    /// event, the code of an error event), or `null` at the end.
     #[napi(catch_unwind)]
     pub async fn next(&self) -> Option<BindingFrame> {
         let inner = self.inner.clone();
@@ -206,6 +211,8 @@ impl BindingEventStream {
             text: f.text,
             status: f.status,
             error: f.error,
+            last: f.last,
+            run_id: f.run_id.map(|id| id.to_string()),
         })
     }
 
@@ -214,9 +221,9 @@ impl BindingEventStream {
         self.cancel.cancel();
     }
 
-    /// The run this stream follows.
+    /// The run this stream follows as decimal text, or `null` while a run-now's is not known.
     #[napi(getter)]
-    pub fn run_id(&self) -> i64 {
-        self.run_id
+    pub fn run_id(&self) -> Option<String> {
+        (self.run_id > 0).then(|| self.run_id.to_string())
     }
 }

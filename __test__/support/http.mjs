@@ -55,6 +55,11 @@ export function sseEvents(text) {
   return events;
 }
 
+/** The events that follow a run (updates and errors): the opening event of a stream left out. */
+export function runEvents(events) {
+  return events.filter((e) => e.data?.accepted === undefined);
+}
+
 /**
  * Opens an SSE response and reads it incrementally: `events()` are those seen so far,
  * `done` resolves to the full text when the server ends the response (or the reader is aborted).
@@ -63,17 +68,20 @@ export async function openSse(url, init = {}) {
   const controller = new AbortController();
   const res = await fetch(url, { ...init, signal: controller.signal });
   let text = "";
+  let cut = false;
   const decoder = new TextDecoder();
   const done = (async () => {
     try {
       for await (const chunk of res.body) text += decoder.decode(chunk, { stream: true });
     } catch {
-      // aborted by the test
+      cut = true; // aborted by the test, or the connection was cut
     }
     return text;
   })();
   return {
     res,
+    /** Whether the response stopped without a clean end (after `done`). */
+    cut: () => cut,
     events: () => sseEvents(text),
     text: () => text,
     done,
@@ -83,9 +91,10 @@ export async function openSse(url, init = {}) {
 
 /**
  * A TCP proxy to `port` on 127.0.0.1 that, once, cuts the first connection whose response
- * has carried an SSE event (`event: message`). `cuts` counts the connections it cut.
+ * has carried `after` SSE events (`event: message`, default 1). `cuts` counts the connections
+ * it cut.
  */
-export async function startCuttingProxy(port) {
+export async function startCuttingProxy(port, { after = 1 } = {}) {
   const sockets = new Set();
   const state = { cuts: 0, armed: true };
   const server = net.createServer((client) => {
@@ -102,7 +111,7 @@ export async function startCuttingProxy(port) {
       if (!client.destroyed) client.write(chunk);
       if (!state.armed) return;
       seen += chunk.toString("latin1");
-      if (seen.includes("event: message")) {
+      if (seen.split("event: message").length > after) {
         state.armed = false;
         state.cuts++;
         // Let the event reach the client first, then drop both sides.

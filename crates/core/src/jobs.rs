@@ -97,9 +97,38 @@ pub fn clamp_limit(limit: Option<i64>) -> usize {
     limit.unwrap_or(DEFAULT_LIST_LIMIT).clamp(1, MAX_LIST_LIMIT) as usize
 }
 
-/// A fresh run-now idempotency token: a UUID v4 (36 characters, within the API's 64).
-pub fn idempotency_token() -> String {
-    uuid::Uuid::new_v4().to_string()
+/// A fresh run-now idempotency token for `job_id`: `<jobId>-<UUID v4>` (at most 56 characters,
+/// within the API's 64). The job id in front binds a token to its job: a stream resumed by its
+/// token (see `routes.rs`) may only re-send run-now for the job the token names.
+pub fn idempotency_token(job_id: i64) -> String {
+    format!("{job_id}-{}", uuid::Uuid::new_v4())
+}
+
+/// The job a token of [`idempotency_token`] names, or `None` when `token` is not one.
+pub fn token_job_id(token: &str) -> Option<i64> {
+    let (job, uuid) = token.split_once('-')?;
+    let job_id = crate::ids::parse(job)?;
+    (uuid.len() == 36 && uuid::Uuid::try_parse(uuid).is_ok()).then_some(job_id)
+}
+
+/// A run-now request that passed every check and is ready to send: its body carries the
+/// idempotency token, so sending it again (a retry, a resumed stream) starts no second run.
+#[derive(Debug, Clone)]
+pub struct PreparedRun {
+    job_id: i64,
+    token: String,
+    body: Value,
+}
+
+impl PreparedRun {
+    /// The idempotency token the request carries.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn job_id(&self) -> i64 {
+        self.job_id
+    }
 }
 
 impl Jobs {
@@ -232,6 +261,20 @@ impl Jobs {
 
     /// Validates and maps `params`, then triggers the job: `{ run_id, number_in_job }`.
     pub async fn run_now(&self, key: &str, id: &Identity, params: Option<Value>) -> Result<Value> {
+        let prepared = self.prepare_run(key, id, params, None).await?;
+        self.send_run(id, &prepared).await
+    }
+
+    /// Everything a run-now does before the write: params validated and mapped, checked against
+    /// the job's own definition (a read) where they come from it, and the idempotency token
+    /// (`token`, or a fresh one) added. Nothing is sent to run-now yet.
+    pub async fn prepare_run(
+        &self,
+        key: &str,
+        id: &Identity,
+        params: Option<Value>,
+        token: Option<String>,
+    ) -> Result<PreparedRun> {
         let entry = self.registry.get(key)?;
         let mut body = params::build_run_now_request(entry, params.as_ref())?;
         // Boxed: the definition's read (jobs/get through the cache) is a large future, and inline
@@ -240,20 +283,27 @@ impl Jobs {
             params::check_defined(key, params.as_ref(), &defined)?;
         }
         let job_id = entry.job_id()?;
+        let token = token.unwrap_or_else(|| idempotency_token(job_id));
         if let Value::Object(map) = &mut body {
-            // One token for the whole logical call: every retry below carries the same one.
-            map.insert(
-                "idempotency_token".into(),
-                Value::String(idempotency_token()),
-            );
+            map.insert("idempotency_token".into(), Value::String(token.clone()));
         }
+        Ok(PreparedRun {
+            job_id,
+            token,
+            body,
+        })
+    }
+
+    /// Sends a prepared run-now under the write tier: every retry carries the same token, so
+    /// at most one run starts for it, however often it is sent.
+    pub async fn send_run(&self, id: &Identity, prepared: &PreparedRun) -> Result<Value> {
         let started = self
             .call("runNow", None, &self.settings.write, || {
-                self.client.run_now(id, &body)
+                self.client.run_now(id, &prepared.body)
             })
             .await;
         // Even a failed (e.g. timed out) attempt may have started a run: drop stale lists.
-        self.cache.invalidate_job(job_id);
+        self.cache.invalidate_job(prepared.job_id);
         started
     }
 
@@ -608,10 +658,28 @@ impl Jobs {
         id: &Identity,
         params: Option<Value>,
     ) -> Result<RunWatch> {
-        let started = self.run_now(key, id, params).await?;
+        let prepared = self.prepare_run(key, id, params, None).await?;
+        self.send_and_watch(key, id, &prepared, false).await
+    }
+
+    /// Sends a prepared run-now, then follows the run it names. A run reached through a token
+    /// that did not come from this call (`replayed`: a resumed stream) passes the ownership
+    /// check of `watch_run`; a fresh token's run is this job's by construction.
+    /// Must be called within a Tokio runtime.
+    pub async fn send_and_watch(
+        &self,
+        key: &str,
+        id: &Identity,
+        prepared: &PreparedRun,
+        replayed: bool,
+    ) -> Result<RunWatch> {
+        let started = self.send_run(id, prepared).await?;
         let run_id = run::run_id(&started).ok_or_else(|| {
             JobsError::InvalidResponse("run-now answered without a run_id".into())
         })?;
+        if replayed {
+            return self.watch_run(key, id, run_id).await;
+        }
         self.watch_started_run(key, id, run_id)
     }
 
@@ -640,8 +708,21 @@ mod tests {
         assert_eq!(clamp_limit(Some(-5)), 1);
         assert_eq!(clamp_limit(Some(55)), 55);
         assert_eq!(clamp_limit(Some(1000)), 100);
-        let a = idempotency_token();
+        let a = idempotency_token(i64::MAX);
         assert!(a.len() <= 64);
-        assert_ne!(a, idempotency_token());
+        assert_ne!(a, idempotency_token(i64::MAX));
+        assert_eq!(token_job_id(&a), Some(i64::MAX));
+        assert_eq!(token_job_id(&idempotency_token(1001)), Some(1001));
+        for bad in [
+            "",
+            "1001",
+            "1001-",
+            "0-5b1f3c9e-8a2d-4c6b-9e7f-1a2b3c4d5e6f",
+            "x-5b1f3c9e-8a2d-4c6b-9e7f-1a2b3c4d5e6f",
+            "1001-5b1f3c9e8a2d4c6b9e7f1a2b3c4d5e6f",
+            "1001-5b1f3c9e-8a2d-4c6b-9e7f-1a2b3c4d5e6g",
+        ] {
+            assert_eq!(token_job_id(bad), None, "{bad:?}");
+        }
     }
 }

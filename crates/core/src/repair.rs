@@ -133,6 +133,38 @@ pub fn build_repair_request(
     Ok(Value::Object(body))
 }
 
+/// A repair that passed every check and is ready to send: the run (its job checked) was read
+/// with its history, and the body names the latest repair found there.
+#[derive(Debug, Clone)]
+pub struct PreparedRepair {
+    run_id: i64,
+    body: Value,
+    /// The latest repair of the run when it was read (`None`: never repaired). A repair that
+    /// appears after it is the one this request made.
+    latest: Option<i64>,
+}
+
+impl PreparedRepair {
+    pub fn run_id(&self) -> i64 {
+        self.run_id
+    }
+
+    /// The latest repair of the run before this one (`None`: never repaired).
+    pub fn latest(&self) -> Option<i64> {
+        self.latest
+    }
+}
+
+/// What a resumed repair stream finds (see [`Jobs::resume_repair`]).
+#[derive(Debug)]
+pub enum RepairResume {
+    /// The run shows a repair newer than the one the stream started after: it is this request's.
+    Made(i64),
+    /// No newer repair yet: the request is sent (again), naming the same latest repair, so that
+    /// the API refuses it if the first one went through after all.
+    Send(PreparedRepair),
+}
+
 impl Jobs {
     /// Repairs a run of the job: `{ repair_id }`. The run is read first (with its history):
     /// another job's run is `NotFound` and nothing is sent. See the module docs for retries.
@@ -143,33 +175,91 @@ impl Jobs {
         run_id: i64,
         options: RepairOptions,
     ) -> Result<Value> {
+        let prepared = self.prepare_repair(key, id, run_id, &options, None).await?;
+        let repair_id = self.send_repair(key, id, &prepared, false).await?;
+        Ok(serde_json::json!({ "repair_id": repair_id }))
+    }
+
+    /// Everything a repair does before the write: options checked, params checked against the
+    /// job's own definition where they come from it, and the run read fresh with its history
+    /// (ownership, and the latest repair to name). `after`: name this latest repair instead of
+    /// the one read (a resumed request that must not overtake a repair made since).
+    pub async fn prepare_repair(
+        &self,
+        key: &str,
+        id: &Identity,
+        run_id: i64,
+        options: &RepairOptions,
+        after: Option<Option<i64>>,
+    ) -> Result<PreparedRepair> {
         let entry = self.registry().get(key)?;
-        let mut body = build_repair_request(entry, run_id, &options)?;
+        let mut body = build_repair_request(entry, run_id, options)?;
         if let Some(defined) = Box::pin(self.defined_parameters(key, id)).await? {
             params::check_defined(key, options.params.as_ref(), &defined)?;
         }
-        let run = self.run_with_history(key, id, run_id).await?;
-        let latest = latest_repair_id(&run);
+        let latest = match after {
+            Some(latest) => latest,
+            None => latest_repair_id(&self.run_with_history(key, id, run_id).await?),
+        };
         if let (Some(latest), Value::Object(map)) = (latest, &mut body) {
             map.insert("latest_repair_id".into(), Value::from(latest));
         }
+        Ok(PreparedRepair {
+            run_id,
+            body,
+            latest,
+        })
+    }
+
+    /// A repair stream resumed after `after` (the latest repair when it began; `None`: the run
+    /// had none): the run is read with its history (ownership checked). A newer repair there is
+    /// the one the stream asked for; otherwise the request is prepared to be sent again.
+    pub async fn resume_repair(
+        &self,
+        key: &str,
+        id: &Identity,
+        run_id: i64,
+        options: &RepairOptions,
+        after: Option<i64>,
+    ) -> Result<RepairResume> {
+        let run = self.run_with_history(key, id, run_id).await?;
+        match latest_repair_id(&run) {
+            Some(newer) if Some(newer) != after => Ok(RepairResume::Made(newer)),
+            _ => Ok(RepairResume::Send(
+                self.prepare_repair(key, id, run_id, options, Some(after))
+                    .await?,
+            )),
+        }
+    }
+
+    /// Sends a prepared repair under the write tier: its id. `sent_before`: the same request may
+    /// have gone through already (a resumed stream), so a refusal is checked against the
+    /// history as a refused retry is.
+    pub async fn send_repair(
+        &self,
+        key: &str,
+        id: &Identity,
+        prepared: &PreparedRepair,
+        sent_before: bool,
+    ) -> Result<i64> {
+        let run_id = prepared.run_id;
         let mut attempts = 0u32;
         let result = self
             .call("repairRun", Some(run_id), &self.settings().write, || {
                 attempts += 1;
-                self.client().repair_run(id, &body)
+                self.client().repair_run(id, &prepared.body)
             })
             .await;
         let result = match result {
-            // Refused on a retry: did an earlier attempt go through?
-            Err(JobsError::Api { status: 400, .. }) if attempts > 1 => {
+            // Refused after an attempt that may have gone through: did it?
+            Err(JobsError::Api { status: 400, .. }) if attempts > 1 || sent_before => {
                 match self
                     .history(id, run_id)
                     .await
                     .as_ref()
                     .map(latest_repair_id)
                 {
-                    Ok(Some(newer)) if Some(newer) != latest => {
+                    Ok(Some(newer)) if Some(newer) != prepared.latest => {
                         Ok(serde_json::json!({ "repair_id": newer }))
                     }
                     _ => result,
@@ -178,7 +268,12 @@ impl Jobs {
             other => other,
         };
         self.invalidate_job_cache(key);
-        result
+        result?
+            .get("repair_id")
+            .and_then(crate::ids::from_json)
+            .ok_or_else(|| {
+                JobsError::InvalidResponse("runs/repair answered without a repair_id".into())
+            })
     }
 
     /// Repairs the run (as `repair_run`), then follows it from the repair to its new end,
@@ -191,15 +286,25 @@ impl Jobs {
         run_id: i64,
         options: RepairOptions,
     ) -> Result<(i64, RunWatch)> {
-        let repaired = self.repair_run(key, id, run_id, options).await?;
-        let repair_id = repaired
-            .get("repair_id")
-            .and_then(crate::ids::from_json)
-            .ok_or_else(|| {
-                JobsError::InvalidResponse("runs/repair answered without a repair_id".into())
-            })?;
+        let prepared = self.prepare_repair(key, id, run_id, &options, None).await?;
+        let repair_id = self.send_repair(key, id, &prepared, false).await?;
+        Ok((
+            repair_id,
+            self.watch_repair(key, id, run_id, repair_id).await?,
+        ))
+    }
+
+    /// Follows a run from repair `repair_id` on: waits until the run shows it (see `settle`),
+    /// then joins the shared poll. Must be called within a Tokio runtime.
+    pub async fn watch_repair(
+        &self,
+        key: &str,
+        id: &Identity,
+        run_id: i64,
+        repair_id: i64,
+    ) -> Result<RunWatch> {
         self.settle(id, run_id, repair_id).await;
-        Ok((repair_id, self.watch_started_run(key, id, run_id)?))
+        self.watch_started_run(key, id, run_id)
     }
 
     /// Waits (paced by the poll engine, at most [`SETTLE_LIMIT`]) until the run shows the

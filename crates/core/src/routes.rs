@@ -5,25 +5,42 @@
 //! Every route runs as the service principal. Error bodies are `{ error, plugin: "jobs" }`
 //! and carry only our own messages or the generic HTTP status text of an upstream failure.
 //!
-//! SSE event ids are `<runId>:<seq>`. A reconnect that repeats `POST /:jobKey/run?stream=true`
-//! with `Last-Event-ID` re-attaches to that run (after checking it belongs to the job) and
-//! never starts a second run; `seq` keeps counting from the id the client last saw.
+//! Streams and their resume ids ([`ResumeId`], sent as SSE event ids):
+//! - Our own checks answer with an HTTP status before a stream opens: the request, the job,
+//!   the params, another job's run (404), and the reads a write needs first (the job's
+//!   definition, a repair's run history).
+//! - A run or repair stream then opens *before* its write is sent, with an opening data event
+//!   `{status: null, timestamp, run: null, accepted: "run" | "repair"}` whose id says how to get
+//!   back to the same run: `start:<idempotency token>` (a reconnect re-sends run-now with that
+//!   token, and the workspace answers with the run it already started) or
+//!   `repair:<runId>:<latest repair before, 0 for none>` (a reconnect finds the newer repair in
+//!   the run's history, or re-sends the repair naming the same latest one, which the API
+//!   refuses if the first went through). Neither needs state on the server, so a reconnect may
+//!   land on any replica.
+//! - Once the run is followed, ids are `<runId>:<seq>`; a reconnect with one re-attaches to the
+//!   run (its job checked) and `seq` keeps counting.
+//! - After the stream opened, every failure is an `event: error`, never an HTTP status, so a
+//!   client that retries on an HTTP error cannot send a second write.
+//! - A stream ends cleanly only after a terminal state or an error event. `abort_all` (a
+//!   shutdown) stops the others without an end (see [`Frame::last`]): the glue cuts their
+//!   connections, so that clients reconnect, to another instance, and resume.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Identity;
-use crate::error::JobsError;
+use crate::error::{JobsError, Result};
 use crate::ids;
-use crate::jobs::Jobs;
+use crate::jobs::{token_job_id, Jobs};
 use crate::poller::RunWatch;
-use crate::repair::RepairOptions;
+use crate::repair::{RepairOptions, RepairResume};
 use crate::run;
 
 /// The plugin name carried in every error body.
@@ -260,9 +277,9 @@ impl Router {
                     return invalid_run_id();
                 };
                 // An EventSource reconnect of this same URL sends Last-Event-ID: keep counting.
-                let after = match req.header("last-event-id").map(parse_event_id) {
-                    Some(Some((rid, seq))) if rid == run_id => seq,
-                    Some(Some(_)) | Some(None) => return invalid_last_event_id(),
+                let after = match last_event_id(&req).map(ResumeId::parse) {
+                    Some(Some(ResumeId::Run { run_id: rid, seq })) if rid == run_id => seq,
+                    Some(_) => return invalid_last_event_id(),
                     None => 0,
                 };
                 self.follow(key, run_id, after).await
@@ -274,13 +291,23 @@ impl Router {
         let sp = Identity::ServicePrincipal;
         let streaming = req.query.get("stream").is_some_and(|v| v == "true");
 
-        // A reconnect of a dropped stream: same POST, plus the id of the last event seen.
+        // A reconnect of a dropped stream: the same POST, plus the id of the last event seen.
+        let mut token = None;
         if streaming {
-            if let Some(last) = req.header("last-event-id").filter(|v| !v.trim().is_empty()) {
-                let Some((run_id, seq)) = parse_event_id(last) else {
-                    return invalid_last_event_id();
-                };
-                return self.follow(key, run_id, seq).await;
+            match last_event_id(req).map(ResumeId::parse) {
+                None => {}
+                Some(Some(ResumeId::Run { run_id, seq })) => {
+                    return self.follow(key, run_id, seq).await
+                }
+                Some(Some(ResumeId::Start { token: t })) => {
+                    // A token names its job: one of another job's never reaches run-now.
+                    match self.jobs.registry().get(key).and_then(|e| e.job_id()) {
+                        Ok(job_id) if token_job_id(&t) == Some(job_id) => token = Some(t),
+                        Ok(_) => return unknown_resume(key),
+                        Err(e) => return RouteResponse::from_error(&e),
+                    }
+                }
+                Some(_) => return invalid_last_event_id(),
             }
         }
 
@@ -302,12 +329,27 @@ impl Router {
                 Err(e) => RouteResponse::from_error(&e),
             };
         }
-        // Once the run exists every failure is an SSE error event, so that a client retrying
-        // on an HTTP error can never start a second run.
-        match self.jobs.start_and_watch(key, &sp, params).await {
-            Ok(watch) => self.stream(watch.run_id(), 0, watch),
-            Err(e) => RouteResponse::from_error(&e),
+        let replayed = token.is_some();
+        let prepared = match self.jobs.prepare_run(key, &sp, params, token).await {
+            Ok(p) => p,
+            Err(e) => return RouteResponse::from_error(&e),
+        };
+        let opening = Opening {
+            id: ResumeId::Start {
+                token: prepared.token().to_string(),
+            },
+            // A resumed client saw the opening event already.
+            accepted: (!replayed).then_some("run"),
+            describe: JobsError::trigger_message,
+        };
+        if replayed {
+            self.resumes.fetch_add(1, Ordering::Relaxed);
         }
+        let (jobs, key) = (self.jobs.clone(), key.to_string());
+        self.stream(
+            opening,
+            async move { jobs.send_and_watch(&key, &sp, &prepared, replayed).await }.boxed(),
+        )
     }
 
     /// An SSE stream of a run of `key` that already exists (ownership checked), its event
@@ -322,24 +364,36 @@ impl Router {
                 if after_seq > 0 {
                     self.resumes.fetch_add(1, Ordering::Relaxed);
                 }
-                self.stream(run_id, after_seq, watch)
+                let opening = Opening {
+                    id: ResumeId::Run {
+                        run_id,
+                        seq: after_seq,
+                    },
+                    accepted: None,
+                    describe: JobsError::public_message,
+                };
+                self.stream(opening, futures::future::ready(Ok(watch)).boxed())
             }
             Err(e) => RouteResponse::from_error(&e),
         }
     }
 
     /// `POST /:jobKey/runs/:runId/repair`: `{ repairId }`, or with `?stream=true` the run's
-    /// updates from the repair to its new end, framed and resumed as the run route's.
+    /// updates from the repair to its new end, opened, framed and resumed as the run route's.
     async fn repair(&self, key: &str, run_id: i64, req: &RouteRequest) -> RouteResponse {
         let sp = Identity::ServicePrincipal;
         let streaming = req.query.get("stream").is_some_and(|v| v == "true");
+        let mut resume = None;
         if streaming {
-            if let Some(last) = req.header("last-event-id").filter(|v| !v.trim().is_empty()) {
-                let seq = match parse_event_id(last) {
-                    Some((rid, seq)) if rid == run_id => seq,
-                    _ => return invalid_last_event_id(),
-                };
-                return self.follow(key, run_id, seq).await;
+            match last_event_id(req).map(ResumeId::parse) {
+                None => {}
+                Some(Some(ResumeId::Run { run_id: rid, seq })) if rid == run_id => {
+                    return self.follow(key, run_id, seq).await
+                }
+                Some(Some(ResumeId::Repair { run_id: rid, after })) if rid == run_id => {
+                    resume = Some(after)
+                }
+                Some(_) => return invalid_last_event_id(),
             }
         }
         let body = match json_body(&req.body) {
@@ -363,10 +417,61 @@ impl Router {
                 Err(e) => RouteResponse::from_error(&e),
             };
         }
-        match self.jobs.repair_and_watch(key, &sp, run_id, options).await {
-            Ok((_, watch)) => self.stream(run_id, 0, watch),
-            Err(e) => RouteResponse::from_error(&e),
-        }
+        let (jobs, owned_key) = (self.jobs.clone(), key.to_string());
+        let Some(after) = resume else {
+            let prepared = match self
+                .jobs
+                .prepare_repair(key, &sp, run_id, &options, None)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => return RouteResponse::from_error(&e),
+            };
+            let opening = Opening {
+                id: ResumeId::Repair {
+                    run_id,
+                    after: prepared.latest(),
+                },
+                accepted: Some("repair"),
+                describe: JobsError::public_message,
+            };
+            return self.stream(
+                opening,
+                async move {
+                    let repair = jobs.send_repair(&owned_key, &sp, &prepared, false).await?;
+                    jobs.watch_repair(&owned_key, &sp, run_id, repair).await
+                }
+                .boxed(),
+            );
+        };
+        // Resumed: follow the repair this stream asked for, sending it only if it is not there.
+        let found = match self
+            .jobs
+            .resume_repair(key, &sp, run_id, &options, after)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => return RouteResponse::from_error(&e),
+        };
+        self.resumes.fetch_add(1, Ordering::Relaxed);
+        let opening = Opening {
+            id: ResumeId::Repair { run_id, after },
+            accepted: None,
+            describe: JobsError::public_message,
+        };
+        self.stream(
+            opening,
+            async move {
+                let repair = match found {
+                    RepairResume::Made(repair) => repair,
+                    RepairResume::Send(prepared) => {
+                        jobs.send_repair(&owned_key, &sp, &prepared, true).await?
+                    }
+                };
+                jobs.watch_repair(&owned_key, &sp, run_id, repair).await
+            }
+            .boxed(),
+        )
     }
 
     /// The checks of the run route, before anything is sent upstream.
@@ -416,7 +521,13 @@ impl Router {
         Ok(Some(params))
     }
 
-    fn stream(&self, run_id: i64, after_seq: u64, watch: RunWatch) -> RouteResponse {
+    /// Opens a stream: the opening event (when `opening.accepted`), then the updates of the
+    /// run `start` follows once it has done its write, or its failure as an error event.
+    fn stream(
+        &self,
+        opening: Opening,
+        start: BoxFuture<'static, Result<RunWatch>>,
+    ) -> RouteResponse {
         let cancel = self
             .generation
             .lock()
@@ -424,19 +535,89 @@ impl Router {
             .child_token();
         let (tx, rx) = mpsc::channel(16);
         let producer = Producer {
-            run_id,
-            seq: after_seq,
+            id: opening.id.clone(),
+            describe: opening.describe,
             tx,
             cancel: cancel.clone(),
             _active: ActiveGuard::new(self.active.clone()),
         };
-        tokio::spawn(producer.run(watch));
+        let announce = opening
+            .accepted
+            .map(|kind| opening_frame(&opening.id, kind));
+        tokio::spawn(producer.run(announce, start));
         RouteResponse::Stream(EventStream {
             rx,
             heartbeat: self.options.heartbeat,
             cancel,
-            run_id,
+            run_id: opening.id.run_id(),
         })
+    }
+}
+
+/// How a stream begins: the id its events carry until the run is followed, the `accepted`
+/// value of its opening event (`None`: no opening event, e.g. on a resume), and the public
+/// text of a failure.
+struct Opening {
+    id: ResumeId,
+    accepted: Option<&'static str>,
+    describe: fn(&JobsError) -> String,
+}
+
+/// What a `Last-Event-ID` (an event id this router sent) names: where a reconnect resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeId {
+    /// `<runId>:<seq>`: a followed run, `seq` events seen.
+    Run { run_id: i64, seq: u64 },
+    /// `start:<token>`: a run-now sent, or about to be, with this idempotency token.
+    Start { token: String },
+    /// `repair:<runId>:<after>`: a repair of the run sent, or about to be, after the repair
+    /// `after` (0 in the text: none).
+    Repair { run_id: i64, after: Option<i64> },
+}
+
+impl ResumeId {
+    /// The id from its text; anything malformed is `None`.
+    pub fn parse(text: &str) -> Option<ResumeId> {
+        let text = text.trim();
+        if let Some(token) = text.strip_prefix("start:") {
+            token_job_id(token)?;
+            return Some(ResumeId::Start {
+                token: token.to_string(),
+            });
+        }
+        if let Some(rest) = text.strip_prefix("repair:") {
+            let (run, after) = rest.split_once(':')?;
+            let after = match after {
+                "0" => None,
+                other => Some(ids::parse(other)?),
+            };
+            return Some(ResumeId::Repair {
+                run_id: ids::parse(run)?,
+                after,
+            });
+        }
+        let (run_id, seq) = parse_event_id(text)?;
+        Some(ResumeId::Run { run_id, seq })
+    }
+
+    /// The run it names, 0 when not known yet (a run-now's token).
+    pub fn run_id(&self) -> i64 {
+        match self {
+            ResumeId::Run { run_id, .. } | ResumeId::Repair { run_id, .. } => *run_id,
+            ResumeId::Start { .. } => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for ResumeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResumeId::Run { run_id, seq } => write!(f, "{run_id}:{seq}"),
+            ResumeId::Start { token } => write!(f, "start:{token}"),
+            ResumeId::Repair { run_id, after } => {
+                write!(f, "repair:{run_id}:{}", after.unwrap_or(0))
+            }
+        }
     }
 }
 
@@ -496,42 +677,75 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// Turns a run watcher into SSE frames. Ends at a terminal state, on an error, when the
-/// stream is dropped or cancelled, or on `abort_all`; the watcher is dropped with it.
+/// Turns a stream's start (its write, then its watch) into SSE frames. Ends after a terminal
+/// state or an error event, when the stream is dropped or cancelled, or on `abort_all`; the
+/// watcher is dropped with it, and so is a write still in flight (a reconnect re-sends it
+/// under the same resume id).
 struct Producer {
-    run_id: i64,
-    seq: u64,
+    /// The id of the events sent so far: the opening id until the run is followed, then
+    /// `<runId>:<seq>`.
+    id: ResumeId,
+    describe: fn(&JobsError) -> String,
     tx: mpsc::Sender<Frame>,
     cancel: CancellationToken,
     _active: ActiveGuard,
 }
 
 impl Producer {
-    async fn run(mut self, watch: RunWatch) {
+    async fn run(mut self, announce: Option<Frame>, start: BoxFuture<'static, Result<RunWatch>>) {
         let cancel = self.cancel.clone();
         let tx = self.tx.clone();
         tokio::select! {
             _ = cancel.cancelled() => {}
             _ = tx.closed() => {}
-            _ = self.produce(watch) => {}
+            _ = self.produce(announce, start) => {}
         }
     }
 
-    async fn produce(&mut self, mut watch: RunWatch) {
+    async fn produce(
+        &mut self,
+        announce: Option<Frame>,
+        start: BoxFuture<'static, Result<RunWatch>>,
+    ) {
+        if let Some(frame) = announce {
+            if self.tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+        let mut watch = match start.await {
+            Ok(watch) => watch,
+            Err(e) => return self.send_error(&e).await,
+        };
+        // The start's own wording (e.g. "Failed to trigger job run") is for the start only.
+        self.describe = JobsError::public_message;
+        let run_id = watch.run_id();
+        let mut seq = match self.id {
+            ResumeId::Run { seq, .. } => seq,
+            _ => 0,
+        };
+        let mut first = true;
         while let Some(item) = watch.next().await {
             match item {
                 Ok(update) => {
                     // The job's cached reads were dropped once, when the shared poll published
                     // this update (see `Jobs::new`), not once per stream.
-                    self.seq += 1;
-                    let id = event_id(self.run_id, self.seq);
+                    seq += 1;
+                    self.id = ResumeId::Run { run_id, seq };
                     // The run's text is the poll's own, shared by every watcher of this
                     // update: splice it in rather than serializing the run per stream.
                     let frame = Frame {
-                        text: update_frame(&id, &update.run_json, &update.status, update.timestamp),
+                        text: update_frame(
+                            &self.id.to_string(),
+                            &update.run_json,
+                            &update.status,
+                            update.timestamp,
+                        ),
                         status: update.status.clone(),
                         error: None,
+                        last: update.terminal,
+                        run_id: first.then_some(run_id),
                     };
+                    first = false;
                     if self.tx.send(frame).await.is_err() {
                         return;
                     }
@@ -545,15 +759,18 @@ impl Producer {
     }
 
     async fn send_error(&mut self, e: &JobsError) {
-        self.seq += 1;
+        if let ResumeId::Run { run_id, seq } = self.id {
+            self.id = ResumeId::Run {
+                run_id,
+                seq: seq + 1,
+            };
+        }
         let frame = Frame {
-            text: error_frame(
-                &event_id(self.run_id, self.seq),
-                &e.public_message(),
-                &e.code(),
-            ),
+            text: error_frame(&self.id.to_string(), &(self.describe)(e), &e.code()),
             status: None,
             error: Some(e.code()),
+            last: true,
+            run_id: None,
         };
         let _ = self.tx.send(frame).await;
     }
@@ -568,6 +785,12 @@ pub struct Frame {
     pub status: Option<String>,
     /// The error code, for an `event: error`.
     pub error: Option<String>,
+    /// The stream's last frame (a terminal state or an error): only after it may a response
+    /// end cleanly. A stream that stops without one was cut short (a shutdown), and its
+    /// connection must be cut too, so that the client reconnects and resumes.
+    pub last: bool,
+    /// The run followed, on the stream's first update.
+    pub run_id: Option<i64>,
 }
 
 /// An open SSE response: pull framed text chunks with [`EventStream::next`] until `None`.
@@ -596,6 +819,8 @@ impl EventStream {
                 text: HEARTBEAT_FRAME.to_string(),
                 status: None,
                 error: None,
+                last: false,
+                run_id: None,
             }),
         }
     }
@@ -605,7 +830,7 @@ impl EventStream {
         self.cancel.cancel();
     }
 
-    /// The run this stream follows.
+    /// The run this stream follows, 0 while a run-now's is not known yet.
     pub fn run_id(&self) -> i64 {
         self.run_id
     }
@@ -644,6 +869,31 @@ pub fn parse_event_id(id: &str) -> Option<(i64, u64)> {
         return None;
     }
     Some((run_id, seq.parse().ok()?))
+}
+
+/// The opening event of a stream, sent before its write: no state yet, only what was accepted.
+fn opening_frame(id: &ResumeId, accepted: &'static str) -> Frame {
+    let data = json!({
+        "status": null,
+        "timestamp": now_ms(),
+        "run": null,
+        "accepted": accepted,
+    });
+    Frame {
+        text: message_frame(&id.to_string(), &data),
+        status: None,
+        error: None,
+        last: false,
+        run_id: None,
+    }
+}
+
+/// Now, in epoch milliseconds (the `timestamp` of an event).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 pub fn message_frame(id: &str, data: &Value) -> String {
@@ -728,6 +978,22 @@ fn invalid_run_id() -> RouteResponse {
 
 fn invalid_last_event_id() -> RouteResponse {
     RouteResponse::error(400, "Invalid Last-Event-ID")
+}
+
+/// A well-formed resume id that names another job's run-now.
+fn unknown_resume(key: &str) -> RouteResponse {
+    RouteResponse::error(
+        404,
+        format!(
+            "No run of job \"{}\" matches this Last-Event-ID",
+            sanitize_key(key)
+        ),
+    )
+}
+
+/// The request's `Last-Event-ID`, when it has a non-blank one.
+fn last_event_id(req: &RouteRequest) -> Option<&str> {
+    req.header("last-event-id").filter(|v| !v.trim().is_empty())
 }
 
 /// A path segment with its percent-escapes decoded (invalid UTF-8 replaced).

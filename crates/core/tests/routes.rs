@@ -112,6 +112,20 @@ async fn drain(mut s: EventStream) -> (Vec<(String, String, Value)>, usize) {
     (events, heartbeats)
 }
 
+/// The idempotency tokens of the run-now requests, in order.
+fn run_now_tokens(emu: &Emulator) -> Vec<String> {
+    emu.requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/jobs/run-now"))
+        .filter_map(|r| r.body["idempotency_token"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A fixed UUID-shaped text ending in `n`.
+fn uuid_like(n: u8) -> String {
+    format!("00000000-0000-4000-8000-00000000000{}", n % 10)
+}
+
 fn run_now_count(emu: &Emulator) -> usize {
     emu.requests()
         .iter()
@@ -337,7 +351,20 @@ async fn stream_runs_to_a_terminal_state_and_resumes_without_a_second_run() {
     // Cache the job's status while the run is young ...
     let (_, early) = json_of(r.handle(req("GET", "/etl/status")).await);
     assert!(!run::is_terminal(&early["run"]), "{early}");
-    let (events, _) = drain(s).await;
+    let (mut events, _) = drain(s).await;
+    // The stream opened before run-now: its first event has no state and the run-now's token.
+    let opening = events.remove(0);
+    let token = opening
+        .0
+        .strip_prefix("start:")
+        .expect("a start id")
+        .to_string();
+    assert_eq!(
+        opening.2,
+        json!({"status": null, "timestamp": opening.2["timestamp"], "run": null, "accepted": "run"})
+    );
+    assert!(opening.2["timestamp"].as_i64().is_some());
+    assert_eq!(run_now_tokens(&f.emu), vec![token.clone()]);
     assert!(events.len() >= 2, "{events:?}");
     // ... the stream saw it change, so the cached reads were dropped.
     let (_, late) = json_of(r.handle(req("GET", "/etl/status")).await);
@@ -365,6 +392,54 @@ async fn stream_runs_to_a_terminal_state_and_resumes_without_a_second_run() {
     assert_eq!(resumed.last().unwrap().2["status"], "TERMINATED");
     assert_eq!(run_now_count(&f.emu), 1);
 
+    // A reconnect before the first state carries the opening id: run-now is sent again with
+    // the same token, and the workspace answers with the run it started. No opening event again.
+    let runs = f.emu.run_count();
+    let mut early = q.clone();
+    early
+        .headers
+        .insert("last-event-id".into(), format!("start:{token}"));
+    let (replayed, _) = drain(stream_of(r.handle(early.clone()).await)).await;
+    assert_eq!(replayed[0].0, format!("{run_id}:1"));
+    assert_eq!(replayed[0].2["run"]["run_id"].as_i64(), Some(run_id));
+    assert_eq!(replayed.last().unwrap().2["status"], "TERMINATED");
+    assert_eq!(f.emu.run_count(), runs, "no second run");
+    assert_eq!(run_now_tokens(&f.emu), vec![token.clone(), token.clone()]);
+    assert_eq!(r.resumes(), 2);
+    // The token names its job: on another job's route it sends nothing.
+    let mut foreign = with_body("POST", "/other/run", json!({}));
+    foreign.query.insert("stream".into(), "true".into());
+    foreign
+        .headers
+        .insert("last-event-id".into(), format!("start:{token}"));
+    assert_eq!(json_of(r.handle(foreign.clone()).await).0, 404);
+    // A token crafted to name this job, but that the workspace already gave to another job's
+    // run, reaches that run only through the ownership check: an error event, nothing followed.
+    let crafted = format!("1001-{}", uuid_like(7));
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/api/2.2/jobs/run-now", f.emu.url()))
+        .bearer_auth(f.emu.token())
+        .json(&json!({"job_id": 1002, "idempotency_token": crafted}))
+        .send()
+        .await
+        .expect("run-now")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(answer["run_id"].as_i64().is_some(), "{answer}");
+    early
+        .headers
+        .insert("last-event-id".into(), format!("start:{crafted}"));
+    let (refused, _) = drain(stream_of(r.handle(early).await)).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].1, "error");
+    assert_eq!(refused[0].2["code"], "NOT_FOUND");
+    assert_eq!(run_now_count(&f.emu), 4);
+    for bad in ["start:", "start:1001", "start:abc-def", "repair:1:0"] {
+        foreign.headers.insert("last-event-id".into(), bad.into());
+        assert_eq!(json_of(r.handle(foreign.clone()).await).0, 400, "{bad}");
+    }
+
     // A Last-Event-ID of another job's run is refused, a malformed one too.
     let mut other = with_body("POST", "/other/run", json!({}));
     other.query.insert("stream".into(), "true".into());
@@ -376,7 +451,7 @@ async fn stream_runs_to_a_terminal_state_and_resumes_without_a_second_run() {
         .headers
         .insert("last-event-id".into(), "garbage".into());
     assert_eq!(json_of(r.handle(other).await).0, 400);
-    assert_eq!(run_now_count(&f.emu), 1);
+    assert_eq!(run_now_count(&f.emu), 4);
 
     // Re-attach by URL.
     let (events, _) = drain(stream_of(
@@ -531,7 +606,10 @@ async fn repair_route_answers_json_or_streams_to_the_new_end() {
     // SSE: from the repair to the new end, then resumed with Last-Event-ID (no new repair).
     let mut q = with_body("POST", &path, json!({"rerunTasks": ["main"]}));
     q.query.insert("stream".into(), "true".into());
-    let (events, _) = drain(stream_of(r.handle(q.clone()).await)).await;
+    let (mut events, _) = drain(stream_of(r.handle(q.clone()).await)).await;
+    let opening = events.remove(0);
+    assert_eq!(opening.0, format!("repair:{run_id}:{repair_id}"));
+    assert_eq!(opening.2["accepted"], "repair");
     assert!(events.len() >= 2, "{events:?}");
     assert_ne!(events[0].2["status"], "TERMINATED");
     for (i, (id, event, data)) in events.iter().enumerate() {
@@ -552,6 +630,51 @@ async fn repair_route_answers_json_or_streams_to_the_new_end() {
     assert_eq!(repairs(&f.emu), sent);
     let mut wrong = q.clone();
     wrong.headers.insert("last-event-id".into(), "1:1".into());
+    assert_eq!(json_of(r.handle(wrong.clone()).await).0, 400);
+    wrong
+        .headers
+        .insert("last-event-id".into(), format!("repair:1:{repair_id}"));
     assert_eq!(json_of(r.handle(wrong).await).0, 400);
+
+    // A reconnect before the first state carries the opening id. The repair it asked for is
+    // in the run's history by now: it is followed, and no second repair is sent.
+    let mut early = q.clone();
+    early
+        .headers
+        .insert("last-event-id".into(), opening.0.clone());
+    let (resumed, _) = drain(stream_of(r.handle(early).await)).await;
+    assert_eq!(resumed[0].0, format!("{run_id}:1"), "{resumed:?}");
+    assert_eq!(resumed.last().unwrap().2["status"], "TERMINATED");
+    assert_eq!(repairs(&f.emu), sent, "no second repair");
+
+    // A reconnect whose repair never reached the workspace sends it, once, naming the same
+    // latest repair: the run is repaired now.
+    let history: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/2.2/jobs/runs/get?run_id={run_id}&include_history=true",
+            f.emu.url()
+        ))
+        .bearer_auth(f.emu.token())
+        .send()
+        .await
+        .expect("runs/get")
+        .json()
+        .await
+        .expect("JSON");
+    let newest = appkit_jobs_core::repair::latest_repair_id(&history).expect("repaired");
+    let mut lost = q.clone();
+    lost.headers
+        .insert("last-event-id".into(), format!("repair:{run_id}:{newest}"));
+    let (repaired, _) = drain(stream_of(r.handle(lost.clone()).await)).await;
+    assert_eq!(
+        repaired.last().unwrap().2["status"],
+        "TERMINATED",
+        "{repaired:?}"
+    );
+    assert_eq!(repairs(&f.emu), sent + 1);
+    // And reconnecting once more with that same id follows that repair: no third one.
+    let (again, _) = drain(stream_of(r.handle(lost).await)).await;
+    assert_eq!(again.last().unwrap().2["status"], "TERMINATED");
+    assert_eq!(repairs(&f.emu), sent + 1);
     f.emu.stop().await;
 }
