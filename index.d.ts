@@ -285,6 +285,41 @@ export interface JobRunStatus {
   run: Run;
 }
 
+/**
+ * The data of an SSE event of the run and repair streams (`POST /:jobKey/run?stream=true`,
+ * `POST /:jobKey/runs/:runId/repair?stream=true`, `GET /:jobKey/runs/:runId/stream`), as a page
+ * parses it from `data:`. `connectSSE` passes every event to `onMessage`, `event: error` included.
+ */
+export type JobStreamEventData = JobStreamOpening | JobStreamUpdate | JobStreamFailure;
+
+/**
+ * The first event of a run or repair stream, sent before run-now or runs/repair: the request
+ * passed every check, no state is known yet. Its SSE id resumes the stream on any instance:
+ * `start:<idempotency token>` or `repair:<runId>:<latest repair before, 0 for none>`.
+ */
+export interface JobStreamOpening {
+  status: null;
+  timestamp: number;
+  run: null;
+  /** What the stream is about to start. Only the opening event has this field. */
+  accepted: "run" | "repair";
+}
+
+/** A state of the run (SSE id `<runId>:<seq>`). */
+export interface JobStreamUpdate {
+  /** `state.life_cycle_state`, else the V2 `status.state`. */
+  status: string | null;
+  /** Epoch ms of the poll that produced this update. */
+  timestamp: number;
+  run: Run;
+}
+
+/** An `event: error`: the stream's last event. `error` is our message or the HTTP status text. */
+export interface JobStreamFailure {
+  error: string;
+  code: string;
+}
+
 /** A request seen by asUser: an express request, or any object with `headers` (case-insensitive). */
 export type RequestLike =
   | { header(name: string): string | undefined }
@@ -350,7 +385,7 @@ export type JobsExport = (jobKey: string) => JobHandle;
 export interface StandaloneJobs<J = Record<string, JobConfig>> extends TypedJobsExport<J> {
   /** Every job key, discovered from the environment and configured. */
   readonly keys: readonly string[];
-  /** Ends every watch started through this instance. */
+  /** Ends every wait started through this instance with a JobsError of code SHUTTING_DOWN (runs go on). */
   close(): void;
 }
 
@@ -398,7 +433,11 @@ export declare class JobsPlugin<J = Record<string, JobConfig>> {
   loadClientConfig(): Promise<{ jobs: Record<string, { params: Record<string, unknown> | null; taskType: TaskType | null }> }>;
   /** The plugin seen as the request's user: its exports run with the user's token. */
   asUser(req: RequestLike): JobsPlugin<J>;
-  /** Ends every open stream and watcher (runs go on). */
+  /**
+   * A shutdown (AppKit calls it on SIGTERM): open streams of runs that have not ended are cut
+   * (connection destroyed) so that their clients reconnect elsewhere and resume; waits end with
+   * a JobsError of code SHUTTING_DOWN. Runs go on.
+   */
   abortActiveOperations(): void;
 }
 

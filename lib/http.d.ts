@@ -27,7 +27,10 @@ export interface JobsHandler {
   loadClientConfig(): Promise<{ jobs: Record<string, { params: Record<string, unknown> | null; taskType: TaskType | null }> }>;
   /** The JobsPlugin instance behind the handler. */
   readonly plugin: JobsPlugin;
-  /** Ends every open stream (runs go on). */
+  /**
+   * A shutdown: cuts every open stream of a run that has not ended (its client reconnects and
+   * resumes elsewhere) and ends waits with SHUTTING_DOWN. Runs go on.
+   */
   close(): void;
 }
 

@@ -13,8 +13,8 @@
 //
 // The handler also carries: `handler.jobs` (the `(jobKey) => JobHandle` callable),
 // `handler.clientConfig()` (`{ jobs: { <key>: { params, taskType } } }` for a page),
-// `handler.plugin` (the JobsPlugin instance) and `handler.close()` (ends every open stream;
-// runs go on). Routes run as the service principal, exactly as under AppKit.
+// `handler.plugin` (the JobsPlugin instance) and `handler.close()` (a shutdown: cuts every open
+// stream of an active run, so that its client resumes elsewhere; runs go on). Routes run as the service principal, exactly as under AppKit.
 
 const { JobsPlugin } = require("./plugin.js");
 

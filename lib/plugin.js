@@ -356,6 +356,8 @@ class JobsPlugin {
       stream.cancel();
     };
     res.on("close", onClose);
+    // A client gone during the checks: its stream stops before its write is sent.
+    if (res.destroyed) onClose();
     try {
       res.statusCode = 200;
       for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);

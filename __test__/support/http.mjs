@@ -134,3 +134,80 @@ export async function startCuttingProxy(port, { after = 1 } = {}) {
       }),
   };
 }
+
+/**
+ * A TCP proxy that cuts the first connection `ms` after the first SSE event (`event: message`)
+ * passed through it, once. `cuts` counts the connections it cut; `connections` counts every
+ * connection it took.
+ */
+export async function startTimedCutProxy(port, ms) {
+  return proxyTo([port], { cutAfterFirstEventMs: ms });
+}
+
+/**
+ * A load balancer in front of app instances: each new connection goes to the first of `ports`
+ * that accepts it (an instance shutting down refuses new ones, so reconnects land elsewhere).
+ * `state.routes` lists the index of the instance each connection reached.
+ */
+export async function startBalancer(ports) {
+  return proxyTo(ports, {});
+}
+
+async function proxyTo(ports, { cutAfterFirstEventMs }) {
+  const sockets = new Set();
+  const state = { cuts: 0, connections: 0, routes: [], armed: cutAfterFirstEventMs !== undefined };
+  const track = (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  };
+  const server = net.createServer((client) => {
+    track(client);
+    state.connections++;
+    client.pause();
+    const attempt = (i) => {
+      if (i >= ports.length) return client.destroy();
+      const upstream = net.connect(ports[i], "127.0.0.1");
+      upstream.once("error", () => (connected ? client.destroy() : attempt(i + 1)));
+      let connected = false;
+      upstream.once("connect", () => {
+        connected = true;
+        track(upstream);
+        state.routes.push(i);
+        client.on("error", () => upstream.destroy());
+        upstream.on("error", () => client.destroy());
+        client.pipe(upstream);
+        client.resume();
+        let cutting = false;
+        upstream.on("data", (chunk) => {
+          if (!client.destroyed) client.write(chunk);
+          if (!state.armed || cutting || !chunk.toString("latin1").includes("event: message")) return;
+          cutting = true;
+          state.armed = false;
+          setTimeout(() => {
+            state.cuts++;
+            client.destroy();
+            upstream.destroy();
+          }, cutAfterFirstEventMs);
+        });
+        let ended = false;
+        upstream.on("end", () => {
+          ended = true;
+          client.end();
+        });
+        // An instance that cuts its connection (a reset, no end) cuts the client's too.
+        upstream.on("close", () => ended || client.destroy());
+      });
+    };
+    attempt(0);
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: server.address().port,
+    state,
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -338,6 +338,8 @@ class JobCard {
           this.setActive(null);
           return;
         }
+        // The opening event: accepted, the write is on its way; no state yet.
+        if (data.accepted) return;
         this.showUpdate(data);
         this.refreshRuns();
       },

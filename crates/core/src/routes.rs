@@ -32,7 +32,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Identity;
@@ -522,7 +522,10 @@ impl Router {
     }
 
     /// Opens a stream: the opening event (when `opening.accepted`), then the updates of the
-    /// run `start` follows once it has done its write, or its failure as an error event.
+    /// run `start` follows once it has done its write, or its failure as an error event. With
+    /// an opening event, `start` waits until the glue has written it and asks for more: a
+    /// client gone before it saw the id to resume by (it would reconnect without one) gets
+    /// no write sent on its behalf.
     fn stream(
         &self,
         opening: Opening,
@@ -544,8 +547,17 @@ impl Router {
         let announce = opening
             .accepted
             .map(|kind| opening_frame(&opening.id, kind));
-        tokio::spawn(producer.run(announce, start));
+        let (written, on_written) = match announce {
+            Some(_) => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        tokio::spawn(producer.run(on_written, start));
         RouteResponse::Stream(EventStream {
+            opening: announce,
+            written,
             rx,
             heartbeat: self.options.heartbeat,
             cancel,
@@ -692,24 +704,29 @@ struct Producer {
 }
 
 impl Producer {
-    async fn run(mut self, announce: Option<Frame>, start: BoxFuture<'static, Result<RunWatch>>) {
+    /// `written`: resolves once the opening event was written (see `Router::stream`).
+    async fn run(
+        mut self,
+        written: Option<oneshot::Receiver<()>>,
+        start: BoxFuture<'static, Result<RunWatch>>,
+    ) {
         let cancel = self.cancel.clone();
         let tx = self.tx.clone();
         tokio::select! {
             _ = cancel.cancelled() => {}
             _ = tx.closed() => {}
-            _ = self.produce(announce, start) => {}
+            _ = self.produce(written, start) => {}
         }
     }
 
     async fn produce(
         &mut self,
-        announce: Option<Frame>,
+        written: Option<oneshot::Receiver<()>>,
         start: BoxFuture<'static, Result<RunWatch>>,
     ) {
-        if let Some(frame) = announce {
-            if self.tx.send(frame).await.is_err() {
-                return;
+        if let Some(written) = written {
+            if written.await.is_err() {
+                return; // the stream was dropped first
             }
         }
         let mut watch = match start.await {
@@ -797,6 +814,10 @@ pub struct Frame {
 /// Dropping it (or [`EventStream::cancel`]) stops the watcher; the run goes on.
 #[derive(Debug)]
 pub struct EventStream {
+    /// The opening event, until `next` hands it out.
+    opening: Option<Frame>,
+    /// Tells the producer the opening event was written: fired by the `next` after it.
+    written: Option<oneshot::Sender<()>>,
     rx: mpsc::Receiver<Frame>,
     heartbeat: Duration,
     cancel: CancellationToken,
@@ -810,6 +831,12 @@ impl EventStream {
         if self.cancel.is_cancelled() {
             self.rx.close();
             return None;
+        }
+        if let Some(opening) = self.opening.take() {
+            return Some(opening);
+        }
+        if let Some(written) = self.written.take() {
+            let _ = written.send(());
         }
         tokio::select! {
             biased;
