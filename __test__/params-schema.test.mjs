@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { z } from "zod";
 import { API, at, emulator, jobsFor, patEnv } from "./support/emulator.mjs";
 import { routes } from "./support/http.mjs";
-import { drain } from "./support/util.mjs";
+import { drain, until } from "./support/util.mjs";
 
 const schema = z
   .object({
@@ -71,6 +71,8 @@ test("Zod transforms, coercions and defaults: what is sent is schema.parse(input
       const ac = new AbortController();
       const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ params: input }), signal: ac.signal });
       assert.equal(res.status, 200, url);
+      // A stream opens before its run-now: wait for it with the stream still open.
+      await until(() => at(emu, API.runNow).length > 0, 10_000, "the run-now");
       assert.deepEqual(at(emu, API.runNow)[0].body.notebook_params, expected, url);
       ac.abort();
     }
