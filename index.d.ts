@@ -171,10 +171,14 @@ export interface RunStatus {
 export interface RunTask {
   task_key: string;
   run_id?: number;
+  attempt_number?: number;
   state?: RunState;
   status?: RunStatus;
   start_time?: number;
   end_time?: number;
+  depends_on?: Array<{ task_key: string; outcome?: string }>;
+  run_if?: string;
+  for_each_task?: { inputs?: string; concurrency?: number; task?: unknown; stats?: { task_run_stats?: Record<string, number> } };
   run_page_url?: string;
   [field: string]: unknown;
 }
@@ -283,6 +287,80 @@ export interface JobRunStatus {
   /** Epoch ms of the poll that produced this update. */
   timestamp: number;
   run: Run;
+  /** How far along the run is, and when it should end. */
+  progress: RunProgress;
+  /** What moved since the previous update of this run's poll. */
+  changes: RunChanges;
+}
+
+/** A run's or task's state in `changes`: life cycle state and result (`attempt` for tasks). */
+export interface RunChangeState {
+  state: string | null;
+  result: string | null;
+  /** A task's `attempt_number` (retries count up). */
+  attempt?: number;
+}
+
+/**
+ * What moved since the previous update of the run's shared poll. An update comes whenever the
+ * run's state changes, any task's state, result, attempt or for-each counts change, a repair
+ * starts, or `progress.expectedMs` becomes known; never when nothing moved.
+ */
+export interface RunChanges {
+  /** The run's own state or result moved (`from` is null on the poll's first update). */
+  run?: { from: RunChangeState | null; to: RunChangeState };
+  /** The tasks (their latest attempts) that moved, in task order; empty on the poll's first update. */
+  tasks: Array<{ taskKey: string; from: RunChangeState | null; to: RunChangeState }>;
+  /** A repair that started since the previous update. */
+  repair?: { id: Id };
+}
+
+/** A for-each task's iterations (`for_each_task.stats.task_run_stats`). */
+export interface ForEachProgress {
+  taskKey: string;
+  total: number | null;
+  scheduled: number | null;
+  active: number | null;
+  completed: number | null;
+  succeeded: number | null;
+  failed: number | null;
+}
+
+/**
+ * The progress summary of an update. Tasks are counted by their latest attempt (the task run
+ * named by the latest `repair_history` entry, else the last one listed); a for-each task counts
+ * as one task, its iterations are in `forEach`.
+ */
+export interface RunProgress {
+  tasksTotal: number;
+  /** In a terminal life cycle state, whatever the result (SKIPPED, EXCLUDED, UPSTREAM_* included). */
+  tasksDone: number;
+  /** Part of done: FAILED, TIMEDOUT, CANCELED, UPSTREAM_FAILED, UPSTREAM_CANCELED, or INTERNAL_ERROR. */
+  tasksFailed: number;
+  /** PENDING, RUNNING or TERMINATING. */
+  tasksRunning: number;
+  forEach: ForEachProgress[];
+  /**
+   * Ms since the run's `start_time` (queue time included), or since the latest repair's start
+   * for a repaired run (`since: "repair"`), on the workspace's clock (the poll answer's `Date`).
+   * null before the run has a start time.
+   */
+  elapsedMs: number | null;
+  /**
+   * The median duration (`end_time - start_time`, queue included) of the job's recent SUCCESS
+   * runs; for a repair, the longest dependency chain of the re-run tasks' typical durations.
+   * null without history. It may arrive on a later update than the first.
+   */
+  expectedMs: number | null;
+  /** Per task key, the median duration of its successful task runs in that history. */
+  taskExpectedMs: Record<string, number>;
+  /**
+   * An estimate in [0, 1]: never down within one iterator or stream, below 1 while the run is
+   * active (at most 0.99), 1 at a terminal state. See the README ("Live progress").
+   */
+  fraction: number;
+  /** What `elapsedMs` and `fraction` count from: the run, or its latest repair. */
+  since: "run" | "repair";
 }
 
 /**
@@ -305,13 +383,15 @@ export interface JobStreamOpening {
   accepted: "run" | "repair";
 }
 
-/** A state of the run (SSE id `<runId>:<seq>`). */
+/** A state of the run (SSE id `<runId>:<seq>`), with what moved and the progress summary. */
 export interface JobStreamUpdate {
   /** `state.life_cycle_state`, else the V2 `status.state`. */
   status: string | null;
   /** Epoch ms of the poll that produced this update. */
   timestamp: number;
   run: Run;
+  progress: RunProgress;
+  changes: RunChanges;
 }
 
 /** An `event: error`: the stream's last event. `error` is our message or the HTTP status text. */

@@ -247,7 +247,7 @@ test("SSE end to end: headers, framing, ids, terminal state", async () => {
   events.forEach((ev, i) => {
     assert.equal(ev.event, "message");
     assert.equal(ev.id, `${runId}:${i + 1}`);
-    assert.deepEqual(Object.keys(ev.data).sort(), ["run", "status", "timestamp"]);
+    assert.deepEqual(Object.keys(ev.data).sort(), ["changes", "progress", "run", "status", "timestamp"]);
     assert.equal(typeof ev.data.timestamp, "number");
   });
   const last = events.at(-1).data;

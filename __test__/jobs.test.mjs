@@ -30,7 +30,7 @@ test("every JobHandle method answers ExecutionResult from the emulator", async (
   assert.equal(typeof final.timestamp, "number");
   assert.equal(final.run.job_id, JOB.etl);
   assert.equal(final.run.state.result_state, "SUCCESS");
-  for (const u of updates) assert.deepEqual(Object.keys(u).sort(), ["run", "status", "timestamp"]);
+  for (const u of updates) assert.deepEqual(Object.keys(u).sort(), ["changes", "progress", "run", "status", "timestamp"]);
 
   const list = await etl.listRuns({ limit: 10 });
   assert.equal(list.ok, true);
@@ -337,7 +337,7 @@ test("small ids are plain numbers and accepted as number or bigint", async (t) =
   const updates = api("etl").watchRun(id);
   const { value } = await updates.next();
   await updates.return();
-  assert.deepEqual(Object.keys(value), ["status", "timestamp", "run"]);
+  assert.deepEqual(Object.keys(value), ["status", "timestamp", "run", "progress", "changes"]);
   const copy = { ...value };
   assert.equal(copy.run.run_id, id);
   assert.equal(JSON.parse(JSON.stringify(value)).run.run_id, id);

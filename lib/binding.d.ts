@@ -373,6 +373,11 @@ export interface BindingWatchEvent {
   timestamp?: number
   runJson?: string
   run?: any
+  /**
+   * `{"changes":{...},"progress":{...}}` as JSON text, shared by every watcher of the
+   * update: what moved since the previous update, and the progress summary.
+   */
+  metaJson?: string
   error?: BindingOutcome
   /** The run's id as decimal text, on the first update. */
   runId?: string

@@ -12,25 +12,33 @@ function idValue(text) {
 }
 
 /**
- * `{ status, timestamp, run }` for one update. The run comes as JSON text shared by every
- * watcher of the update (V8's parser beats building it key by key through N-API), or as a value
- * when it holds integers beyond 2^53 (those arrive as bigint). The text is parsed on first read of `run`:
- * a consumer that only looks at `status` never pays for it. `run` stays an own enumerable
- * property (spread, `JSON.stringify` and deep equality see it) and is writable.
+ * `{ status, timestamp, run, progress, changes }` for one update. The run comes as JSON text
+ * shared by every watcher of the update (V8's parser beats building it key by key through
+ * N-API), or as a value when it holds integers beyond 2^53 (those arrive as bigint); `progress`
+ * and `changes` come as one more shared text. Each text is parsed on first read: a consumer that
+ * only looks at `status` never pays for them. The fields stay own enumerable properties
+ * (spread, `JSON.stringify` and deep equality see them) and are writable.
  */
 function runUpdate(update, repairId) {
-  const value = { status: update.status ?? undefined, timestamp: update.timestamp, run: update.run };
+  const value = { status: update.status ?? undefined, timestamp: update.timestamp, run: update.run, progress: undefined, changes: undefined };
   if (repairId !== undefined) value.repairId = repairId;
   const text = update.runJson;
   if (typeof text === "string") {
     Object.defineProperty(value, RUN_TEXT, { value: text, writable: true });
     Object.defineProperty(value, "run", LAZY_RUN);
   }
+  if (typeof update.metaJson === "string") {
+    Object.defineProperty(value, META_TEXT, { value: update.metaJson, writable: true });
+    Object.defineProperty(value, "progress", LAZY_META.progress);
+    Object.defineProperty(value, "changes", LAZY_META.changes);
+  }
   return value;
 }
 
 /** The run's JSON text of an update whose `run` is not parsed yet (not enumerable: spread and deep equality do not see it). */
 const RUN_TEXT = Symbol("runText");
+/** The `{ changes, progress }` JSON text of an update, until one of them is read. */
+const META_TEXT = Symbol("metaText");
 
 /**
  * One accessor pair shared by every update (per-update closures would cost each update its own
@@ -41,17 +49,44 @@ const LAZY_RUN = {
   configurable: true,
   get() {
     const run = JSON.parse(this[RUN_TEXT]);
-    settleRun(this, run);
+    settle(this, "run", run);
+    this[RUN_TEXT] = undefined; // the text is no longer needed
     return run;
   },
   set(run) {
-    settleRun(this, run);
+    settle(this, "run", run);
+    this[RUN_TEXT] = undefined;
   },
 };
 
-function settleRun(update, run) {
-  Object.defineProperty(update, "run", { value: run, writable: true, enumerable: true, configurable: true });
-  update[RUN_TEXT] = undefined; // the text is no longer needed
+/** `progress` and `changes`: reading either parses the text once and settles both. */
+function lazyMeta(name) {
+  return {
+    enumerable: true,
+    configurable: true,
+    get() {
+      const meta = settleMeta(this);
+      return meta[name];
+    },
+    set(value) {
+      settleMeta(this);
+      settle(this, name, value);
+    },
+  };
+}
+
+const LAZY_META = { progress: lazyMeta("progress"), changes: lazyMeta("changes") };
+
+function settleMeta(update) {
+  const meta = JSON.parse(update[META_TEXT]);
+  settle(update, "progress", meta.progress);
+  settle(update, "changes", meta.changes);
+  update[META_TEXT] = undefined;
+  return meta;
+}
+
+function settle(update, name, value) {
+  Object.defineProperty(update, name, { value, writable: true, enumerable: true, configurable: true });
 }
 
 /**

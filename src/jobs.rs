@@ -86,6 +86,10 @@ pub struct BindingWatchEvent {
     #[napi(ts_type = "string")]
     pub run_json: Option<BindingJsonText>,
     pub run: Option<Value>,
+    /// `{"changes":{...},"progress":{...}}` as JSON text, shared by every watcher of the
+    /// update: what moved since the previous update, and the progress summary.
+    #[napi(ts_type = "string")]
+    pub meta_json: Option<BindingJsonText>,
     pub error: Option<BindingOutcome>,
     /// The run's id as decimal text, on the first update.
     pub run_id: Option<String>,
@@ -109,6 +113,7 @@ impl BindingWatchEvent {
             timestamp: Some(update.timestamp),
             run_json,
             run,
+            meta_json: Some(BindingJsonText(update.meta_json.clone())),
             error: None,
             run_id: None,
             repair_id: None,
@@ -124,6 +129,7 @@ impl BindingWatchEvent {
             timestamp: None,
             run_json: None,
             run: None,
+            meta_json: None,
             error,
             run_id: None,
             repair_id: None,

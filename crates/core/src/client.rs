@@ -192,20 +192,30 @@ impl JobsClient {
     /// GET /api/2.2/jobs/runs/get as a poll reads it: the body's own text and the fields a poll
     /// compares, without building the run (see `PolledRun::from_body`). A run with further
     /// pages (more than 100 tasks) is merged as by `get_run`.
+    ///
+    /// With `include_history=true`: a repair shows as a new `repair_history` entry, which names
+    /// the latest attempt of each task. `server_time` is the answer's `Date`.
     pub async fn poll_run(&self, id: &Identity, run_id: i64) -> Result<PolledRun> {
         let path = "api/2.2/jobs/runs/get";
-        let q = [("run_id", run_id.to_string())];
-        let body = self.call_bytes(id, Method::GET, path, &q, None).await?;
-        if let Some(polled) = PolledRun::from_body(&body) {
-            return Ok(polled);
-        }
-        let first = parse_body(&body)?;
-        let run = self
-            .merge_pages(id, path, &q, first, |acc, page| {
-                merge_arrays(acc, page, RUN_PAGED_ARRAYS)
-            })
-            .await?;
-        Ok(PolledRun::from_run(&run))
+        let q = [
+            ("run_id", run_id.to_string()),
+            ("include_history", "true".to_string()),
+        ];
+        let (body, date) = self.call_dated(id, Method::GET, path, &q, None).await?;
+        let mut polled = match PolledRun::from_body(&body) {
+            Some(polled) => polled,
+            None => {
+                let first = parse_body(&body)?;
+                let run = self
+                    .merge_pages(id, path, &q, first, |acc, page| {
+                        merge_arrays(acc, page, RUN_PAGED_ARRAYS)
+                    })
+                    .await?;
+                PolledRun::from_run(&run)
+            }
+        };
+        polled.server_time = date;
+        Ok(polled)
     }
 
     /// GET /api/2.2/jobs/get, following `next_page_token` and merging `settings.tasks` etc.
@@ -375,19 +385,19 @@ impl JobsClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Value> {
-        parse_body(&self.call_bytes(id, method, path, query, body).await?)
+        parse_body(&self.call_dated(id, method, path, query, body).await?.0)
     }
 
     /// One HTTP exchange (plus one retry after a 401 on a refreshable OAuth token): the body of
-    /// a 2xx answer, else the API error.
-    async fn call_bytes(
+    /// a 2xx answer and the answer's `Date` (ms), else the API error.
+    async fn call_dated(
         &self,
         id: &Identity,
         method: Method,
         path: &str,
         query: &[(&str, String)],
         body: Option<&Value>,
-    ) -> Result<Bytes> {
+    ) -> Result<(Bytes, Option<i64>)> {
         let url = self
             .inner
             .auth
@@ -421,8 +431,12 @@ impl JobsClient {
             }
             // Boxed: the HTTP exchange is most of a call's future, and would otherwise sit in
             // every queued call and in every poll and run-now that contains one.
-            let (status, retry_after, bytes) =
-                Box::pin(exchange(req, "Jobs API request failed")).await?;
+            let crate::http::Answer {
+                status,
+                retry_after,
+                date,
+                body: bytes,
+            } = Box::pin(exchange(req, "Jobs API request failed")).await?;
             if status == 401 && !retried_auth && self.inner.auth.invalidate(id, &bearer) {
                 drop(permit);
                 retried_auth = true;
@@ -432,7 +446,7 @@ impl JobsClient {
             if !(200..300).contains(&status) {
                 return Err(api_error(status, &bytes, retry_after, bearer.expose()));
             }
-            return Ok(bytes);
+            return Ok((bytes, date));
         }
     }
 }

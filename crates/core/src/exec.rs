@@ -259,11 +259,15 @@ impl CacheKey {
     }
 }
 
+/// The cache operation of a job's run history (expected durations, see `history.rs`).
+pub const HISTORY_OP: &str = "runHistory";
+
 impl CacheKey {
     /// Whether the job's runs change what this read answers: all but the job's definition
-    /// (`getJob`), which stays cached for its TTL.
+    /// (`getJob`) and its history's durations (which one more run barely moves), kept for
+    /// their TTL.
     fn follows_runs(&self) -> bool {
-        self.op != "getJob"
+        self.op != "getJob" && self.op != HISTORY_OP
     }
 }
 

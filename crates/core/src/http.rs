@@ -7,17 +7,38 @@ use bytes::Bytes;
 
 use crate::{JobsError, Result};
 
-/// Sends `request` and reads the whole answer: status, `Retry-After` and body. A failure to
-/// send or read is a network error described as `what`.
-pub(crate) async fn exchange(
-    request: reqwest::RequestBuilder,
-    what: &str,
-) -> Result<(u16, Option<Duration>, Bytes)> {
+/// What an exchange read off the answer.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    /// The server's clock (`Date`), ms since the Unix epoch.
+    pub date: Option<i64>,
+    pub body: Bytes,
+}
+
+/// Sends `request` and reads the whole answer: status, `Retry-After`, `Date` and body. A
+/// failure to send or read is a network error described as `what`.
+pub(crate) async fn exchange(request: reqwest::RequestBuilder, what: &str) -> Result<Answer> {
     let resp = request.send().await.map_err(|e| network_error(what, &e))?;
     let status = resp.status().as_u16();
     let retry_after = parse_retry_after(resp.headers());
+    let date = parse_date(resp.headers());
     let body = resp.bytes().await.map_err(|e| network_error(what, &e))?;
-    Ok((status, retry_after, body))
+    Ok(Answer {
+        status,
+        retry_after,
+        date,
+        body,
+    })
+}
+
+/// The `Date` header as ms since the Unix epoch (whole seconds: HTTP dates have no finer unit).
+pub fn parse_date(headers: &reqwest::header::HeaderMap) -> Option<i64> {
+    let v = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    let when = httpdate::parse_http_date(v.trim()).ok()?;
+    when.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as i64)
 }
 
 /// A transport error without the URL (which could carry query values) or any header: a stable

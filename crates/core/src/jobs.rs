@@ -22,12 +22,13 @@ use futures::stream::{self, StreamExt};
 use serde_json::{Map, Value};
 
 use crate::auth::Identity;
-use crate::client::{ClientOptions, JobsClient, ListRuns};
+use crate::client::{ClientOptions, JobsClient, ListRuns, RUNS_LIST_PAGE};
 use crate::error::{status_text, JobsError, Result};
-use crate::exec::{self, CacheKey, ExecSettings, ReadCache, TierPolicy};
+use crate::exec::{self, CacheKey, ExecSettings, ReadCache, TierPolicy, HISTORY_OP};
+use crate::history::History;
 use crate::params;
 use crate::poller::{
-    FetchRun, OnUpdate, PollSettings, Poller, RunUpdate, RunWatch, WatchOptions,
+    FetchHistory, FetchRun, OnUpdate, PollSettings, Poller, RunUpdate, RunWatch, WatchOptions,
     DEFAULT_MAX_OUTAGE, DEFAULT_POLL_INTERVAL, MIN_POLL_INTERVAL,
 };
 use crate::registry::{JobEntry, PluginConfig, Registry};
@@ -213,7 +214,42 @@ impl Jobs {
                     update_cache.invalidate_job(job_id);
                 }
             });
-        let poller = Poller::with_on_update(fetch, poll, Some(on_update));
+        // The job's typical durations for `expectedMs`: one page of completed runs with their
+        // tasks, through the read cache per job and identity (kept for the TTL: a job's history
+        // barely moves with one more run), measured as `listRuns`.
+        let (history_client, history_cache, history_telemetry) =
+            (client.clone(), cache.clone(), telemetry.clone());
+        let history_policy = settings.read.clone();
+        let history: FetchHistory = Arc::new(move |identity: Identity, job_id: i64| {
+            let (client, cache, telemetry, policy) = (
+                history_client.clone(),
+                history_cache.clone(),
+                history_telemetry.clone(),
+                history_policy.clone(),
+            );
+            async move {
+                let key = CacheKey::new(identity.partition(), HISTORY_OP, job_id, ());
+                let read = cache.get_or_fetch(key, async {
+                    let started = telemetry.start();
+                    let q = ListRuns {
+                        job_id,
+                        limit: RUNS_LIST_PAGE,
+                        completed_only: true,
+                        expand_tasks: true,
+                        ..ListRuns::default()
+                    };
+                    let result =
+                        exec::execute(&policy, || client.list_runs(&identity, q.clone())).await;
+                    if let Some(started) = started {
+                        telemetry.finish(started, "listRuns", None, 1, None, &result);
+                    }
+                    result.map(|runs| History::from_runs(&runs).to_value())
+                });
+                read.await.ok().map(|v| History::from_value(&v))
+            }
+            .boxed()
+        });
+        let poller = Poller::with_hooks(fetch, poll, Some(on_update), Some(history));
 
         Jobs {
             registry,

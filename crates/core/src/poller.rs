@@ -31,9 +31,7 @@
 //! poll interval skips to the newest state (a terminal state is never skipped: it is the last).
 //!
 //! `Poller::watch` spawns on the current Tokio runtime: call it from within one.
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,7 +44,9 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::auth::Identity;
 use crate::error::{JobsError, Result};
-use crate::run::{self, PolledRun};
+use crate::history::History;
+use crate::progress::{self, RunView};
+use crate::run::{self, PolledRun, RunText};
 
 /// How the engine reads a run: `runs/get` for `(identity, run_id)`.
 pub type FetchRun =
@@ -55,6 +55,11 @@ pub type FetchRun =
 /// Called once per published update of a shared poll (not once per watcher), with the
 /// identity partition and run id of the poll, before any watcher sees the update.
 pub type OnUpdate = Arc<dyn Fn(u64, i64, &RunUpdate) + Send + Sync>;
+
+/// How the engine learns how long a run's job usually takes: `(identity, job_id)`, read once
+/// per poll in the background (the first update never waits for it); `None` when unknown.
+pub type FetchHistory =
+    Arc<dyn Fn(Identity, i64) -> BoxFuture<'static, Option<History>> + Send + Sync>;
 
 /// The base poll interval when `pollIntervalMs` is not set.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
@@ -146,12 +151,26 @@ pub struct RunUpdate {
     /// The run holds an integer beyond +-(2^53 - 1), which `JSON.parse` would round: the Node
     /// binding then hands the run over as a value (such integers as `bigint`).
     pub beyond_js_numbers: bool,
+    /// `{"changes":{...},"progress":{...}}` as JSON text: what moved since the poll's previous
+    /// update, and the progress summary (see `progress.rs`).
+    pub meta_json: Arc<str>,
 }
 
 impl RunUpdate {
-    /// The update of a polled run, read at `timestamp` (ms since the Unix epoch).
-    pub fn new(polled: &PolledRun, seq: u64, timestamp: i64) -> RunUpdate {
-        let run = polled.text();
+    /// The update of a polled run, read at `timestamp` (ms since the Unix epoch), with its
+    /// `meta_json` (see `progress::changes` and `progress::summarize`).
+    pub fn new(polled: &PolledRun, seq: u64, timestamp: i64, meta_json: Arc<str>) -> RunUpdate {
+        RunUpdate::with_text(polled, polled.text(), seq, timestamp, meta_json)
+    }
+
+    /// `new`, with the run's text already taken from `polled`.
+    fn with_text(
+        polled: &PolledRun,
+        run: RunText,
+        seq: u64,
+        timestamp: i64,
+        meta_json: Arc<str>,
+    ) -> RunUpdate {
         RunUpdate {
             status: run::life_cycle_state(&polled.head).map(str::to_string),
             timestamp,
@@ -160,6 +179,7 @@ impl RunUpdate {
             terminal: run::is_terminal(&polled.head),
             run_json: run.text,
             beyond_js_numbers: run.beyond_js_numbers,
+            meta_json,
         }
     }
 
@@ -189,6 +209,7 @@ type PollKey = (u64, i64);
 struct Inner {
     fetch: FetchRun,
     on_update: Option<OnUpdate>,
+    history: Option<FetchHistory>,
     settings: PollSettings,
     /// Minimum spacing of requests, from `max_requests_per_second`.
     spacing: Option<Duration>,
@@ -226,6 +247,17 @@ impl Poller {
         settings: PollSettings,
         on_update: Option<OnUpdate>,
     ) -> Poller {
+        Poller::with_hooks(fetch, settings, on_update, None)
+    }
+
+    /// `with_on_update`, plus `history`: how to read a job's typical durations, for the
+    /// `expectedMs` of the progress summary.
+    pub fn with_hooks(
+        fetch: FetchRun,
+        settings: PollSettings,
+        on_update: Option<OnUpdate>,
+        history: Option<FetchHistory>,
+    ) -> Poller {
         let spacing = settings
             .max_requests_per_second
             .filter(|r| r.is_finite() && *r > 0.0)
@@ -234,6 +266,7 @@ impl Poller {
             inner: Arc::new(Inner {
                 fetch,
                 on_update,
+                history,
                 settings,
                 spacing,
                 polls: Mutex::new(HashMap::new()),
@@ -387,21 +420,6 @@ impl RunWatch {
     }
 }
 
-/// The fields whose change makes an update.
-fn state_signature(run: &Value) -> u64 {
-    let mut h = DefaultHasher::new();
-    for pointer in [
-        "/state/life_cycle_state",
-        "/state/result_state",
-        "/status/state",
-        "/status/termination_details/code",
-        "/status/termination_details/type",
-    ] {
-        run.pointer(pointer).and_then(Value::as_str).hash(&mut h);
-    }
-    h.finish()
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -445,9 +463,14 @@ async fn poll_loop(
     let cap = base * MAX_INTERVAL_FACTOR;
     let mut interval = base;
     let mut due = Instant::now();
-    let mut last_signature: Option<u64> = None;
+    let mut last_signature: Option<(u64, bool)> = None;
     let mut seq = 0u64;
     let mut outage: Option<Outage> = None;
+    // The job's typical durations, read once in the background (see `FetchHistory`).
+    let history: Arc<std::sync::OnceLock<History>> = Arc::default();
+    let mut history_read: Option<AbortOnDrop> = None;
+    // The fraction of the previous update: a poll's fraction never goes down.
+    let mut fraction_floor = 0.0;
     loop {
         tokio::select! {
             biased;
@@ -473,12 +496,38 @@ async fn poll_loop(
         match fetched {
             Ok(polled) => {
                 outage = None;
-                let signature = state_signature(&polled.head);
+                if history_read.is_none() {
+                    if let (Some(read), Some(job_id)) = (&inner.history, run::job_id(&polled.head))
+                    {
+                        let (read, slot, identity) =
+                            (read.clone(), history.clone(), identity.clone());
+                        history_read = Some(AbortOnDrop(tokio::spawn(async move {
+                            if let Some(found) = read(identity, job_id).await {
+                                let _ = slot.set(found);
+                            }
+                        })));
+                    }
+                }
+                // Expected durations arriving is news too: they make an update of their own
+                // (a history without a single figure changes nothing a user sees).
+                let known = history
+                    .get()
+                    .is_some_and(|h| h.run_ms.is_some() || !h.task_ms.is_empty());
+                let signature = (polled.signature, known);
                 let terminal = run::is_terminal(&polled.head);
                 if last_signature != Some(signature) {
                     last_signature = Some(signature);
                     seq += 1;
-                    let update = RunUpdate::new(&polled, seq, now_ms());
+                    let text = polled.text();
+                    let meta = describe(
+                        &polled,
+                        &text.text,
+                        &tx,
+                        history.get(),
+                        &mut fraction_floor,
+                        terminal,
+                    );
+                    let update = RunUpdate::with_text(&polled, text, seq, now_ms(), meta);
                     if let Some(on_update) = &inner.on_update {
                         on_update(key.0, key.1, &update);
                     }
@@ -548,6 +597,41 @@ async fn poll_loop(
             due = due.min(o.since + inner.settings.max_outage);
         }
     }
+}
+
+/// A task aborted when its handle is dropped (the background history read of a poll).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The `meta_json` of a new update: what moved since the poll's previous update (whose run
+/// text the channel still holds) and the progress summary. Runs only when something moved.
+fn describe(
+    polled: &PolledRun,
+    text: &str,
+    tx: &watch::Sender<Snapshot>,
+    history: Option<&History>,
+    fraction_floor: &mut f64,
+    terminal: bool,
+) -> Arc<str> {
+    let view = RunView::parse(text).unwrap_or_default();
+    let previous = tx.borrow().update.as_ref().map(|u| u.run_json.clone());
+    let previous_view = previous.as_deref().and_then(RunView::parse);
+    let changes = progress::changes(previous_view.as_ref(), &view);
+    let now = polled.server_time.unwrap_or_else(now_ms);
+    let summary = progress::summarize(&view, now, history, *fraction_floor, terminal);
+    *fraction_floor = summary["fraction"].as_f64().unwrap_or(*fraction_floor);
+    let mut meta = String::with_capacity(256);
+    meta.push_str("{\"changes\":");
+    meta.push_str(&changes.to_string());
+    meta.push_str(",\"progress\":");
+    meta.push_str(&summary.to_string());
+    meta.push('}');
+    Arc::from(meta)
 }
 
 impl Inner {
@@ -798,7 +882,7 @@ mod tests {
     fn run_json_is_the_run_unless_an_integer_is_beyond_js_numbers() {
         let run = json!({"run_id": 9007199254740991u64, "neg": -9007199254740991i64,
                          "f": 1.5, "tasks": [{"run_id": 7}], "s": "x"});
-        let update = RunUpdate::new(&PolledRun::from_run(&run), 1, 0);
+        let update = RunUpdate::new(&PolledRun::from_run(&run), 1, 0, Arc::from("{}"));
         assert!(!update.beyond_js_numbers);
         assert_eq!(
             serde_json::from_str::<Value>(&update.run_json).unwrap(),
@@ -811,7 +895,7 @@ mod tests {
             json!({"x": -9007199254740992i64}),
             json!({"x": u64::MAX}),
         ] {
-            let update = RunUpdate::new(&PolledRun::from_run(&big), 1, 0);
+            let update = RunUpdate::new(&PolledRun::from_run(&big), 1, 0, Arc::from("{}"));
             assert!(update.beyond_js_numbers, "{big}");
             // The text keeps every digit; only JS must not parse it with JSON.parse.
             assert_eq!(update.run(), big);

@@ -556,7 +556,7 @@ impl Router {
         };
         tokio::spawn(producer.run(on_written, start));
         RouteResponse::Stream(EventStream {
-            opening: announce,
+            opening: announce.map(Box::new),
             written,
             rx,
             heartbeat: self.options.heartbeat,
@@ -754,6 +754,7 @@ impl Producer {
                         text: update_frame(
                             &self.id.to_string(),
                             &update.run_json,
+                            &update.meta_json,
                             &update.status,
                             update.timestamp,
                         ),
@@ -814,8 +815,8 @@ pub struct Frame {
 /// Dropping it (or [`EventStream::cancel`]) stops the watcher; the run goes on.
 #[derive(Debug)]
 pub struct EventStream {
-    /// The opening event, until `next` hands it out.
-    opening: Option<Frame>,
+    /// The opening event, until `next` hands it out (boxed: most streams have none).
+    opening: Option<Box<Frame>>,
     /// Tells the producer the opening event was written: fired by the `next` after it.
     written: Option<oneshot::Sender<()>>,
     rx: mpsc::Receiver<Frame>,
@@ -833,7 +834,7 @@ impl EventStream {
             return None;
         }
         if let Some(opening) = self.opening.take() {
-            return Some(opening);
+            return Some(*opening);
         }
         if let Some(written) = self.written.take() {
             let _ = written.send(());
@@ -927,17 +928,36 @@ pub fn message_frame(id: &str, data: &Value) -> String {
     format!("id: {id}\nevent: message\ndata: {data}\n\n")
 }
 
-/// The frame of one update, `data: {"run":<run_json>,"status":...,"timestamp":...}` (the key
-/// order `serde_json` gives the same object), from the run's ready-made JSON text.
-pub fn update_frame(id: &str, run_json: &str, status: &Option<String>, timestamp: i64) -> String {
+/// The frame of one update, `data: {"changes":...,"progress":...,"run":<run_json>,"status":...,
+/// "timestamp":...}` (the key order `serde_json` gives the same object), from the ready-made
+/// JSON texts of the run and of its `meta_json` (an object whose fields come first).
+pub fn update_frame(
+    id: &str,
+    run_json: &str,
+    meta_json: &str,
+    status: &Option<String>,
+    timestamp: i64,
+) -> String {
     let status = match status {
         Some(s) => Value::String(s.clone()).to_string(),
         None => "null".to_string(),
     };
-    let mut frame = String::with_capacity(run_json.len() + status.len() + id.len() + 80);
+    let meta = meta_json
+        .trim()
+        .strip_prefix('{')
+        .and_then(|m| m.strip_suffix('}'))
+        .unwrap_or("")
+        .trim();
+    let mut frame =
+        String::with_capacity(run_json.len() + meta.len() + status.len() + id.len() + 80);
     frame.push_str("id: ");
     frame.push_str(id);
-    frame.push_str("\nevent: message\ndata: {\"run\":");
+    frame.push_str("\nevent: message\ndata: {");
+    if !meta.is_empty() {
+        frame.push_str(meta);
+        frame.push(',');
+    }
+    frame.push_str("\"run\":");
     frame.push_str(run_json);
     frame.push_str(",\"status\":");
     frame.push_str(&status);
@@ -1080,10 +1100,18 @@ mod tests {
             Some("we\"ird\n".to_string()),
             None,
         ] {
-            let spliced = update_frame("7:3", &text, &status, 1_700_000_000_123);
+            let spliced = update_frame("7:3", &text, "{}", &status, 1_700_000_000_123);
             let serialized = message_frame(
                 "7:3",
                 &json!({"status": status, "timestamp": 1_700_000_000_123i64, "run": run}),
+            );
+            assert_eq!(spliced, serialized);
+            let meta =
+                json!({"changes": {"tasks": [{"taskKey": "a"}]}, "progress": {"fraction": 0.5}});
+            let spliced = update_frame("7:3", &text, &meta.to_string(), &status, 1);
+            let serialized = message_frame(
+                "7:3",
+                &json!({"changes": meta["changes"], "progress": meta["progress"], "status": status, "timestamp": 1, "run": run}),
             );
             assert_eq!(spliced, serialized);
         }

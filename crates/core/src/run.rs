@@ -5,6 +5,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::progress::{self, RunView};
+
 /// Life cycle states after which a run never changes again.
 pub const TERMINAL_LIFE_CYCLE_STATES: [&str; 3] = ["TERMINATED", "SKIPPED", "INTERNAL_ERROR"];
 
@@ -42,13 +44,19 @@ fn id_field(v: &Value, field: &str) -> Option<i64> {
 /// Integers beyond this lose precision as JS numbers.
 const MAX_SAFE_INTEGER: u64 = crate::ids::MAX_SAFE_INTEGER as u64;
 
-/// A run as one poll read it: the whole run as JSON text, plus the few fields a poll compares
-/// (`head`: the `state` and `status` blocks, `job_id` and `run_id`). Built straight from the
-/// response body, the text is the body itself and the run is never built as a `Value`: a
-/// watched run is polled every interval, and most polls only compare its state.
+/// A run as one poll read it: the whole run as JSON text, the few fields a poll reads (`head`:
+/// the `state` and `status` blocks, `job_id` and `run_id`) and its [`signature`]. Built straight
+/// from the response body, the text is the body itself and the run is never built as a
+/// `Value`: a watched run is polled every interval, and most polls only compare the signature.
+///
+/// [`signature`]: crate::progress::signature
 #[derive(Debug, Clone)]
 pub struct PolledRun {
     pub head: Value,
+    /// What a poll compares: equal signatures, nothing a user can see moved.
+    pub signature: u64,
+    /// The workspace's clock when the run was read (the answer's `Date`), ms since the epoch.
+    pub server_time: Option<i64>,
     body: Body,
 }
 
@@ -74,11 +82,23 @@ pub struct RunText {
 impl PolledRun {
     /// From a parsed run (a run merged from several pages, tests).
     pub fn from_run(run: &Value) -> PolledRun {
-        let head = head_of(run);
+        let text = serde_json::to_string(run).unwrap_or_else(|_| "{}".into());
+        let (head, signature) = match RunView::parse(&text) {
+            Some(view) => (head_of(&view), progress::signature(&view)),
+            // Not a shape the view reads: the run's own state fields still tell what moved.
+            None => {
+                let head = run_head(run);
+                let signature =
+                    progress::signature(&RunView::parse(&head.to_string()).unwrap_or_default());
+                (head, signature)
+            }
+        };
         PolledRun {
             head,
+            signature,
+            server_time: None,
             body: Body::Text {
-                text: Arc::from(serde_json::to_string(run).unwrap_or_else(|_| "{}".into())),
+                text: Arc::from(text),
                 beyond_js_numbers: !js_safe(run),
             },
         }
@@ -92,29 +112,14 @@ impl PolledRun {
             return None;
         }
         let text = std::str::from_utf8(body).ok()?;
-        let head: Head = serde_json::from_str(text).ok()?;
-        let more = head.has_more == Some(Value::Bool(true))
-            || head
-                .next_page_token
-                .as_ref()
-                .and_then(Value::as_str)
-                .is_some_and(|t| !t.is_empty());
-        if more {
+        let view = RunView::parse(text)?;
+        if view.is_paged() {
             return None;
         }
-        let mut fields = serde_json::Map::new();
-        for (key, value) in [
-            ("state", head.state),
-            ("status", head.status),
-            ("job_id", head.job_id),
-            ("run_id", head.run_id),
-        ] {
-            if let Some(value) = value {
-                fields.insert(key.into(), value);
-            }
-        }
         Some(PolledRun {
-            head: Value::Object(fields),
+            head: head_of(&view),
+            signature: progress::signature(&view),
+            server_time: None,
             body: Body::Raw(body.clone()),
         })
     }
@@ -143,7 +148,8 @@ impl PolledRun {
     }
 }
 
-fn head_of(run: &Value) -> Value {
+/// The `state`, `status`, `job_id` and `run_id` of a run.
+fn run_head(run: &Value) -> Value {
     let mut fields = serde_json::Map::new();
     for key in ["state", "status", "job_id", "run_id"] {
         if let Some(value) = run.get(key) {
@@ -153,16 +159,45 @@ fn head_of(run: &Value) -> Value {
     Value::Object(fields)
 }
 
-/// The fields of a runs/get body that a poll reads; serde skips every other one without
-/// building it.
-#[derive(serde::Deserialize)]
-struct Head {
-    state: Option<Value>,
-    status: Option<Value>,
-    job_id: Option<Value>,
-    run_id: Option<Value>,
-    has_more: Option<Value>,
-    next_page_token: Option<Value>,
+/// The head of a run from its view: what `life_cycle_state`, `is_terminal`, `job_id` and
+/// `run_id` read.
+fn head_of(view: &RunView) -> Value {
+    let mut fields = serde_json::Map::new();
+    if let Some(state) = &view.state {
+        let mut s = serde_json::Map::new();
+        for (k, v) in [
+            ("life_cycle_state", &state.life_cycle_state),
+            ("result_state", &state.result_state),
+        ] {
+            if let Some(v) = v.get() {
+                s.insert(k.into(), Value::from(v));
+            }
+        }
+        fields.insert("state".into(), Value::Object(s));
+    }
+    if let Some(status) = &view.status {
+        let mut s = serde_json::Map::new();
+        if let Some(v) = status.state.get() {
+            s.insert("state".into(), Value::from(v));
+        }
+        if let Some(t) = &status.termination_details {
+            let mut d = serde_json::Map::new();
+            if let Some(v) = t.code.get() {
+                d.insert("code".into(), Value::from(v));
+            }
+            if let Some(v) = t.kind.get() {
+                d.insert("type".into(), Value::from(v));
+            }
+            s.insert("termination_details".into(), Value::Object(d));
+        }
+        fields.insert("status".into(), Value::Object(s));
+    }
+    for (k, n) in [("job_id", view.job_id), ("run_id", view.run_id)] {
+        if let Some(id) = n.0 {
+            fields.insert(k.into(), Value::from(id));
+        }
+    }
+    Value::Object(fields)
 }
 
 /// Whether every integer in `run` is exact as a JS number.

@@ -99,7 +99,12 @@ impl OAuth {
             .post(endpoint)
             .basic_auth(&self.client_id, Some(self.client_secret.expose()))
             .form(&[("grant_type", "client_credentials"), ("scope", "all-apis")]);
-        let (status, retry_after, body) = exchange(request, "OAuth token request failed").await?;
+        let crate::http::Answer {
+            status,
+            retry_after,
+            body,
+            ..
+        } = exchange(request, "OAuth token request failed").await?;
         if !(200..300).contains(&status) {
             return Err(token_endpoint_error(status, retry_after));
         }
