@@ -144,6 +144,7 @@ impl BindingJobSpec {
                     task_type: t.task_type,
                     outcome: t.outcome,
                     output: t.output,
+                    ..Default::default()
                 })
                 .collect(),
             task_count: whole("taskCount", self.task_count)?.map(|n| n as usize),
@@ -166,6 +167,7 @@ impl BindingJobSpec {
                 .collect(),
             output: self.output,
             error_message: self.error_message,
+            history: None,
         })
     }
 }
