@@ -37,6 +37,7 @@ pub struct EmulatorOptions {
     /// The workspace id sent as `x-databricks-org-id` and in `run_page_url` (default `1234567890123456`).
     pub org_id: Option<String>,
     /// The first run id handed out (default 100000000001, above 2^32 to catch narrow ids).
+    /// Seeded past runs take ids below it (above it when it leaves no room).
     pub first_run_id: Option<i64>,
     /// How many requests the request log keeps, oldest dropped first (default 10000).
     pub request_log_limit: Option<usize>,

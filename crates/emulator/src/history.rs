@@ -91,15 +91,15 @@ pub(crate) fn seed(
     prepared: Vec<(Schedule, f64)>,
     now_v: f64,
     creator: &Arc<str>,
-) -> Result<Vec<i64>, String> {
+) -> Vec<i64> {
     let span = job.graph.span;
     // One block for the batch, so that within it too the older run has the smaller id.
-    let base = store.reserve_past_ids(span * prepared.len() as i64)?;
+    let base = store.reserve_past_ids(span * prepared.len() as i64);
     let mut ids = Vec::with_capacity(prepared.len());
     for (i, (schedule, ago)) in prepared.into_iter().enumerate() {
         let run_id = base + i as i64 * span;
         store.add_past_run(run_id, job.clone(), now_v - ago, creator.clone(), schedule);
         ids.push(run_id);
     }
-    Ok(ids)
+    ids
 }

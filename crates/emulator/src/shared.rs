@@ -138,9 +138,8 @@ impl Shared {
         let job = Arc::new(Job::from_spec(spec, inner.clock.epoch_ms(now))?);
         let prepared = history::prepare(&job, &job.history).map_err(|e| refused(&job, e))?;
         inner.store.jobs.insert(job.id, job.clone());
-        history::seed(&mut inner.store, &job, prepared, now, &self.sp_name)
-            .map(|_| ())
-            .map_err(|e| refused(&job, e))
+        history::seed(&mut inner.store, &job, prepared, now, &self.sp_name);
+        Ok(())
     }
 
     /// Seeds completed past runs of job `job_id`; their run ids, oldest first.
@@ -154,8 +153,13 @@ impl Shared {
             .cloned()
             .ok_or_else(|| JobsError::NotFound(format!("Job {job_id} does not exist.")))?;
         let prepared = history::prepare(&job, &seed.runs()).map_err(|e| refused(&job, e))?;
-        history::seed(&mut inner.store, &job, prepared, now, &self.sp_name)
-            .map_err(|e| refused(&job, e))
+        Ok(history::seed(
+            &mut inner.store,
+            &job,
+            prepared,
+            now,
+            &self.sp_name,
+        ))
     }
 
     pub(crate) fn add_user(&self, user: UserSpec) -> Result<()> {
@@ -181,9 +185,9 @@ impl Shared {
             let mut jobs: Vec<Arc<Job>> = inner.store.jobs.values().cloned().collect();
             jobs.sort_by_key(|j| j.id);
             for job in jobs {
-                // Checked when the job was added, so this cannot fail but for lack of ids.
+                // Checked when the job was added, so this does not fail.
                 if let Ok(prepared) = history::prepare(&job, &job.history) {
-                    let _ = history::seed(&mut inner.store, &job, prepared, now, &self.sp_name);
+                    history::seed(&mut inner.store, &job, prepared, now, &self.sp_name);
                 }
             }
         }

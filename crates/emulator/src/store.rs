@@ -484,18 +484,17 @@ impl Store {
         (run_id, number)
     }
 
-    /// `n` run ids below those handed out so far for past runs; the first of them.
-    pub fn reserve_past_ids(&mut self, n: i64) -> std::result::Result<i64, String> {
-        let base = self.next_past_id - n;
-        if base <= 0 {
-            return Err(format!(
-                "no run ids left below the first run id {} for seeded history; start the \
-                 emulator with a larger firstRunId",
-                self.first_run_id
-            ));
+    /// `n` consecutive run ids for past runs, the first of them: below those handed out so far
+    /// (older runs, smaller ids), or, when a small first run id leaves no room, above like new runs.
+    pub fn reserve_past_ids(&mut self, n: i64) -> i64 {
+        let below = self.next_past_id - n;
+        if below > 0 {
+            self.next_past_id = below;
+            return below;
         }
-        self.next_past_id = base;
-        Ok(base)
+        let above = self.next_run_id;
+        self.next_run_id += n;
+        above
     }
 
     /// Adds a completed past run of `job` that began at `created_v`, with an id from

@@ -332,3 +332,26 @@ async fn the_sample_graph_fails_at_publish_and_its_repair_succeeds() {
     assert_eq!(ms(&run["run_duration"]), 3 * 700);
     emu.stop().await;
 }
+
+#[tokio::test]
+async fn a_small_first_run_id_puts_seeded_runs_above_it() {
+    let emu = Emulator::start(EmulatorOptions {
+        jobs: Some(vec![chain(1)]),
+        time_scale: Some(0.0),
+        first_run_id: Some(3),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let api = Api::new(&emu);
+    let id = api.run_now(json!({"job_id": 1})).await;
+    let page = list(&api, &[("job_id", "1")]).await;
+    let listed: Vec<i64> = runs(&page).iter().map(|r| ms(&r["run_id"])).collect();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(
+        listed[0], id,
+        "newest first by start time, whatever the ids"
+    );
+    assert!(listed[1..].iter().all(|past| *past >= 3 && *past < id));
+    emu.stop().await;
+}
