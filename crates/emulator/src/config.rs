@@ -148,7 +148,8 @@ pub struct TaskSpec {
 /// A for-each task. JSON: `{ inputs, count, concurrency, iterationDurationMs, failIterations }`.
 ///
 /// The iterations run `concurrency` at a time, each `pendingMs` + `iterationDurationMs` +
-/// `terminatingMs`; the task fails when an iteration fails. A repair that ends SUCCESS runs
+/// `terminatingMs`; the task fails when an iteration fails. In `task_run_stats`, an iteration
+/// is scheduled once it has started, active until it ends, then completed. A repair that ends SUCCESS runs
 /// every iteration again successfully; any other repair outcome fails the same iterations again.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

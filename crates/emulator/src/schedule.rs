@@ -249,11 +249,7 @@ impl Recipe<'_> {
                 outcome
             };
             let timeline = Timeline {
-                begin: if segs.is_empty() && root {
-                    start
-                } else {
-                    begin
-                },
+                begin,
                 segs,
                 outcome,
             };
