@@ -546,20 +546,71 @@ export interface EmulatorJobSpec {
   id: number;
   name?: string;
   taskType?: string;
-  tasks?: Array<{ taskKey: string; taskType?: string; outcome?: string; output?: string }>;
+  tasks?: EmulatorTaskSpec[];
   taskCount?: number;
+  /**
+   * How every run ends (tasks without their own outcome too). Without it, tasks succeed unless
+   * they say otherwise and the run's result follows them: SUCCESS, SUCCESS_WITH_FAILURES when
+   * only non-leaf tasks failed, else FAILED (or TIMEDOUT / CANCELED).
+   */
   outcome?: string;
-  /** How tasks run again by `runs/repair` end (default `"SUCCESS"`). */
+  /** How tasks run again by `runs/repair` end (default `"SUCCESS"`; a task's own `repairOutcome` wins). */
   repairOutcome?: string;
   queueMs?: number;
+  /** Virtual ms each task spends in PENDING. */
   pendingMs?: number;
+  /** Virtual ms each task spends in RUNNING, unless it says. */
   durationMs?: number;
   terminatingMs?: number;
+  /** Failed attempts of each task before its last. */
   retries?: number;
   retryWaitMs?: number;
   parameters?: Array<{ name: string; default: string }>;
   output?: string;
   errorMessage?: string;
+  /** Past runs to seed (again after each reset): a count of successful runs, or each run. */
+  history?: number | EmulatorPastRun[];
+}
+
+/** A task of an emulated job; `dependsOn` and `runIf` make the job a graph. */
+export interface EmulatorTaskSpec {
+  taskKey: string;
+  taskType?: string;
+  /** Task keys this task waits for (no cycles). */
+  dependsOn?: string[];
+  /** Default `"ALL_SUCCESS"`. Unmet: UPSTREAM_FAILED, or EXCLUDED for the failure conditions. */
+  runIf?: "ALL_SUCCESS" | "ALL_DONE" | "NONE_FAILED" | "AT_LEAST_ONE_SUCCESS" | "ALL_FAILED" | "AT_LEAST_ONE_FAILED";
+  /** Virtual ms in RUNNING (default: the job's `durationMs`). */
+  durationMs?: number;
+  outcome?: string;
+  /** How it ends when a repair runs it again (default: the job's `repairOutcome`). */
+  repairOutcome?: string;
+  output?: string;
+  /** Makes it a for-each task; its nested task has this task's type. */
+  forEach?: EmulatorForEach;
+}
+
+/** A for-each task's iterations: `inputs` or `count`, run `concurrency` (default 1) at a time. */
+export interface EmulatorForEach {
+  inputs?: unknown[];
+  count?: number;
+  concurrency?: number;
+  /** Virtual ms in RUNNING per iteration (default: the task's duration). */
+  iterationDurationMs?: number;
+  /** Indexes of the iterations that fail (the task then fails). */
+  failIterations?: number[];
+}
+
+/**
+ * A completed past run. `outcome` (default: as the job's runs end) SUCCESS makes every task
+ * succeed; `durationMs` is its `run_duration`; `agoMs` how long before now it started
+ * (default: an hour apart, the newest an hour ago).
+ */
+export interface EmulatorPastRun {
+  outcome?: string;
+  durationMs?: number;
+  queueMs?: number;
+  agoMs?: number;
 }
 
 export interface EmulatorUserSpec {
@@ -639,7 +690,10 @@ export interface Emulator {
   advanceTime(ms: number): void;
   setOAuthTokenTtl(seconds: number): void;
   expireOAuthTokens(): void;
+  /** Runs started by run-now since start or the last reset (seeded history not counted). */
   runCount(): number;
+  /** Seeds completed past runs of a job; their run ids, oldest first. Forgotten by reset(). */
+  seedHistory(jobId: number, history: number | EmulatorPastRun[]): number[];
   /** DATABRICKS_HOST, DATABRICKS_TOKEN and one DATABRICKS_JOB_<NAME> per job. */
   env(): Record<string, string>;
 }

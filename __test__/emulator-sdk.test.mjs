@@ -10,6 +10,25 @@ const JOBS = [
     parameters: [{ name: "date", default: "today" }] },
   { id: 12, name: "wide", taskType: "notebook", taskCount: 150, durationMs: 1000 },
   { id: 13, name: "failing", taskType: "python_wheel", outcome: "FAILED", errorMessage: "boom in the wheel" },
+  // extract -> {transform (fails; its repair succeeds), fan (for-each)} -> load; two past runs.
+  {
+    id: 14,
+    name: "graph",
+    queueMs: 0,
+    pendingMs: 100,
+    durationMs: 500,
+    terminatingMs: 100,
+    tasks: [
+      { taskKey: "extract" },
+      { taskKey: "transform", dependsOn: ["extract"], outcome: "FAILED", type: "python_wheel" },
+      { taskKey: "fan", dependsOn: ["extract"], forEach: { inputs: [{ region: "eu" }, { region: "us" }, { region: "ap" }], concurrency: 2 } },
+      { taskKey: "load", dependsOn: ["transform", "fan"], type: "sql" },
+    ],
+    history: [
+      { outcome: "SUCCESS", durationMs: 2600, agoMs: 7_200_000 },
+      { outcome: "SUCCESS", durationMs: 2400, agoMs: 3_600_000 },
+    ],
+  },
 ];
 
 let emu;
@@ -206,4 +225,75 @@ test("repairRun: the SDK's waiter follows the repaired run; a later repair needs
     assert.equal(err.message, "The latest repair ID needs to be provided in order to create a new repair");
     return true;
   });
+});
+
+test("a task graph through the SDK: BLOCKED and UPSTREAM_FAILED tasks, for-each iterations, repairRun with rerun_dependent_tasks, listRuns with expand_tasks", async () => {
+  const started = await w.jobs.runNow({ job_id: 14 });
+  let run = await w.jobs.getRun({ run_id: started.run_id });
+  assert.deepEqual(
+    run.tasks.map((t) => [t.task_key, t.state.life_cycle_state, t.status.state]),
+    [
+      ["extract", "PENDING", "PENDING"],
+      ["transform", "BLOCKED", "BLOCKED"],
+      ["fan", "BLOCKED", "BLOCKED"],
+      ["load", "BLOCKED", "BLOCKED"],
+    ],
+  );
+  assert.deepEqual(run.tasks[3].depends_on, [{ task_key: "transform" }, { task_key: "fan" }]);
+  assert.equal(run.tasks[3].run_if, "ALL_SUCCESS");
+  emu.advanceTime(60_000);
+  run = await started.wait();
+  assert.equal(run.state.result_state, "FAILED");
+  const byKey = Object.fromEntries(run.tasks.map((t) => [t.task_key, t]));
+  assert.equal(byKey.transform.state.result_state, "FAILED");
+  assert.equal(byKey.load.state.result_state, "UPSTREAM_FAILED");
+  assert.equal(byKey.load.status.termination_details.code, "SKIPPED");
+  assert.equal(byKey.transform.start_time, byKey.extract.end_time);
+  assert.deepEqual(byKey.fan.for_each_task.stats.task_run_stats, {
+    total_iterations: 3,
+    scheduled_iterations: 3,
+    active_iterations: 0,
+    completed_iterations: 3,
+    succeeded_iterations: 3,
+    failed_iterations: 0,
+  });
+  assert.deepEqual(JSON.parse(byKey.fan.for_each_task.inputs), [{ region: "eu" }, { region: "us" }, { region: "ap" }]);
+  const fan = await w.jobs.getRun({ run_id: byKey.fan.run_id });
+  assert.equal(fan.iterations.length, 3);
+  assert.deepEqual(
+    fan.iterations.map((i) => [i.task_key, i.state.result_state]),
+    Array(3).fill(["fan_iteration", "SUCCESS"]),
+  );
+  const iteration = await w.jobs.getRunOutput({ run_id: fan.iterations[1].run_id });
+  assert.deepEqual(JSON.parse(iteration.notebook_output.result).input, { region: "us" });
+
+  const repair = await w.jobs.repairRun({ run_id: started.run_id, rerun_tasks: ["transform"], rerun_dependent_tasks: true });
+  const during = await w.jobs.getRun({ run_id: started.run_id, include_history: true });
+  const [, item] = during.repair_history;
+  assert.equal(item.type, "REPAIR");
+  assert.equal(item.id, repair.repair_id);
+  assert.deepEqual(
+    item.task_run_ids.map((id) => during.tasks.find((t) => t.run_id === id).task_key),
+    ["transform", "load"],
+    "rerun tasks and their dependents, in graph order",
+  );
+  emu.advanceTime(60_000);
+  const repaired = await repair.wait();
+  assert.equal(repaired.state.result_state, "SUCCESS");
+  assert.equal(repaired.tasks.length, 6);
+
+  const listed = [];
+  for await (const r of w.jobs.listRuns({ job_id: 14, expand_tasks: true, completed_only: true })) listed.push(r);
+  assert.deepEqual(
+    listed.map((r) => [r.state.result_state, r.tasks.length]),
+    [
+      ["SUCCESS", 6],
+      ["SUCCESS", 4],
+      ["SUCCESS", 4],
+    ],
+  );
+  const [, newest] = listed;
+  assert.equal(newest.run_duration, 2400);
+  assert.equal(newest.end_time - newest.start_time, newest.queue_duration + newest.run_duration);
+  for (const t of newest.tasks) assert.ok(t.start_time >= newest.start_time && t.end_time <= newest.end_time, JSON.stringify(t));
 });

@@ -110,6 +110,95 @@ test("time scale drives runs to the end on their own", async () => {
   }
 });
 
+test("task graphs from JS: dependsOn, runIf, per-task durations, forEach, seeded history", async () => {
+  const graph = {
+    id: 20,
+    name: "graph",
+    queueMs: 0,
+    pendingMs: 100,
+    durationMs: 1000,
+    terminatingMs: 100,
+    tasks: [
+      { taskKey: "a", outcome: "FAILED" },
+      { taskKey: "b", dependsOn: ["a"], durationMs: 500, runIf: "ALL_DONE" },
+      { taskKey: "c", dependsOn: ["a"], repairOutcome: "SUCCESS" },
+      { taskKey: "fan", dependsOn: ["b"], forEach: { inputs: ["x", "y", "z"], concurrency: 2, iterationDurationMs: 300, failIterations: [1] } },
+    ],
+    history: [{ outcome: "SUCCESS", durationMs: 4000, agoMs: 60_000 }],
+  };
+  const emu = await startEmulator({ jobs: [graph, { id: 21, name: "counted", history: 2 }], timeScale: 0 });
+  try {
+    const list = async (query) => (await call(emu, "GET", "/api/2.2/jobs/runs/list", { query })).body.runs ?? [];
+    const [past] = await list({ job_id: 20, completed_only: true, expand_tasks: true });
+    assert.equal(past.run_duration, 4000);
+    assert.equal(past.tasks.length, 4);
+    assert.equal((await list({ job_id: 21 })).length, 2);
+    assert.equal(emu.runCount(), 0, "seeded history is not counted");
+
+    const runId = (await call(emu, "POST", "/api/2.2/jobs/run-now", { body: { job_id: 20 } })).body.run_id;
+    let run = emu.getRun(runId);
+    assert.deepEqual(
+      run.tasks.map((t) => [t.task_key, t.state.life_cycle_state, t.start_time]),
+      [
+        ["a", "PENDING", run.start_time],
+        ["b", "BLOCKED", 0],
+        ["c", "BLOCKED", 0],
+        ["fan", "BLOCKED", 0],
+      ],
+    );
+    assert.deepEqual(run.tasks[3].depends_on, [{ task_key: "b" }]);
+    emu.advanceTime(1200 + 700 + 1000);
+    run = emu.getRun(runId);
+    const byKey = Object.fromEntries(run.tasks.map((t) => [t.task_key, t]));
+    assert.equal(byKey.a.state.result_state, "FAILED");
+    assert.equal(byKey.b.state.result_state, "SUCCESS", "ALL_DONE runs after a failure");
+    assert.equal(byKey.b.start_time, byKey.a.end_time);
+    assert.equal(byKey.c.state.result_state, "UPSTREAM_FAILED");
+    assert.equal(byKey.c.state.life_cycle_state, "SKIPPED");
+    assert.deepEqual(byKey.fan.for_each_task.stats.task_run_stats, {
+      total_iterations: 3,
+      scheduled_iterations: 3,
+      active_iterations: 0,
+      completed_iterations: 3,
+      succeeded_iterations: 2,
+      failed_iterations: 1,
+    });
+    assert.equal(byKey.fan.for_each_task.inputs, '["x","y","z"]');
+    assert.equal(run.state.result_state, "FAILED");
+
+    const ids = emu.seedHistory(20, 3);
+    assert.equal(ids.length, 3);
+    assert.ok(ids.every((id) => typeof id === "number" && id < runId));
+    assert.equal(emu.getRun(ids[0]).state.result_state, "SUCCESS");
+    assert.equal(emu.seedHistory(21, [{ durationMs: 1234, agoMs: 10_000 }]).length, 1);
+    assert.throws(() => emu.seedHistory(20, [{ agoMs: 10 }]), /job 20 \("graph"\): history run 0: agoMs 10 is shorter than the run itself/);
+    assert.throws(() => emu.seedHistory(20, "many"), TypeError);
+    assert.throws(() => emu.seedHistory(99, 1), /Job 99 does not exist/);
+    assert.throws(() => emu.seedHistory(20, [{ durationMs: 1.5 }]), /history.durationMs must be a whole number/);
+    const seeded = await call(emu, "POST", "/__emulator/jobs/21/history", { token: null, body: { count: 1 } });
+    assert.equal(seeded.body.runIds.length, 1);
+    assert.equal(emu.runCount(), 1);
+
+    // The workspace clock is virtual, in every answer's Date.
+    emu.advanceTime(86_400_000);
+    const answer = await call(emu, "GET", "/api/2.2/jobs/runs/get", { query: { run_id: runId } });
+    assert.ok(Date.parse(answer.headers.get("date")) - Date.now() > 86_000_000, answer.headers.get("date"));
+    emu.reset();
+    assert.equal((await list({ job_id: 20 })).length, 1, "a reset keeps the job's own history");
+  } finally {
+    await emu.stop();
+  }
+  const refused = [
+    [[{ taskKey: "a", dependsOn: ["b"] }, { taskKey: "b", dependsOn: ["a"] }], /job 30 \("bad"\): tasks depend on each other in a cycle: a -> b -> a/],
+    [[{ taskKey: "a", dependsOn: ["nope"] }], /job 30 \("bad"\): task "a" depends on "nope", which is not a task of this job/],
+    [[{ taskKey: "a", durationMs: 1.5 }], /durationMs must be a whole number/],
+    [[{ taskKey: "a", forEach: { count: -1 } }], /forEach.count must be a whole number/],
+  ];
+  for (const [tasks, message] of refused) {
+    await assert.rejects(startEmulator({ jobs: [{ id: 30, name: "bad", tasks }] }), message);
+  }
+});
+
 test("faults: status with Retry-After, HTML body, connection reset, delay", async () => {
   const emu = await startEmulator({ jobs: [JOB], timeScale: 0 });
   try {

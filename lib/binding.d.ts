@@ -41,6 +41,8 @@ export declare class BindingEmulator {
   setOauthTokenTtl(secs: number): void
   expireOauthTokens(): void
   runCount(): number
+  /** Seeds completed past runs of a job; their run ids, oldest first. */
+  seedHistory(jobId: number, history: number | Array<BindingPastRun>): number[]
 }
 
 /**
@@ -265,6 +267,15 @@ export interface BindingFaultSpec {
   times?: number
 }
 
+/** A for-each task: its inputs (or a count), iterations at once, their duration, which fail. */
+export interface BindingForEachSpec {
+  inputs?: Array<any>
+  count?: number
+  concurrency?: number
+  iterationDurationMs?: number
+  failIterations?: Array<number>
+}
+
 export interface BindingFrame {
   text: string
   status?: string
@@ -302,6 +313,8 @@ export interface BindingJobSpec {
   parameters?: Array<BindingJobParameter>
   output?: string
   errorMessage?: string
+  /** Past runs to seed: a count (successful runs), or each run described. */
+  history?: number | Array<BindingPastRun>
 }
 
 /**
@@ -325,6 +338,17 @@ export interface BindingOutcome {
   calls?: Array<BindingCallRecord>
 }
 
+/**
+ * A completed past run: how it ended, its `run_duration`, `queue_duration`, and how long ago
+ * it started (virtual ms).
+ */
+export interface BindingPastRun {
+  outcome?: string
+  durationMs?: number
+  queueMs?: number
+  agoMs?: number
+}
+
 /** A request relative to the mount point: `{ method: "POST", path: "/etl/run", query, headers, body }`. */
 export interface BindingRouteRequest {
   method: string
@@ -341,11 +365,21 @@ export interface BindingRouterOptions {
   heartbeatMs?: number
 }
 
+/** A task of a job: its dependencies, `runIf`, duration, outcomes, and for-each iterations. */
 export interface BindingTaskSpec {
   taskKey: string
   taskType?: string
+  /** Task keys it waits for. */
+  dependsOn?: Array<string>
+  /** ALL_SUCCESS (default), ALL_DONE, NONE_FAILED, AT_LEAST_ONE_SUCCESS, ALL_FAILED, AT_LEAST_ONE_FAILED. */
+  runIf?: string
+  /** Virtual ms in RUNNING (default: the job's `durationMs`). */
+  durationMs?: number
   outcome?: string
+  /** How it ends when a repair runs it again (default: the job's `repairOutcome`). */
+  repairOutcome?: string
   output?: string
+  forEach?: BindingForEachSpec
 }
 
 /** A user token with per-job permissions (`CAN_VIEW`, `CAN_MANAGE_RUN`, `CAN_MANAGE`, `IS_OWNER`). */

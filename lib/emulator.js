@@ -107,8 +107,20 @@ class Emulator {
   expireOAuthTokens() {
     this.#native.expireOauthTokens();
   }
+  /** Runs started by run-now since start or the last reset (seeded history not counted). */
   runCount() {
     return this.#native.runCount();
+  }
+  /**
+   * Seeds completed past runs of a job (for expected-duration estimates): a count of successful
+   * runs, or `[{ outcome?, durationMs?, queueMs?, agoMs? }]`, oldest first. Returns their run ids.
+   * Forgotten by reset(); a job's own `history` option is seeded again.
+   */
+  seedHistory(jobId, history) {
+    if (typeof history !== "number" && !Array.isArray(history)) {
+      throw new TypeError("history must be a number of runs or an array of past runs");
+    }
+    return this.#native.seedHistory(Number(jobId), history);
   }
   /** Environment for a client of this emulator: host, token and one `DATABRICKS_JOB_<NAME>` per job. */
   env() {

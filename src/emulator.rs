@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use appkit_jobs_core::JobsError;
 use appkit_jobs_emulator::{
-    Emulator, EmulatorOptions, FaultSpec, JobParameter, JobSpec, TaskSpec, UserSpec,
+    Emulator, EmulatorOptions, FaultSpec, ForEachSpec, HistorySeed, JobParameter, JobSpec, PastRun,
+    TaskSpec, UserSpec,
 };
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -30,6 +31,15 @@ fn whole(what: &str, n: Option<f64>) -> Result<Option<u64>> {
             format!("{what} must be a whole number >= 0, got {n}"),
         )),
     }
+}
+
+fn job_id(n: f64) -> Result<i64> {
+    appkit_jobs_core::ids::from_f64(n).ok_or_else(|| {
+        Error::new(
+            Status::InvalidArg,
+            format!("job id must be a positive integer, got {n}"),
+        )
+    })
 }
 
 /// Options of `startEmulator` (every field optional).
@@ -76,14 +86,46 @@ pub struct BindingJobSpec {
     pub parameters: Option<Vec<BindingJobParameter>>,
     pub output: Option<String>,
     pub error_message: Option<String>,
+    /// Past runs to seed: a count (successful runs), or each run described.
+    pub history: Option<Either<f64, Vec<BindingPastRun>>>,
 }
 
+/// A task of a job: its dependencies, `runIf`, duration, outcomes, and for-each iterations.
 #[napi(object)]
 pub struct BindingTaskSpec {
     pub task_key: String,
     pub task_type: Option<String>,
+    /// Task keys it waits for.
+    pub depends_on: Option<Vec<String>>,
+    /// ALL_SUCCESS (default), ALL_DONE, NONE_FAILED, AT_LEAST_ONE_SUCCESS, ALL_FAILED, AT_LEAST_ONE_FAILED.
+    pub run_if: Option<String>,
+    /// Virtual ms in RUNNING (default: the job's `durationMs`).
+    pub duration_ms: Option<f64>,
     pub outcome: Option<String>,
+    /// How it ends when a repair runs it again (default: the job's `repairOutcome`).
+    pub repair_outcome: Option<String>,
     pub output: Option<String>,
+    pub for_each: Option<BindingForEachSpec>,
+}
+
+/// A for-each task: its inputs (or a count), iterations at once, their duration, which fail.
+#[napi(object)]
+pub struct BindingForEachSpec {
+    pub inputs: Option<Vec<Value>>,
+    pub count: Option<f64>,
+    pub concurrency: Option<u32>,
+    pub iteration_duration_ms: Option<f64>,
+    pub fail_iterations: Option<Vec<u32>>,
+}
+
+/// A completed past run: how it ended, its `run_duration`, `queue_duration`, and how long ago
+/// it started (virtual ms).
+#[napi(object)]
+pub struct BindingPastRun {
+    pub outcome: Option<String>,
+    pub duration_ms: Option<f64>,
+    pub queue_ms: Option<f64>,
+    pub ago_ms: Option<f64>,
 }
 
 #[napi(object)]
@@ -125,12 +167,7 @@ pub struct BindingFaultSpec {
 
 impl BindingJobSpec {
     fn into_spec(self) -> Result<JobSpec> {
-        let id = appkit_jobs_core::ids::from_f64(self.id).ok_or_else(|| {
-            Error::new(
-                Status::InvalidArg,
-                format!("job id must be a positive integer, got {}", self.id),
-            )
-        })?;
+        let id = job_id(self.id)?;
         Ok(JobSpec {
             id,
             name: self.name,
@@ -139,13 +176,8 @@ impl BindingJobSpec {
                 .tasks
                 .unwrap_or_default()
                 .into_iter()
-                .map(|t| TaskSpec {
-                    task_key: t.task_key,
-                    task_type: t.task_type,
-                    outcome: t.outcome,
-                    output: t.output,
-                })
-                .collect(),
+                .map(BindingTaskSpec::into_spec)
+                .collect::<Result<_>>()?,
             task_count: whole("taskCount", self.task_count)?.map(|n| n as usize),
             outcome: self.outcome,
             repair_outcome: self.repair_outcome,
@@ -166,8 +198,65 @@ impl BindingJobSpec {
                 .collect(),
             output: self.output,
             error_message: self.error_message,
+            history: self.history.map(history_seed).transpose()?,
         })
     }
+}
+
+impl BindingTaskSpec {
+    fn into_spec(self) -> Result<TaskSpec> {
+        let for_each = match self.for_each {
+            None => None,
+            Some(f) => Some(ForEachSpec {
+                inputs: f.inputs,
+                count: whole("forEach.count", f.count)?.map(|n| n as usize),
+                concurrency: f.concurrency,
+                iteration_duration_ms: whole(
+                    "forEach.iterationDurationMs",
+                    f.iteration_duration_ms,
+                )?,
+                fail_iterations: f
+                    .fail_iterations
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|i| i as usize)
+                    .collect(),
+            }),
+        };
+        Ok(TaskSpec {
+            task_key: self.task_key,
+            task_type: self.task_type,
+            depends_on: self.depends_on.unwrap_or_default(),
+            run_if: self.run_if,
+            duration_ms: whole("durationMs", self.duration_ms)?,
+            outcome: self.outcome,
+            repair_outcome: self.repair_outcome,
+            output: self.output,
+            for_each,
+        })
+    }
+}
+
+/// `history`: a whole count, or past runs.
+fn history_seed(h: Either<f64, Vec<BindingPastRun>>) -> Result<HistorySeed> {
+    Ok(match h {
+        Either::A(n) => HistorySeed::Count(
+            u32::try_from(whole("history", Some(n))?.unwrap_or(0))
+                .map_err(|_| Error::new(Status::InvalidArg, "history: too many runs"))?,
+        ),
+        Either::B(runs) => HistorySeed::Runs(
+            runs.into_iter()
+                .map(|r| {
+                    Ok(PastRun {
+                        outcome: r.outcome,
+                        duration_ms: whole("history.durationMs", r.duration_ms)?,
+                        queue_ms: whole("history.queueMs", r.queue_ms)?,
+                        ago_ms: whole("history.agoMs", r.ago_ms)?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+        ),
+    })
 }
 
 impl BindingUserSpec {
@@ -394,5 +483,18 @@ impl BindingEmulator {
     #[napi]
     pub fn run_count(&self) -> u32 {
         self.inner.run_count() as u32
+    }
+    /// Seeds completed past runs of a job; their run ids, oldest first.
+    #[napi(ts_return_type = "number[]")]
+    pub fn seed_history(
+        &self,
+        job_id: f64,
+        history: Either<f64, Vec<BindingPastRun>>,
+    ) -> Result<Value> {
+        let ids = self
+            .inner
+            .seed_history(self::job_id(job_id)?, history_seed(history)?)
+            .map_err(to_napi)?;
+        Ok(Value::from(ids))
     }
 }

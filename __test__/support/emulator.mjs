@@ -12,6 +12,8 @@ export const JOB = {
   sql: 1003, // sql, TIMEDOUT
   wide: 1004, // 150 tasks
   mixed: 1009, // several tasks
+  graph: 1010, // a task graph with a for-each task; fails at publish, its repair succeeds; 5 past runs
+  chain: 1011, // extract -> transform -> load, SUCCESS; 5 past runs
 };
 
 export const API = {

@@ -14,11 +14,12 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::config::{FaultSpec, Permission, UserSpec};
+use crate::http::{invalid, json_response, set_date, ApiErr};
 use crate::net::Conn;
 use crate::render::{self, parse_page_token};
 use crate::repair::RepairRequest;
+use crate::shared::{RequestLogEntry, Shared};
 use crate::store::{RunRec, Store};
-use crate::{RequestLogEntry, Shared};
 
 /// Upper bound of a request body.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -39,46 +40,6 @@ const LIST_PARAMS: [&str; 4] = [
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(handle).with_state(shared)
-}
-
-/// A Databricks error: `{error_code, message}` with a status.
-#[derive(Debug)]
-pub(crate) struct ApiErr {
-    status: u16,
-    code: &'static str,
-    message: String,
-}
-
-pub(crate) fn invalid(message: impl Into<String>) -> ApiErr {
-    ApiErr {
-        status: 400,
-        code: "INVALID_PARAMETER_VALUE",
-        message: message.into(),
-    }
-}
-
-impl ApiErr {
-    pub(crate) fn response(&self) -> Response {
-        if self.code == "OAUTH" {
-            let body: Value = serde_json::from_str(&self.message).unwrap_or(Value::Null);
-            return json_response(self.status, &body);
-        }
-        json_response(
-            self.status,
-            &json!({"error_code": self.code, "message": self.message}),
-        )
-    }
-}
-
-pub(crate) fn json_response(status: u16, v: &Value) -> Response {
-    let body = serde_json::to_vec(v).unwrap_or_default();
-    let mut r = Response::new(Body::from(body));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
 }
 
 fn default_error_code(status: u16) -> &'static str {
@@ -231,11 +192,19 @@ fn job_missing(id: i64) -> ApiErr {
     invalid(format!("Job {id} does not exist."))
 }
 
+/// Every answer carries the workspace's `Date`: the virtual clock's, taken when it is sent.
 async fn handle(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(conn): ConnectInfo<Conn>,
     req: Request,
 ) -> Response {
+    let mut resp = answer(&shared, conn, req).await;
+    let date = shared.inner().clock.http_date();
+    set_date(&mut resp, &date);
+    resp
+}
+
+async fn answer(shared: &Arc<Shared>, conn: Conn, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
@@ -245,10 +214,10 @@ async fn handle(
         Err(_) => return invalid("Request body too large or unreadable.").response(),
     };
     if let Some(rest) = path.strip_prefix("/__emulator") {
-        return crate::control::control(&shared, &method, rest, &bytes);
+        return crate::control::control(shared, &method, rest, &bytes);
     }
 
-    let ident = authenticate(&shared, &parts.headers);
+    let ident = authenticate(shared, &parts.headers);
     let is_token_call = path == "/oidc/v1/token";
     let log_body = if is_token_call {
         json!("[redacted]")
@@ -263,7 +232,7 @@ async fn handle(
         path: path.clone(),
         query: query.clone(),
         body: log_body,
-        identity: ident.as_ref().ok().map(|i| i.label(&shared)),
+        identity: ident.as_ref().ok().map(|i| i.label(shared)),
         status: 0,
         fault: false,
     };
@@ -302,7 +271,7 @@ async fn handle(
     }
 
     let resp = match dispatch(
-        &shared,
+        shared,
         ident,
         &method,
         &path,
@@ -699,8 +668,7 @@ fn repair_run(shared: &Shared, ident: &Ident, body: &Value) -> Result<Value, Api
         Some(_) => Err(invalid(format!("{field} must be a boolean."))),
     };
     let rerun_all_failed_tasks = flag("rerun_all_failed_tasks")?;
-    // The emulator's tasks have no dependencies, so there are no dependents to add.
-    flag("rerun_dependent_tasks")?;
+    let rerun_dependent_tasks = flag("rerun_dependent_tasks")?;
     let latest_repair_id = match obj.get("latest_repair_id") {
         None | Some(Value::Null) => None,
         v => Some(id_value(v).ok_or_else(|| {
@@ -726,6 +694,7 @@ fn repair_run(shared: &Shared, ident: &Ident, body: &Value) -> Result<Value, Api
         run_id,
         rerun_tasks,
         rerun_all_failed_tasks,
+        rerun_dependent_tasks,
         latest_repair_id,
     };
     let repair_id = inner.store.repair(&request, now).map_err(invalid)?;
@@ -748,8 +717,8 @@ fn cancel(shared: &Shared, ident: &Ident, body: &Value) -> Result<Value, ApiErr>
         .find_mut(run_id)
         .ok_or_else(|| run_missing(run_id))?;
     ident.check(run.job_id(), Permission::CanManageRun)?;
-    if run.cancel_v.is_none() && run.is_active(now) {
-        run.cancel_v = Some(now);
+    if run.current.cancel_v.is_none() && run.is_active(now) {
+        run.current.cancel_v = Some(now);
     }
     Ok(json!({}))
 }
@@ -904,25 +873,31 @@ fn list_runs(shared: &Shared, ident: &Ident, q: &HashMap<String, String>) -> Res
         }
         ident.check(j, Permission::CanView)?;
     }
-    let ids: Box<dyn Iterator<Item = i64> + '_> = match job_id {
-        Some(j) => Box::new(
-            store
-                .runs_by_job
-                .get(&j)
-                .into_iter()
-                .flat_map(|v| v.iter().rev().copied()),
-        ),
-        None => Box::new(store.runs.keys().rev().copied()),
+    // Newest first by start time (seeded past runs have older starts than later run ids'),
+    // after the run a page token names.
+    let empty = Default::default();
+    let order = match job_id {
+        Some(j) => store.by_job.get(&j).unwrap_or(&empty),
+        None => &store.order,
     };
+    let after = match before {
+        None => None,
+        Some(b) => Some(
+            store
+                .order_key(b)
+                .ok_or_else(|| invalid("Invalid page_token."))?,
+        ),
+    };
+    let ids = order
+        .range(..after.unwrap_or((i64::MAX, i64::MAX)))
+        .rev()
+        .map(|(_, id)| *id);
     let mut runs = Vec::new();
     let mut has_more = false;
     let mut last = None;
     let mut skipped = 0;
     if run_type_ok {
         for id in ids {
-            if before.is_some_and(|b| id >= b) {
-                continue;
-            }
             let Some(run) = store.runs.get(&id) else {
                 continue;
             };
@@ -947,7 +922,12 @@ fn list_runs(shared: &Shared, ident: &Ident, q: &HashMap<String, String>) -> Res
                 has_more = true;
                 break;
             }
-            runs.push(render::render_run(run, &ctx, 0, expand, false));
+            let mut item = render::render_run(run, &ctx, 0, expand, false);
+            // A listed run says whether it has more than 100 tasks; runs/get pages them.
+            if let Some(o) = item.as_object_mut() {
+                o.remove("next_page_token");
+            }
+            runs.push(item);
             last = Some(id);
         }
     }

@@ -37,13 +37,20 @@ pub struct EmulatorOptions {
     /// The workspace id sent as `x-databricks-org-id` and in `run_page_url` (default `1234567890123456`).
     pub org_id: Option<String>,
     /// The first run id handed out (default 100000000001, above 2^32 to catch narrow ids).
+    /// Seeded past runs take ids below it (above it when it leaves no room).
     pub first_run_id: Option<i64>,
     /// How many requests the request log keeps, oldest dropped first (default 10000).
     pub request_log_limit: Option<usize>,
 }
 
 /// One job. JSON: `{ id, name, taskType, tasks, taskCount, outcome, repairOutcome, queueMs,
-/// pendingMs, durationMs, terminatingMs, retries, retryWaitMs, parameters, output, errorMessage }`.
+/// pendingMs, durationMs, terminatingMs, retries, retryWaitMs, parameters, output, errorMessage,
+/// history }`.
+///
+/// Timing: a run waits `queueMs` in QUEUED, then its tasks run as a graph (each task:
+/// BLOCKED until its `dependsOn` tasks end, then `pendingMs` in PENDING, its `durationMs` in
+/// RUNNING, `terminatingMs` in TERMINATING); the run is PENDING until a task runs, RUNNING
+/// while tasks run, TERMINATING once the last task's RUNNING is over, then TERMINATED.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobSpec {
@@ -59,10 +66,15 @@ pub struct JobSpec {
     pub tasks: Vec<TaskSpec>,
     #[serde(default)]
     pub task_count: Option<usize>,
-    /// SUCCESS (default), SUCCESS_WITH_FAILURES, FAILED, TIMEDOUT, CANCELED, SKIPPED, INTERNAL_ERROR.
+    /// How every run ends: SUCCESS, SUCCESS_WITH_FAILURES, FAILED, TIMEDOUT, CANCELED, SKIPPED or
+    /// INTERNAL_ERROR, also the outcome of each task without its own. Without it the tasks
+    /// succeed unless their own `outcome` says otherwise, and the run's result follows them
+    /// as the Jobs service decides it: SUCCESS when every task succeeded,
+    /// SUCCESS_WITH_FAILURES when some failed but every leaf task succeeded, else FAILED
+    /// (TIMEDOUT or CANCELED when that is how the failing leaves ended).
     #[serde(default)]
     pub outcome: Option<String>,
-    /// How the tasks a repair runs again end (default SUCCESS).
+    /// How the tasks a repair runs again end (default SUCCESS; a task's own `repairOutcome` wins).
     #[serde(default)]
     pub repair_outcome: Option<String>,
     /// Virtual milliseconds in QUEUED (default 100).
@@ -71,13 +83,14 @@ pub struct JobSpec {
     /// Virtual milliseconds in PENDING (default 300).
     #[serde(default)]
     pub pending_ms: Option<u64>,
-    /// Virtual milliseconds in RUNNING per attempt (default 2000).
+    /// Virtual milliseconds in RUNNING per task attempt (default 2000; a task's own `durationMs` wins).
     #[serde(default)]
     pub duration_ms: Option<u64>,
     /// Virtual milliseconds in TERMINATING (default 200).
     #[serde(default)]
     pub terminating_ms: Option<u64>,
-    /// Failed attempts before the final one, each followed by WAITING_FOR_RETRY (default 0).
+    /// Failed attempts of each task before its final one, each followed by WAITING_FOR_RETRY
+    /// (default 0). Repairs do not retry.
     #[serde(default)]
     pub retries: Option<u32>,
     /// Virtual milliseconds in WAITING_FOR_RETRY (default 500).
@@ -93,20 +106,112 @@ pub struct JobSpec {
     /// The error text of a failed task.
     #[serde(default)]
     pub error_message: Option<String>,
+    /// Past runs to seed, so that `runs/list` has completed runs to estimate durations from:
+    /// a count (that many successful runs) or a list of [`PastRun`]. Seeded again by `reset`.
+    #[serde(default)]
+    pub history: Option<HistorySeed>,
 }
 
-/// A task of a job. JSON: `{ taskKey, type, outcome, output }`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A task of a job. JSON: `{ taskKey, type, dependsOn, runIf, durationMs, outcome,
+/// repairOutcome, output, forEach }`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskSpec {
     pub task_key: String,
     #[serde(default, rename = "type", alias = "taskType")]
     pub task_type: Option<String>,
-    /// Overrides the job's outcome for this task when the run ends on its own.
+    /// Task keys this task waits for (`depends_on`); no cycles.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// When the task runs once its dependencies are done: ALL_SUCCESS (default), ALL_DONE,
+    /// NONE_FAILED, AT_LEAST_ONE_SUCCESS, ALL_FAILED, AT_LEAST_ONE_FAILED. When it does not
+    /// hold the task is skipped: UPSTREAM_FAILED for the first three, EXCLUDED for the
+    /// failure-handling two (and when every dependency was excluded).
+    #[serde(default)]
+    pub run_if: Option<String>,
+    /// Virtual milliseconds in RUNNING (default: the job's `durationMs`).
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// How this task ends when it runs (default: the job's `outcome` when it has one, else SUCCESS).
     #[serde(default)]
     pub outcome: Option<String>,
+    /// How this task ends when a repair runs it again (default: the job's `repairOutcome`).
+    #[serde(default)]
+    pub repair_outcome: Option<String>,
     #[serde(default)]
     pub output: Option<String>,
+    /// Makes this a for-each task: its nested task (of this task's `type`) runs once per input.
+    #[serde(default)]
+    pub for_each: Option<ForEachSpec>,
+}
+
+/// A for-each task. JSON: `{ inputs, count, concurrency, iterationDurationMs, failIterations }`.
+///
+/// The iterations run `concurrency` at a time, each `pendingMs` + `iterationDurationMs` +
+/// `terminatingMs`; the task fails when an iteration fails. In `task_run_stats`, an iteration
+/// is scheduled once it has started, active until it ends, then completed. A repair that ends SUCCESS runs
+/// every iteration again successfully; any other repair outcome fails the same iterations again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForEachSpec {
+    /// The inputs (any JSON values), rendered as the JSON text `for_each_task.inputs`.
+    #[serde(default)]
+    pub inputs: Option<Vec<Value>>,
+    /// Instead of `inputs`: that many inputs `0, 1, ...`.
+    #[serde(default)]
+    pub count: Option<usize>,
+    /// Iterations at once (default 1, at most 100).
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// Virtual ms in RUNNING per iteration (default: the task's duration).
+    #[serde(default)]
+    pub iteration_duration_ms: Option<u64>,
+    /// Indexes of the iterations that fail.
+    #[serde(default)]
+    pub fail_iterations: Vec<usize>,
+}
+
+/// Seeded past runs: a count of successful runs, or each run described.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HistorySeed {
+    Count(u32),
+    Runs(Vec<PastRun>),
+}
+
+impl HistorySeed {
+    /// The runs it describes; a count is that many successful runs of the job's own length.
+    pub fn runs(&self) -> Vec<PastRun> {
+        match self {
+            HistorySeed::Count(n) => (0..*n)
+                .map(|_| PastRun {
+                    outcome: Some("SUCCESS".into()),
+                    ..Default::default()
+                })
+                .collect(),
+            HistorySeed::Runs(runs) => runs.clone(),
+        }
+    }
+}
+
+/// A completed past run. JSON: `{ outcome, durationMs, queueMs, agoMs }`.
+///
+/// It runs the job's graph, its times scaled so that its `run_duration` is `durationMs`;
+/// `outcome` SUCCESS makes every task succeed, FAILED, TIMEDOUT, CANCELED and INTERNAL_ERROR
+/// fail the tasks that fail in the job's own runs (or else the last task), and the run ends
+/// with it; SKIPPED skips the run after its queue. Runs are given oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PastRun {
+    /// Default: how the job's own runs end.
+    pub outcome: Option<String>,
+    /// The run's `run_duration` (default: the job's natural one).
+    pub duration_ms: Option<u64>,
+    /// Its `queue_duration` (default: the job's `queueMs`).
+    pub queue_ms: Option<u64>,
+    /// How long before now it started (default: runs an hour apart, the newest started an
+    /// hour ago, or further apart for runs longer than that). It must have ended by now.
+    pub ago_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -258,11 +363,34 @@ fn job(id: i64, name: &str, task_type: &str, outcome: &str, duration_ms: u64) ->
         parameters: vec![],
         output: None,
         error_message: None,
+        history: None,
     }
 }
 
-/// The jobs served when none are configured: one per outcome and task type, plus a
-/// 150-task job (ids 1001..=1009).
+fn task(key: &str, task_type: &str, depends_on: &[&str], duration_ms: u64) -> TaskSpec {
+    TaskSpec {
+        task_key: key.into(),
+        task_type: Some(task_type.into()),
+        depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+        duration_ms: Some(duration_ms),
+        ..Default::default()
+    }
+}
+
+fn past_runs(runs: &[(&str, u64)]) -> Option<HistorySeed> {
+    Some(HistorySeed::Runs(
+        runs.iter()
+            .map(|(outcome, ms)| PastRun {
+                outcome: Some(outcome.to_string()),
+                duration_ms: Some(*ms),
+                ..Default::default()
+            })
+            .collect(),
+    ))
+}
+
+/// The jobs served when none are configured: one per outcome and task type, a 150-task job,
+/// a task graph and a chain (ids 1001..=1011).
 pub fn sample_jobs() -> Vec<JobSpec> {
     let mut etl = job(1001, "nightly-etl", "notebook", "SUCCESS", 2000);
     etl.parameters = vec![
@@ -293,26 +421,95 @@ pub fn sample_jobs() -> Vec<JobSpec> {
         1500,
     );
     mixed.tasks = vec![
+        task("ingest", "notebook", &[], 1500),
         TaskSpec {
-            task_key: "ingest".into(),
-            task_type: Some("notebook".into()),
-            outcome: None,
-            output: None,
-        },
-        TaskSpec {
-            task_key: "train".into(),
-            task_type: Some("python_wheel".into()),
             outcome: Some("FAILED".into()),
-            output: None,
+            ..task("train", "python_wheel", &[], 1500)
         },
         TaskSpec {
-            task_key: "report".into(),
-            task_type: Some("sql".into()),
             outcome: Some("SUCCESS".into()),
-            output: None,
+            ..task("report", "sql", &[], 1500)
         },
     ];
     vec![
-        etl, failing, slow, big, skipped, broken, retrying, dbt, mixed,
+        etl,
+        failing,
+        slow,
+        big,
+        skipped,
+        broken,
+        retrying,
+        dbt,
+        mixed,
+        graph_pipeline(),
+        chain(),
     ]
+}
+
+/// Fan-out from `extract`, a for-each over five regions, fan-in at `join`, then `publish`,
+/// which fails (its repair succeeds), so `report` is UPSTREAM_FAILED and the run FAILED;
+/// `notify` runs anyway (ALL_DONE). About 12 s a run; five past runs seeded.
+fn graph_pipeline() -> JobSpec {
+    let mut spec = job(1010, "graph-pipeline", "notebook", "SUCCESS", 2000);
+    spec.outcome = None;
+    spec.error_message = Some("publish: the target table is locked by another writer".into());
+    let regions = ["north", "south", "east", "west", "central"];
+    spec.tasks = vec![
+        task("extract", "notebook", &[], 1500),
+        task("clean_orders", "sql", &["extract"], 2000),
+        task("clean_customers", "python_script", &["extract"], 1500),
+        TaskSpec {
+            for_each: Some(ForEachSpec {
+                inputs: Some(regions.iter().map(|r| Value::from(*r)).collect()),
+                concurrency: Some(2),
+                iteration_duration_ms: Some(1000),
+                ..Default::default()
+            }),
+            ..task("score_regions", "notebook", &["extract"], 1000)
+        },
+        task(
+            "join",
+            "notebook",
+            &["clean_orders", "clean_customers", "score_regions"],
+            2000,
+        ),
+        TaskSpec {
+            outcome: Some("FAILED".into()),
+            ..task("publish", "python_wheel", &["join"], 1000)
+        },
+        task("report", "sql", &["publish"], 800),
+        TaskSpec {
+            run_if: Some("ALL_DONE".into()),
+            ..task("notify", "notebook", &["publish"], 500)
+        },
+    ];
+    spec.history = past_runs(&[
+        ("SUCCESS", 11_400),
+        ("SUCCESS", 12_100),
+        ("FAILED", 9_800),
+        ("SUCCESS", 11_800),
+        ("SUCCESS", 12_600),
+    ]);
+    spec
+}
+
+/// extract -> transform -> load, about half a second each, with five past runs.
+fn chain() -> JobSpec {
+    let mut spec = job(1011, "etl-chain", "notebook", "SUCCESS", 500);
+    spec.outcome = None;
+    spec.pending_ms = Some(100);
+    spec.terminating_ms = Some(100);
+    spec.tasks = vec![
+        task("extract", "notebook", &[], 500),
+        task("transform", "notebook", &["extract"], 500),
+        task("load", "sql", &["transform"], 500),
+    ];
+    spec.history = past_runs(&[
+        ("SUCCESS", 2_050),
+        ("SUCCESS", 2_200),
+        ("SUCCESS", 2_100),
+        ("SUCCESS", 2_400),
+        ("SUCCESS", 2_150),
+    ]);
+    spec
 }

@@ -8,6 +8,8 @@
 //! - `POST /__emulator/reset`
 //! - `GET /__emulator/runs/{id}` -> the run; `POST /__emulator/runs/{id}/state` `{state}` -> the run
 //! - `GET /__emulator/jobs` -> `{jobs: [...]}`; `POST /__emulator/jobs` (a `JobSpec`)
+//! - `POST /__emulator/jobs/{id}/history` (a count, an array of `PastRun`, or `{runs}` / `{count}`)
+//!   -> `{runIds: [...]}`, oldest first
 //! - `POST /__emulator/users` (a `UserSpec`)
 //! - `POST /__emulator/time` `{scale?, advanceMs?}`
 //! - `POST /__emulator/oauth` `{ttlSecs?, expireAll?}`
@@ -17,9 +19,9 @@ use axum::http::Method;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use crate::api::{invalid, json_response};
-use crate::config::JobSpec;
-use crate::{lock, Shared};
+use crate::config::{HistorySeed, JobSpec};
+use crate::http::{invalid, json_response};
+use crate::shared::{lock, Shared};
 use appkit_jobs_core::{ids, JobsError};
 
 pub(crate) fn control(shared: &Shared, method: &Method, rest: &str, bytes: &[u8]) -> Response {
@@ -88,6 +90,24 @@ fn control_inner(
         ("POST", ["jobs"]) => shared
             .add_job(&from_json::<JobSpec>(body)?)
             .map(|_| json!({})),
+        ("POST", ["jobs", id, "history"]) => {
+            let id = ids::parse(id)
+                .ok_or_else(|| JobsError::InvalidRequest(format!("invalid job id {id:?}")))?;
+            // `{runs: [...]}` and `{count: n}` read as the bare array and number.
+            let body = match body {
+                Value::Object(mut o)
+                    if o.len() == 1 && (o.contains_key("runs") || o.contains_key("count")) =>
+                {
+                    o.remove("runs")
+                        .or_else(|| o.remove("count"))
+                        .unwrap_or_default()
+                }
+                other => other,
+            };
+            let seed: HistorySeed = from_json(body)?;
+            let run_ids = shared.seed_history(id, &seed)?;
+            Ok(json!({"runIds": run_ids}))
+        }
         ("POST", ["users"]) => shared.add_user(from_json(body)?).map(|_| json!({})),
         ("GET", ["runs", id]) => {
             let id = ids::run_id(id)?;
@@ -151,6 +171,7 @@ fn index() -> Value {
             {"method": "POST", "path": "/__emulator/reset", "does": "forget runs, requests, faults and tokens"},
             {"method": "GET", "path": "/__emulator/jobs", "does": "the jobs served"},
             {"method": "POST", "path": "/__emulator/jobs", "does": "add or replace a job"},
+            {"method": "POST", "path": "/__emulator/jobs/{id}/history", "does": "seed completed past runs: a count, or [{outcome?, durationMs?, queueMs?, agoMs?}]"},
             {"method": "POST", "path": "/__emulator/users", "does": "add a user token with permissions"},
             {"method": "GET", "path": "/__emulator/runs/{id}", "does": "a run as runs/get renders it"},
             {"method": "POST", "path": "/__emulator/runs/{id}/state", "does": "move a run to a state: {state}"},

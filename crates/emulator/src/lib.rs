@@ -8,10 +8,14 @@
 //! app needs to boot (`GET /api/2.0/preview/scim/v2/Me` with `x-databricks-org-id`,
 //! `POST /telemetry-ext`). Control endpoints live under `/__emulator/` (see `control.rs`).
 //!
-//! Runs follow a life cycle computed lazily from a virtual clock (no task per run):
-//! QUEUED → PENDING → RUNNING → [WAITING_FOR_RETRY → PENDING → RUNNING]* → TERMINATING →
-//! TERMINATED (SUCCESS, FAILED, ...), or SKIPPED after the queue, or INTERNAL_ERROR after
-//! RUNNING. Cancel goes through TERMINATING to TERMINATED/CANCELED.
+//! Runs follow a life cycle computed lazily from a virtual clock (no task per run): QUEUED →
+//! PENDING → RUNNING → TERMINATING → TERMINATED (SUCCESS, FAILED, ...), or SKIPPED after the
+//! queue, or INTERNAL_ERROR. Within RUNNING the job's tasks run as a graph (`dependsOn`,
+//! `runIf`, for-each tasks), each with its own life cycle (BLOCKED → PENDING → RUNNING →
+//! [WAITING_FOR_RETRY → PENDING → RUNNING]* → TERMINATING → TERMINATED, or SKIPPED as
+//! UPSTREAM_FAILED / EXCLUDED) and its own times; `runs/repair` runs tasks again in graph
+//! order. Cancel goes through TERMINATING to TERMINATED/CANCELED. Every answer's `Date` is
+//! the virtual clock's. Past runs can be seeded (`history`) for duration estimates.
 //!
 //! ```no_run
 //! # async fn demo() -> appkit_jobs_core::Result<()> {
@@ -38,246 +42,45 @@
 //! - [`Emulator::add_user`]`(UserSpec)`, [`Emulator::add_job`]`(JobSpec)`, [`Emulator::jobs`].
 //! - [`Emulator::set_time_scale`]`(f64)`, [`Emulator::advance_time`]`(ms)`.
 //! - [`Emulator::set_oauth_token_ttl`]`(secs)`, [`Emulator::expire_oauth_tokens`].
-//! - [`Emulator::run_count`].
+//! - [`Emulator::run_count`], [`Emulator::seed_history`]`(job_id, HistorySeed) -> Result<Vec<i64>>`.
+//
+// Modules, in layers, each using only earlier ones (no import cycles): `config` (specs), `lifecycle` (the clock and
+// states), `graph` (a job's tasks), `schedule` (an attempt laid out in time), `store` (jobs and
+// runs), `history` and `repair` (on the store), `render` (JSON), `shared` (the state and its
+// operations), `http` (answers), `control` (its endpoints), `net` (the listener), `api` (the
+// Jobs API endpoints, handing `/__emulator/` to `control`).
 mod api;
 pub mod config;
 mod control;
+mod graph;
+mod history;
+mod http;
 mod lifecycle;
 mod net;
 mod render;
 mod repair;
+mod schedule;
+mod shared;
 mod store;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use appkit_jobs_core::{JobsError, Result};
 pub use config::{
-    sample_jobs, EmulatorOptions, FaultSpec, JobParameter, JobSpec, Permission, TaskSpec, UserSpec,
+    sample_jobs, EmulatorOptions, FaultSpec, ForEachSpec, HistorySeed, JobParameter, JobSpec,
+    PastRun, Permission, TaskSpec, UserSpec,
 };
-use lifecycle::{Clock, Forced};
-use render::RenderCtx;
-use store::{Job, Store};
-
-/// One request the emulator answered (control requests excepted). Secrets are never kept:
-/// no headers, and the OAuth token request body is replaced by `"[redacted]"`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RequestLogEntry {
-    pub method: String,
-    pub path: String,
-    /// The raw query string, `""` when none.
-    pub query: String,
-    /// The body as JSON when it parses, else as a string; `null` when empty.
-    pub body: Value,
-    /// `"service_principal"`, `"oauth:<client id>"`, `"user:<user name>"`, or `null` when the
-    /// request carried no valid credential.
-    pub identity: Option<String>,
-    /// The status answered (0 for a reset connection).
-    pub status: u16,
-    /// Whether an injected fault shaped the answer.
-    pub fault: bool,
-}
-
-pub(crate) struct ActiveFault {
-    pub spec: FaultSpec,
-    pub remaining: u32,
-}
-
-pub(crate) struct Inner {
-    pub clock: Clock,
-    pub store: Store,
-    pub users: HashMap<String, Arc<UserSpec>>,
-    pub oauth_tokens: HashMap<String, Instant>,
-    pub oauth_ttl: Duration,
-}
-
-pub(crate) struct Shared {
-    pub base_url: String,
-    pub org_id: String,
-    pub sp_token: String,
-    pub sp_name: Arc<str>,
-    pub client_id: String,
-    pub client_secret: String,
-    pub inner: Mutex<Inner>,
-    pub log: Mutex<VecDeque<RequestLogEntry>>,
-    pub log_limit: usize,
-    pub faults: Mutex<Vec<ActiveFault>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn random_hex(n: usize) -> String {
-    use rand::RngCore;
-    let mut bytes = vec![0u8; n];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-impl Shared {
-    pub(crate) fn inner(&self) -> MutexGuard<'_, Inner> {
-        lock(&self.inner)
-    }
-
-    pub(crate) fn push_log(&self, entry: RequestLogEntry) {
-        let mut log = lock(&self.log);
-        if log.len() >= self.log_limit {
-            log.pop_front();
-        }
-        log.push_back(entry);
-    }
-
-    /// Takes one use of the first fault matching the request.
-    pub(crate) fn take_fault(&self, method: &str, path: &str) -> Option<FaultSpec> {
-        let mut faults = lock(&self.faults);
-        if faults.is_empty() {
-            return None;
-        }
-        let i = faults.iter().position(|f| f.spec.matches(method, path))?;
-        let spec = faults[i].spec.clone();
-        faults[i].remaining -= 1;
-        if faults[i].remaining == 0 {
-            faults.remove(i);
-        }
-        Some(spec)
-    }
-
-    pub(crate) fn inject_fault(&self, spec: FaultSpec) -> Result<()> {
-        if spec.path.is_empty() {
-            return Err(JobsError::InvalidRequest("a fault needs a path".into()));
-        }
-        if let Some(s) = spec.status {
-            if !(100..=599).contains(&s) {
-                return Err(JobsError::InvalidRequest(format!(
-                    "invalid fault status {s}"
-                )));
-            }
-        }
-        if spec.status.is_none()
-            && spec.delay_ms.is_none()
-            && !spec.reset
-            && !spec.lose_response
-            && spec.body.is_none()
-            && !spec.html
-        {
-            return Err(JobsError::InvalidRequest(
-                "a fault needs status, delayMs, reset, loseResponse, body or html".into(),
-            ));
-        }
-        let remaining = spec.times.unwrap_or(1).max(1);
-        lock(&self.faults).push(ActiveFault { spec, remaining });
-        Ok(())
-    }
-
-    pub(crate) fn add_job(&self, spec: &JobSpec) -> Result<()> {
-        let mut inner = self.inner();
-        let created = inner.clock.epoch_ms(inner.clock.now());
-        let job = Job::from_spec(spec, created)?;
-        inner.store.jobs.insert(job.id, Arc::new(job));
-        Ok(())
-    }
-
-    pub(crate) fn add_user(&self, user: UserSpec) -> Result<()> {
-        user.validate()?;
-        if user.token == self.sp_token {
-            return Err(JobsError::InvalidRequest(
-                "a user token must differ from the service principal token".into(),
-            ));
-        }
-        self.inner()
-            .users
-            .insert(user.token.clone(), Arc::new(user));
-        Ok(())
-    }
-
-    pub(crate) fn reset(&self) {
-        {
-            let mut inner = self.inner();
-            inner.store.clear_runs();
-            inner.oauth_tokens.clear();
-        }
-        lock(&self.log).clear();
-        lock(&self.faults).clear();
-    }
-
-    pub(crate) fn render_ctx<'a>(&'a self, inner: &'a Inner) -> RenderCtx<'a> {
-        RenderCtx {
-            base_url: &self.base_url,
-            org_id: &self.org_id,
-            clock: &inner.clock,
-            now_v: inner.clock.now(),
-        }
-    }
-
-    pub(crate) fn get_run(&self, run_id: i64) -> Option<Value> {
-        let inner = self.inner();
-        let ctx = self.render_ctx(&inner);
-        let (run, task) = inner.store.find(run_id)?;
-        render::render_get(run, task, &ctx, 0, true)
-    }
-
-    pub(crate) fn set_run_state(&self, run_id: i64, target: &str) -> Result<Value> {
-        {
-            let mut inner = self.inner();
-            let now = inner.clock.now();
-            let run = inner
-                .store
-                .find_mut(run_id)
-                .ok_or_else(|| JobsError::NotFound(format!("Run {run_id} does not exist.")))?;
-            let forced = Forced::parse(target, run.job.plan.outcome).ok_or_else(|| {
-                JobsError::InvalidRequest(format!(
-                    "unknown state {target:?}: use QUEUED, PENDING, RUNNING, TERMINATING, WAITING_FOR_RETRY, BLOCKED, \
-                     TERMINATED, SUCCESS, SUCCESS_WITH_FAILURES, FAILED, TIMEDOUT, CANCELED, SKIPPED or INTERNAL_ERROR"
-                ))
-            })?;
-            run.cancel_v = None;
-            run.forced = Some((forced, now));
-        }
-        self.get_run(run_id)
-            .ok_or_else(|| JobsError::NotFound(format!("Run {run_id} does not exist.")))
-    }
-
-    pub(crate) fn set_time_scale(&self, scale: f64) -> Result<()> {
-        if !scale.is_finite() || scale < 0.0 {
-            return Err(JobsError::InvalidRequest(
-                "timeScale must be a finite number >= 0".into(),
-            ));
-        }
-        self.inner().clock.set_scale(scale);
-        Ok(())
-    }
-
-    pub(crate) fn advance_time(&self, ms: f64) -> Result<()> {
-        if !ms.is_finite() || ms < 0.0 {
-            return Err(JobsError::InvalidRequest(
-                "advance needs a finite number of milliseconds >= 0".into(),
-            ));
-        }
-        self.inner().clock.advance(ms);
-        Ok(())
-    }
-
-    pub(crate) fn jobs(&self) -> Vec<Value> {
-        let inner = self.inner();
-        let mut jobs: Vec<_> = inner.store.jobs.values().collect();
-        jobs.sort_by_key(|j| j.id);
-        jobs.iter()
-            .map(|j| {
-                let tt = j.tasks.first().map(|t| t.task_type.as_str()).unwrap_or("notebook");
-                json!({"id": j.id, "name": j.name, "taskType": tt, "taskCount": j.tasks.len(),
-                       "parameters": j.parameters.iter().map(|p| p.name.clone()).collect::<Vec<_>>()})
-            })
-            .collect()
-    }
-}
+use lifecycle::Clock;
+pub use shared::RequestLogEntry;
+use shared::{lock, random_hex, Inner, Shared};
+use store::Store;
 
 /// A running emulator. Dropping it stops the server too.
 pub struct Emulator {
@@ -496,9 +299,16 @@ impl Emulator {
             *exp = now;
         }
     }
-    /// Number of runs (parents) created since start or the last reset.
+    /// Number of runs (parents) started by run-now since start or the last reset (seeded
+    /// history not counted).
     pub fn run_count(&self) -> usize {
-        self.shared.inner().store.runs.len()
+        let inner = self.shared.inner();
+        inner.store.runs.len() - inner.store.seeded
+    }
+    /// Seeds completed past runs of job `job_id` (a count, or each run described); their run
+    /// ids, oldest first. Forgotten by [`Emulator::reset`], unlike the job spec's `history`.
+    pub fn seed_history(&self, job_id: i64, history: HistorySeed) -> Result<Vec<i64>> {
+        self.shared.seed_history(job_id, &history)
     }
 }
 

@@ -1,8 +1,7 @@
-//! The life-cycle clock: virtual time, and where a run stands in its life cycle at a given
-//! instant, computed from its job's plan (no task per run).
-use std::time::Instant;
-
-use crate::store::{Plan, RunRec};
+//! The workspace clock and the vocabulary of run states: life-cycle states, results, what
+//! `set_run_state` forces, and a run's or task run's situation at an instant ([`Snap`]).
+//! Nothing here knows about jobs or runs; the graph schedule and the store build on it.
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Virtual time in milliseconds since the emulator started, advancing `scale` times real time.
 pub(crate) struct Clock {
@@ -14,8 +13,8 @@ pub(crate) struct Clock {
 
 impl Clock {
     pub fn new(scale: f64) -> Clock {
-        let epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         Clock {
@@ -37,9 +36,22 @@ impl Clock {
     pub fn advance(&mut self, ms: f64) {
         self.anchor_v += ms;
     }
+    /// Epoch milliseconds of virtual instant `v`.
     pub fn epoch_ms(&self, v: f64) -> i64 {
-        self.start_epoch_ms + v.floor() as i64
+        self.start_epoch_ms + whole_ms(v)
     }
+    /// The workspace's time of day now, as an HTTP `Date` (RFC 7231): clients measure a run's
+    /// elapsed time as this minus its `start_time`, so it must be virtual time too.
+    pub fn http_date(&self) -> String {
+        let ms = self.epoch_ms(self.now()).max(0) as u64;
+        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms))
+    }
+}
+
+/// Whole milliseconds of a virtual duration or instant. Scaled durations (seeded history)
+/// come out a hair under the whole number they add up to; that hair is not a millisecond.
+pub(crate) fn whole_ms(v: f64) -> i64 {
+    (v + 1e-6).floor() as i64
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +109,8 @@ impl Life {
     }
 }
 
-/// How a run ends when left alone.
+/// How a run or a task run ended. The first seven can be asked for in a job spec; the last
+/// three are what the graph gives a task whose `run_if` does not hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Success,
@@ -107,9 +120,13 @@ pub enum Outcome {
     Canceled,
     Skipped,
     InternalError,
+    UpstreamFailed,
+    UpstreamCanceled,
+    Excluded,
 }
 
 impl Outcome {
+    /// An outcome a spec may name (not the upstream ones, which only the graph decides).
     pub fn parse(s: &str) -> Option<Outcome> {
         Some(match s.to_ascii_uppercase().as_str() {
             "SUCCESS" => Outcome::Success,
@@ -124,7 +141,10 @@ impl Outcome {
     }
     pub fn life(self) -> Life {
         match self {
-            Outcome::Skipped => Life::Skipped,
+            Outcome::Skipped
+            | Outcome::UpstreamFailed
+            | Outcome::UpstreamCanceled
+            | Outcome::Excluded => Life::Skipped,
             Outcome::InternalError => Life::InternalError,
             _ => Life::Terminated,
         }
@@ -137,7 +157,32 @@ impl Outcome {
             Outcome::TimedOut => Some("TIMEDOUT"),
             Outcome::Canceled => Some("CANCELED"),
             Outcome::Skipped => None,
+            Outcome::UpstreamFailed => Some("UPSTREAM_FAILED"),
+            Outcome::UpstreamCanceled => Some("UPSTREAM_CANCELED"),
+            Outcome::Excluded => Some("EXCLUDED"),
         }
+    }
+    /// Whether a task that ended so counts as succeeded for its dependents and the run
+    /// (an excluded task is skipped but "treated as successful", per the docs).
+    pub fn is_ok(self) -> bool {
+        matches!(
+            self,
+            Outcome::Success | Outcome::SuccessWithFailures | Outcome::Excluded | Outcome::Skipped
+        )
+    }
+    /// Whether the task actually ran (was not skipped by the graph or the run).
+    pub fn executed(self) -> bool {
+        !matches!(
+            self,
+            Outcome::Skipped
+                | Outcome::UpstreamFailed
+                | Outcome::UpstreamCanceled
+                | Outcome::Excluded
+        )
+    }
+    /// Whether it ended by a cancel, its own or an upstream one.
+    pub fn is_cancel(self) -> bool {
+        matches!(self, Outcome::Canceled | Outcome::UpstreamCanceled)
     }
     /// `(code, type, message)` of `status.termination_details`.
     pub(crate) fn termination(self) -> (&'static str, &'static str, &'static str) {
@@ -162,6 +207,23 @@ impl Outcome {
                 "INTERNAL_ERROR",
                 "INTERNAL_ERROR",
                 "An unexpected error occurred while running the job.",
+            ),
+            // The termination code SKIPPED is documented as "never executed, for example,
+            // if the upstream task run failed, the dependency type condition was not met".
+            Outcome::UpstreamFailed => (
+                "SKIPPED",
+                "SUCCESS",
+                "Skipped: an upstream task did not succeed.",
+            ),
+            Outcome::UpstreamCanceled => (
+                "SKIPPED",
+                "SUCCESS",
+                "Skipped: an upstream task was canceled.",
+            ),
+            Outcome::Excluded => (
+                "SKIPPED",
+                "SUCCESS",
+                "Excluded: the run_if condition was not met.",
             ),
         }
     }
@@ -192,14 +254,17 @@ impl Forced {
     }
 }
 
-/// The run's situation at a given instant.
+/// A run's or task run's situation at an instant. Offsets are virtual ms from the start of
+/// the attempt it belongs to.
 #[derive(Debug, Clone)]
 pub(crate) struct Snap {
     pub life: Life,
     pub outcome: Option<Outcome>,
     pub user_cancelled: bool,
     pub attempt: u32,
-    /// Elapsed virtual ms at the end, for terminal states.
+    /// When it left BLOCKED (`None`: it has not, so `start_time` is 0).
+    pub begin: Option<f64>,
+    /// When it ended, for terminal states.
     pub end_e: Option<f64>,
     pub queue_d: f64,
     pub setup_d: f64,
@@ -208,12 +273,13 @@ pub(crate) struct Snap {
 }
 
 impl Snap {
-    fn new() -> Snap {
+    pub fn new(life: Life, begin: Option<f64>) -> Snap {
         Snap {
-            life: Life::Queued,
+            life,
             outcome: None,
             user_cancelled: false,
             attempt: 0,
+            begin,
             end_e: None,
             queue_d: 0.0,
             setup_d: 0.0,
@@ -221,7 +287,8 @@ impl Snap {
             cleanup_d: 0.0,
         }
     }
-    fn add(&mut self, life: Life, d: f64) {
+    /// Counts `d` ms spent in `life` towards the phase durations.
+    pub fn add(&mut self, life: Life, d: f64) {
         match life {
             Life::Queued => self.queue_d += d,
             Life::Pending => self.setup_d += d,
@@ -230,134 +297,13 @@ impl Snap {
             _ => {}
         }
     }
-}
-
-/// The natural timeline of a plan at elapsed virtual time `e`.
-fn walk(plan: &Plan, e: f64) -> Snap {
-    let mut segs: Vec<(Life, f64)> = Vec::with_capacity(6 + 3 * plan.retries as usize);
-    segs.push((Life::Queued, plan.queue));
-    if plan.outcome != Outcome::Skipped {
-        for _ in 0..plan.retries {
-            segs.push((Life::Pending, plan.pending));
-            segs.push((Life::Running, plan.running));
-            segs.push((Life::WaitingForRetry, plan.retry_wait));
-        }
-        segs.push((Life::Pending, plan.pending));
-        segs.push((Life::Running, plan.running));
-        if plan.outcome != Outcome::InternalError {
-            segs.push((Life::Terminating, plan.terminating));
-        }
+    /// Ends it with `outcome` at offset `at`.
+    pub fn end(&mut self, outcome: Outcome, at: f64) {
+        self.life = outcome.life();
+        self.outcome = Some(outcome);
+        self.end_e = Some(at);
     }
-    let mut snap = Snap::new();
-    let mut t = 0.0;
-    for (life, d) in segs {
-        if e < t + d {
-            snap.life = life;
-            snap.add(life, (e - t).max(0.0));
-            return snap;
-        }
-        snap.add(life, d);
-        t += d;
-        if life == Life::WaitingForRetry {
-            snap.attempt += 1;
-        }
-    }
-    snap.life = plan.outcome.life();
-    snap.outcome = Some(plan.outcome);
-    snap.end_e = Some(t);
-    snap
-}
-
-impl RunRec {
-    pub fn job_id(&self) -> i64 {
-        self.job.id
-    }
-    pub fn task_count(&self) -> usize {
-        self.job.tasks.len()
-    }
-    /// Whether `id` is this run or one of its task runs.
-    pub fn owns(&self, id: i64) -> bool {
-        id >= self.run_id && id <= self.run_id + self.task_count() as i64
-    }
-
-    fn cancel_grace(&self) -> f64 {
-        if self.job.plan.terminating > 0.0 {
-            self.job.plan.terminating
-        } else {
-            200.0
-        }
-    }
-
-    /// The plan of the current attempt: the job's, or a repair's (no queue, no retries, the
-    /// repaired tasks' outcome).
-    pub fn plan(&self) -> Plan {
-        match &self.repair {
-            None => self.job.plan,
-            Some(repair) => Plan {
-                queue: 0.0,
-                retries: 0,
-                outcome: repair.outcome,
-                ..self.job.plan
-            },
-        }
-    }
-
-    /// Timeline with a pin applied, ignoring cancel and forced ends.
-    fn base(&self, e: f64) -> Snap {
-        let plan = self.plan();
-        match self.forced {
-            Some((Forced::Pin(life), at_v)) => {
-                let at = at_v - self.attempt_v;
-                if e < at {
-                    return walk(&plan, e);
-                }
-                let mut s = walk(&plan, at);
-                s.life = life;
-                s.outcome = None;
-                s.end_e = None;
-                s.add(life, e - at);
-                s
-            }
-            _ => walk(&plan, e),
-        }
-    }
-
-    /// The current attempt's state at `now_v` (virtual ms); `end_e` is counted from
-    /// `attempt_v`.
-    pub fn snapshot(&self, now_v: f64) -> Snap {
-        let e = (now_v - self.attempt_v).max(0.0);
-        if let Some((Forced::End(outcome), at_v)) = self.forced {
-            let at = (at_v - self.attempt_v).max(0.0);
-            let natural = walk(&self.plan(), at);
-            let end = natural.end_e.unwrap_or(at);
-            let mut s = natural;
-            s.life = outcome.life();
-            s.outcome = Some(outcome);
-            s.end_e = Some(end);
-            return s;
-        }
-        if let Some(cv) = self.cancel_v {
-            let c = (cv - self.attempt_v).max(0.0);
-            if e >= c {
-                let mut s = self.base(c);
-                let grace = self.cancel_grace();
-                if e < c + grace {
-                    s.life = Life::Terminating;
-                    s.cleanup_d += e - c;
-                } else {
-                    s.cleanup_d += grace;
-                    s.life = Life::Terminated;
-                    s.outcome = Some(Outcome::Canceled);
-                    s.user_cancelled = true;
-                    s.end_e = Some(c + grace);
-                }
-                return s;
-            }
-        }
-        self.base(e)
-    }
-
-    pub fn is_active(&self, now_v: f64) -> bool {
-        !self.snapshot(now_v).life.is_terminal()
+    pub fn is_active(&self) -> bool {
+        self.begin.is_some() && !self.life.is_terminal()
     }
 }

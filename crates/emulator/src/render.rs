@@ -1,10 +1,9 @@
 //! Rendering the emulated workspace as the Jobs API's JSON shapes: jobs/get, runs/get (parent
-//! and task runs), runs/get-output, in pages of 100 array elements.
+//! runs, task runs, for-each iterations), runs/get-output, in pages of 100 array elements.
 use serde_json::{json, Map, Value};
 
-use crate::lifecycle::Clock;
-use crate::lifecycle::{Forced, Life, Outcome, Snap};
-use crate::store::{Job, RunRec};
+use crate::lifecycle::{whole_ms, Clock, Life, Outcome, Snap};
+use crate::store::{Job, RunRec, TaskView};
 
 /// Elements of each array per page in runs/get and jobs/get.
 pub const PAGE_SIZE: usize = 100;
@@ -12,7 +11,7 @@ pub const PAGE_SIZE: usize = 100;
 impl Job {
     /// jobs/get body, page `page` of the tasks.
     pub fn render(&self, page: usize, run_as: &str) -> Value {
-        let (slice, next) = page_of(&self.tasks, page);
+        let (slice, next) = page_of(&self.graph.tasks, page);
         let tasks: Vec<Value> = slice.iter().map(|t| t.settings.clone()).collect();
         let params: Vec<Value> = if page == 0 {
             self.parameters
@@ -72,37 +71,35 @@ pub fn parse_page_token(token: Option<&str>) -> Option<usize> {
     }
 }
 
-impl RunRec {
-    /// `job_parameters` of a run: the job's definitions with the values of this run, then
-    /// any extra names the run was given.
-    fn effective_job_params(&self) -> Vec<Value> {
-        let given = self.job_params.as_deref();
-        let mut out: Vec<Value> = self
-            .job
-            .parameters
+/// `job_parameters` of a run: the job's definitions with the values of this run, then any
+/// extra names the run was given.
+fn effective_job_params(run: &RunRec) -> Vec<Value> {
+    let given = run.job_params.as_deref();
+    let mut out: Vec<Value> = run
+        .job
+        .parameters
+        .iter()
+        .map(|p| {
+            let value = given
+                .and_then(|m| m.get(&p.name))
+                .cloned()
+                .unwrap_or_else(|| p.default.clone());
+            json!({"name": p.name, "default": p.default, "value": value})
+        })
+        .collect();
+    if let Some(m) = given {
+        let mut extra: Vec<_> = m
             .iter()
-            .map(|p| {
-                let value = given
-                    .and_then(|m| m.get(&p.name))
-                    .cloned()
-                    .unwrap_or_else(|| p.default.clone());
-                json!({"name": p.name, "default": p.default, "value": value})
-            })
+            .filter(|(k, _)| !run.job.parameters.iter().any(|p| &p.name == *k))
             .collect();
-        if let Some(m) = given {
-            let mut extra: Vec<_> = m
-                .iter()
-                .filter(|(k, _)| !self.job.parameters.iter().any(|p| &p.name == *k))
-                .collect();
-            extra.sort();
-            out.extend(
-                extra
-                    .into_iter()
-                    .map(|(k, v)| json!({"name": k, "value": v})),
-            );
-        }
-        out
+        extra.sort();
+        out.extend(
+            extra
+                .into_iter()
+                .map(|(k, v)| json!({"name": k, "value": v})),
+        );
     }
+    out
 }
 
 /// Everything rendering needs besides the run.
@@ -122,6 +119,7 @@ impl RenderCtx<'_> {
     }
 }
 
+/// `state` (deprecated, still filled in) and `status` of a snapshot.
 fn state_blocks(snap: &Snap, task_key: Option<&str>) -> (Value, Value) {
     let mut state = Map::new();
     state.insert("life_cycle_state".into(), json!(snap.life.as_str()));
@@ -168,118 +166,30 @@ fn state_blocks(snap: &Snap, task_key: Option<&str>) -> (Value, Value) {
     (Value::Object(state), Value::Object(status))
 }
 
-/// A task's snapshot in an attempt whose state is `parent`: the parent's, ending with the
-/// task's own outcome `own` when the run ended by itself.
-fn task_snap(run: &RunRec, parent: &Snap, own: Option<Outcome>) -> Snap {
-    let mut s = parent.clone();
-    let natural_end = !s.user_cancelled && !matches!(run.forced, Some((Forced::End(_), _)));
-    if let (Some(_), true, Some(own)) = (s.outcome, natural_end, own) {
-        s.outcome = Some(own);
-        s.life = own.life();
-    }
-    s
-}
-
-/// The outcome of task `i` of the original attempt, when it differs from the run's.
-fn original_task_outcome(run: &RunRec, parent: &Snap, i: usize) -> Option<Outcome> {
-    match (run.job.tasks[i].outcome, parent.outcome) {
-        (Some(own), _) => Some(own),
-        // "Some tasks failed" describes the run; a task without its own outcome succeeded.
-        (None, Some(Outcome::SuccessWithFailures)) => Some(Outcome::Success),
-        _ => None,
-    }
-}
-
-/// One task run: which task, its run id, its state, and when its attempt began (virtual ms).
-pub(crate) struct TaskView {
-    pub index: usize,
-    pub run_id: i64,
-    pub snap: Snap,
-    pub base_v: f64,
-}
-
-impl RunRec {
-    /// The task runs of the current attempt, given its state `parent`: every task of the
-    /// original run, or the tasks a repair runs again (which end as the repair does).
-    pub(crate) fn current_tasks(&self, parent: &Snap) -> Vec<TaskView> {
-        match &self.repair {
-            None => (0..self.task_count())
-                .map(|i| TaskView {
-                    index: i,
-                    run_id: self.run_id + 1 + i as i64,
-                    snap: task_snap(self, parent, original_task_outcome(self, parent, i)),
-                    base_v: self.attempt_v,
-                })
-                .collect(),
-            Some(repair) => repair
-                .tasks
-                .iter()
-                .zip(&repair.task_run_ids)
-                .map(|(&index, &run_id)| TaskView {
-                    index,
-                    run_id,
-                    snap: task_snap(self, parent, Some(repair.task_outcome)),
-                    base_v: self.attempt_v,
-                })
-                .collect(),
-        }
-    }
-
-    /// Every task run, one per task and attempt, the earliest attempt first.
-    pub(crate) fn task_views(&self, now_v: f64) -> Vec<TaskView> {
-        let mut views: Vec<TaskView> = self
-            .history
-            .iter()
-            .flat_map(|a| {
-                a.tasks.iter().map(|(index, run_id, snap)| TaskView {
-                    index: *index,
-                    run_id: *run_id,
-                    snap: snap.clone(),
-                    base_v: a.start_v,
-                })
-            })
-            .collect();
-        views.extend(self.current_tasks(&self.snapshot(now_v)));
-        views
-    }
-
-    /// The task run `run_id`, or the latest run of the first task for the parent's id.
-    pub(crate) fn task_view(&self, run_id: Option<i64>, now_v: f64) -> Option<TaskView> {
-        let views = self.task_views(now_v);
-        match run_id {
-            Some(id) => views.into_iter().find(|v| v.run_id == id),
-            None => views.into_iter().rev().find(|v| v.index == 0),
-        }
-    }
-}
-
-/// `start_time`, `end_time` and durations: `start_v` is when the run began, `base_v` when the
-/// attempt `snap` describes began (its `end_e` counts from there).
+/// `start_time`, `end_time` and durations. `start_v` is when it began (`None`: it has not, so
+/// 0), `base_v` when its attempt began (`snap`'s offsets count from there).
 fn timing(
     obj: &mut Map<String, Value>,
     snap: &Snap,
     ctx: &RenderCtx,
-    (start_v, base_v): (f64, f64),
+    (start_v, base_v): (Option<f64>, f64),
     phase_durations: bool,
 ) {
-    let start = ctx.clock.epoch_ms(start_v);
-    let elapsed = match snap.end_e {
-        Some(end) => base_v + end - start_v,
-        None => (ctx.now_v - start_v).max(0.0),
+    let end_v = snap.end_e.map(|e| base_v + e);
+    let start_ms = start_v.map(|s| ctx.clock.epoch_ms(s));
+    let end_ms = end_v.map(|e| ctx.clock.epoch_ms(e));
+    // From whole-ms instants, so that end_time - start_time is exactly queue + run duration.
+    let elapsed = match start_ms {
+        None => 0,
+        Some(s) => end_ms.unwrap_or_else(|| ctx.clock.epoch_ms(ctx.now_v)) - s,
     };
-    obj.insert("start_time".into(), json!(start));
-    obj.insert(
-        "end_time".into(),
-        json!(snap
-            .end_e
-            .map(|e| ctx.clock.epoch_ms(base_v + e))
-            .unwrap_or(0)),
-    );
+    obj.insert("start_time".into(), json!(start_ms.unwrap_or(0)));
+    obj.insert("end_time".into(), json!(end_ms.unwrap_or(0)));
     let (s, x, c) = if phase_durations {
         (
-            snap.setup_d as i64,
-            snap.exec_d as i64,
-            snap.cleanup_d as i64,
+            whole_ms(snap.setup_d),
+            whole_ms(snap.exec_d),
+            whole_ms(snap.cleanup_d),
         )
     } else {
         (0, 0, 0)
@@ -287,23 +197,22 @@ fn timing(
     obj.insert("setup_duration".into(), json!(s));
     obj.insert("execution_duration".into(), json!(x));
     obj.insert("cleanup_duration".into(), json!(c));
-    obj.insert("queue_duration".into(), json!(snap.queue_d as i64));
+    obj.insert("queue_duration".into(), json!(whole_ms(snap.queue_d)));
     obj.insert(
         "run_duration".into(),
-        json!((elapsed - snap.queue_d).max(0.0) as i64),
+        json!((elapsed - whole_ms(snap.queue_d)).max(0)),
     );
     obj.insert("attempt_number".into(), json!(snap.attempt));
 }
 
-/// The fields a run and a task run share: state, timing (from `start_v`, the attempt from
-/// `base_v`), page URL.
+/// The fields a run and a task run share: state, timing, page URL.
 fn run_fields(
     obj: &mut Map<String, Value>,
     run: &RunRec,
     snap: &Snap,
     task_key: Option<&str>,
     ctx: &RenderCtx,
-    (run_id, start_v, base_v, phase_durations): (i64, f64, f64, bool),
+    (run_id, start_v, base_v, phase_durations): (i64, Option<f64>, f64, bool),
 ) {
     let (state, status) = state_blocks(snap, task_key);
     obj.insert("state".into(), state);
@@ -315,22 +224,66 @@ fn run_fields(
     );
 }
 
+/// A task run's key and settings: its task's, or for an iteration the nested task's.
+fn task_settings<'a>(run: &'a RunRec, view: &TaskView) -> (&'a str, &'a Value) {
+    let def = &run.job.graph.tasks[view.task];
+    match (&def.for_each, view.iteration) {
+        (Some(f), Some(_)) => (f.nested_key.as_str(), &f.nested),
+        _ => (def.key.as_str(), &def.settings),
+    }
+}
+
+/// One element of `tasks[]` (or `iterations[]`).
 fn render_task(run: &RunRec, view: &TaskView, ctx: &RenderCtx) -> Value {
-    let def = &run.job.tasks[view.index];
-    let mut obj = match &def.settings {
+    let (key, settings) = task_settings(run, view);
+    let mut obj = match settings {
         Value::Object(m) => m.clone(),
         _ => Map::new(),
     };
     obj.insert("run_id".into(), json!(view.run_id));
+    let base_v = view.attempt.start_v;
     run_fields(
         &mut obj,
         run,
         &view.snap,
-        Some(&def.key),
+        Some(key),
         ctx,
-        (view.run_id, view.base_v, view.base_v, true),
+        (
+            view.run_id,
+            view.snap.begin.map(|b| base_v + b),
+            base_v,
+            true,
+        ),
     );
+    if view.iteration.is_none() && run.job.graph.tasks[view.task].for_each.is_some() {
+        let st = run.iteration_stats(view, ctx.now_v);
+        let mut stats = json!({"task_run_stats": {
+            "total_iterations": st.total,
+            "scheduled_iterations": st.scheduled,
+            "active_iterations": st.active,
+            "completed_iterations": st.completed,
+            "succeeded_iterations": st.succeeded,
+            "failed_iterations": st.failed,
+        }});
+        if st.failed > 0 {
+            stats["error_message_stats"] = json!([{
+                "error_message": error_message(run),
+                "count": st.failed,
+                "termination_category": "RUN_EXECUTION_ERROR",
+            }]);
+        }
+        if let Some(Value::Object(f)) = obj.get_mut("for_each_task") {
+            f.insert("stats".into(), stats);
+        }
+    }
     Value::Object(obj)
+}
+
+fn error_message(run: &RunRec) -> String {
+    run.job
+        .error_message
+        .clone()
+        .unwrap_or_else(|| "Workload failed: emulated error".into())
 }
 
 /// A Run as runs/get returns it. `page` selects 100 task runs; `with_tasks` false leaves them
@@ -351,17 +304,30 @@ pub(crate) fn render_run(
     obj.insert("creator_user_name".into(), json!(&*run.creator));
     obj.insert("run_name".into(), json!(run.job.name));
     obj.insert("run_type".into(), json!("JOB_RUN"));
-    obj.insert("trigger".into(), json!("ONE_TIME"));
+    // Seeded history stands for a job's scheduled runs.
+    let trigger = if run.seeded { "PERIODIC" } else { "ONE_TIME" };
+    obj.insert("trigger".into(), json!(trigger));
     obj.insert("format".into(), json!("MULTI_TASK"));
-    let first_task = run.job.tasks.first().map(|t| t.key.as_str());
-    let single = run.task_count() == 1 && run.repair.is_none();
+    // A failed run's message names the first task that failed.
+    let graph = &run.job.graph;
+    let failed_task = match snap.outcome {
+        Some(Outcome::Failed) => run
+            .latest_results(ctx.now_v)
+            .iter()
+            .position(|o| o.is_some_and(|o| !o.is_ok() && o.executed()))
+            .or((!graph.tasks.is_empty()).then_some(0)),
+        _ => None,
+    };
+    let first_task = failed_task.map(|i| graph.tasks[i].key.as_str());
+    // Phase durations are per task; only a one-task run's original attempt shows them.
+    let single = run.task_count() == 1 && run.earlier.is_empty();
     run_fields(
         &mut obj,
         run,
         &snap,
         first_task,
         ctx,
-        (run.run_id, run.created_v, run.attempt_v, single),
+        (run.run_id, Some(run.created_v), run.current.start_v, single),
     );
     if with_tasks {
         let views = run.task_views(ctx.now_v);
@@ -374,12 +340,12 @@ pub(crate) fn render_run(
         }
     }
     if with_history && page == 0 {
-        obj.insert("repair_history".into(), repair_history(run, &snap, ctx));
+        obj.insert("repair_history".into(), repair_history(run, ctx));
     }
     if (!run.job.parameters.is_empty() || run.job_params.is_some()) && page == 0 {
         obj.insert(
             "job_parameters".into(),
-            Value::Array(run.effective_job_params()),
+            Value::Array(effective_job_params(run)),
         );
     }
     if let Some(o) = &run.overriding {
@@ -389,61 +355,44 @@ pub(crate) fn render_run(
 }
 
 /// `repair_history`: the original attempt, then each repair (with its `id`), the current last.
-fn repair_history(run: &RunRec, current: &Snap, ctx: &RenderCtx) -> Value {
-    let entry = |repair_id: Option<i64>, start_v: f64, snap: &Snap, task_run_ids: Vec<i64>| {
+fn repair_history(run: &RunRec, ctx: &RenderCtx) -> Value {
+    let items = run.attempts().map(|a| {
+        let snap = run.attempt_snapshot(a, ctx.now_v);
         let mut e = Map::new();
         e.insert(
             "type".into(),
-            json!(if repair_id.is_some() {
+            json!(if a.repair.is_some() {
                 "REPAIR"
             } else {
                 "ORIGINAL"
             }),
         );
-        if let Some(id) = repair_id {
-            e.insert("id".into(), json!(id));
+        if let Some(r) = &a.repair {
+            e.insert("id".into(), json!(r.id));
         }
-        let (state, status) = state_blocks(snap, None);
+        let (state, status) = state_blocks(&snap, None);
         e.insert("state".into(), state);
         e.insert("status".into(), status);
-        e.insert("start_time".into(), json!(ctx.clock.epoch_ms(start_v)));
+        e.insert("start_time".into(), json!(ctx.clock.epoch_ms(a.start_v)));
         e.insert(
             "end_time".into(),
             json!(snap
                 .end_e
-                .map(|end| ctx.clock.epoch_ms(start_v + end))
-                .unwrap_or(0)),
+                .map_or(0, |end| ctx.clock.epoch_ms(a.start_v + end))),
         );
-        e.insert("task_run_ids".into(), json!(task_run_ids));
+        let ids: Vec<i64> = run
+            .attempt_views(a, ctx.now_v)
+            .iter()
+            .map(|v| v.run_id)
+            .collect();
+        e.insert("task_run_ids".into(), json!(ids));
         Value::Object(e)
-    };
-    let mut items: Vec<Value> = run
-        .history
-        .iter()
-        .map(|a| {
-            entry(
-                a.repair_id,
-                a.start_v,
-                &a.snap,
-                a.tasks.iter().map(|t| t.1).collect(),
-            )
-        })
-        .collect();
-    let current_ids = run
-        .current_tasks(current)
-        .iter()
-        .map(|t| t.run_id)
-        .collect();
-    items.push(entry(
-        run.repair.as_ref().map(|r| r.id),
-        run.attempt_v,
-        current,
-        current_ids,
-    ));
-    Value::Array(items)
+    });
+    Value::Array(items.collect())
 }
 
-/// runs/get for `run`, or for its task run `task`; `None` when no such task run exists.
+/// runs/get for `run`, or for its task run or iteration `task`; `None` when there is no such
+/// task run. `page` pages the tasks (or a for-each task run's iterations).
 pub(crate) fn render_get(
     run: &RunRec,
     task: Option<i64>,
@@ -457,13 +406,20 @@ pub(crate) fn render_get(
             run,
             &run.task_view(Some(id), ctx.now_v)?,
             ctx,
+            page,
         )),
     }
 }
 
-/// A task run as runs/get returns it for a task's `run_id`.
-pub(crate) fn render_task_run(run: &RunRec, view: &TaskView, ctx: &RenderCtx) -> Value {
-    let key = &run.job.tasks[view.index].key;
+/// A task run as runs/get returns it for a task's `run_id`; a for-each task run lists its
+/// iterations (`iterations`, 100 a page).
+pub(crate) fn render_task_run(
+    run: &RunRec,
+    view: &TaskView,
+    ctx: &RenderCtx,
+    page: usize,
+) -> Value {
+    let (key, _) = task_settings(run, view);
     let mut obj = Map::new();
     obj.insert("job_id".into(), json!(run.job_id()));
     obj.insert("run_id".into(), json!(view.run_id));
@@ -474,47 +430,71 @@ pub(crate) fn render_task_run(run: &RunRec, view: &TaskView, ctx: &RenderCtx) ->
     obj.insert("run_type".into(), json!("JOB_RUN"));
     obj.insert("trigger".into(), json!("ONE_TIME"));
     obj.insert("format".into(), json!("MULTI_TASK"));
+    let base_v = view.attempt.start_v;
     run_fields(
         &mut obj,
         run,
         &view.snap,
         Some(key),
         ctx,
-        (view.run_id, view.base_v, view.base_v, true),
+        (
+            view.run_id,
+            view.snap.begin.map(|b| base_v + b),
+            base_v,
+            true,
+        ),
     );
     obj.insert("tasks".into(), json!([render_task(run, view, ctx)]));
-    obj.insert("has_more".into(), json!(false));
+    let mut next = None;
+    if view.iteration.is_none() && run.job.graph.tasks[view.task].for_each.is_some() {
+        let iterations = run.iteration_views(view, ctx.now_v);
+        let (slice, n) = page_of(&iterations, page);
+        next = n;
+        let items: Vec<Value> = slice.iter().map(|v| render_task(run, v, ctx)).collect();
+        obj.insert("iterations".into(), Value::Array(items));
+    }
+    obj.insert("has_more".into(), json!(next.is_some()));
+    if let Some(n) = next {
+        obj.insert("next_page_token".into(), json!(page_token(n)));
+    }
     if let Some(o) = &run.overriding {
         obj.insert("overriding_parameters".into(), (**o).clone());
     }
     Value::Object(obj)
 }
 
-/// runs/get-output for the task run `view` of `run` (`metadata`: the run as runs/get renders it).
+/// runs/get-output for the task run `view` of `run` (`metadata`: the run as runs/get renders
+/// it). A for-each task run has no output of its own; its iterations do.
 pub(crate) fn render_output(
     run: &RunRec,
     view: &TaskView,
     metadata: Value,
     ctx: &RenderCtx,
 ) -> Value {
-    let (i, snap) = (view.index, &view.snap);
-    let def = &run.job.tasks[i];
+    let snap = &view.snap;
+    let def = &run.job.graph.tasks[view.task];
+    let container = def.for_each.is_some() && view.iteration.is_none();
+    let (key, _) = task_settings(run, view);
     let mut out = Map::new();
     match snap.outcome {
+        _ if container => {}
         Some(Outcome::Success) | Some(Outcome::SuccessWithFailures) => {
             let text = def
                 .output
                 .clone()
                 .or_else(|| run.job.output.clone())
                 .unwrap_or_else(|| {
-                    json!({
+                    let mut echo = json!({
                         "job_id": run.job_id(),
                         "run_id": run.run_id,
-                        "task_key": def.key,
+                        "task_key": key,
                         "job_parameters": run.job_params.as_deref(),
                         "overriding_parameters": run.overriding.as_deref(),
-                    })
-                    .to_string()
+                    });
+                    if let (Some(f), Some(j)) = (&def.for_each, view.iteration) {
+                        echo["input"] = f.inputs[j].clone();
+                    }
+                    echo.to_string()
                 });
             match def.task_type.as_str() {
                 "notebook" => {
@@ -547,19 +527,14 @@ pub(crate) fn render_output(
         Some(Outcome::Failed) | Some(Outcome::TimedOut) | Some(Outcome::InternalError)
             if !snap.user_cancelled =>
         {
-            let msg = run
-                .job
-                .error_message
-                .clone()
-                .unwrap_or_else(|| "Workload failed: emulated error".into());
-            out.insert("error".into(), json!(msg));
+            let msg = error_message(run);
             out.insert(
                 "error_trace".into(),
                 json!(format!(
-                    "Traceback (most recent call last):\n  File \"{}\", line 1\n{msg}",
-                    def.key
+                    "Traceback (most recent call last):\n  File \"{key}\", line 1\n{msg}"
                 )),
             );
+            out.insert("error".into(), json!(msg));
         }
         _ => {}
     }

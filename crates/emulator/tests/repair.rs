@@ -370,3 +370,135 @@ async fn repair_needs_manage_run_and_takes_faults() {
     assert_eq!(log, vec![(403, false), (503, true), (200, false)]);
     emu.stop().await;
 }
+
+/// a -> b -> c, and d after a whatever happens (ALL_DONE). `a` fails, so b and c are
+/// UPSTREAM_FAILED and the run FAILED; d succeeds. Original: a [0,1200), d [1200,2400).
+fn chain(id: i64) -> JobSpec {
+    serde_json::from_value(json!({
+        "id": id, "queueMs": 0, "pendingMs": 100, "durationMs": 1000, "terminatingMs": 100,
+        "tasks": [
+            {"taskKey": "a", "outcome": "FAILED"},
+            {"taskKey": "b", "dependsOn": ["a"], "durationMs": 500},
+            {"taskKey": "c", "dependsOn": ["b"], "durationMs": 300, "repairOutcome": "TIMEDOUT"},
+            {"taskKey": "d", "dependsOn": ["a"], "runIf": "ALL_DONE"}
+        ]
+    }))
+    .unwrap()
+}
+
+fn keyed(run: &Value, key: &str) -> Vec<Value> {
+    run["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["task_key"] == key)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn repairs_rerun_failed_and_dependent_tasks_in_graph_order() {
+    let emu = frozen(vec![chain(1)]).await;
+    let api = Api::new(&emu);
+    let id = api.run_now(json!({"job_id": 1})).await;
+    emu.advance_time(3000.0).unwrap();
+    let run = history(&api, id).await;
+    assert_eq!(run["state"]["result_state"], "FAILED");
+    assert_eq!(
+        pairs(&results(&run)),
+        [
+            ("a", "FAILED"),
+            ("b", "UPSTREAM_FAILED"),
+            ("c", "UPSTREAM_FAILED"),
+            ("d", "SUCCESS")
+        ]
+    );
+
+    // Every task that did not succeed runs again, the skipped dependents included; d stays.
+    let first = api
+        .repair(json!({"run_id": id, "rerun_all_failed_tasks": true}))
+        .await;
+    emu.advance_time(50.0).unwrap();
+    let run = history(&api, id).await;
+    assert_eq!(life(&run), "PENDING");
+    let order: Vec<(String, i64)> = task_keys(&run)[4..].to_vec();
+    assert_eq!(
+        order.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"],
+        "new task runs in graph order"
+    );
+    assert_eq!(
+        run["repair_history"][1]["task_run_ids"],
+        json!(order.iter().map(|t| t.1).collect::<Vec<_>>())
+    );
+    assert_eq!(keyed(&run, "b")[1]["state"]["life_cycle_state"], "BLOCKED");
+    assert_eq!(keyed(&run, "b")[1]["start_time"], 0);
+    assert_eq!(
+        keyed(&run, "a")[1]["attempt_number"],
+        1,
+        "a's second task run"
+    );
+    emu.advance_time(3000.0).unwrap();
+    let run = history(&api, id).await;
+    let start = run["repair_history"][1]["start_time"].as_i64().unwrap();
+    let (a, b, c) = (
+        &keyed(&run, "a")[1],
+        &keyed(&run, "b")[1],
+        &keyed(&run, "c")[1],
+    );
+    assert_eq!(a["start_time"].as_i64().unwrap() - start, 0);
+    assert_eq!(b["start_time"], a["end_time"], "b waits for a");
+    assert_eq!(c["start_time"], b["end_time"], "c waits for b");
+    assert_eq!(c["end_time"].as_i64().unwrap() - start, 1200 + 700 + 500);
+    assert_eq!(
+        c["state"]["result_state"], "TIMEDOUT",
+        "c's own repairOutcome"
+    );
+    assert_eq!(run["repair_history"][1]["end_time"], c["end_time"]);
+    assert_eq!(
+        run["repair_history"][1]["state"]["result_state"],
+        "TIMEDOUT"
+    );
+    assert_eq!(run["state"]["result_state"], "TIMEDOUT");
+    assert_eq!(keyed(&run, "d").len(), 1, "d was not run again");
+
+    // rerun_tasks with rerun_dependent_tasks: a and everything downstream, in graph order,
+    // d beside b once a is done.
+    api.repair(
+        json!({"run_id": id, "rerun_tasks": ["a"], "rerun_dependent_tasks": true,
+                      "latest_repair_id": first}),
+    )
+    .await;
+    emu.advance_time(5000.0).unwrap();
+    let run = history(&api, id).await;
+    let third: Vec<String> = task_keys(&run)[7..].iter().map(|t| t.0.clone()).collect();
+    assert_eq!(third, ["a", "b", "c", "d"]);
+    assert_eq!(run["repair_history"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        keyed(&run, "d")[1]["start_time"],
+        keyed(&run, "a")[2]["end_time"]
+    );
+    assert_eq!(keyed(&run, "a")[2]["attempt_number"], 2);
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn a_rerun_task_whose_upstream_still_failed_is_skipped_again() {
+    let emu = frozen(vec![chain(1)]).await;
+    let api = Api::new(&emu);
+    let id = api.run_now(json!({"job_id": 1})).await;
+    emu.advance_time(3000.0).unwrap();
+    api.repair(json!({"run_id": id, "rerun_tasks": ["b"]}))
+        .await;
+    emu.advance_time(10.0).unwrap();
+    let run = history(&api, id).await;
+    let b = &keyed(&run, "b")[1];
+    assert_eq!(b["state"]["result_state"], "UPSTREAM_FAILED");
+    assert_ne!(b["run_id"], keyed(&run, "b")[0]["run_id"]);
+    assert_eq!(run["state"]["result_state"], "FAILED");
+    assert_eq!(
+        run["repair_history"][1]["task_run_ids"],
+        json!([b["run_id"]])
+    );
+    emu.stop().await;
+}

@@ -73,3 +73,58 @@ impl Api {
 pub fn life(run: &Value) -> &str {
     run["state"]["life_cycle_state"].as_str().unwrap()
 }
+
+/// The sample jobs, clock frozen.
+pub async fn frozen_samples() -> Emulator {
+    Emulator::start(EmulatorOptions {
+        time_scale: Some(0.0),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+impl Api {
+    /// runs/repair, which must be accepted; the repair id.
+    pub async fn repair(&self, body: Value) -> i64 {
+        let (s, v) = self.post("/api/2.2/jobs/runs/repair", body).await;
+        assert_eq!(s, 200, "{v}");
+        v["repair_id"].as_i64().unwrap()
+    }
+}
+
+/// `(task_key, state.<field>)` of each task run, `""` where the field is absent.
+pub fn by_task(run: &Value, field: &str) -> Vec<(String, String)> {
+    run["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["task_key"].as_str().unwrap().to_string(),
+                t["state"][field].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `(task_key, result_state)` of each task run.
+pub fn results(run: &Value) -> Vec<(String, String)> {
+    by_task(run, "result_state")
+}
+
+/// `results` as `&str` pairs, to compare with a literal.
+pub fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
+}
+
+/// A POST to the control API (`/__emulator{path}`): status and JSON body.
+pub async fn control_post(emu: &Emulator, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/__emulator{path}", emu.url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
