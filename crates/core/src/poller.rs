@@ -217,6 +217,35 @@ struct Inner {
     gate: Mutex<Gate>,
     fetching: Semaphore,
     counters: PollCounters,
+    clock: WorkspaceClock,
+}
+
+/// The workspace's clock, from the `Date` of poll answers: whole seconds only, so each answer
+/// bounds the offset from the local clock to a 1 s window, and the windows of successive
+/// answers narrow it down (to a few ms after a handful of polls). A window that contradicts the
+/// others (a clock that jumped, or the emulator's virtual time running at another pace) starts
+/// the estimate over.
+#[derive(Default)]
+struct WorkspaceClock(Mutex<Option<(i64, i64)>>);
+
+impl WorkspaceClock {
+    /// The workspace's time now, learning from `date` (an answer's `Date`, ms) when given;
+    /// the local clock when no answer had one.
+    fn now(&self, date: Option<i64>) -> i64 {
+        let local = now_ms();
+        let mut window = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(date) = date {
+            let (lo, hi) = (date - local, date + 999 - local);
+            *window = match *window {
+                Some((l, h)) if l.max(lo) <= h.min(hi) => Some((l.max(lo), h.min(hi))),
+                _ => Some((lo, hi)),
+            };
+        }
+        match *window {
+            Some((lo, hi)) => local + (lo + hi) / 2,
+            None => local,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -273,6 +302,7 @@ impl Poller {
                 gate: Mutex::new(Gate::default()),
                 fetching: Semaphore::new(FETCHES_IN_FLIGHT),
                 counters: PollCounters::default(),
+                clock: WorkspaceClock::default(),
             }),
         }
     }
@@ -520,8 +550,8 @@ async fn poll_loop(
                     seq += 1;
                     let text = polled.text();
                     let meta = describe(
-                        &polled,
                         &text.text,
+                        inner.clock.now(polled.server_time),
                         &tx,
                         history.get(),
                         &mut fraction_floor,
@@ -611,8 +641,8 @@ impl Drop for AbortOnDrop {
 /// The `meta_json` of a new update: what moved since the poll's previous update (whose run
 /// text the channel still holds) and the progress summary. Runs only when something moved.
 fn describe(
-    polled: &PolledRun,
     text: &str,
+    now: i64,
     tx: &watch::Sender<Snapshot>,
     history: Option<&History>,
     fraction_floor: &mut f64,
@@ -622,7 +652,6 @@ fn describe(
     let previous = tx.borrow().update.as_ref().map(|u| u.run_json.clone());
     let previous_view = previous.as_deref().and_then(RunView::parse);
     let changes = progress::changes(previous_view.as_ref(), &view);
-    let now = polled.server_time.unwrap_or_else(now_ms);
     let summary = progress::summarize(&view, now, history, *fraction_floor, terminal);
     *fraction_floor = summary["fraction"].as_f64().unwrap_or(*fraction_floor);
     let mut meta = String::with_capacity(256);

@@ -150,6 +150,8 @@ pub struct RunView<'a> {
     pub status: Option<StatusView<'a>>,
     #[serde(default)]
     pub start_time: Num,
+    #[serde(default)]
+    pub end_time: Num,
     #[serde(borrow, default)]
     pub tasks: Option<Vec<TaskView<'a>>>,
     #[serde(borrow, default)]
@@ -259,6 +261,8 @@ pub struct RepairView<'a> {
     pub id: Num,
     #[serde(default)]
     pub start_time: Num,
+    #[serde(default)]
+    pub end_time: Num,
     #[serde(default)]
     pub task_run_ids: Option<Vec<Num>>,
 }
@@ -443,8 +447,8 @@ fn task_state_json(task: &TaskView) -> Value {
 /// What moved between `previous` (the poll's previous update, `None` for its first) and `now`:
 /// `{ run?: { from, to }, tasks: [{ taskKey, from, to }], repair?: { id } }`. `run` is there
 /// when the run's own state or result moved; `tasks` lists the latest attempts that moved
-/// (empty on a poll's first update, which has nothing to compare with); `repair` names a
-/// repair that started since.
+/// (empty on a poll's first update, which has nothing to compare with); `repair` names the
+/// latest repair when it is new (on a poll's first update: the repair the run is in).
 pub fn changes(previous: Option<&RunView>, now: &RunView) -> Value {
     let mut out = Map::new();
     let run_now = (now.life_cycle_state(), result_of(now.state.as_ref()));
@@ -476,10 +480,11 @@ pub fn changes(previous: Option<&RunView>, now: &RunView) -> Value {
                 }));
             }
         }
-        let repair_now = now.latest_repair().and_then(|r| r.id.0);
-        if repair_now.is_some() && repair_now != previous.latest_repair().and_then(|r| r.id.0) {
-            out.insert("repair".into(), json!({ "id": repair_now }));
-        }
+    }
+    let repair_now = now.latest_repair().and_then(|r| r.id.0);
+    let repair_before = previous.and_then(|p| p.latest_repair()?.id.0);
+    if repair_now.is_some() && repair_now != repair_before {
+        out.insert("repair".into(), json!({ "id": repair_now }));
     }
     out.insert("tasks".into(), Value::Array(tasks));
     Value::Object(out)
@@ -519,12 +524,17 @@ pub fn summarize(
             .collect(),
         None => latest.clone(),
     };
-    let since = match repair {
-        Some(r) => r.start_time.0,
-        None => view.start_time.0,
-    }
-    .filter(|t| *t > 0);
-    let elapsed = since.map(|s| (server_now - s).max(0));
+    let (since, ended) = match repair {
+        Some(r) => (r.start_time.0, r.end_time.0),
+        None => (view.start_time.0, view.end_time.0),
+    };
+    let since = since.filter(|t| *t > 0);
+    // An ended run (or repair) took what its own times say; an active one, until now.
+    let until = match ended.filter(|e| terminal && *e > 0) {
+        Some(end) => end,
+        None => server_now,
+    };
+    let elapsed = since.map(|s| (until - s).max(0));
     let task_ms = |t: &TaskView| history.and_then(|h| h.task_ms.get(t.task_key.get()?).copied());
     let expected = match (&rerun, history) {
         (None, Some(h)) => h.run_ms,
