@@ -57,7 +57,7 @@ test("demo: config endpoint in emulator mode lists the jobs with their schemas",
   const res = await fetch(new URL("/config.json", demo.url));
   const config = await res.json();
   assert.equal(config.mode, "emulator");
-  assert.deepEqual(Object.keys(config.jobs).sort(), ["etl", "mixed", "nightly", "pipeline", "report", "warehouse"]);
+  assert.deepEqual(Object.keys(config.jobs).sort(), ["chain", "etl", "graph", "mixed", "nightly", "pipeline", "report", "warehouse"]);
   assert.deepEqual(config.jobs.etl.params.required, ["date"]);
   assert.equal(config.jobs.warehouse.params, null);
   // `nightly` has no schema of its own: its form comes from the job's definition (jobs/get).
@@ -167,5 +167,77 @@ test("demo page in Chromium: run to a terminal state, cancel another, errors as 
   assert.ok(stats.width >= 1000 && stats.height >= 600, JSON.stringify(stats));
   assert.ok(stats.std > 10, `pixel variance: ${JSON.stringify(stats)}`);
   assert.ok(stats.colors > 50, `distinct colours: ${JSON.stringify(stats)}`);
+  await page.close();
+});
+
+/** The timeline's bars: `[{ task, state, result, width }]` in page order (width in % of the track). */
+async function bars(card) {
+  return card.locator('[data-testid="task-bar"]').evaluateAll((rows) =>
+    rows.map((r) => ({
+      task: r.dataset.task,
+      state: r.dataset.state,
+      result: r.dataset.result,
+      width: parseFloat(r.querySelector(".tl-bar").style.width) || 0,
+      left: parseFloat(r.querySelector(".tl-bar").style.left) || 0,
+    })),
+  );
+}
+
+test("demo timeline in Chromium: a task graph runs bar by bar with its expected end, fails, and is repaired from the timeline", async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const page = await context.newPage();
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+  await page.goto(demo.url);
+  const graph = page.locator('[data-job="graph"]');
+  await graph.waitFor();
+  await graph.locator(".run-btn").click();
+  const timeline = graph.locator('[data-testid="run-timeline"]');
+  await timeline.waitFor({ state: "visible", timeout: 15_000 });
+
+  // Mid-run: one bar per task in graph order, a task running with a growing bar, the expected end
+  // from the job's history.
+  await graph.locator('[data-testid="task-bar"][data-state="RUNNING"]').first().waitFor({ timeout: 20_000 });
+  await graph.locator('[data-testid="run-eta"]', { hasText: /about .+ left|taking longer/ }).waitFor({ timeout: 20_000 });
+  const mid = await bars(graph);
+  assert.deepEqual(
+    mid.map((b) => b.task),
+    ["extract", "clean_orders", "clean_customers", "score_regions", "join", "publish", "report", "notify"],
+    "graph order: each task after those it depends on",
+  );
+  assert.ok(mid.some((b) => b.state === "RUNNING" && b.width > 0), JSON.stringify(mid));
+  assert.ok(mid.some((b) => b.state === "BLOCKED" && b.width === 0), "tasks still blocked have no bar yet");
+  const fractionMid = Number(await graph.locator('[data-testid="run-progress"]').getAttribute("data-fraction"));
+  assert.ok(fractionMid > 0 && fractionMid < 1, `fraction mid-run ${fractionMid}`);
+  assert.match(await graph.locator('[data-testid="run-eta"]').textContent(), /^\d\/8 tasks done · /);
+  writeFileSync(join(ARTIFACTS, "timeline-running.png"), await graph.screenshot());
+
+  // The end: publish failed, report marked upstream-failed, the rest succeeded; repair offered.
+  await graph.locator('.result[data-result="FAILED"]').waitFor({ state: "visible", timeout: 40_000 });
+  const end = await bars(graph);
+  const byTask = Object.fromEntries(end.map((b) => [b.task, b]));
+  assert.equal(byTask.publish.result, "FAILED");
+  assert.equal(byTask.report.result, "UPSTREAM_FAILED");
+  assert.equal(byTask.notify.result, "SUCCESS", "notify runs whatever happened (ALL_DONE)");
+  for (const key of ["extract", "clean_orders", "clean_customers", "score_regions", "join"]) assert.equal(byTask[key].result, "SUCCESS", key);
+  assert.ok(byTask.join.left > byTask.extract.left, "a later task starts further right");
+  assert.equal(await graph.locator('[data-testid="run-progress"]').getAttribute("data-fraction"), "1");
+  assert.match(await graph.locator('[data-testid="run-eta"]').textContent(), /^8\/8 tasks done · FAILED after \d+ s$/);
+  writeFileSync(join(ARTIFACTS, "timeline-failed.png"), await graph.screenshot());
+
+  // Repair from the timeline: only publish and report run again, and the run ends in SUCCESS.
+  const repair = graph.locator('[data-testid="timeline-repair"]');
+  await repair.waitFor({ state: "visible" });
+  await repair.click();
+  await graph.locator('[data-testid="task-bar"][data-task="publish"][data-state="RUNNING"]').waitFor({ timeout: 20_000 });
+  const repairing = await bars(graph);
+  assert.ok(repairing.filter((b) => b.task !== "publish" && b.task !== "report").every((b) => b.result === "SUCCESS"));
+  await graph.locator('.result[data-result="SUCCESS"]').waitFor({ state: "visible", timeout: 40_000 });
+  const repaired = await bars(graph);
+  assert.ok(repaired.every((b) => b.result === "SUCCESS"), JSON.stringify(repaired));
+  assert.ok(repaired.find((b) => b.task === "report").width > 0);
+  assert.equal(await graph.locator('[data-testid="timeline-repair"]').isHidden(), true);
+  writeFileSync(join(ARTIFACTS, "timeline-repaired.png"), await graph.screenshot());
+  assert.deepEqual(pageErrors, []);
   await page.close();
 });

@@ -65,6 +65,10 @@ export const DEMO_JOBS = {
   mixed: { id: 1009, config: {} },
   warehouse: { id: 1003, config: { taskType: "sql" } },
   pipeline: { id: 1004, config: {} },
+  // A task graph: fan-out, a for-each task, fan-in; `publish` fails, so its repair is offered.
+  graph: { id: 1010, config: {} },
+  // extract -> transform -> load, with history: the page shows the expected end.
+  chain: { id: 1011, config: {} },
 };
 
 /**

@@ -210,6 +210,161 @@ async function followStream(request, handlers, maxRetries = 3) {
   }
 }
 
+// ---------------------------------------------------------------- the run's timeline
+
+/** The latest attempt of each task: named by the latest repair_history entry, else the last listed. */
+function latestTasks(run) {
+  const history = run?.repair_history ?? [];
+  const named = new Set((history.at(-1)?.task_run_ids ?? []).map(String));
+  const byKey = new Map();
+  for (const task of run?.tasks ?? []) {
+    const prev = byKey.get(task.task_key);
+    const isNamed = named.has(String(task.run_id));
+    if (!prev || isNamed || !prev.named) byKey.set(task.task_key, { task, named: isNamed });
+  }
+  return [...byKey.values()].map((v) => v.task);
+}
+
+/** Tasks in graph order: each after the tasks it depends on, otherwise as listed. */
+function graphOrder(tasks) {
+  const byKey = new Map(tasks.map((t) => [t.task_key, t]));
+  const placed = new Set();
+  const out = [];
+  const place = (task, path = new Set()) => {
+    if (placed.has(task.task_key) || path.has(task.task_key)) return;
+    path.add(task.task_key);
+    for (const dep of task.depends_on ?? []) if (byKey.has(dep.task_key)) place(byKey.get(dep.task_key), path);
+    placed.add(task.task_key);
+    out.push(task);
+  };
+  for (const task of tasks) place(task);
+  return out;
+}
+
+function seconds(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+/**
+ * The run as a live timeline: one bar per task in graph order, placed by its own start and end
+ * on the run's time axis, growing while it runs, coloured by state; above it an overall progress
+ * bar with the expected end. Stable test ids: run-timeline, run-progress, run-progress-fill,
+ * run-eta, task-bar (data-task, data-state, data-result), timeline-repair.
+ */
+class Timeline {
+  constructor(root, onRepair) {
+    this.root = root;
+    this.fill = root.querySelector('[data-testid="run-progress-fill"]');
+    this.bar = root.querySelector('[data-testid="run-progress"]');
+    this.eta = root.querySelector('[data-testid="run-eta"]');
+    this.list = root.querySelector(".tl-tasks");
+    this.repairBtn = root.querySelector('[data-testid="timeline-repair"]');
+    this.repairBtn.addEventListener("click", () => onRepair(this.run?.run_id));
+    this.timer = null;
+    this.bars = new Map();
+  }
+
+  reset() {
+    this.stop();
+    this.run = null;
+    this.root.hidden = true;
+    this.list.replaceChildren();
+    this.bars.clear();
+    this.shown = 0;
+    this.repairBtn.hidden = true;
+  }
+
+  stop() {
+    clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** A new update: `{ status, run, progress }`. */
+  update(update) {
+    if (!update.run || !update.progress) return;
+    this.run = update.run;
+    this.progress = update.progress;
+    this.receivedAt = performance.now();
+    this.terminal = isTerminal(update.run);
+    this.root.hidden = false;
+    this.render();
+    if (this.terminal) this.stop();
+    else this.timer ??= setInterval(() => this.render(), 250);
+  }
+
+  /** Ms on the run's axis now: the last elapsed figure plus the time since it arrived. */
+  elapsedNow() {
+    const { elapsedMs } = this.progress;
+    if (elapsedMs == null) return null;
+    return this.terminal ? elapsedMs : elapsedMs + (performance.now() - this.receivedAt);
+  }
+
+  render() {
+    const run = this.run;
+    const p = this.progress;
+    const repairStart = (run.repair_history ?? []).filter((h) => h.type === "REPAIR").at(-1)?.start_time;
+    const origin = p.since === "repair" && repairStart ? repairStart : run.start_time || 0;
+    const elapsed = this.elapsedNow();
+    const tasks = graphOrder(latestTasks(run));
+    const ends = tasks.map((t) => (t.end_time > 0 ? t.end_time - origin : 0));
+    const span = Math.max(p.expectedMs ?? 0, elapsed ?? 0, ...ends, 1000);
+
+    // Overall: the poll's fraction, moved on by the time since it came (never past 0.99 while active).
+    let fraction = p.fraction;
+    if (!this.terminal && p.expectedMs && elapsed != null) {
+      fraction = Math.min(0.99, Math.max(fraction, fraction + (0.5 * (elapsed - p.elapsedMs)) / p.expectedMs));
+    }
+    this.shown = Math.max(this.shown ?? 0, fraction);
+    this.fill.style.width = `${(this.shown * 100).toFixed(1)}%`;
+    this.bar.dataset.fraction = String(p.fraction);
+    this.bar.setAttribute("aria-valuenow", String(Math.round(this.shown * 100)));
+    const { result } = resultOf(run);
+    let eta;
+    if (this.terminal) eta = `${result ?? lifeCycleState(run)} after ${seconds(elapsed ?? 0)}`;
+    else if (p.expectedMs == null) eta = `${seconds(elapsed ?? 0)} elapsed · no history yet`;
+    else if (elapsed <= p.expectedMs) eta = `about ${seconds(p.expectedMs - elapsed)} left`;
+    else eta = `taking longer than usual (${seconds(elapsed - p.expectedMs)} over)`;
+    this.eta.textContent = `${p.tasksDone}/${p.tasksTotal} tasks done · ${eta}`;
+    this.eta.dataset.expected = p.expectedMs == null ? "" : String(p.expectedMs);
+
+    const iterations = new Map((p.forEach ?? []).map((f) => [f.taskKey, f]));
+    const rows = [];
+    for (const task of tasks) {
+      const state = lifeCycleState(task) ?? "";
+      const taskResult = task.state?.result_state ?? "";
+      let row = this.bars.get(task.task_key);
+      if (!row) {
+        const track = el("div", { class: "tl-track" }, el("div", { class: "tl-bar" }));
+        row = el("li", { class: "tl-task", "data-testid": "task-bar", "data-task": task.task_key }, el("span", { class: "tl-name", text: task.task_key }), track, el("span", { class: "tl-state" }));
+        this.bars.set(task.task_key, row);
+      }
+      row.dataset.state = state;
+      row.dataset.result = taskResult;
+      // A task this repair does not run again keeps its old bar, faded, before the axis.
+      const kept = task.start_time > 0 && task.start_time < origin;
+      row.classList.toggle("kept", kept);
+      const start = task.start_time > 0 && !kept ? task.start_time - origin : null;
+      const running = !isTerminal(task) && start != null;
+      const end = task.end_time > 0 ? task.end_time - origin : running ? elapsed : null;
+      const bar = row.querySelector(".tl-bar");
+      if (start != null && end != null) {
+        bar.style.left = `${((start / span) * 100).toFixed(2)}%`;
+        bar.style.width = `${Math.max(0.8, ((end - start) / span) * 100).toFixed(2)}%`;
+      } else {
+        bar.style.left = "0%";
+        bar.style.width = "0%";
+      }
+      const each = iterations.get(task.task_key);
+      const label = taskResult || state;
+      row.querySelector(".tl-state").textContent = each?.total ? `${label} ${each.completed ?? 0}/${each.total}` : label;
+      rows.push(row);
+    }
+    this.list.replaceChildren(...rows);
+    this.repairBtn.hidden = !(this.terminal && repairable(result));
+  }
+}
+
 // ---------------------------------------------------------------- one job card
 
 function formatTime(ms) {
@@ -251,6 +406,7 @@ class JobCard {
     this.statusEl = node.querySelector(".status");
     this.steps = node.querySelector(".steps");
     this.resultEl = node.querySelector(".result");
+    this.timeline = new Timeline(node.querySelector('[data-testid="run-timeline"]'), (runId) => this.repair(runId));
     this.runLink = node.querySelector(".run-link");
     this.tbody = node.querySelector(".runs tbody");
     node.querySelector(".run-form").addEventListener("submit", (e) => {
@@ -274,6 +430,7 @@ class JobCard {
     this.resultEl.className = "result";
     this.statusEl.textContent = "STARTING";
     this.statusEl.dataset.status = "";
+    this.timeline.reset();
     this.runLink.textContent = "";
     this.runLink.removeAttribute("href");
   }
@@ -287,6 +444,7 @@ class JobCard {
     if (run.run_page_url) this.runLink.href = run.run_page_url;
     this.statusEl.textContent = status;
     this.statusEl.dataset.status = status;
+    this.timeline.update(update);
     const last = this.steps.lastElementChild;
     if (!last || last.dataset.state !== status) {
       if (last) {
