@@ -153,7 +153,7 @@ test("bad run ids are 400 Invalid runId on GET, DELETE and the stream route", as
 });
 
 test("unknown job: 404 with the sanitised key on every route", async () => {
-  const expected = { error: 'Unknown job "scriptx"', plugin: "jobs" };
+  const expected = { error: 'Unknown job "scriptx"', code: "UNKNOWN_JOB", plugin: "jobs" };
   for (const [method, path] of [
     ["POST", "/%3Cscript%3Ex/run"],
     ["GET", "/%3Cscript%3Ex/runs"],
@@ -215,12 +215,12 @@ test("upstream failures keep their status with generic text only", async () => {
   emu.injectFault({ path: "/api/2.2/jobs/run-now", status: 403, errorCode: "PERMISSION_DENIED", message: "secret upstream detail" });
   const res = await call("POST", "/etl/run");
   assert.equal(res.status, 403);
-  assert.deepEqual(res.json, { error: "Forbidden", plugin: "jobs" });
+  assert.deepEqual(res.json, { error: "Forbidden", code: "PERMISSION_DENIED", plugin: "jobs" });
   assert.doesNotMatch(res.text, /secret upstream detail|127\.0\.0\.1/);
   emu.injectFault({ path: "/api/2.2/jobs/runs/list", status: 400, errorCode: "INVALID_PARAMETER_VALUE", message: "no" });
   const list = await call("GET", "/etl/runs");
   assert.equal(list.status, 400);
-  assert.deepEqual(list.json, { error: "Bad Request", plugin: "jobs" });
+  assert.deepEqual(list.json, { error: "Bad Request", code: "INVALID_PARAMETER_VALUE", plugin: "jobs" });
   emu.clearFaults();
 });
 

@@ -143,7 +143,7 @@ test("run-now through two different transient failures: one token, one run", asy
 
 // ---------------------------------------------------------------------------------------------
 // The same faults through the HTTP routes: a transient one is invisible to the client, a
-// permanent one answers its status with `{ error: <status text>, plugin: "jobs" }`.
+// permanent one answers its status with `{ error: <status text>, code, plugin: "jobs" }`.
 // ---------------------------------------------------------------------------------------------
 
 const ROUTES = {
@@ -158,10 +158,10 @@ const ROUTE_FAULTS = {
   "503 once": { fault: { status: 503, retryAfter: 0 } },
   "reset once": { fault: { reset: true } },
   "429 + Retry-After": { fault: { status: 429, retryAfter: 1 } },
-  "500": { fault: { status: 500, message: UPSTREAM_TEXT }, fail: 500 },
-  "HTML 500": { fault: { status: 500, html: true }, fail: 500 },
-  "503 on every attempt": { fault: { status: 503, retryAfter: 0, times: 3, message: UPSTREAM_TEXT }, fail: 503 },
-  "delay past the timeout": { fault: { delayMs: 1500 }, config: { timeout: 400 }, fail: 504, error: "Request timed out after 400ms" },
+  "500": { fault: { status: 500, message: UPSTREAM_TEXT }, fail: 500, code: "INTERNAL_ERROR" },
+  "HTML 500": { fault: { status: 500, html: true }, fail: 500, code: "UPSTREAM_ERROR" },
+  "503 on every attempt": { fault: { status: 503, retryAfter: 0, times: 3, message: UPSTREAM_TEXT }, fail: 503, code: "TEMPORARILY_UNAVAILABLE" },
+  "delay past the timeout": { fault: { delayMs: 1500 }, config: { timeout: 400 }, fail: 504, code: "TIMEOUT", error: "Request timed out after 400ms" },
 };
 
 for (const [routeName, route] of Object.entries(ROUTES)) {
@@ -180,7 +180,7 @@ for (const [routeName, route] of Object.entries(ROUTES)) {
           assert.ok(!text.includes(UPSTREAM_TEXT) && !text.includes("<html"), text);
           if (spec.fail) {
             assert.equal(res.status, spec.fail, text);
-            assert.deepEqual(JSON.parse(text), { error: spec.error ?? STATUS_CODES[spec.fail], plugin: "jobs" });
+            assert.deepEqual(JSON.parse(text), { error: spec.error ?? STATUS_CODES[spec.fail], code: spec.code, plugin: "jobs" });
           } else {
             assert.equal(res.status, route.ok, text);
           }

@@ -57,7 +57,7 @@ test("the run route answers 400 with the same message; the client config carries
     body: JSON.stringify({ params: { dat: "x" } }),
   });
   assert.equal(res.status, 400);
-  assert.deepEqual(await res.json(), { error: MESSAGE, plugin: "jobs" });
+  assert.deepEqual(await res.json(), { error: MESSAGE, code: "VALIDATION_ERROR", plugin: "jobs" });
   assert.deepEqual(requestsTo(emu, API.runNow), []);
 
   const config = await handler.loadClientConfig();

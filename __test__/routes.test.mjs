@@ -138,13 +138,13 @@ test("node:http: routes under /api/jobs, fallback for the rest, SSE, close()", a
     const readsBefore = requestsTo(emu, "/runs/get").length;
     const foreign = await fetch(`${base}/api/jobs/other/runs/${runId}`);
     assert.equal(foreign.status, 404);
-    assert.deepEqual(await foreign.json(), { error: `Run ${runId} not found for job "other"`, plugin: "jobs" });
+    assert.deepEqual(await foreign.json(), { error: `Run ${runId} not found for job "other"`, code: "NOT_FOUND", plugin: "jobs" });
     assert.equal(requestsTo(emu, "/runs/get").length, readsBefore + 1, "the route read the run to check it");
     const got = await fetch(`${base}/api/jobs/etl/runs/${runId}`);
     assert.equal((await got.json()).run_id, runId);
     assert.equal((await fetch(`${base}/api/jobs/etl/runs/0x10`)).status, 400);
     const unknown = await fetch(`${base}/api/jobs/n%20o!pe/status`);
-    assert.deepEqual(await unknown.json(), { error: 'Unknown job "nope"', plugin: "jobs" });
+    assert.deepEqual(await unknown.json(), { error: 'Unknown job "nope"', code: "UNKNOWN_JOB", plugin: "jobs" });
 
     const stream = await fetch(`${base}/api/jobs/etl/runs/${runId}/stream`);
     assert.equal(stream.headers.get("content-type"), "text/event-stream; charset=utf-8");

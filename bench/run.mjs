@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench [-- --quick] [-- --build] [-- --only=runnow,wait,watchers,sse] [-- --cpu-prof]
+// npm run bench [-- --quick] [-- --build] [-- --only=runnow,wait,waitmulti,watchers,sse] [-- --cpu-prof]
 //
 // Our jobs() plugin and @databricks/appkit's stock jobs() plugin, side by side in one run, each
 // inside a real createApp({ plugins: [server(), jobs()] }), against the Jobs API emulator in a
@@ -34,11 +34,13 @@ const flag = (name) => argv.includes(`--${name}`);
 const option = (name) => argv.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
 if (flag("help") || flag("h")) {
   process.stdout.write(
-    "Usage: npm run bench [-- --quick] [--build] [--addon=FILE] [--only=runnow,wait,watchers,sse] [--cpu-prof] [--otel]\n" +
+    "Usage: npm run bench [-- --quick] [--build] [--addon=FILE] [--only=runnow,wait,waitmulti,watchers,sse] [--cpu-prof] [--otel]\n" +
       "  --quick     smaller counts and budgets (under a minute)\n" +
       "  --build     time `npm run build` (release addon) first and record it in bench/build-time.json\n" +
       "  --addon=F   load this .node file (default: the package's own, or the copy --build made)\n" +
+      "  --emulator-addon=F  the emulator process loads this .node instead (A/B runs: one emulator for both)\n" +
       "  --only=...  run only these sections\n" +
+      "  --sides=... measure only these sides (ours, stock) in the wait rows\n" +
       "  --cpu-prof  write V8 CPU profiles of every measured process to bench/results/prof/\n" +
       "  --otel      register an OpenTelemetry SDK (in-memory exporters) in both measured processes\n",
   );
@@ -48,6 +50,8 @@ const QUICK = flag("quick");
 /** --otel: both sides run with an OpenTelemetry SDK registered (in-memory exporters). */
 const OTEL = flag("otel");
 const ONLY = option("only")?.split(",").filter(Boolean);
+/** --sides=ours: measure only these sides in the wait rows (A/B runs of our own builds). */
+const SIDES = option("sides")?.split(",").filter(Boolean);
 const section = (name) => !ONLY || ONLY.includes(name);
 const CPU_PROF = flag("cpu-prof") ? path.join(BENCH_DIR, "results", "prof") : undefined;
 
@@ -64,6 +68,25 @@ const JOB = {
   durationMs: 15_000,
   terminatingMs: 2_000,
 };
+// The multi-task row: five tasks in a graph (a fan-out of three between two), RUNNING for the
+// same 15 s of virtual time (a: 4 s; b, c, d: 5, 6 and 7 s side by side; e: 4 s). Its tasks move
+// seven times while the run stays RUNNING.
+const JOB_MULTI_ID = 7002;
+const JOB_MULTI = {
+  id: JOB_MULTI_ID,
+  name: "multi",
+  taskType: "notebook",
+  queueMs: 1_000,
+  pendingMs: 2_000,
+  terminatingMs: 2_000,
+  tasks: [
+    { taskKey: "a", durationMs: 4_000 },
+    { taskKey: "b", dependsOn: ["a"], durationMs: 5_000 },
+    { taskKey: "c", dependsOn: ["a"], durationMs: 6_000 },
+    { taskKey: "d", dependsOn: ["a"], durationMs: 7_000 },
+    { taskKey: "e", dependsOn: ["b", "c", "d"], durationMs: 4_000 },
+  ],
+};
 const POLL_MS = 250; // pollIntervalMs of both plugins
 
 const S = QUICK
@@ -72,6 +95,7 @@ const S = QUICK
       wait: [
         { n: 1_000, sides: ["ours", "stock"], budgetMs: { ours: 30_000, stock: 30_000 } },
       ],
+      waitMulti: [{ n: 1_000, sides: ["ours", "stock"], budgetMs: { ours: 30_000, stock: 30_000 } }],
       watchers: [1, 100],
       sse: 200,
     }
@@ -80,6 +104,10 @@ const S = QUICK
       wait: [
         { n: 1_000, sides: ["ours", "stock"], budgetMs: { ours: 60_000, stock: 60_000 } },
         { n: 10_000, sides: ["ours", "stock"], budgetMs: { ours: 120_000, stock: 90_000 } },
+      ],
+      waitMulti: [
+        { n: 1_000, sides: ["ours", "stock"], budgetMs: { ours: 60_000, stock: 60_000 } },
+        { n: 10_000, sides: ["ours"], budgetMs: { ours: 120_000 } },
       ],
       watchers: [1, 100],
       sse: 200,
@@ -179,6 +207,7 @@ function makeEnv() {
     DATABRICKS_HOST: emu.url,
     DATABRICKS_TOKEN: emu.token,
     DATABRICKS_JOB_BENCH: String(JOB_ID),
+    DATABRICKS_JOB_MULTI: String(JOB_MULTI_ID),
     // The stock plugin's static manifest requires DATABRICKS_JOB_ID in production mode even with
     // explicit jobs (which take precedence over it).
     DATABRICKS_JOB_ID: String(JOB_ID),
@@ -213,14 +242,14 @@ async function runNowSection() {
   return out;
 }
 
-async function waitSection() {
+async function waitSection(specs = S.wait, jobKey = "bench") {
   const out = [];
-  for (const spec of S.wait) {
-    const row = { n: spec.n };
-    for (const side of spec.sides) {
+  for (const spec of specs) {
+    const row = { n: spec.n, jobKey };
+    for (const side of spec.sides.filter((x) => !SIDES || SIDES.includes(x))) {
       const budgetMs = spec.budgetMs[side];
       try {
-        row[side] = await measure({ side, scenario: "wait", n: spec.n, budgetMs }, { timeoutMs: budgetMs + 120_000 });
+        row[side] = await measure({ side, scenario: "wait", n: spec.n, budgetMs, jobKey }, { timeoutMs: budgetMs + 120_000 });
         row[side].budgetMs = budgetMs;
       } catch (err) {
         row[side] = { error: err.message.slice(0, 300), budgetMs };
@@ -317,11 +346,11 @@ function report(results, meta) {
     add("runNow: upstream requests per call", fmt(ours.upstream.runNow / (ours.result.n + S.runNow.warmup), 2), fmt(stock.upstream.runNow / (stock.result.n + S.runNow.warmup), 2), "");
   }
 
-  if (results.wait) {
-    for (const row of results.wait) {
+  for (const row of [...(results.wait ?? []), ...(results.waitMulti ?? [])]) {
+    {
       const o = waitFigures(row.ours);
       const s = waitFigures(row.stock);
-      const label = `runAndWait ×${row.n.toLocaleString("en-US")}`;
+      const label = `runAndWait ×${row.n.toLocaleString("en-US")}${row.jobKey === "multi" ? " (5-task graph)" : ""}`;
       const status = (f, m) =>
         !f ? `error: ${m?.error ?? "not run"}` : `${f.finished.toLocaleString("en-US")}/${f.n.toLocaleString("en-US")} done in ${fmt(f.wallS, 1)} s${f.stopped ? ` (budget ${m.budgetMs / 1000} s hit; ${f.started.toLocaleString("en-US")} started)` : ""}${f.failed ? `, ${f.failed} failed: ${f.firstError}` : ""}`;
       add(`${label}: completed`, status(o, row.ours), status(s, row.stock), "");
@@ -428,13 +457,16 @@ async function main() {
     coldStock: coldRequire(["--input-type=module", "-e", "const t=performance.now();const {jobs}=await import('@databricks/appkit');jobs({});process.stdout.write(String(performance.now()-t))"], process.env),
   };
 
-  emu = await startEmulatorProcess({ jobs: [JOB], timeScale: TIME_SCALE, requestLogLimit: 5_000_000 }, { env: addonEnv });
+  const emulatorAddon = option("emulator-addon");
+  const emulatorEnv = emulatorAddon ? { ...process.env, NAPI_RS_NATIVE_LIBRARY_PATH: path.resolve(emulatorAddon) } : addonEnv;
+  emu = await startEmulatorProcess({ jobs: [JOB, JOB_MULTI], timeScale: TIME_SCALE, requestLogLimit: 5_000_000 }, { env: emulatorEnv });
   childEnv = makeEnv();
   log(`emulator ${emu.url} (pid ${emu.pid}), time scale ${TIME_SCALE}, poll interval ${POLL_MS} ms${QUICK ? ", quick mode" : ""}`);
   const results = {};
   try {
     if (section("runnow")) results.runNow = await runNowSection();
     if (section("wait")) results.wait = await waitSection();
+    if (section("waitmulti")) results.waitMulti = await waitSection(S.waitMulti, "multi");
     if (section("watchers")) results.watchers = await watchersSection();
     if (section("sse")) results.sse = await sseSection();
   } finally {

@@ -43,7 +43,7 @@ function notFound(res) {
   if (res.headersSent) return;
   res.statusCode = 404;
   res.setHeader("Content-Type", "application/json; charset=utf-8");
-  res.end(JSON.stringify({ error: "Not Found" }));
+  res.end(JSON.stringify({ error: "Not Found", code: "NOT_FOUND" }));
 }
 
 /**
@@ -83,7 +83,8 @@ function createJobsHandler(configOrPlugin = {}, options = {}) {
       res.statusCode = status;
       res.setHeader("Content-Type", "application/json; charset=utf-8");
       if (status === 413) res.setHeader("Connection", "close");
-      res.end(JSON.stringify({ error: status === 413 ? "Payload Too Large" : "Internal Server Error", plugin: plugin.name }));
+      const [error, code] = status === 413 ? ["Payload Too Large", "PAYLOAD_TOO_LARGE"] : ["Internal Server Error", "INTERNAL_ERROR"];
+      res.end(JSON.stringify({ error, code, plugin: plugin.name }));
     }
   }
 

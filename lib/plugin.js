@@ -173,7 +173,7 @@ class JobsPlugin {
     for (const [name, method, path] of ROUTES) {
       router[method](path, (req, res, next) => {
         this.handleRequest(req, res).catch((err) =>
-          next ? next(err) : sendJson(req, res, 500, JSON.stringify({ error: "Internal Server Error", plugin: this.name })),
+          next ? next(err) : sendJson(req, res, 500, JSON.stringify({ error: "Internal Server Error", code: "INTERNAL_ERROR", plugin: this.name })),
         );
       });
       this.registeredEndpoints[name] = `/api/${this.name}${path}`;
@@ -267,7 +267,7 @@ class JobsPlugin {
     const headers = headerMap(req.headers);
 
     const pre = await this._validateExternal(req.method, path, query, headers, body);
-    if (pre.error) return sendJson(req, res, 400, JSON.stringify({ error: pre.error, plugin: this.name }));
+    if (pre.error) return sendJson(req, res, 400, JSON.stringify({ error: pre.error, code: "VALIDATION_ERROR", plugin: this.name }));
     if (pre.body !== undefined) body = pre.body;
 
     const method = String(req.method ?? "GET").toUpperCase();
@@ -284,7 +284,7 @@ class JobsPlugin {
       return res.end();
     }
     const stream = response.takeStream();
-    if (!stream) return sendJson(req, res, 500, JSON.stringify({ error: "Internal Server Error", plugin: this.name }));
+    if (!stream) return sendJson(req, res, 500, JSON.stringify({ error: "Internal Server Error", code: "INTERNAL_ERROR", plugin: this.name }));
     if (isHead(req)) {
       stream.cancel();
       res.statusCode = response.status;

@@ -15,7 +15,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 
 const require = createRequire(import.meta.url);
 const task = JSON.parse(process.argv[2]);
-const JOB_KEY = "bench";
+/** The job the section runs: "bench" (one task) or "multi" (a five-task graph). */
+const JOB_KEY = task.jobKey ?? "bench";
 const TERMINAL = new Set(["TERMINATED", "SKIPPED", "INTERNAL_ERROR"]);
 
 function send(message) {
@@ -149,7 +150,7 @@ async function registerInMemorySdk() {
 async function boot() {
   if (task.otel) await registerInMemorySdk();
   const { createApp, server } = await import("@databricks/appkit");
-  const config = { pollIntervalMs: task.pollIntervalMs, jobs: { [JOB_KEY]: { taskType: "notebook" } } };
+  const config = { pollIntervalMs: task.pollIntervalMs, jobs: { bench: { taskType: "notebook" }, multi: { taskType: "notebook" } } };
   let data;
   if (task.side === "ours") {
     const { jobs } = require("appkit-jobs");

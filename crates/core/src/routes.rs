@@ -116,10 +116,12 @@ impl RouteResponse {
         }
     }
 
-    fn error(status: u16, message: impl Into<String>) -> Self {
+    /// An error body: the stock plugin's `{ error, plugin }`, plus the stable `code` a page can
+    /// branch on (the `JobsError` code, e.g. VALIDATION_ERROR, UNKNOWN_JOB, NOT_FOUND).
+    fn error(status: u16, code: &str, message: impl Into<String>) -> Self {
         RouteResponse::Json {
             status,
-            body: json!({ "error": message.into(), "plugin": PLUGIN_NAME }),
+            body: json!({ "error": message.into(), "code": code, "plugin": PLUGIN_NAME }),
         }
     }
 
@@ -129,7 +131,7 @@ impl RouteResponse {
             JobsError::JobIdMissing { .. } => 404,
             other => other.status(),
         };
-        RouteResponse::error(status, e.public_message())
+        RouteResponse::error(status, &e.code(), e.public_message())
     }
 }
 
@@ -210,7 +212,7 @@ impl Router {
             ("DELETE", [key, "runs", id]) => Route::Cancel(key, id),
             ("GET", [key, "runs", id, "stream"]) => Route::Reattach(key, id),
             ("POST", [key, "runs", id, "repair"]) => Route::Repair(key, id),
-            _ => return RouteResponse::error(404, "Not Found"),
+            _ => return RouteResponse::error(404, "NOT_FOUND", "Not Found"),
         };
         let key = route.key();
         if let Err(e) = self.jobs.registry().get(key) {
@@ -490,7 +492,11 @@ impl Router {
             return Ok(None);
         };
         let Value::Object(map) = &params else {
-            return Err(RouteResponse::error(400, "params must be a plain object"));
+            return Err(RouteResponse::error(
+                400,
+                VALIDATION_ERROR,
+                "params must be a plain object",
+            ));
         };
         let entry = self
             .jobs
@@ -504,12 +510,14 @@ impl Router {
             if entry.config.task_type.is_none() && !entry.config.job_parameters {
                 return Err(RouteResponse::error(
                     400,
+                    VALIDATION_ERROR,
                     "This job does not accept parameters",
                 ));
             }
             if map.len() > MAX_UNVALIDATED_PARAM_KEYS {
                 return Err(RouteResponse::error(
                     400,
+                    VALIDATION_ERROR,
                     format!(
                         "Too many parameters ({}). Define a params schema to accept more than {}.",
                         map.len(),
@@ -658,18 +666,15 @@ impl<'a> Route<'a> {
 /// A request body: `None` when empty or `null`, else a JSON object (400 otherwise).
 fn json_body(body: &Bytes) -> Result<Option<Value>, RouteResponse> {
     let text =
-        std::str::from_utf8(body).map_err(|_| RouteResponse::error(400, "Invalid JSON body"))?;
+        std::str::from_utf8(body).map_err(|_| invalid_request("Invalid JSON body"))?;
     if text.trim().is_empty() {
         return Ok(None);
     }
     match serde_json::from_str(text) {
         Ok(Value::Null) => Ok(None),
         Ok(v @ Value::Object(_)) => Ok(Some(v)),
-        Ok(_) => Err(RouteResponse::error(
-            400,
-            "Request body must be a JSON object",
-        )),
-        Err(_) => Err(RouteResponse::error(400, "Invalid JSON body")),
+        Ok(_) => Err(invalid_request("Request body must be a JSON object")),
+        Err(_) => Err(invalid_request("Invalid JSON body")),
     }
 }
 
@@ -1012,25 +1017,34 @@ pub fn sanitize_key(key: &str) -> String {
         .collect()
 }
 
+/// The code of a 400 for params (the same as a schema failure's).
+const VALIDATION_ERROR: &str = "VALIDATION_ERROR";
+
 fn unknown_job(key: &str) -> RouteResponse {
-    RouteResponse::Json {
-        status: 404,
-        body: json!({ "error": format!("Unknown job \"{}\"", sanitize_key(key)), "plugin": PLUGIN_NAME }),
-    }
+    RouteResponse::error(
+        404,
+        "UNKNOWN_JOB",
+        format!("Unknown job \"{}\"", sanitize_key(key)),
+    )
+}
+
+fn invalid_request(message: &str) -> RouteResponse {
+    RouteResponse::error(400, "INVALID_REQUEST", message)
 }
 
 fn invalid_run_id() -> RouteResponse {
-    RouteResponse::error(400, "Invalid runId")
+    invalid_request("Invalid runId")
 }
 
 fn invalid_last_event_id() -> RouteResponse {
-    RouteResponse::error(400, "Invalid Last-Event-ID")
+    invalid_request("Invalid Last-Event-ID")
 }
 
 /// A well-formed resume id that names another job's run-now.
 fn unknown_resume(key: &str) -> RouteResponse {
     RouteResponse::error(
         404,
+        "NOT_FOUND",
         format!(
             "No run of job \"{}\" matches this Last-Event-ID",
             sanitize_key(key)

@@ -152,7 +152,7 @@ async fn json_routes_statuses_and_bodies() {
     assert_eq!(status, 404);
     assert_eq!(
         body,
-        json!({ "error": "Unknown job \"nope\"", "plugin": "jobs" })
+        json!({ "error": "Unknown job \"nope\"", "code": "UNKNOWN_JOB", "plugin": "jobs" })
     );
 
     let (status, body) = json_of(r.handle(req("GET", "/etl/status")).await);
