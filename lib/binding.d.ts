@@ -45,21 +45,6 @@ export declare class BindingEmulator {
   seedHistory(jobId: number, history: number | Array<BindingPastRun>): number[]
 }
 
-/**
- * Framed SSE text: `next()` resolves to the next chunk (event, error event or heartbeat
- * comment) or `null` at the end; `cancel()` stops it and drops the run watcher.
- */
-export declare class BindingEventStream {
-  /**
-   * The next chunk: `{ text, status?, error?, last, runId? }` (the run's state of an update
-   * event, the code of an error event), or `null` at the end.
-   */
-  next(): Promise<BindingFrame | null>
-  cancel(): void
-  /** The run this stream follows as decimal text, or `null` while a run-now's is not known. */
-  get runId(): string | null
-}
-
 /** The jobs service of one plugin instance. */
 export declare class BindingJobs {
   /**
@@ -139,6 +124,15 @@ export declare class BindingRouter {
   constructor(jobs: BindingJobs, options?: BindingRouterOptions | undefined | null)
   /** Serves one request. Never rejects for a request problem: errors are JSON responses. */
   handle(req: BindingRouteRequest): Promise<BindingRouteResponse>
+  /**
+   * Where stream frames go: `wake()` is called (on the JS thread, without keeping Node
+   * alive) when frames are waiting; JS then calls `takeFrames()`. Set once, before any stream.
+   */
+  deliverTo(wake: () => void): void
+  /** Every stream frame delivered since the last call, in order. */
+  takeFrames(): Array<BindingStreamFrame>
+  /** Stops open stream `id` (its client left): its watcher is dropped; its end still comes. */
+  cancelStream(id: number): void
   /** Streams resumed by `Last-Event-ID` since start. */
   resumes(): number
   /** Ends every open stream and drops its watcher (runs are not cancelled). */
@@ -148,7 +142,7 @@ export declare class BindingRouter {
 }
 
 /**
- * `kind` is `"json"` (`status`, `bodyJson`), `"empty"` (`status`) or `"stream"` (`takeStream()`);
+ * `kind` is `"json"` (`status`, `bodyJson`), `"empty"` (`status`) or `"stream"` (`openStream(id)`);
  * `headers` are the ones to send with it.
  */
 export declare class BindingRouteResponse {
@@ -159,8 +153,20 @@ export declare class BindingRouteResponse {
   get calls(): Array<BindingCallRecord> | null
   /** The JSON body as text: integers keep every digit (run ids beyond 2^53 included). */
   get bodyJson(): string | null
-  /** The SSE stream of a `"stream"` response; `null` otherwise or once taken. */
-  takeStream(): BindingEventStream | null
+  /**
+   * The run a `"stream"` response follows as decimal text, or `null` while a run-now's is
+   * not known (or for any other response).
+   */
+  get runId(): string | null
+  /**
+   * Starts delivering a `"stream"` response's frames as stream `id` (see
+   * `BindingRouter.deliverTo`) and answers its opening event's bytes, for the glue to write
+   * first; the stream's write (a run-now, a repair) is sent once this is called. `null` when
+   * the stream has no opening event; nothing happens for any other response, or a second time.
+   */
+  openStream(id: number): Buffer | null
+  /** Drops a `"stream"` response unopened (a HEAD request): its watcher stops at once. */
+  discard(): void
 }
 
 export interface BindingCacheCount {
@@ -276,19 +282,6 @@ export interface BindingForEachSpec {
   failIterations?: Array<number>
 }
 
-export interface BindingFrame {
-  text: string
-  status?: string
-  error?: string
-  /**
-   * The stream's last frame (a terminal state or an error): only then may the response end
-   * cleanly; a stream that stops without one was cut short, and so is its connection.
-   */
-  last: boolean
-  /** The run followed, as decimal text, on the stream's first update. */
-  runId?: string
-}
-
 export interface BindingJobParameter {
   name: string
   default?: string
@@ -363,6 +356,24 @@ export interface BindingRouteRequest {
 export interface BindingRouterOptions {
   /** Silence (ms) after which an SSE stream sends a `: heartbeat` comment. Default 10000. */
   heartbeatMs?: number
+}
+
+/**
+ * One chunk of an open stream, or its end, as delivered to JS in batches: `stream` is the id
+ * given to `openStream`. A frame has `text` (an event, an error event or a heartbeat comment),
+ * the run's `status` for an update, the `error` code for an error event, `last` for the
+ * stream's last frame (a terminal state or an error), `runId` on the first update. The end
+ * (`end: true`) comes once, after every frame; a stream that ends without a `last` frame was
+ * cut short (a shutdown) and its connection should be cut too.
+ */
+export interface BindingStreamFrame {
+  stream: number
+  text?: Buffer
+  status?: string
+  error?: string
+  last: boolean
+  runId?: string
+  end: boolean
 }
 
 /** A task of a job: its dependencies, `runIf`, duration, outcomes, and for-each iterations. */

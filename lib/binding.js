@@ -836,7 +836,6 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.BindingEmulator = nativeBinding.BindingEmulator
-module.exports.BindingEventStream = nativeBinding.BindingEventStream
 module.exports.BindingJobs = nativeBinding.BindingJobs
 module.exports.BindingRouter = nativeBinding.BindingRouter
 module.exports.BindingRouteResponse = nativeBinding.BindingRouteResponse

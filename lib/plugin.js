@@ -121,7 +121,9 @@ class JobsPlugin {
     this._runtime = createJobsRuntime(coreConfig, env ? { env } : {});
     this._exports = this._runtime.exports;
     this._native = null;
-    this._streams = new Set();
+    // Open streams by the id given to openStream: `{ res, wait, complete, done, onClose }`.
+    this._pipes = new Map();
+    this._lastStreamId = 0;
   }
 
   attachContext(deps = {}) {
@@ -223,9 +225,8 @@ class JobsPlugin {
    * SHUTTING_DOWN error. Runs are not cancelled.
    */
   abortActiveOperations() {
+    // Every stream stops; its end arrives as a frame and cuts its connection (see _frames).
     if (this._native) this._native.abortAll();
-    for (const stream of this._streams) stream.cancel();
-    this._streams.clear();
     this._runtime.close();
   }
 
@@ -239,6 +240,7 @@ class JobsPlugin {
       const { BindingRouter } = native();
       const heartbeatMs = this.config.heartbeatMs ?? this.config.routes?.heartbeatMs;
       this._native = new BindingRouter(this._runtime.native, heartbeatMs ? { heartbeatMs } : undefined);
+      this._native.deliverTo(framesFor(new WeakRef(this)));
       this._runtime.telemetry.addRouter(this._native);
     }
     return this._native;
@@ -283,10 +285,8 @@ class JobsPlugin {
       res.statusCode = response.status;
       return res.end();
     }
-    const stream = response.takeStream();
-    if (!stream) return sendJson(req, res, 500, JSON.stringify({ error: "Internal Server Error", code: "INTERNAL_ERROR", plugin: this.name }));
     if (isHead(req)) {
-      stream.cancel();
+      response.discard();
       res.statusCode = response.status;
       for (const [k, v] of Object.entries(response.headers)) res.setHeader(k, v);
       return res.end();
@@ -294,9 +294,9 @@ class JobsPlugin {
     // A stream follows a run: one span for the whole wait, as for runAndWait/watchRun.
     const resumed = headers["last-event-id"] !== undefined || route?.name === "run-stream";
     const operation = resumed ? "watchRun" : route?.name === "repair-run" ? "repairAndWait" : "runAndWait";
-    const runId = stream.runId;
+    const runId = response.runId;
     const wait = telemetry.wait(operation, runId == null ? attributes : { ...attributes, "jobs.run_id": runId });
-    return this._pipeStream(stream, res, response.headers, wait);
+    return this._pipeStream(response, res, wait);
   }
 
   /**
@@ -342,59 +342,75 @@ class JobsPlugin {
   }
 
   /**
-   * Writes the stream's frames to `res`. The response ends cleanly only after the stream's last
-   * frame (a terminal state or an error event): a stream stopped before (a shutdown) has its
-   * connection destroyed instead, because an SSE client takes a clean end for "done", while a
-   * cut makes it reconnect, to another instance, and resume where it was.
+   * Writes a stream response to `res`: the headers, its opening event, then the frames the
+   * native side pushes (see `_frames`). Resolves when the response is over. The response ends
+   * cleanly only after the stream's last frame (a terminal state or an error event): a stream
+   * stopped before (a shutdown) has its connection destroyed instead, because an SSE client
+   * takes a clean end for "done", while a cut makes it reconnect, to another instance, and
+   * resume where it was. Frames are written as they come (SSE frames are small and few per run;
+   * a slow client buffers them in its socket).
    */
-  async _pipeStream(stream, res, headers, wait) {
-    this._streams.add(stream);
-    let closed = false;
-    let complete = false;
-    const onClose = () => {
-      closed = true;
-      stream.cancel();
-    };
-    res.on("close", onClose);
-    // A client gone during the checks: its stream stops before its write is sent.
-    if (res.destroyed) onClose();
-    try {
-      res.statusCode = 200;
-      for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
-      res.flushHeaders?.();
-      for (;;) {
-        const frame = await stream.next();
-        if (frame == null || closed) break;
-        if (wait) {
-          if (frame.runId != null) wait.runId(frame.runId);
-          if (frame.status != null) wait.update(frame.status);
-          if (frame.error != null) wait.end({ code: frame.error, message: frame.error });
-        }
-        if (frame.last) complete = true;
-        if (!res.write(frame.text)) {
-          await new Promise((resolve) => {
-            const done = () => {
-              res.off("drain", done);
-              res.off("close", done);
-              resolve();
-            };
-            res.on("drain", done);
-            res.on("close", done);
-          });
-        }
-      }
-    } finally {
+  _pipeStream(response, res, wait) {
+    const router = this._router();
+    if (res.destroyed) {
+      // The client left during the checks: its stream's write is never sent.
+      response.discard();
       wait?.end(null);
-      stream.cancel();
-      this._streams.delete(stream);
-      res.off("close", onClose);
-      if (complete) {
-        if (!res.writableEnded) res.end();
-      } else if (!res.destroyed) {
-        res.destroy();
+      return Promise.resolve();
+    }
+    this._lastStreamId = (this._lastStreamId % 0xffff_ffff) + 1;
+    const id = this._lastStreamId;
+    return new Promise((resolve) => {
+      const pipe = { res, wait, complete: false, done: resolve };
+      this._pipes.set(id, pipe);
+      pipe.onClose = () => {
+        if (this._pipes.has(id)) router.cancelStream(id);
+      };
+      res.on("close", pipe.onClose);
+      res.statusCode = 200;
+      for (const [k, v] of Object.entries(response.headers)) res.setHeader(k, v);
+      res.flushHeaders?.();
+      const opening = response.openStream(id);
+      if (opening) res.write(opening);
+    });
+  }
+
+  /** Frames pushed by the native side, in order, each to its stream's response. */
+  _frames() {
+    for (const frame of this._native.takeFrames()) {
+      const pipe = this._pipes.get(frame.stream);
+      if (pipe === undefined) continue;
+      if (frame.end) {
+        this._pipes.delete(frame.stream);
+        pipe.res.off("close", pipe.onClose);
+        pipe.wait?.end(null);
+        if (pipe.complete) {
+          if (!pipe.res.writableEnded) pipe.res.end();
+        } else if (!pipe.res.destroyed) {
+          pipe.res.destroy();
+        }
+        pipe.done();
+        continue;
       }
+      const wait = pipe.wait;
+      if (wait) {
+        if (frame.runId != null) wait.runId(frame.runId);
+        if (frame.status != null) wait.update(frame.status);
+        if (frame.error != null) wait.end({ code: frame.error, message: frame.error });
+      }
+      if (frame.last) pipe.complete = true;
+      if (!pipe.res.destroyed) pipe.res.write(frame.text);
     }
   }
+}
+
+/**
+ * The native side's wake-up callback for a plugin's streams. It holds the plugin weakly and is
+ * made outside the class's methods (whose closures would share a context holding it): the
+ * native router keeps this callback alive.
+ */
+function framesFor(plugin) {
+  return () => plugin.deref()?._frames();
 }
 
 module.exports = { JobsPlugin };

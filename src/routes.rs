@@ -1,6 +1,7 @@
 //! Binding of the framework-agnostic routes (`appkit_jobs_core::routes`): plugin.js and http.js
 //! hand a plain request object to `BindingRouter.handle` and write what comes back, JSON, an
-//! empty status, or an SSE `BindingEventStream` pulled chunk by chunk.
+//! empty status, or an SSE stream whose frames are pushed to JS in batches (`openStream`,
+//! `deliverTo`, `takeFrames`), as watch events are.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,12 +9,14 @@ use std::time::Duration;
 use appkit_jobs_core::routes::{
     EventStream, RouteRequest, RouteResponse, Router, RouterOptions, StreamCanceller,
 };
+use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use serde_json::Value;
 
 use appkit_jobs_core::jobs::Jobs;
 use appkit_jobs_core::telemetry;
 
+use crate::delivery::{Delivery, Wake};
 use crate::error::{binding_calls, BindingCallRecord};
 use crate::jobs::BindingJobs;
 
@@ -41,6 +44,7 @@ pub struct BindingRouteRequest {
 pub struct BindingRouter {
     inner: Arc<Router>,
     jobs: Arc<Jobs>,
+    hub: Arc<StreamHub>,
 }
 
 #[napi]
@@ -55,6 +59,7 @@ impl BindingRouter {
         BindingRouter {
             inner: Arc::new(Router::new(jobs.core(), router_options)),
             jobs: jobs.core(),
+            hub: Arc::default(),
         }
     }
 
@@ -69,12 +74,33 @@ impl BindingRouter {
             body: req.body.map(Into::into).unwrap_or_default(),
         };
         if !self.jobs.telemetry().enabled() {
-            return BindingRouteResponse::from(self.inner.handle(request).await);
+            return BindingRouteResponse::new(self.inner.handle(request).await, &self.hub);
         }
         let (response, calls) = telemetry::collect(self.inner.handle(request)).await;
-        let mut response = BindingRouteResponse::from(response);
+        let mut response = BindingRouteResponse::new(response, &self.hub);
         response.calls = binding_calls(calls);
         response
+    }
+
+    /// Where stream frames go: `wake()` is called (on the JS thread, without keeping Node
+    /// alive) when frames are waiting; JS then calls `takeFrames()`. Set once, before any stream.
+    #[napi]
+    pub fn deliver_to(&self, #[napi(ts_arg_type = "() => void")] wake: Wake) {
+        self.hub.delivery.wake_with(wake);
+    }
+
+    /// Every stream frame delivered since the last call, in order.
+    #[napi]
+    pub fn take_frames(&self) -> Vec<BindingStreamFrame> {
+        self.hub.delivery.take()
+    }
+
+    /// Stops open stream `id` (its client left): its watcher is dropped; its end still comes.
+    #[napi]
+    pub fn cancel_stream(&self, id: u32) {
+        if let Some(canceller) = self.hub.lock().get(&id) {
+            canceller.cancel();
+        }
     }
 
     /// Streams resumed by `Last-Event-ID` since start.
@@ -96,7 +122,7 @@ impl BindingRouter {
     }
 }
 
-/// `kind` is `"json"` (`status`, `bodyJson`), `"empty"` (`status`) or `"stream"` (`takeStream()`);
+/// `kind` is `"json"` (`status`, `bodyJson`), `"empty"` (`status`) or `"stream"` (`openStream(id)`);
 /// `headers` are the ones to send with it.
 #[napi]
 pub struct BindingRouteResponse {
@@ -105,11 +131,12 @@ pub struct BindingRouteResponse {
     headers: &'static [(&'static str, &'static str)],
     body: Option<Value>,
     stream: Mutex<Option<EventStream>>,
+    hub: Option<Arc<StreamHub>>,
     calls: Option<Vec<BindingCallRecord>>,
 }
 
-impl From<RouteResponse> for BindingRouteResponse {
-    fn from(r: RouteResponse) -> Self {
+impl BindingRouteResponse {
+    fn new(r: RouteResponse, hub: &Arc<StreamHub>) -> Self {
         let status = r.status();
         let headers = r.headers();
         let (kind, body, stream) = match r {
@@ -122,6 +149,7 @@ impl From<RouteResponse> for BindingRouteResponse {
             status,
             headers,
             body,
+            hub: stream.is_some().then(|| hub.clone()),
             stream: Mutex::new(stream),
             calls: None,
         }
@@ -131,8 +159,8 @@ impl From<RouteResponse> for BindingRouteResponse {
 #[napi]
 impl BindingRouteResponse {
     #[napi(getter)]
-    pub fn kind(&self) -> String {
-        self.kind.to_string()
+    pub fn kind(&self) -> &'static str {
+        self.kind
     }
 
     #[napi(getter)]
@@ -141,11 +169,8 @@ impl BindingRouteResponse {
     }
 
     #[napi(getter)]
-    pub fn headers(&self) -> HashMap<String, String> {
-        self.headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    pub fn headers(&self) -> HashMap<&'static str, &'static str> {
+        self.headers.iter().copied().collect()
     }
 
     /// The Jobs API calls the request made, when telemetry is on (for spans).
@@ -160,70 +185,101 @@ impl BindingRouteResponse {
         self.body.as_ref().map(Value::to_string)
     }
 
-    /// The SSE stream of a `"stream"` response; `null` otherwise or once taken.
+    /// The run a `"stream"` response follows as decimal text, or `null` while a run-now's is
+    /// not known (or for any other response).
+    #[napi(getter)]
+    pub fn run_id(&self) -> Option<String> {
+        let stream = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        stream
+            .as_ref()
+            .map(EventStream::run_id)
+            .filter(|id| *id > 0)
+            .map(|id| id.to_string())
+    }
+
+    /// Starts delivering a `"stream"` response's frames as stream `id` (see
+    /// `BindingRouter.deliverTo`) and answers its opening event's bytes, for the glue to write
+    /// first; the stream's write (a run-now, a repair) is sent once this is called. `null` when
+    /// the stream has no opening event; nothing happens for any other response, or a second time.
     #[napi]
-    pub fn take_stream(&self) -> Option<BindingEventStream> {
-        let stream = self
+    pub fn open_stream(&self, id: u32) -> Option<Buffer> {
+        let mut stream = self
             .stream
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()?;
-        let cancel = stream.canceller();
-        let run_id = stream.run_id();
-        Some(BindingEventStream {
-            inner: Arc::new(tokio::sync::Mutex::new(stream)),
-            cancel,
-            run_id,
-        })
+        let hub = self.hub.clone()?;
+        let opening = stream
+            .take_opening()
+            .map(|f| Buffer::from(f.text.into_bytes()));
+        hub.start(id, stream);
+        opening
+    }
+
+    /// Drops a `"stream"` response unopened (a HEAD request): its watcher stops at once.
+    #[napi]
+    pub fn discard(&self) {
+        self.stream.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 
-#[napi(object)]
-pub struct BindingFrame {
-    pub text: String,
+/// One chunk of an open stream, or its end, as delivered to JS in batches: `stream` is the id
+/// given to `openStream`. A frame has `text` (an event, an error event or a heartbeat comment),
+/// the run's `status` for an update, the `error` code for an error event, `last` for the
+/// stream's last frame (a terminal state or an error), `runId` on the first update. The end
+/// (`end: true`) comes once, after every frame; a stream that ends without a `last` frame was
+/// cut short (a shutdown) and its connection should be cut too.
+#[napi(object, object_from_js = false)]
+pub struct BindingStreamFrame {
+    pub stream: u32,
+    pub text: Option<Buffer>,
     pub status: Option<String>,
     pub error: Option<String>,
-    /// The stream's last frame (a terminal state or an error): only then may the response end
-    /// cleanly; a stream that stops without one was cut short, and so is its connection.
     pub last: bool,
-    /// The run followed, as decimal text, on the stream's first update.
     pub run_id: Option<String>,
+    pub end: bool,
 }
 
-/// Framed SSE text: `next()` resolves to the next chunk (event, error event or heartbeat
-/// comment) or `null` at the end; `cancel()` stops it and drops the run watcher.
-#[napi]
-pub struct BindingEventStream {
-    inner: Arc<tokio::sync::Mutex<EventStream>>,
-    cancel: StreamCanceller,
-    run_id: i64,
+/// The open streams of one router: each is pumped by a task that pushes its frames to one
+/// queue (one JS wake-up per batch, not a promise per frame), and can be cancelled by id.
+#[derive(Default)]
+pub struct StreamHub {
+    delivery: Delivery<BindingStreamFrame>,
+    open: std::sync::Mutex<HashMap<u32, StreamCanceller>>,
 }
 
-#[napi]
-impl BindingEventStream {
-    /// The next chunk: `{ text, status?, error?, last, runId? }` (the run's state of an update
-    /// event, the code of an error event), or `null` at the end.
-    #[napi(catch_unwind)]
-    pub async fn next(&self) -> Option<BindingFrame> {
-        let inner = self.inner.clone();
-        let mut stream = inner.lock().await;
-        stream.next().await.map(|f| BindingFrame {
-            text: f.text,
-            status: f.status,
-            error: f.error,
-            last: f.last,
-            run_id: f.run_id.map(|id| id.to_string()),
-        })
+impl StreamHub {
+    fn start(self: &Arc<Self>, id: u32, mut stream: EventStream) {
+        if let Some(replaced) = self.lock().insert(id, stream.canceller()) {
+            replaced.cancel(); // JS never reuses a live id
+        }
+        let hub = self.clone();
+        napi::bindgen_prelude::spawn(async move {
+            while let Some(f) = stream.next().await {
+                hub.delivery.push(BindingStreamFrame {
+                    stream: id,
+                    text: Some(Buffer::from(f.text.into_bytes())),
+                    status: f.status,
+                    error: f.error,
+                    last: f.last,
+                    run_id: f.run_id.map(|r| r.to_string()),
+                    end: false,
+                });
+            }
+            hub.lock().remove(&id);
+            hub.delivery.push(BindingStreamFrame {
+                stream: id,
+                text: None,
+                status: None,
+                error: None,
+                last: false,
+                run_id: None,
+                end: true,
+            });
+        });
     }
 
-    #[napi]
-    pub fn cancel(&self) {
-        self.cancel.cancel();
-    }
-
-    /// The run this stream follows as decimal text, or `null` while a run-now's is not known.
-    #[napi(getter)]
-    pub fn run_id(&self) -> Option<String> {
-        (self.run_id > 0).then(|| self.run_id.to_string())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, StreamCanceller>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

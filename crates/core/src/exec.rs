@@ -303,7 +303,6 @@ impl ReadCache {
             moka::future::Cache::builder()
                 .max_capacity(max_entries.max(1))
                 .time_to_live(ttl)
-                .support_invalidation_closures()
                 .build()
         });
         ReadCache {
@@ -352,7 +351,11 @@ impl ReadCache {
     }
 
     /// Drops every cached entry of `job_id` that its runs change, for every identity (after a
-    /// run-now, a cancel or a repair, and when a watched run changes state).
+    /// run-now, a cancel or a repair, and when a watched run changes state): the job's
+    /// generation moves on, so entries stored under the old one are never read again. They
+    /// leave at their TTL or under capacity pressure; removing them here would register a
+    /// predicate with the cache on every state change of every watched run, which moka then
+    /// runs over its entries (seconds of CPU with 10,000 watched runs and anything cached).
     pub fn invalidate_job(&self, job_id: i64) {
         *self
             .job_gens
@@ -360,16 +363,6 @@ impl ReadCache {
             .unwrap_or_else(|e| e.into_inner())
             .entry(job_id)
             .or_insert(0) += 1;
-        if let Some(cache) = &self.cache {
-            // Entries under an old generation are unreachable; let them go now rather than at
-            // TTL. Skipped when nothing is cached: this runs on every state change of every
-            // watched run, and each call registers a predicate with the cache.
-            if cache.entry_count() > 0 {
-                let _ = cache.invalidate_entries_if(move |k, _| {
-                    k.key.job_id == job_id && k.key.follows_runs()
-                });
-            }
-        }
     }
 
     /// Drops everything.

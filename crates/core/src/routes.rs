@@ -665,8 +665,7 @@ impl<'a> Route<'a> {
 
 /// A request body: `None` when empty or `null`, else a JSON object (400 otherwise).
 fn json_body(body: &Bytes) -> Result<Option<Value>, RouteResponse> {
-    let text =
-        std::str::from_utf8(body).map_err(|_| invalid_request("Invalid JSON body"))?;
+    let text = std::str::from_utf8(body).map_err(|_| invalid_request("Invalid JSON body"))?;
     if text.trim().is_empty() {
         return Ok(None);
     }
@@ -856,6 +855,12 @@ impl EventStream {
                 run_id: None,
             }),
         }
+    }
+
+    /// The opening event, for a glue that writes it itself before pulling the rest (the
+    /// next `next` then starts the stream's write); `None` when the stream has none.
+    pub fn take_opening(&mut self) -> Option<Frame> {
+        self.opening.take().map(|f| *f)
     }
 
     /// Stops the stream: the watcher is dropped at once and `next` answers `None`.
