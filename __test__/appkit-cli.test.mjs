@@ -10,9 +10,14 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { placeManifest } from "../scripts/manifest.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const APPKIT_CLI = path.join(ROOT, "node_modules", "@databricks", "appkit", "bin", "appkit.js");
+
+// The checkout is linked as the installed package: it needs AppKit's copy of the manifest,
+// which `prepare` places (generated: a clean `rm -rf dist` must not break this test).
+placeManifest();
 
 function appkit(cwd, args) {
   return spawnSync(process.execPath, [APPKIT_CLI, ...args], { cwd, encoding: "utf8", timeout: 120_000 });

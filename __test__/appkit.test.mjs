@@ -3,16 +3,13 @@
 // with the real connectSSE of @databricks/appkit-ui after a dropped connection, disconnects.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createApp, server } from "@databricks/appkit";
 import { connectSSE } from "@databricks/appkit-ui/js";
 import { z } from "zod";
-import { createRequire } from "node:module";
-import { jobs, startEmulator } from "appkit-jobs";
+import { startEmulator } from "appkit-jobs";
+import { startAppKit } from "./support/appkit.mjs";
 import { patEnv, requestsTo } from "./support/emulator.mjs";
 import { sseEvents, startCuttingProxy } from "./support/http.mjs";
 import { isTerminalRun, until } from "./support/util.mjs";
-
-const { JobsPlugin } = createRequire(import.meta.url)("appkit-jobs");
 
 const JOB_IDS = { etl: 1001, other: 1002, slow: 1003, schema: 1004, zod: 1005 };
 const SCHEMA = {
@@ -23,25 +20,14 @@ const SCHEMA = {
 };
 
 let emu;
+let appkit;
 let app;
 let base;
 let plugin;
 
 before(async () => {
   emu = await startEmulator({ timeScale: 10 });
-  // Production mode (NODE_ENV unset): AppKit enforces the plugin's resource requirements, and
-  // there is no DATABRICKS_JOB_ID, only DATABRICKS_JOB_<NAME> variables.
-  delete process.env.NODE_ENV;
-  delete process.env.DATABRICKS_JOB_ID;
-  // AppKit asks the emulator itself who the service principal is (SCIM Me) and which workspace it is.
-  Object.assign(process.env, patEnv(emu, JOB_IDS));
-  const Spy = class extends JobsPlugin {
-    constructor(config) {
-      super(config);
-      plugin = this;
-    }
-  };
-  const data = jobs({
+  appkit = await startAppKit(emu, JOB_IDS, {
     pollIntervalMs: 50,
     heartbeatMs: 150,
     jobs: {
@@ -51,21 +37,11 @@ before(async () => {
       zod: { taskType: "notebook", params: z.object({ date: z.string().min(1), n: z.coerce.number().optional() }) },
     },
   });
-  app = await createApp({
-    plugins: [server({ port: 0, host: "127.0.0.1" }), { ...data, plugin: Spy }],
-  });
-  const srv = app.server.getServer();
-  if (!srv.listening) await new Promise((r) => srv.once("listening", r));
-  base = `http://127.0.0.1:${srv.address().port}/api/jobs`;
+  ({ app, base, plugin } = appkit);
 });
 
 after(async () => {
-  plugin?.abortActiveOperations();
-  const srv = app?.server.getServer();
-  if (srv) {
-    srv.closeAllConnections?.();
-    await new Promise((r) => srv.close(() => r()));
-  }
+  await appkit?.close();
   await emu?.stop();
 });
 

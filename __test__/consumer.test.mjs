@@ -3,7 +3,9 @@
 // cargo on the PATH and no network (npm --offline), then the package is required and imported,
 // a strict TypeScript consumer type-checks against it, and a job runs to its end on the bundled
 // emulator. A package.json that breaks consumers (an install script that builds, a missing
-// file, a wrong export) fails here.
+// file, a wrong export) fails here. Then, with React, its types and appkit-ui beside it, a TSX
+// page using appkit-jobs/react type-checks (strict, jsx react-jsx), bundles with esbuild, and
+// renders on the server in Node.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -29,7 +31,7 @@ function run(cmd, args, options) {
   return r.stdout;
 }
 
-test("packed tarballs install offline without Rust, load from CJS and ESM, type-check, and run a job", async (t) => {
+test("packed tarballs install offline without Rust, load from CJS and ESM, type-check, run a job, and build a React page on appkit-jobs/react", async (t) => {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), "appkit-jobs-consumer-"));
   t.after(() => fs.rmSync(work, { recursive: true, force: true }));
   const dist = path.join(work, "dist");
@@ -42,7 +44,9 @@ test("packed tarballs install offline without Rust, load from CJS and ESM, type-
   const main = tarballs.find((f) => /appkit-jobs-\d/.test(path.basename(f)));
   const mainFiles = listing(main);
   assert.ok(mainFiles.includes("package/lib/index.js") && mainFiles.includes("package/index.d.ts"), mainFiles.join("\n"));
-  assert.ok(mainFiles.includes("package/dist/plugins/jobs/manifest.json"));
+  for (const file of ["dist/plugins/jobs/manifest.json", "lib/manifest.json", "lib/react/index.mjs", "lib/react/hooks.mjs", "lib/react/index.d.mts", "lib/react/hooks.d.mts"]) {
+    assert.ok(mainFiles.includes(`package/${file}`), `${file} in ${mainFiles.join("\n")}`);
+  }
   assert.deepEqual(mainFiles.filter((f) => /\.(node|rs)$|Cargo\./.test(f)), []);
   const platform = tarballs.find((f) => f !== main);
   assert.deepEqual(listing(platform).filter((f) => f.endsWith(".node")).length, 1);
@@ -116,4 +120,98 @@ void main();
 `,
   );
   run(process.execPath, [TSC, "-p", app], { cwd: app, env });
+
+  // The main entry loads no React (nor appkit-ui): a server never pays for the UI half.
+  const loaded = run(process.execPath, ["-e", `require("appkit-jobs"); require("appkit-jobs/http"); console.log(JSON.stringify(Object.keys(require.cache).filter((f) => /node_modules[\\/](react|react-dom|@databricks)[\\/]/.test(f))))`], { cwd: app, env });
+  assert.deepEqual(JSON.parse(loaded), []);
+
+  // appkit-jobs/react in a React app. Its peers come from this checkout's node_modules, linked
+  // into the app: \`npm ci\` caches tarballs but not the registry's metadata, so an offline
+  // install could not resolve their dependencies' version ranges. Linked packages resolve their
+  // own dependencies from where they really are, as tsc and esbuild follow links.
+  for (const name of ["react", "react-dom", "@types/react", "@databricks/appkit-ui"]) {
+    const target = path.join(app, "node_modules", name);
+    fs.mkdirSync(path.dirname(target), { recursive: true });
+    fs.symlinkSync(path.join(ROOT, "node_modules", name), target);
+  }
+  const web = path.join(app, "web");
+  fs.mkdirSync(web);
+  fs.writeFileSync(
+    path.join(web, "tsconfig.json"),
+    JSON.stringify({
+      compilerOptions: { strict: true, jsx: "react-jsx", module: "esnext", moduleResolution: "bundler", target: "ES2022", lib: ["ES2022", "DOM", "DOM.Iterable"], noEmit: true, skipLibCheck: false, types: [] },
+      files: ["app.tsx"],
+    }),
+  );
+  fs.writeFileSync(
+    path.join(web, "app.tsx"),
+    `import { JobPanel, JobRunButton, JobRunTimeline, useJob, useJobRuns, type UseJobResult } from "appkit-jobs/react";
+type Config = { jobs: { etl: { taskType: "notebook"; params: { readonly "~standard": { readonly version: 1; readonly vendor: "x"; readonly types?: { readonly input: { day: string }; readonly output: unknown }; readonly validate: (v: unknown) => { value: Record<string, unknown> } } } } } };
+export function App() {
+  const etl: UseJobResult<{ day: string }> = useJob<Config, "etl">("etl");
+  const runs = useJobRuns("etl", { limit: 5 });
+  // @ts-expect-error day is a string
+  void etl.start({ day: 1 });
+  return (
+    <main>
+      <JobRunButton job={etl} params={{ day: "2025-01-01" }} />
+      <JobRunTimeline job={etl} />
+      <p>{runs.runs.length} runs, {etl.progress ? Math.round(etl.progress.fraction * 100) : 0}%</p>
+      <JobPanel jobKey="etl" limit={3} />
+    </main>
+  );
+}
+`,
+  );
+  run(process.execPath, [TSC, "-p", web], { cwd: web, env });
+
+  // Bundled as a Vite app would take it (plain ESM, no JSX in the package), for the browser...
+  const esbuild = await import("esbuild");
+  const bundle = await esbuild.build({
+    absWorkingDir: web,
+    entryPoints: [path.join(web, "app.tsx")],
+    bundle: true,
+    format: "esm",
+    platform: "browser",
+    jsx: "automatic",
+    write: false,
+    logLevel: "silent",
+    define: { "process.env.NODE_ENV": '"production"' },
+  });
+  assert.deepEqual(bundle.errors, []);
+  const js = bundle.outputFiles[0].text;
+  assert.match(js, /run-timeline/);
+  assert.ok(js.length > 50_000, `${js.length} bytes`);
+  // ...and for Node: the page imported without window or document, and rendered on the server
+  // (appkit-ui's own files only load through a bundler, so it is bundled; React stays external).
+  const ssr = path.join(web, "ssr.mjs");
+  await esbuild.build({
+    absWorkingDir: web,
+    entryPoints: [path.join(web, "app.tsx")],
+    bundle: true,
+    format: "esm",
+    platform: "node",
+    jsx: "automatic",
+    external: ["react", "react-dom"],
+    banner: { js: 'import { createRequire } from "node:module"; const require = createRequire(import.meta.url);' },
+    outfile: ssr,
+    logLevel: "silent",
+  });
+  const html = run(
+    process.execPath,
+    [
+      "--input-type=module",
+      "-e",
+      `import { createElement } from "react";
+       import { renderToString } from "react-dom/server";
+       const hooks = await import("appkit-jobs/react/hooks");
+       if (typeof hooks.useJob !== "function") throw new Error("hooks");
+       const { App } = await import("./ssr.mjs");
+       if (typeof window !== "undefined" || typeof document !== "undefined") throw new Error("a DOM");
+       console.log(renderToString(createElement(App)));`,
+    ],
+    { cwd: web, env },
+  );
+  assert.match(html, /data-testid="job-panel"/);
+  assert.match(html, /data-job="etl"/);
 });

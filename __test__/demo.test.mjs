@@ -4,52 +4,28 @@
 // checked not to be blank.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { startDemo } from "../demo/server.mjs";
+import { launchChromium } from "./support/browser.mjs";
 
-/** A system Chromium when there is one, else the headless build shipped in @sparticuz/chromium. */
-async function findChromium() {
-  if (existsSync("/usr/bin/chromium")) return { executablePath: "/usr/bin/chromium", args: [] };
-  const { default: bundled } = await import("@sparticuz/chromium");
-  return { executablePath: await bundled.executablePath(), args: bundled.args };
-}
 const here = dirname(fileURLToPath(import.meta.url));
 const ARTIFACTS = join(here, "artifacts");
 
 let demo;
+let browser;
 let context;
-let profileDir;
 
 before(async () => {
-  const browser = await findChromium();
   demo = await startDemo({ port: 0, host: "127.0.0.1", env: {}, timeScale: 2, pollIntervalMs: 150, log: () => {} });
-  profileDir = mkdtempSync(join(tmpdir(), "appkit-jobs-chromium-"));
-  context = await chromium.launchPersistentContext(profileDir, {
-    executablePath: browser.executablePath,
-    headless: true,
-    viewport: { width: 1280, height: 1000 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      ...browser.args,
-    ],
-  });
+  browser = await launchChromium();
+  context = browser.context;
 });
 
 after(async () => {
-  await context?.close();
+  await browser?.close();
   await demo?.close();
-  if (profileDir) rmSync(profileDir, { recursive: true, force: true });
 });
 
 test("demo: config endpoint in emulator mode lists the jobs with their schemas", async () => {

@@ -19,3 +19,6 @@ function typecheck(project) {
 test("index.d.ts: the public types check with tsc --noEmit", () => typecheck("tsconfig.json"));
 
 test("index.d.ts, lib/http.d.ts and lib/binding.d.ts check without skipLibCheck", () => typecheck("published.tsconfig.json"));
+
+test("appkit-jobs/react: a TSX app type-checks (strict, jsx react-jsx, bundler resolution, no skipLibCheck, no @types/node)", () =>
+  typecheck("react.tsconfig.json"));

@@ -26,6 +26,12 @@ const STATIC = {
   "/app.js": ["app.js", "text/javascript; charset=utf-8"],
   "/style.css": ["style.css", "text/css; charset=utf-8"],
 };
+/** The React page (appkit-jobs/react), built on its first request: see react/build.mjs. */
+const REACT = {
+  "/react.html": ["html", "text/html; charset=utf-8"],
+  "/react.js": ["js", "text/javascript; charset=utf-8"],
+  "/react.css": ["css", "text/css; charset=utf-8"],
+};
 
 /** The emulator's sample jobs the demo exposes, with a params schema where it makes sense. */
 export const DEMO_JOBS = {
@@ -111,6 +117,13 @@ export async function startDemo(options = {}) {
     jobs: (await handler.loadClientConfig()).jobs,
   });
 
+  let reactPage = null;
+  const reactFile = async (kind) => {
+    if (kind === "html") return readFile(join(here, "react", "index.html"));
+    reactPage ??= import("./react/build.mjs").then(({ buildReactPage }) => buildReactPage({ log }));
+    return (await reactPage)[kind];
+  };
+
   const server = http.createServer((req, res) => {
     handler(req, res, async () => {
       const path = new URL(req.url ?? "/", "http://localhost").pathname;
@@ -118,6 +131,19 @@ export async function startDemo(options = {}) {
         res.setHeader("Content-Type", "application/json; charset=utf-8");
         res.setHeader("Cache-Control", "no-store");
         return res.end(JSON.stringify(await pageConfig()));
+      }
+      if (req.method === "GET" && REACT[path]) {
+        try {
+          const body = await reactFile(REACT[path][0]);
+          res.setHeader("Content-Type", REACT[path][1]);
+          res.setHeader("Cache-Control", "no-cache");
+          return res.end(body);
+        } catch (err) {
+          log(`appkit-jobs demo: the React page could not be built: ${err.message}`);
+          res.statusCode = 500;
+          res.setHeader("Content-Type", "text/plain; charset=utf-8");
+          return res.end("The React page could not be built (it needs the devDependencies: npm install).");
+        }
       }
       const file = req.method === "GET" ? STATIC[path] : undefined;
       if (!file) {
@@ -151,7 +177,7 @@ export async function startDemo(options = {}) {
       ? `appkit-jobs demo: Jobs API emulator at ${emulator.url} with sample jobs (${jobKeys.join(", ")})`
       : `appkit-jobs demo: workspace ${env.DATABRICKS_HOST}, jobs: ${jobKeys.join(", ") || "(none: set DATABRICKS_JOB_<NAME>=<id>)"}`,
   );
-  log(`appkit-jobs demo: open ${url}`);
+  log(`appkit-jobs demo: open ${url} (the same on appkit-jobs/react's components: ${url}react.html)`);
 
   let closed = false;
   async function close() {

@@ -1,4 +1,7 @@
 // Types of `appkit-jobs/http`: the /api/jobs routes for node:http and express, without AppKit.
+// A browser app that reaches these types through appkit-jobs/react has no @types/node: the
+// request and response types are then `any` instead of failing its type check.
+// @ts-ignore
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { IJobsConfig, JobsExport, JobsPlugin, TaskType } from "../index";
 

@@ -77,12 +77,13 @@ function isHead(req) {
 
 class JobsPlugin {
   /**
-   * The manifest AppKit's tooling reads (dist/plugins/jobs/manifest.json: `appkit plugin sync`
-   * declares its job resource in a deployment), with its static resources made optional at run
+   * The manifest AppKit's tooling reads (lib/manifest.json, placed at dist/plugins/jobs/ for
+   * `appkit plugin sync`, which declares its job resource in a deployment), with its static
+   * resources made optional at run
    * time: the jobs an app needs come from getResourceRequirements(), so an app configured only
    * with DATABRICKS_JOB_<NAME> boots in production without DATABRICKS_JOB_ID.
    */
-  static manifest = runtimeManifest(require("../dist/plugins/jobs/manifest.json"));
+  static manifest = runtimeManifest(require("./manifest.json"));
 
   static phase = "normal";
 

@@ -21,6 +21,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
+import { placeManifest } from "./manifest.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(import.meta.url);
@@ -89,6 +90,8 @@ function stageMain() {
     fs.mkdirSync(path.join(stage, path.dirname(file)), { recursive: true });
     fs.copyFileSync(path.join(ROOT, file), path.join(stage, file));
   }
+  // Packed with --ignore-scripts: place AppKit's copy of the plugin manifest here.
+  placeManifest(stage);
   const { scripts: _scripts, devDependencies: _dev, ...manifest } = pkg;
   manifest.optionalDependencies = Object.fromEntries(supportedPlatforms().map((p) => [`${pkg.name}-${p}`, pkg.version]));
   fs.writeFileSync(path.join(stage, "package.json"), `${JSON.stringify(manifest, null, 2)}\n`);

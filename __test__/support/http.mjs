@@ -211,3 +211,60 @@ async function proxyTo(ports, { cutAfterFirstEventMs }) {
       }),
   };
 }
+
+/**
+ * A TCP proxy to `port` on 127.0.0.1 that cuts every connection once its response has carried
+ * `after` SSE events (`event: message`, default 1), `times` times in all (then it only
+ * forwards; `state.armed = false` stops it early). The cut waits until the event was handed to
+ * the client's socket, so each cut connection delivered its events. `state.cuts` counts them.
+ */
+export async function startRepeatingCutProxy(port, { after = 1, times = Infinity } = {}) {
+  const sockets = new Set();
+  // `times` may be raised later (state.times = state.cuts + 1: cut at the next event).
+  const state = { cuts: 0, connections: 0, armed: true, times };
+  const server = net.createServer((client) => {
+    state.connections++;
+    const upstream = net.connect(port, "127.0.0.1");
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("close", () => sockets.delete(s));
+    }
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+    client.pipe(upstream);
+    let events = 0;
+    let cutting = false;
+    upstream.on("data", (chunk) => {
+      if (cutting || client.destroyed) return;
+      const text = chunk.toString("latin1");
+      events += text.split("event: message").length - 1;
+      const cut = state.armed && state.cuts < state.times && events >= after;
+      if (!cut) return void client.write(chunk);
+      cutting = true;
+      state.cuts++;
+      client.write(chunk, () => {
+        upstream.destroy();
+        client.end();
+        client.destroySoon?.();
+      });
+    });
+    upstream.on("end", () => client.end());
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: server.address().port,
+    state,
+    /** Stops accepting connections and drops the open ones: clients get ECONNREFUSED next. */
+    refuse: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        if (server.listening) server.close(() => resolve());
+        else resolve();
+      }),
+  };
+}
