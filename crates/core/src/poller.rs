@@ -46,7 +46,7 @@ use crate::auth::Identity;
 use crate::error::{JobsError, Result};
 use crate::history::History;
 use crate::progress::{self, RunView};
-use crate::run::{self, PolledRun, RunText};
+use crate::run::{PolledRun, RunText};
 
 /// How the engine reads a run: `runs/get` for `(identity, run_id)`.
 pub type FetchRun =
@@ -172,11 +172,11 @@ impl RunUpdate {
         meta_json: Arc<str>,
     ) -> RunUpdate {
         RunUpdate {
-            status: run::life_cycle_state(&polled.head).map(str::to_string),
+            status: polled.status.as_deref().map(str::to_string),
             timestamp,
             seq,
-            job_id: run::job_id(&polled.head),
-            terminal: run::is_terminal(&polled.head),
+            job_id: polled.job_id,
+            terminal: polled.terminal,
             run_json: run.text,
             beyond_js_numbers: run.beyond_js_numbers,
             meta_json,
@@ -499,8 +499,10 @@ async fn poll_loop(
     // The job's typical durations, read once in the background (see `FetchHistory`).
     let history: Arc<std::sync::OnceLock<History>> = Arc::default();
     let mut history_read: Option<AbortOnDrop> = None;
-    // The fraction of the previous update: a poll's fraction never goes down.
+    // The fraction of the previous update (a poll's fraction never goes down), and what the
+    // previous update showed (what the next one's `changes` compare with).
     let mut fraction_floor = 0.0;
+    let mut digest: Option<progress::Digest> = None;
     loop {
         tokio::select! {
             biased;
@@ -527,8 +529,7 @@ async fn poll_loop(
             Ok(polled) => {
                 outage = None;
                 if history_read.is_none() {
-                    if let (Some(read), Some(job_id)) = (&inner.history, run::job_id(&polled.head))
-                    {
+                    if let (Some(read), Some(job_id)) = (&inner.history, polled.job_id) {
                         let (read, slot, identity) =
                             (read.clone(), history.clone(), identity.clone());
                         history_read = Some(AbortOnDrop(tokio::spawn(async move {
@@ -544,19 +545,24 @@ async fn poll_loop(
                     .get()
                     .is_some_and(|h| h.run_ms.is_some() || !h.task_ms.is_empty());
                 let signature = (polled.signature, known);
-                let terminal = run::is_terminal(&polled.head);
+                let terminal = polled.terminal;
                 if last_signature != Some(signature) {
                     last_signature = Some(signature);
                     seq += 1;
                     let text = polled.text();
-                    let meta = describe(
-                        &text.text,
+                    let view = RunView::parse(&text.text).unwrap_or_default();
+                    let described = progress::describe(
+                        digest.as_ref(),
+                        &view,
                         inner.clock.now(polled.server_time),
-                        &tx,
                         history.get(),
-                        &mut fraction_floor,
+                        fraction_floor,
                         terminal,
                     );
+                    drop(view);
+                    fraction_floor = described.fraction;
+                    digest = Some(described.digest);
+                    let meta = Arc::from(described.meta);
                     let update = RunUpdate::with_text(&polled, text, seq, now_ms(), meta);
                     if let Some(on_update) = &inner.on_update {
                         on_update(key.0, key.1, &update);
@@ -636,31 +642,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// The `meta_json` of a new update: what moved since the poll's previous update (whose run
-/// text the channel still holds) and the progress summary. Runs only when something moved.
-fn describe(
-    text: &str,
-    now: i64,
-    tx: &watch::Sender<Snapshot>,
-    history: Option<&History>,
-    fraction_floor: &mut f64,
-    terminal: bool,
-) -> Arc<str> {
-    let view = RunView::parse(text).unwrap_or_default();
-    let previous = tx.borrow().update.as_ref().map(|u| u.run_json.clone());
-    let previous_view = previous.as_deref().and_then(RunView::parse);
-    let changes = progress::changes(previous_view.as_ref(), &view);
-    let summary = progress::summarize(&view, now, history, *fraction_floor, terminal);
-    *fraction_floor = summary["fraction"].as_f64().unwrap_or(*fraction_floor);
-    let mut meta = String::with_capacity(256);
-    meta.push_str("{\"changes\":");
-    meta.push_str(&changes.to_string());
-    meta.push_str(",\"progress\":");
-    meta.push_str(&summary.to_string());
-    meta.push('}');
-    Arc::from(meta)
 }
 
 impl Inner {

@@ -16,8 +16,8 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::history::History;
 use crate::run::TERMINAL_LIFE_CYCLE_STATES;
@@ -156,11 +156,6 @@ pub struct RunView<'a> {
     pub tasks: Option<Vec<TaskView<'a>>>,
     #[serde(borrow, default)]
     pub repair_history: Option<Vec<RepairView<'a>>>,
-    /// Paging (a run of more than 100 tasks): read, never summarised.
-    #[serde(default)]
-    pub has_more: Option<IgnoredBool>,
-    #[serde(borrow, default)]
-    pub next_page_token: Text<'a>,
 }
 
 /// `has_more` as sent: true only for a JSON `true`.
@@ -282,17 +277,6 @@ impl<'a> RunView<'a> {
         state_of(self.state.as_ref(), self.status.as_ref())
     }
 
-    /// Whether the run is over (either state block terminal).
-    pub fn is_terminal(&self) -> bool {
-        terminal(self.state.as_ref(), self.status.as_ref())
-    }
-
-    /// Further pages of the run follow (more than 100 tasks).
-    pub fn is_paged(&self) -> bool {
-        self.has_more.is_some_and(|h| h.0)
-            || self.next_page_token.get().is_some_and(|t| !t.is_empty())
-    }
-
     fn tasks(&self) -> &[TaskView<'a>] {
         self.tasks.as_deref().unwrap_or(&[])
     }
@@ -382,134 +366,323 @@ impl<'a> TaskView<'a> {
     fn iterations(&self) -> Option<IterationStats> {
         self.for_each_task.as_ref()?.stats.as_ref()?.task_run_stats
     }
-
-    /// What a change of a task compares: its run, attempt, states and for-each counts.
-    fn moved_from(&self, other: &TaskView) -> bool {
-        self.run_id != other.run_id
-            || self.attempt_number != other.attempt_number
-            || self.life_cycle_state() != other.life_cycle_state()
-            || self.result() != other.result()
-            || self.status.as_ref().and_then(|s| s.state.get())
-                != other.status.as_ref().and_then(|s| s.state.get())
-            || self.iterations() != other.iterations()
-    }
 }
 
-/// What a poll compares: the run's own state fields, every task run's state, result, attempt
-/// and for-each counts, and the repairs. Equal signatures: nothing a user can see moved.
-pub fn signature(view: &RunView) -> u64 {
-    let mut h = DefaultHasher::new();
-    let state = view.state.as_ref();
-    let status = view.status.as_ref();
-    state.and_then(|s| s.life_cycle_state.get()).hash(&mut h);
-    state.and_then(|s| s.result_state.get()).hash(&mut h);
-    status.and_then(|s| s.state.get()).hash(&mut h);
-    let termination = status.and_then(|s| s.termination_details.as_ref());
-    termination.and_then(|t| t.code.get()).hash(&mut h);
-    termination.and_then(|t| t.kind.get()).hash(&mut h);
-    for task in view.tasks() {
-        task.task_key.get().hash(&mut h);
-        task.run_id.hash(&mut h);
-        task.attempt_number.hash(&mut h);
-        task.life_cycle_state().hash(&mut h);
-        task.result().hash(&mut h);
-        task.status
-            .as_ref()
-            .and_then(|s| s.state.get())
-            .hash(&mut h);
-        task.iterations().hash(&mut h);
-    }
-    let repairs = view.repairs();
-    repairs.len().hash(&mut h);
-    repairs.last().map(|r| r.id).hash(&mut h);
-    h.finish()
+/// What a poll reads of a run: the state and ids `PolledRun` keeps, and the [signature] of
+/// what a user can see, hashed while the text is read: tasks and repairs are never collected.
+///
+/// [signature]: PollView::signature
+#[derive(Debug, Default, Deserialize)]
+pub struct PollView<'a> {
+    #[serde(default)]
+    pub run_id: Num,
+    #[serde(default)]
+    pub job_id: Num,
+    #[serde(borrow, default)]
+    pub state: Option<StateView<'a>>,
+    #[serde(borrow, default)]
+    pub status: Option<StatusView<'a>>,
+    #[serde(default)]
+    tasks: Option<TasksSignature>,
+    #[serde(default)]
+    repair_history: Option<RepairsSignature>,
+    #[serde(default)]
+    has_more: Option<IgnoredBool>,
+    #[serde(borrow, default)]
+    next_page_token: Text<'a>,
 }
 
-/// `{ state, result }` of a run, or `{ state, result, attempt }` of a task.
-fn state_json(state: Option<&str>, result: Option<&str>, attempt: Option<i64>) -> Value {
-    let mut m = Map::new();
-    m.insert("state".into(), json!(state));
-    m.insert("result".into(), json!(result));
-    if let Some(attempt) = attempt {
-        m.insert("attempt".into(), json!(attempt));
-    }
-    Value::Object(m)
+/// What a task contributes to a poll's signature.
+#[derive(Deserialize)]
+struct TaskSignature<'a> {
+    #[serde(borrow, default)]
+    task_key: Text<'a>,
+    #[serde(default)]
+    run_id: Num,
+    #[serde(default)]
+    attempt_number: Num,
+    #[serde(borrow, default)]
+    state: Option<StateView<'a>>,
+    #[serde(borrow, default)]
+    status: Option<StatusView<'a>>,
+    #[serde(default)]
+    for_each_task: Option<ForEachView>,
 }
 
-fn task_state_json(task: &TaskView) -> Value {
-    state_json(
-        task.life_cycle_state(),
-        task.result(),
-        Some(task.attempt_number.0.unwrap_or(0)),
-    )
-}
+/// The hash of every task run's key, run, attempt, states and for-each counts, in order.
+#[derive(Debug, Default)]
+struct TasksSignature(u64);
 
-/// What moved between `previous` (the poll's previous update, `None` for its first) and `now`:
-/// `{ run?: { from, to }, tasks: [{ taskKey, from, to }], repair?: { id } }`. `run` is there
-/// when the run's own state or result moved; `tasks` lists the latest attempts that moved
-/// (empty on a poll's first update, which has nothing to compare with); `repair` names the
-/// latest repair when it is new (on a poll's first update: the repair the run is in).
-pub fn changes(previous: Option<&RunView>, now: &RunView) -> Value {
-    let mut out = Map::new();
-    let run_now = (now.life_cycle_state(), result_of(now.state.as_ref()));
-    let run_before = previous.map(|p| (p.life_cycle_state(), result_of(p.state.as_ref())));
-    if run_before != Some(run_now) {
-        out.insert(
-            "run".into(),
-            json!({
-                "from": run_before.map(|(s, r)| state_json(s, r, None)),
-                "to": state_json(run_now.0, run_now.1, None),
-            }),
-        );
-    }
-    let mut tasks = Vec::new();
-    if let Some(previous) = previous {
-        let before: HashMap<&str, &TaskView> = previous
-            .latest_tasks()
-            .into_iter()
-            .map(|t| (t.task_key.get().unwrap_or(""), t))
-            .collect();
-        for task in now.latest_tasks() {
-            let key = task.task_key.get().unwrap_or("");
-            let from = before.get(key);
-            if from.is_none_or(|f| task.moved_from(f)) {
-                tasks.push(json!({
-                    "taskKey": key,
-                    "from": from.map(|f| task_state_json(f)),
-                    "to": task_state_json(task),
-                }));
+impl<'de> Deserialize<'de> for TasksSignature {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TasksSignature, D::Error> {
+        struct Tasks;
+        impl<'de> Visitor<'de> for Tasks {
+            type Value = TasksSignature;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of tasks")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TasksSignature, A::Error> {
+                let mut h = DefaultHasher::new();
+                while let Some(t) = seq.next_element::<TaskSignature<'de>>()? {
+                    t.task_key.get().hash(&mut h);
+                    t.run_id.hash(&mut h);
+                    t.attempt_number.hash(&mut h);
+                    state_of(t.state.as_ref(), t.status.as_ref()).hash(&mut h);
+                    result_of(t.state.as_ref()).hash(&mut h);
+                    t.status.as_ref().and_then(|s| s.state.get()).hash(&mut h);
+                    t.for_each_task
+                        .as_ref()
+                        .and_then(|f| f.stats.as_ref()?.task_run_stats)
+                        .hash(&mut h);
+                }
+                Ok(TasksSignature(h.finish()))
             }
         }
+        d.deserialize_seq(Tasks)
     }
-    let repair_now = now.latest_repair().and_then(|r| r.id.0);
-    let repair_before = previous.and_then(|p| p.latest_repair()?.id.0);
-    if repair_now.is_some() && repair_now != repair_before {
-        out.insert("repair".into(), json!({ "id": repair_now }));
-    }
-    out.insert("tasks".into(), Value::Array(tasks));
-    Value::Object(out)
 }
 
-/// The progress summary of an update. `server_now`: the workspace's clock when the run was
-/// read (the poll answer's `Date`, ms); `history`: the job's typical durations, when known;
-/// `floor`: the fraction of the poll's previous update (a poll's fraction never goes down).
+/// How many entries the repair history has, and the last one's id.
+#[derive(Debug, Default)]
+struct RepairsSignature(usize, Option<i64>);
+
+impl<'de> Deserialize<'de> for RepairsSignature {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RepairsSignature, D::Error> {
+        #[derive(Deserialize)]
+        struct Entry {
+            #[serde(default)]
+            id: Num,
+        }
+        struct Repairs;
+        impl<'de> Visitor<'de> for Repairs {
+            type Value = RepairsSignature;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of repairs")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RepairsSignature, A::Error> {
+                let mut out = RepairsSignature::default();
+                while let Some(e) = seq.next_element::<Entry>()? {
+                    out = RepairsSignature(out.0 + 1, e.id.0);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Repairs)
+    }
+}
+
+impl<'a> PollView<'a> {
+    /// The view of a run's JSON text; `None` when it does not read as a run object.
+    pub fn parse(text: &'a str) -> Option<PollView<'a>> {
+        // serde would read a struct from an array too (by position).
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
+        serde_json::from_str(text).ok()
+    }
+
+    /// `state.life_cycle_state`, else the V2 `status.state`.
+    pub fn life_cycle_state(&self) -> Option<&str> {
+        state_of(self.state.as_ref(), self.status.as_ref())
+    }
+
+    /// Whether the run is over (either state block terminal).
+    pub fn is_terminal(&self) -> bool {
+        terminal(self.state.as_ref(), self.status.as_ref())
+    }
+
+    /// Further pages of the run follow (more than 100 tasks).
+    pub fn is_paged(&self) -> bool {
+        self.has_more.is_some_and(|h| h.0)
+            || self.next_page_token.get().is_some_and(|t| !t.is_empty())
+    }
+
+    /// What a poll compares: the run's own state fields, every task run's state, result,
+    /// attempt and for-each counts, and the repairs. Equal signatures: nothing a user can see
+    /// moved.
+    pub fn signature(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        let state = self.state.as_ref();
+        let status = self.status.as_ref();
+        state.and_then(|s| s.life_cycle_state.get()).hash(&mut h);
+        state.and_then(|s| s.result_state.get()).hash(&mut h);
+        status.and_then(|s| s.state.get()).hash(&mut h);
+        let termination = status.and_then(|s| s.termination_details.as_ref());
+        termination.and_then(|t| t.code.get()).hash(&mut h);
+        termination.and_then(|t| t.kind.get()).hash(&mut h);
+        self.tasks.as_ref().map(|t| t.0).hash(&mut h);
+        let repairs = self.repair_history.as_ref();
+        repairs.map(|r| (r.0, r.1)).hash(&mut h);
+        h.finish()
+    }
+}
+
+/// What an update showed, kept by the poll to compare the next one with, so that an update
+/// parses only its own text: the run's state and result, each task's latest attempt, the
+/// latest repair.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Digest {
+    run: (Option<Box<str>>, Option<Box<str>>),
+    tasks: Vec<TaskDigest>,
+    repair: Option<i64>,
+}
+
+/// A task's latest attempt as a change compares it (see `TaskView::moved_from`).
+#[derive(Debug, Clone, PartialEq)]
+struct TaskDigest {
+    key: Box<str>,
+    run_id: Option<i64>,
+    attempt: i64,
+    state: Option<Box<str>>,
+    result: Option<Box<str>>,
+    v2: Option<Box<str>>,
+    iterations: Option<IterationStats>,
+}
+
+impl TaskDigest {
+    fn of(t: &TaskView) -> TaskDigest {
+        TaskDigest {
+            key: t.task_key.get().unwrap_or("").into(),
+            run_id: t.run_id.0,
+            attempt: t.attempt_number.0.unwrap_or(0),
+            state: t.life_cycle_state().map(Into::into),
+            result: t.result().map(Into::into),
+            v2: t
+                .status
+                .as_ref()
+                .and_then(|s| s.state.get())
+                .map(Into::into),
+            iterations: t.iterations(),
+        }
+    }
+
+    fn state(&self) -> StateOut<'_> {
+        StateOut {
+            attempt: Some(self.attempt),
+            result: self.result.as_deref(),
+            state: self.state.as_deref(),
+        }
+    }
+}
+
+// The JSON written for an update. Fields are in the order serde_json gives a parsed object
+// (sorted), so that a spliced SSE frame equals the same object serialized.
+
+#[derive(Serialize)]
+struct StateOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<i64>,
+    result: Option<&'a str>,
+    state: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RunChangeOut<'a> {
+    from: Option<StateOut<'a>>,
+    to: StateOut<'a>,
+}
+
+#[derive(Serialize)]
+struct TaskChangeOut<'a> {
+    from: Option<StateOut<'a>>,
+    #[serde(rename = "taskKey")]
+    task_key: &'a str,
+    to: StateOut<'a>,
+}
+
+#[derive(Serialize)]
+struct RepairOut {
+    id: i64,
+}
+
+#[derive(Serialize)]
+struct ChangesOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repair: Option<RepairOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<RunChangeOut<'a>>,
+    tasks: Vec<TaskChangeOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct ForEachOut<'a> {
+    active: Option<i64>,
+    completed: Option<i64>,
+    failed: Option<i64>,
+    scheduled: Option<i64>,
+    succeeded: Option<i64>,
+    #[serde(rename = "taskKey")]
+    task_key: Option<&'a str>,
+    total: Option<i64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProgressOut<'a> {
+    elapsed_ms: Option<i64>,
+    expected_ms: Option<i64>,
+    for_each: Vec<ForEachOut<'a>>,
+    fraction: f64,
+    since: &'static str,
+    task_expected_ms: std::collections::BTreeMap<&'a str, i64>,
+    tasks_done: u32,
+    tasks_failed: u32,
+    tasks_running: u32,
+    tasks_total: usize,
+}
+
+#[derive(Serialize)]
+struct MetaOut<'a> {
+    changes: ChangesOut<'a>,
+    progress: ProgressOut<'a>,
+}
+
+/// An update's description: `meta` is `{"changes":{...},"progress":{...}}` as JSON text,
+/// `digest` what the next update compares with, `fraction` the progress fraction (the next
+/// update's floor).
+pub struct Described {
+    pub meta: String,
+    pub digest: Digest,
+    pub fraction: f64,
+}
+
+/// Describes an update of the run `view`: what moved since `previous` (the poll's previous
+/// update, `None` for its first) and the progress summary.
 ///
-/// ```json
-/// { "tasksTotal", "tasksDone", "tasksFailed", "tasksRunning",
-///   "forEach": [{ "taskKey", "total", "scheduled", "active", "completed", "succeeded", "failed" }],
-///   "elapsedMs", "expectedMs", "taskExpectedMs": { "<taskKey>": ms }, "fraction", "since" }
-/// ```
-/// See the README ("Live progress") for how each figure is computed.
-/// `terminal`: the run is over (as the poll read it), so `fraction` is 1.
-pub fn summarize(
+/// `changes`: `{ run?: { from, to }, tasks: [{ taskKey, from, to }], repair?: { id } }`. `run`
+/// is there when the run's own state or result moved; `tasks` lists the latest attempts that
+/// moved (empty on a poll's first update, which has nothing to compare with); `repair` names
+/// the latest repair when it is new (on a poll's first update: the repair the run is in).
+///
+/// `progress`: `{ tasksTotal, tasksDone, tasksFailed, tasksRunning, forEach: [{ taskKey, total,
+/// scheduled, active, completed, succeeded, failed }], elapsedMs, expectedMs, taskExpectedMs,
+/// fraction, since }`; see the README ("Live progress") for each figure. `server_now` is the
+/// workspace's clock when the run was read (ms), `history` the job's typical durations when
+/// known, `floor` the previous update's fraction (a poll's fraction never goes down), and
+/// `terminal` whether the run is over (then `fraction` is 1).
+pub fn describe(
+    previous: Option<&Digest>,
     view: &RunView,
     server_now: i64,
     history: Option<&History>,
     floor: f64,
     terminal: bool,
-) -> Value {
+) -> Described {
     let latest = view.latest_tasks();
     let repair = view.latest_repair();
+    let digest = Digest {
+        run: (
+            view.life_cycle_state().map(Into::into),
+            result_of(view.state.as_ref()).map(Into::into),
+        ),
+        tasks: latest.iter().map(|t| TaskDigest::of(t)).collect(),
+        repair: repair.and_then(|r| r.id.0),
+    };
+    let changes = changes_out(previous, &digest);
+
     // A repair counts from its own start, over the tasks it runs again.
     let rerun: Option<HashSet<i64>> = repair.and_then(|r| {
         r.task_run_ids
@@ -546,26 +719,24 @@ pub fn summarize(
     let mut failed = 0u32;
     let mut running = 0u32;
     let mut for_each = Vec::new();
+    let mut task_expected = std::collections::BTreeMap::new();
     for t in &latest {
         done += t.is_done() as u32;
         failed += (t.is_done() && t.is_failed()) as u32;
         running += t.is_running() as u32;
         if let Some(s) = t.iterations() {
-            for_each.push(json!({
-                "taskKey": t.task_key.get(),
-                "total": s.total_iterations.0,
-                "scheduled": s.scheduled_iterations.0,
-                "active": s.active_iterations.0,
-                "completed": s.completed_iterations.0,
-                "succeeded": s.succeeded_iterations.0,
-                "failed": s.failed_iterations.0,
-            }));
+            for_each.push(ForEachOut {
+                active: s.active_iterations.0,
+                completed: s.completed_iterations.0,
+                failed: s.failed_iterations.0,
+                scheduled: s.scheduled_iterations.0,
+                succeeded: s.succeeded_iterations.0,
+                task_key: t.task_key.get(),
+                total: s.total_iterations.0,
+            });
         }
-    }
-    let mut task_expected = Map::new();
-    for t in &latest {
         if let (Some(key), Some(ms)) = (t.task_key.get(), task_ms(t)) {
-            task_expected.insert(key.to_string(), json!(ms));
+            task_expected.insert(key, ms);
         }
     }
 
@@ -607,18 +778,58 @@ pub fn summarize(
         };
         raw.max(floor).min(ACTIVE_CAP)
     };
-    json!({
-        "tasksTotal": latest.len(),
-        "tasksDone": done,
-        "tasksFailed": failed,
-        "tasksRunning": running,
-        "forEach": for_each,
-        "elapsedMs": elapsed,
-        "expectedMs": expected,
-        "taskExpectedMs": task_expected,
-        "fraction": (fraction * 1000.0).round() / 1000.0,
-        "since": if repair.is_some() { "repair" } else { "run" },
-    })
+    let fraction = (fraction * 1000.0).round() / 1000.0;
+    let progress = ProgressOut {
+        elapsed_ms: elapsed,
+        expected_ms: expected,
+        for_each,
+        fraction,
+        since: if repair.is_some() { "repair" } else { "run" },
+        task_expected_ms: task_expected,
+        tasks_done: done,
+        tasks_failed: failed,
+        tasks_running: running,
+        tasks_total: latest.len(),
+    };
+    let meta = serde_json::to_string(&MetaOut { changes, progress }).unwrap_or_default();
+    Described {
+        meta,
+        digest,
+        fraction,
+    }
+}
+
+/// The `changes` of an update whose digest is `now`, against the previous update's.
+fn changes_out<'a>(previous: Option<&'a Digest>, now: &'a Digest) -> ChangesOut<'a> {
+    let run_state = |(s, r): &'a (Option<Box<str>>, Option<Box<str>>)| StateOut {
+        attempt: None,
+        result: r.as_deref(),
+        state: s.as_deref(),
+    };
+    let run = (previous.map(|p| &p.run) != Some(&now.run)).then(|| RunChangeOut {
+        from: previous.map(|p| run_state(&p.run)),
+        to: run_state(&now.run),
+    });
+    let mut tasks = Vec::new();
+    if let Some(previous) = previous {
+        let before: HashMap<&str, &TaskDigest> =
+            previous.tasks.iter().map(|t| (&*t.key, t)).collect();
+        for task in &now.tasks {
+            let from = before.get(&*task.key);
+            if from.is_none_or(|f| *f != task) {
+                tasks.push(TaskChangeOut {
+                    from: from.map(|f| f.state()),
+                    task_key: &task.key,
+                    to: task.state(),
+                });
+            }
+        }
+    }
+    let repair = match (now.repair, previous.and_then(|p| p.repair)) {
+        (Some(id), before) if before != Some(id) => Some(RepairOut { id }),
+        _ => None,
+    };
+    ChangesOut { repair, run, tasks }
 }
 
 /// The expected duration of running `tasks` (and only them) in their dependency order: the
@@ -668,6 +879,26 @@ fn critical_path(tasks: &[&TaskView], task_ms: &dyn Fn(&TaskView) -> Option<i64>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// The `progress` `describe` writes, as a value.
+    fn summarize(
+        view: &RunView,
+        now: i64,
+        history: Option<&History>,
+        floor: f64,
+        terminal: bool,
+    ) -> Value {
+        let d = describe(None, view, now, history, floor, terminal);
+        serde_json::from_str::<Value>(&d.meta).unwrap()["progress"].take()
+    }
+
+    /// The `changes` of `now` after `previous`, as a value.
+    fn changes(previous: Option<&RunView>, now: &RunView) -> Value {
+        let before = previous.map(|p| describe(None, p, 0, None, 0.0, false).digest);
+        let d = describe(before.as_ref(), now, 0, None, 0.0, false);
+        serde_json::from_str::<Value>(&d.meta).unwrap()["changes"].take()
+    }
 
     fn task(key: &str, run_id: i64, state: &str, result: Option<&str>) -> Value {
         let mut s = json!({"life_cycle_state": state});
@@ -718,7 +949,7 @@ mod tests {
 
     #[test]
     fn the_signature_moves_with_tasks_and_repairs_only() {
-        let sig = |run: &Value| signature(&RunView::parse(&text(run)).unwrap());
+        let sig = |run: &Value| PollView::parse(&text(run)).unwrap().signature();
         let base = json!({"state": {"life_cycle_state": "RUNNING"}, "tasks": [task("a", 1, "RUNNING", None), task("b", 2, "BLOCKED", None)]});
         let mut same = base.clone();
         same["run_page_url"] = json!("x");
@@ -744,6 +975,33 @@ mod tests {
         more["tasks"][0]["for_each_task"]["stats"]["task_run_stats"]["completed_iterations"] =
             json!(2);
         assert_ne!(sig(&iterations), sig(&more));
+    }
+
+    #[test]
+    fn the_meta_text_is_what_serde_json_writes_for_the_same_object() {
+        // SSE frames splice it into their data: its keys must be in serde_json's order.
+        let run = json!({"state": {"life_cycle_state": "RUNNING"}, "start_time": 5,
+            "tasks": [task("a", 1, "RUNNING", None), {"task_key": "e", "run_id": 2, "state": {"life_cycle_state": "RUNNING"},
+              "for_each_task": {"stats": {"task_run_stats": {"total_iterations": 3}}}}],
+            "repair_history": [{"type": "REPAIR", "id": 9, "start_time": 4, "task_run_ids": [1, 2]}]});
+        let t = text(&run);
+        let history = History {
+            run_ms: Some(10),
+            task_ms: [("a".to_string(), 3)].into_iter().collect(),
+        };
+        let meta = describe(
+            None,
+            &RunView::parse(&t).unwrap(),
+            9,
+            Some(&history),
+            0.0,
+            false,
+        )
+        .meta;
+        assert_eq!(
+            serde_json::from_str::<Value>(&meta).unwrap().to_string(),
+            meta
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::progress::{self, RunView};
+use crate::progress::PollView;
 
 /// Life cycle states after which a run never changes again.
 pub const TERMINAL_LIFE_CYCLE_STATES: [&str; 3] = ["TERMINATED", "SKIPPED", "INTERNAL_ERROR"];
@@ -44,15 +44,20 @@ fn id_field(v: &Value, field: &str) -> Option<i64> {
 /// Integers beyond this lose precision as JS numbers.
 const MAX_SAFE_INTEGER: u64 = crate::ids::MAX_SAFE_INTEGER as u64;
 
-/// A run as one poll read it: the whole run as JSON text, the few fields a poll reads (`head`:
-/// the `state` and `status` blocks, `job_id` and `run_id`) and its [`signature`]. Built straight
+/// A run as one poll read it: the whole run as JSON text, the few fields a poll reads (its
+/// state, whether it is over, `job_id` and `run_id`) and its [`signature`]. Built straight
 /// from the response body, the text is the body itself and the run is never built as a
 /// `Value`: a watched run is polled every interval, and most polls only compare the signature.
 ///
-/// [`signature`]: crate::progress::signature
+/// [`signature`]: crate::progress::PollView::signature
 #[derive(Debug, Clone)]
 pub struct PolledRun {
-    pub head: Value,
+    /// `state.life_cycle_state`, else the V2 `status.state`.
+    pub status: Option<Box<str>>,
+    /// The run is over (either state block terminal).
+    pub terminal: bool,
+    pub job_id: Option<i64>,
+    pub run_id: Option<i64>,
     /// What a poll compares: equal signatures, nothing a user can see moved.
     pub signature: u64,
     /// The workspace's clock when the run was read (the answer's `Date`), ms since the epoch.
@@ -83,25 +88,24 @@ impl PolledRun {
     /// From a parsed run (a run merged from several pages, tests).
     pub fn from_run(run: &Value) -> PolledRun {
         let text = serde_json::to_string(run).unwrap_or_else(|_| "{}".into());
-        let (head, signature) = match RunView::parse(&text) {
-            Some(view) => (head_of(&view), progress::signature(&view)),
-            // Not a shape the view reads: the run's own state fields still tell what moved.
-            None => {
-                let head = run_head(run);
-                let signature =
-                    progress::signature(&RunView::parse(&head.to_string()).unwrap_or_default());
-                (head, signature)
+        // A shape the view does not read still has its own state fields.
+        let head = PollView::parse(&text).is_none().then(|| {
+            let mut fields = serde_json::Map::new();
+            for key in ["state", "status", "job_id", "run_id"] {
+                if let Some(value) = run.get(key) {
+                    fields.insert(key.into(), value.clone());
+                }
             }
-        };
-        PolledRun {
-            head,
-            signature,
-            server_time: None,
-            body: Body::Text {
-                text: Arc::from(text),
+            Value::Object(fields).to_string()
+        });
+        let view = PollView::parse(head.as_deref().unwrap_or(&text)).unwrap_or_default();
+        PolledRun::read(
+            &view,
+            Body::Text {
+                text: Arc::from(text.as_str()),
                 beyond_js_numbers: !js_safe(run),
             },
-        }
+        )
     }
 
     /// From a runs/get body, when it holds the whole run: a JSON object on one line (SSE frames
@@ -112,16 +116,23 @@ impl PolledRun {
             return None;
         }
         let text = std::str::from_utf8(body).ok()?;
-        let view = RunView::parse(text)?;
+        let view = PollView::parse(text)?;
         if view.is_paged() {
             return None;
         }
-        Some(PolledRun {
-            head: head_of(&view),
-            signature: progress::signature(&view),
+        Some(PolledRun::read(&view, Body::Raw(body.clone())))
+    }
+
+    fn read(view: &PollView, body: Body) -> PolledRun {
+        PolledRun {
+            status: view.life_cycle_state().map(Into::into),
+            terminal: view.is_terminal(),
+            job_id: view.job_id.0,
+            run_id: view.run_id.0,
+            signature: view.signature(),
             server_time: None,
-            body: Body::Raw(body.clone()),
-        })
+            body,
+        }
     }
 
     /// The run's text (the body's own bytes, copied once here) and its integer check.
@@ -137,8 +148,11 @@ impl PolledRun {
             Body::Raw(bytes) => {
                 // `from_body` checked that the bytes are UTF-8 JSON.
                 let text = std::str::from_utf8(bytes).unwrap_or("{}");
-                // A body serde cannot walk again is treated as unsafe: JS then gets a value.
-                let safe = serde_json::from_str::<JsSafe>(text).is_ok_and(|JsSafe(safe)| safe);
+                // Only a run of 16 digits or more can be an integer beyond 2^53: without one the
+                // text needs no walk. A body serde cannot walk is treated as unsafe: JS then gets
+                // a value.
+                let safe = !has_long_digit_run(text.as_bytes())
+                    || serde_json::from_str::<JsSafe>(text).is_ok_and(|JsSafe(safe)| safe);
                 RunText {
                     text: Arc::from(text),
                     beyond_js_numbers: !safe,
@@ -148,56 +162,21 @@ impl PolledRun {
     }
 }
 
-/// The `state`, `status`, `job_id` and `run_id` of a run.
-fn run_head(run: &Value) -> Value {
-    let mut fields = serde_json::Map::new();
-    for key in ["state", "status", "job_id", "run_id"] {
-        if let Some(value) = run.get(key) {
-            fields.insert(key.into(), value.clone());
-        }
-    }
-    Value::Object(fields)
-}
-
-/// The head of a run from its view: what `life_cycle_state`, `is_terminal`, `job_id` and
-/// `run_id` read.
-fn head_of(view: &RunView) -> Value {
-    let mut fields = serde_json::Map::new();
-    if let Some(state) = &view.state {
-        let mut s = serde_json::Map::new();
-        for (k, v) in [
-            ("life_cycle_state", &state.life_cycle_state),
-            ("result_state", &state.result_state),
-        ] {
-            if let Some(v) = v.get() {
-                s.insert(k.into(), Value::from(v));
+/// Whether `text` holds 16 or more digits in a row (2^53 has 16 digits; every shorter integer is
+/// exact as a JS number).
+fn has_long_digit_run(text: &[u8]) -> bool {
+    let mut run = 0;
+    for b in text {
+        if b.is_ascii_digit() {
+            run += 1;
+            if run >= 16 {
+                return true;
             }
-        }
-        fields.insert("state".into(), Value::Object(s));
-    }
-    if let Some(status) = &view.status {
-        let mut s = serde_json::Map::new();
-        if let Some(v) = status.state.get() {
-            s.insert("state".into(), Value::from(v));
-        }
-        if let Some(t) = &status.termination_details {
-            let mut d = serde_json::Map::new();
-            if let Some(v) = t.code.get() {
-                d.insert("code".into(), Value::from(v));
-            }
-            if let Some(v) = t.kind.get() {
-                d.insert("type".into(), Value::from(v));
-            }
-            s.insert("termination_details".into(), Value::Object(d));
-        }
-        fields.insert("status".into(), Value::Object(s));
-    }
-    for (k, n) in [("job_id", view.job_id), ("run_id", view.run_id)] {
-        if let Some(id) = n.0 {
-            fields.insert(k.into(), Value::from(id));
+        } else {
+            run = 0;
         }
     }
-    Value::Object(fields)
+    false
 }
 
 /// Whether every integer in `run` is exact as a JS number.
@@ -327,14 +306,29 @@ mod tests {
         } = polled.text();
         assert_eq!(&*text, std::str::from_utf8(body).unwrap());
         assert!(!beyond_js_numbers);
-        assert_eq!(life_cycle_state(&polled.head), Some("RUNNING"));
-        assert_eq!(job_id(&polled.head), Some(12));
-        assert_eq!(run_id(&polled.head), Some(7));
-        assert!(!is_terminal(&polled.head));
+        assert_eq!(polled.status.as_deref(), Some("RUNNING"));
+        assert_eq!(polled.job_id, Some(12));
+        assert_eq!(polled.run_id, Some(7));
+        assert!(!polled.terminal);
         // The same as reading the parsed run.
         let run: Value = serde_json::from_slice(body).unwrap();
         let from_run = PolledRun::from_run(&run);
-        assert_eq!(from_run.head, polled.head);
+        assert_eq!(
+            (
+                &from_run.status,
+                from_run.terminal,
+                from_run.job_id,
+                from_run.run_id,
+                from_run.signature
+            ),
+            (
+                &polled.status,
+                polled.terminal,
+                polled.job_id,
+                polled.run_id,
+                polled.signature
+            )
+        );
         assert_eq!(from_run.text().beyond_js_numbers, beyond_js_numbers);
         assert_eq!(
             serde_json::from_str::<Value>(&from_run.text().text).unwrap(),

@@ -169,7 +169,7 @@ async fn get_run_and_get_job_merge_pages_beyond_100_tasks() {
     let merged: Value = serde_json::from_str(&polled.text().text).unwrap();
     assert_eq!(merged["tasks"].as_array().unwrap().len(), 150);
     assert!(merged.get("next_page_token").is_none());
-    assert_eq!(appkit_jobs_core::run::run_id(&polled.head), Some(run_id));
+    assert_eq!(polled.run_id, Some(run_id));
     assert_eq!(
         requests_at(&emu.requests(), "/api/2.2/jobs/runs/get").len(),
         2
