@@ -1,5 +1,5 @@
 // Interleaved A/B runs of the benchmark: `node bench/ab.mjs --a=DIR [--b=DIR] [--a-addon=F]
-// [--b-addon=F] [--rounds=3] [--only=wait,waitmulti] [--quick]`. DIR is a checkout with its own release addon built
+// [--b-addon=F] [--rounds=3] [--only=wait,waitmulti] [--pace=fast] [--quick]`. DIR is a checkout with its own release addon built
 // (`npm run build`), e.g. a `git worktree` of an older commit; B defaults to this checkout. Each
 // round runs A then B (then B then A in the next round, so neither side always goes first), with
 // this checkout's bench/ copied into A and one emulator addon (B's) for both sides, and the
@@ -39,6 +39,7 @@ if (A !== B) {
 function runOnce(dir, addon) {
   const args = [path.join(dir, "bench", "run.mjs"), `--only=${ONLY}`, "--sides=ours", `--addon=${addon}`, `--emulator-addon=${emulatorAddon}`];
   if (argv.includes("--quick")) args.push("--quick");
+  if (option("pace")) args.push(`--pace=${option("pace")}`);
   const r = spawnSync(process.execPath, args, { cwd: dir, stdio: ["ignore", "ignore", "inherit"] });
   if (r.status !== 0) throw new Error(`bench in ${dir} failed (${r.status})`);
   const latest = JSON.parse(fs.readFileSync(path.join(dir, "bench", "results", "latest.json"), "utf8"));
@@ -52,8 +53,19 @@ function runOnce(dir, addon) {
       rssPerWatcherKb: (Math.max(r.peakRss, r.maxRss) - r.baselineRss) / 1024 / r.n,
       upstreamPerRun: row.ours.upstream.total / Math.max(1, r.started),
       updatesPerRun: r.updates / Math.max(1, r.started),
+      cpuUsPerRequest: (r.cpuMs * 1000) / Math.max(1, row.ours.upstream.total),
       finished: `${r.finished}/${r.n}`,
     };
+  }
+  const rn = latest.results.runNow;
+  if (rn) {
+    const cpu = (m) => m.result.cpuMs / m.result.n;
+    rows.runNow = { oursCpuMs: cpu(rn.ours), stockCpuMs: cpu(rn.stock), oursOverStock: cpu(rn.ours) / cpu(rn.stock) };
+  }
+  for (const row of latest.results.sse ?? []) {
+    const per = (m) => m.result.cpuMs / row.count;
+    const [o, st, f] = [per(row.ours), per(row.stock), per(row.floor)];
+    rows[`sse x${row.count}`] = { oursCpuMs: o, stockCpuMs: st, floorCpuMs: f, oursOverStock: o / st, share: (o - f) / (st - f) };
   }
   return rows;
 }
@@ -81,7 +93,8 @@ const lines = [
   "| --- | --- | --- | --- | --- |",
 ];
 for (const label of labels) {
-  for (const [metric, digits] of [["cpuMsPerRun", 3], ["rssPerWatcherKb", 2], ["upstreamPerRun", 2], ["updatesPerRun", 2]]) {
+  const metrics = [["cpuMsPerRun", 3], ["rssPerWatcherKb", 2], ["upstreamPerRun", 2], ["updatesPerRun", 2], ["cpuUsPerRequest", 1], ["oursCpuMs", 3], ["stockCpuMs", 3], ["floorCpuMs", 3], ["oursOverStock", 2], ["share", 2]];
+  for (const [metric, digits] of metrics.filter(([m]) => samples.B[0]?.[label]?.[m] !== undefined)) {
     const a = samples.A.map((s) => s[label]?.[metric]).filter(Number.isFinite);
     const b = samples.B.map((s) => s[label]?.[metric]).filter(Number.isFinite);
     const all = (xs) => xs.map((x) => fmt(x, digits)).join(", ");

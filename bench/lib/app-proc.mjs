@@ -152,7 +152,9 @@ async function boot() {
   const { createApp, server } = await import("@databricks/appkit");
   const config = { pollIntervalMs: task.pollIntervalMs, jobs: { bench: { taskType: "notebook" }, multi: { taskType: "notebook" } } };
   let data;
-  if (task.side === "ours") {
+  if (task.side === "floor") {
+    data = floorPlugin();
+  } else if (task.side === "ours") {
     const { jobs } = require("appkit-jobs");
     data = jobs({ ...config, heartbeatMs: 10_000 });
   } else {
@@ -174,6 +176,59 @@ async function boot() {
   const srv = app.server.getServer();
   if (!srv.listening) await new Promise((r) => srv.once("listening", r));
   return { app, plugin: instance, port: srv.address().port };
+}
+
+/**
+ * The floor of the SSE section: a route inside the same AppKit server with no plugin work at
+ * all. `POST /api/jobs/:jobKey/run?stream=true` answers with the SSE headers, then writes the
+ * chunks one of our streams sent (recorded by the load client, sent here before the section
+ * begins) at the same offsets, and ends: the same bytes at the same pace.
+ */
+let floorScripts = [];
+function floorPlugin() {
+  let next = 0;
+  class FloorPlugin {
+    static manifest = { name: "jobs", displayName: "floor", description: "SSE floor", resources: { required: [], optional: [] } };
+    static phase = "normal";
+    static getResourceRequirements() {
+      return [];
+    }
+    constructor(config = {}) {
+      this.name = "jobs";
+      this.config = config;
+    }
+    attachContext() {}
+    async setup() {}
+    injectRoutes(router) {
+      router.post("/:jobKey/run", (req, res) => {
+        const script = floorScripts[next++ % floorScripts.length] ?? [];
+        res.statusCode = 200;
+        res.setHeader("Content-Type", "text/event-stream; charset=utf-8");
+        res.setHeader("Cache-Control", "no-cache, no-transform");
+        res.setHeader("X-Accel-Buffering", "no");
+        res.flushHeaders();
+        const t0 = performance.now();
+        let i = 0;
+        const step = () => {
+          while (i < script.length && script[i][0] <= performance.now() - t0) res.write(script[i++][1]);
+          if (i >= script.length) return res.end();
+          setTimeout(step, Math.max(0, script[i][0] - (performance.now() - t0)));
+        };
+        step();
+      });
+    }
+    getEndpoints() {
+      return {};
+    }
+    exports() {
+      return {};
+    }
+    clientConfig() {
+      return {};
+    }
+    abortActiveOperations() {}
+  }
+  return { plugin: FloorPlugin, config: {}, name: "jobs" };
 }
 
 /**
@@ -347,7 +402,9 @@ if (task.scenario === "runnow") {
   // "begin" and "end".
   let section;
   process.on("message", async (msg) => {
-    if (msg.type === "begin") {
+    if (msg.type === "script") {
+      floorScripts = msg.scripts;
+    } else if (msg.type === "begin") {
       section = begin();
       await send({ type: "begun" });
     } else if (msg.type === "end") {

@@ -7,7 +7,10 @@ import http from "node:http";
  * Resolves `{ ok, failed, events, terminal, wallMs, firstError }`; every stream still open after
  * `timeoutMs` is destroyed and counted as failed.
  */
-export async function sseLoad({ port, jobKey, count, timeoutMs }) {
+export async function sseLoad({ port, jobKey, count, timeoutMs, record = false }) {
+  // With `record`: each stream's chunks as received, `[ms since its request, text]`, for the
+  // floor to replay at the same pace.
+  const scripts = [];
   const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
   const sockets = new Set();
   let ok = 0;
@@ -30,9 +33,13 @@ export async function sseLoad({ port, jobKey, count, timeoutMs }) {
         },
         (res) => {
           let text = "";
+          const t0 = performance.now();
+          const script = record ? [] : null;
+          if (script) scripts.push(script);
           res.setEncoding("utf8");
           res.on("data", (c) => {
             text += c;
+            script?.push([Math.round(performance.now() - t0), c]);
           });
           res.on("end", () => {
             const data = text.split("\n").filter((l) => l.startsWith("data:"));
@@ -80,5 +87,5 @@ export async function sseLoad({ port, jobKey, count, timeoutMs }) {
     firstError ??= `timed out after ${timeoutMs} ms`;
   }
   agent.destroy();
-  return { ok, failed, events, terminal, wallMs: Date.now() - t0, firstError };
+  return { ok, failed, events, terminal, wallMs: Date.now() - t0, firstError, scripts: record ? scripts : undefined };
 }

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use reqwest::Method;
 use serde_json::{Map, Value};
+use url::Url;
 
 use crate::auth::{Auth, Identity};
 use crate::http::exchange;
@@ -113,6 +114,8 @@ struct Inner {
     gate: Option<Arc<dyn RequestGate>>,
     /// Bounds the HTTP requests in flight (send + body read; never held across retries).
     in_flight: tokio::sync::Semaphore,
+    /// Each API path joined to the host once (a handful of paths; a join parses the URL).
+    urls: std::sync::Mutex<HashMap<String, Url>>,
 }
 
 /// A Jobs API client. Cheap to clone; clones share the connection pool and the OAuth token.
@@ -147,6 +150,7 @@ impl JobsClient {
                 http,
                 auth,
                 gate: options.gate,
+                urls: Default::default(),
                 in_flight: tokio::sync::Semaphore::new(
                     options
                         .max_in_flight
@@ -375,6 +379,22 @@ impl JobsClient {
         Ok(acc)
     }
 
+    /// The URL of `path` on the workspace (joined once per path, then cloned).
+    fn url(&self, path: &str) -> Result<Url> {
+        let mut urls = self.inner.urls.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(url) = urls.get(path) {
+            return Ok(url.clone());
+        }
+        let url = self
+            .inner
+            .auth
+            .host()?
+            .join(path)
+            .map_err(|_| JobsError::Internal("bad API path".into()))?;
+        urls.insert(path.to_string(), url.clone());
+        Ok(url)
+    }
+
     /// One HTTP exchange (plus one retry after a 401 on a refreshable OAuth token), its body
     /// parsed.
     async fn call(
@@ -398,12 +418,7 @@ impl JobsClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<(Bytes, Option<i64>)> {
-        let url = self
-            .inner
-            .auth
-            .host()?
-            .join(path)
-            .map_err(|_| JobsError::Internal("bad API path".into()))?;
+        let url = self.url(path)?;
         let mut retried_auth = false;
         loop {
             let bearer = self.inner.auth.bearer(id).await?;

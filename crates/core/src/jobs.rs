@@ -71,6 +71,73 @@ impl Owners {
     }
 }
 
+/// How long a job's durations are kept when the read cache is off.
+const HISTORY_TTL: Duration = Duration::from_secs(60);
+
+/// A job's typical durations, per (identity partition, job): one page of completed runs with
+/// their tasks, read through the read cache and the read tier and measured as `listRuns`, once
+/// per job and identity however many polls ask, kept for the cache TTL (one more run barely
+/// moves a median). Polls peek: they never wait for it, and hold no future while it is read.
+struct HistoryReads {
+    client: JobsClient,
+    cache: Arc<ReadCache>,
+    telemetry: Arc<Telemetry>,
+    policy: TierPolicy,
+    ttl: Duration,
+    known: Mutex<HashMap<(u64, i64), HistoryEntry>>,
+}
+
+#[derive(Default)]
+struct HistoryEntry {
+    found: Option<Arc<History>>,
+    /// When the last read started: the next waits a TTL, whether it found durations or failed
+    /// (a job whose runs this identity may not list is not asked again on every poll).
+    started: Option<std::time::Instant>,
+}
+
+impl HistoryReads {
+    /// The job's durations when known (even a little stale), starting a read when the last one
+    /// started a TTL ago or never. Must be called within a Tokio runtime.
+    fn peek(self: &Arc<Self>, identity: &Identity, job_id: i64) -> Option<Arc<History>> {
+        let key = (identity.partition(), job_id);
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = known.entry(key).or_default();
+        if entry.started.is_none_or(|at| at.elapsed() >= self.ttl) {
+            entry.started = Some(std::time::Instant::now());
+            let (reads, identity) = (self.clone(), identity.clone());
+            tokio::spawn(async move {
+                if let Some(found) = reads.read(&identity, job_id).await {
+                    let mut known = reads.known.lock().unwrap_or_else(|e| e.into_inner());
+                    known.entry(key).or_default().found = Some(Arc::new(found));
+                }
+            });
+        }
+        entry.found.clone()
+    }
+
+    async fn read(&self, identity: &Identity, job_id: i64) -> Option<History> {
+        let key = CacheKey::new(identity.partition(), HISTORY_OP, job_id, ());
+        let read = self.cache.get_or_fetch(key, async {
+            let started = self.telemetry.start();
+            let q = ListRuns {
+                job_id,
+                limit: RUNS_LIST_PAGE,
+                completed_only: true,
+                expand_tasks: true,
+                ..ListRuns::default()
+            };
+            let result =
+                exec::execute(&self.policy, || self.client.list_runs(identity, q.clone())).await;
+            if let Some(started) = started {
+                self.telemetry
+                    .finish(started, "listRuns", None, 1, None, &result);
+            }
+            result.map(|runs| History::from_runs(&runs).to_value())
+        });
+        read.await.ok().map(|v| History::from_value(&v))
+    }
+}
+
 /// The jobs service of one plugin instance. `Send + Sync`; share it as `Arc<Jobs>`.
 pub struct Jobs {
     registry: Registry,
@@ -102,7 +169,10 @@ pub fn clamp_limit(limit: Option<i64>) -> usize {
 /// within the API's 64). The job id in front binds a token to its job: a stream resumed by its
 /// token (see `routes.rs`) may only re-send run-now for the job the token names.
 pub fn idempotency_token(job_id: i64) -> String {
-    format!("{job_id}-{}", uuid::Uuid::new_v4())
+    // From the thread's RNG (seeded once by the OS): a token needs to be unique, not secret,
+    // and `new_v4` asks the OS for every one.
+    let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    format!("{job_id}-{uuid}")
 }
 
 /// The job a token of [`idempotency_token`] names, or `None` when `token` is not one.
@@ -214,41 +284,17 @@ impl Jobs {
                     update_cache.invalidate_job(job_id);
                 }
             });
-        // The job's typical durations for `expectedMs`: one page of completed runs with their
-        // tasks, through the read cache per job and identity (kept for the TTL: a job's history
-        // barely moves with one more run), measured as `listRuns`.
-        let (history_client, history_cache, history_telemetry) =
-            (client.clone(), cache.clone(), telemetry.clone());
-        let history_policy = settings.read.clone();
-        let history: FetchHistory = Arc::new(move |identity: Identity, job_id: i64| {
-            let (client, cache, telemetry, policy) = (
-                history_client.clone(),
-                history_cache.clone(),
-                history_telemetry.clone(),
-                history_policy.clone(),
-            );
-            async move {
-                let key = CacheKey::new(identity.partition(), HISTORY_OP, job_id, ());
-                let read = cache.get_or_fetch(key, async {
-                    let started = telemetry.start();
-                    let q = ListRuns {
-                        job_id,
-                        limit: RUNS_LIST_PAGE,
-                        completed_only: true,
-                        expand_tasks: true,
-                        ..ListRuns::default()
-                    };
-                    let result =
-                        exec::execute(&policy, || client.list_runs(&identity, q.clone())).await;
-                    if let Some(started) = started {
-                        telemetry.finish(started, "listRuns", None, 1, None, &result);
-                    }
-                    result.map(|runs| History::from_runs(&runs).to_value())
-                });
-                read.await.ok().map(|v| History::from_value(&v))
-            }
-            .boxed()
+        // The job's typical durations for `expectedMs` (see `HistoryReads`).
+        let reads = Arc::new(HistoryReads {
+            client: client.clone(),
+            cache: cache.clone(),
+            telemetry: telemetry.clone(),
+            policy: settings.read.clone(),
+            ttl: settings.read.cache_ttl.unwrap_or(HISTORY_TTL),
+            known: Mutex::default(),
         });
+        let history: FetchHistory =
+            Arc::new(move |identity: &Identity, job_id: i64| reads.peek(identity, job_id));
         let poller = Poller::with_hooks(fetch, poll, Some(on_update), Some(history));
 
         Jobs {
@@ -553,7 +599,9 @@ impl Jobs {
                 if paced {
                     self.poller.request_turn().await;
                 }
-                run::job_id(&self.cached_run(id, job_id, run_id).await?)
+                // Boxed: the read (cache, retries, paging) is some 10 KB of future, which
+                // would otherwise sit in every watch being started.
+                run::job_id(&Box::pin(self.cached_run(id, job_id, run_id)).await?)
             }
         };
         if owner != Some(job_id) {
@@ -714,7 +762,9 @@ impl Jobs {
             JobsError::InvalidResponse("run-now answered without a run_id".into())
         })?;
         if replayed {
-            return self.watch_run(key, id, run_id).await;
+            // Boxed: the ownership read is a large future, and inline it would grow every
+            // run-now in flight (runAndWait's included) by several kilobytes.
+            return Box::pin(self.watch_run(key, id, run_id)).await;
         }
         self.watch_started_run(key, id, run_id)
     }
@@ -736,6 +786,32 @@ impl Jobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Futures of calls many of which are in flight at once (10,000 runAndWait start together)
+    /// stay small: a large read inlined in them (an ownership check, a definition read) once
+    /// cost several kilobytes per watcher.
+    #[test]
+    fn futures_in_flight_by_the_thousand_stay_small() {
+        let jobs = Jobs::new(PluginConfig::default(), HashMap::new());
+        let id = Identity::ServicePrincipal;
+        let sizes = [
+            (
+                "run_now",
+                std::mem::size_of_val(&jobs.run_now("k", &id, None)),
+            ),
+            (
+                "start_and_watch",
+                std::mem::size_of_val(&jobs.start_and_watch("k", &id, None)),
+            ),
+            (
+                "watch_run",
+                std::mem::size_of_val(&jobs.watch_run("k", &id, 1)),
+            ),
+        ];
+        for (name, size) in sizes {
+            assert!(size <= 2048, "{name}: {size} bytes");
+        }
+    }
 
     #[test]
     fn limits_and_tokens() {

@@ -56,10 +56,11 @@ pub type FetchRun =
 /// identity partition and run id of the poll, before any watcher sees the update.
 pub type OnUpdate = Arc<dyn Fn(u64, i64, &RunUpdate) + Send + Sync>;
 
-/// How the engine learns how long a run's job usually takes: `(identity, job_id)`, read once
-/// per poll in the background (the first update never waits for it); `None` when unknown.
-pub type FetchHistory =
-    Arc<dyn Fn(Identity, i64) -> BoxFuture<'static, Option<History>> + Send + Sync>;
+/// How the engine learns how long a run's job usually takes: `(identity, job_id)` answers at
+/// once with the job's durations when they are known, and otherwise starts reading them in the
+/// background (once per job and identity, however many polls ask) and answers `None`. A poll
+/// asks after each read of its run until it gets them, so the first update never waits.
+pub type FetchHistory = Arc<dyn Fn(&Identity, i64) -> Option<Arc<History>> + Send + Sync>;
 
 /// The base poll interval when `pollIntervalMs` is not set.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
@@ -496,9 +497,8 @@ async fn poll_loop(
     let mut last_signature: Option<(u64, bool)> = None;
     let mut seq = 0u64;
     let mut outage: Option<Outage> = None;
-    // The job's typical durations, read once in the background (see `FetchHistory`).
-    let history: Arc<std::sync::OnceLock<History>> = Arc::default();
-    let mut history_read: Option<AbortOnDrop> = None;
+    // The job's typical durations, once known (see `FetchHistory`).
+    let mut history: Option<Arc<History>> = None;
     // The fraction of the previous update (a poll's fraction never goes down), and what the
     // previous update showed (what the next one's `changes` compare with).
     let mut fraction_floor = 0.0;
@@ -528,21 +528,15 @@ async fn poll_loop(
         match fetched {
             Ok(polled) => {
                 outage = None;
-                if history_read.is_none() {
+                if history.is_none() {
                     if let (Some(read), Some(job_id)) = (&inner.history, polled.job_id) {
-                        let (read, slot, identity) =
-                            (read.clone(), history.clone(), identity.clone());
-                        history_read = Some(AbortOnDrop(tokio::spawn(async move {
-                            if let Some(found) = read(identity, job_id).await {
-                                let _ = slot.set(found);
-                            }
-                        })));
+                        history = read(&identity, job_id);
                     }
                 }
                 // Expected durations arriving is news too: they make an update of their own
                 // (a history without a single figure changes nothing a user sees).
                 let known = history
-                    .get()
+                    .as_ref()
                     .is_some_and(|h| h.run_ms.is_some() || !h.task_ms.is_empty());
                 let signature = (polled.signature, known);
                 let terminal = polled.terminal;
@@ -555,7 +549,7 @@ async fn poll_loop(
                         digest.as_ref(),
                         &view,
                         inner.clock.now(polled.server_time),
-                        history.get(),
+                        history.as_deref(),
                         fraction_floor,
                         terminal,
                     );
@@ -632,15 +626,6 @@ async fn poll_loop(
             // The outage is judged at its bound, not a backed-off interval later.
             due = due.min(o.since + inner.settings.max_outage);
         }
-    }
-}
-
-/// A task aborted when its handle is dropped (the background history read of a poll).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -95,7 +95,7 @@ impl Auth {
     /// The bearer token for a call made as `identity`: the user's own token, the PAT, or a
     /// current OAuth M2M token (fetched or refreshed as needed; never an expired one).
     pub async fn bearer(&self, identity: &Identity) -> Result<Secret> {
-        let host = self.host()?;
+        let host = self.inner.host.as_ref().map_err(Clone::clone)?;
         if let Identity::User(u) = identity {
             return Ok(u.secret().clone());
         }
@@ -106,7 +106,7 @@ impl Auth {
                 Some(t) => Ok(t),
                 // Boxed: the token fetch (an HTTP exchange) is a large future that would
                 // otherwise sit inline in every API call's future, fast path included.
-                None => Box::pin(oauth.token(&self.inner.http, &host)).await,
+                None => Box::pin(oauth.token(&self.inner.http, host)).await,
             },
             (Ok(Credentials::OAuthM2m { .. }), None) => Err(JobsError::Internal(
                 "OAuth state missing for M2M credentials".into(),
