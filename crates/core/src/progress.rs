@@ -265,11 +265,7 @@ pub struct RepairView<'a> {
 impl<'a> RunView<'a> {
     /// The view of a run's JSON text; `None` when it does not read as a run object.
     pub fn parse(text: &'a str) -> Option<RunView<'a>> {
-        // serde would read a struct from an array too (by position).
-        if !text.trim_start().starts_with('{') {
-            return None;
-        }
-        serde_json::from_str(text).ok()
+        parse_object(text)
     }
 
     /// `state.life_cycle_state`, else the V2 `status.state`.
@@ -321,6 +317,15 @@ impl<'a> RunView<'a> {
         }
         out
     }
+}
+
+/// A view read from a JSON object's text; `None` for anything else (serde would read a struct
+/// from an array too, by position).
+fn parse_object<'a, T: Deserialize<'a>>(text: &'a str) -> Option<T> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(text).ok()
 }
 
 fn state_of<'s>(state: Option<&'s StateView>, status: Option<&'s StatusView>) -> Option<&'s str> {
@@ -477,11 +482,7 @@ impl<'de> Deserialize<'de> for RepairsSignature {
 impl<'a> PollView<'a> {
     /// The view of a run's JSON text; `None` when it does not read as a run object.
     pub fn parse(text: &'a str) -> Option<PollView<'a>> {
-        // serde would read a struct from an array too (by position).
-        if !text.trim_start().starts_with('{') {
-            return None;
-        }
-        serde_json::from_str(text).ok()
+        parse_object(text)
     }
 
     /// `state.life_cycle_state`, else the V2 `status.state`.
