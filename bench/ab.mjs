@@ -1,10 +1,12 @@
 // Interleaved A/B runs of the benchmark: `node bench/ab.mjs --a=DIR [--b=DIR] [--a-addon=F]
-// [--b-addon=F] [--rounds=3] [--only=wait,waitmulti] [--pace=fast] [--quick]`. DIR is a checkout with its own release addon built
+// [--b-addon=F] [--a-env=NAME=VALUE] [--b-env=NAME=VALUE] [--rounds=3] [--only=wait,waitmulti]
+// [--pace=fast] [--quick]`. DIR is a checkout with its own release addon built
 // (`npm run build`), e.g. a `git worktree` of an older commit; B defaults to this checkout. Each
 // round runs A then B (then B then A in the next round, so neither side always goes first), with
 // this checkout's bench/ copied into A and one emulator addon (B's) for both sides, and the
 // medians of "ours" are printed per row: CPU ms per watched run, RSS per watcher KB, upstream
-// requests per run, and updates per run.
+// requests per run, and updates per run. `--a-env`/`--b-env` add one variable to that side's
+// environment, to compare a switch within one build (`--a=. --b=.`).
 import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
@@ -17,6 +19,13 @@ const A = path.resolve(option("a", ""));
 const B = path.resolve(option("b", path.join(HERE, "..")));
 const ROUNDS = Number(option("rounds", "3"));
 const ONLY = option("only", "wait,waitmulti");
+/** `--a-env=NAME=VALUE`: that side's environment, with the one variable added. */
+const envOf = (side) => {
+  const spec = argv.find((a) => a.startsWith(`--${side}-env=`))?.slice(`--${side}-env=`.length);
+  if (!spec) return process.env;
+  const eq = spec.indexOf("=");
+  return { ...process.env, [spec.slice(0, eq)]: spec.slice(eq + 1) };
+};
 if (!option("a")) {
   process.stderr.write("Usage: node bench/ab.mjs --a=DIR [--b=DIR] [--rounds=3] [--only=wait,waitmulti] [--quick]\n");
   process.exit(2);
@@ -36,11 +45,11 @@ if (A !== B) {
   fs.copyFileSync(path.join(B, "bench", "run.mjs"), path.join(A, "bench", "run.mjs"));
 }
 
-function runOnce(dir, addon) {
+function runOnce(dir, addon, env) {
   const args = [path.join(dir, "bench", "run.mjs"), `--only=${ONLY}`, "--sides=ours", `--addon=${addon}`, `--emulator-addon=${emulatorAddon}`];
   if (argv.includes("--quick")) args.push("--quick");
   if (option("pace")) args.push(`--pace=${option("pace")}`);
-  const r = spawnSync(process.execPath, args, { cwd: dir, stdio: ["ignore", "ignore", "inherit"] });
+  const r = spawnSync(process.execPath, args, { cwd: dir, env, stdio: ["ignore", "ignore", "inherit"] });
   if (r.status !== 0) throw new Error(`bench in ${dir} failed (${r.status})`);
   const latest = JSON.parse(fs.readFileSync(path.join(dir, "bench", "results", "latest.json"), "utf8"));
   const rows = {};
@@ -75,7 +84,7 @@ for (let i = 0; i < ROUNDS; i++) {
   const order = i % 2 === 0 ? ["A", "B"] : ["B", "A"];
   for (const side of order) {
     process.stderr.write(`[ab] round ${i + 1}/${ROUNDS}: ${side}\n`);
-    samples[side].push(runOnce(side === "A" ? A : B, addons[side]));
+    samples[side].push(runOnce(side === "A" ? A : B, addons[side], envOf(side.toLowerCase())));
   }
 }
 
