@@ -20,11 +20,15 @@ const { createJobsHandler } = require("appkit-jobs/http");
 
 const here = dirname(fileURLToPath(import.meta.url));
 const PUBLIC = join(here, "public");
+const SHARED = join(here, "..", "lib", "react");
 const STATIC = {
-  "/": ["index.html", "text/html; charset=utf-8"],
-  "/index.html": ["index.html", "text/html; charset=utf-8"],
-  "/app.js": ["app.js", "text/javascript; charset=utf-8"],
-  "/style.css": ["style.css", "text/css; charset=utf-8"],
+  "/": [join(PUBLIC, "index.html"), "text/html; charset=utf-8"],
+  "/index.html": [join(PUBLIC, "index.html"), "text/html; charset=utf-8"],
+  "/app.js": [join(PUBLIC, "app.js"), "text/javascript; charset=utf-8"],
+  "/style.css": [join(PUBLIC, "style.css"), "text/css; charset=utf-8"],
+  // The plain page reads runs and SSE with appkit-jobs/react's own pure helpers (no React in them).
+  "/shared/model.mjs": [join(SHARED, "model.mjs"), "text/javascript; charset=utf-8"],
+  "/shared/stream.mjs": [join(SHARED, "stream.mjs"), "text/javascript; charset=utf-8"],
 };
 /** The React page (appkit-jobs/react), built on its first request: see react/build.mjs. */
 const REACT = {
@@ -152,7 +156,7 @@ export async function startDemo(options = {}) {
         return res.end("Not Found");
       }
       try {
-        const body = await readFile(join(PUBLIC, file[0]));
+        const body = await readFile(file[0]);
         res.setHeader("Content-Type", file[1]);
         res.setHeader("Cache-Control", "no-cache");
         res.end(body);

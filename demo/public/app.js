@@ -3,31 +3,11 @@
 // POST /api/jobs/:key/run?stream=true and follows them over SSE (resuming with Last-Event-ID
 // when the connection drops), lists recent runs, cancels active ones and repairs failed ones
 // (POST /api/jobs/:key/runs/:id/repair?stream=true, followed live the same way).
-"use strict";
+import { formatSeconds as seconds, graphOrder, isRepairable, isTerminal, latestTasks, lifeCycleState, resultOf } from "/shared/model.mjs";
+import { parseEvents as parseSse } from "/shared/stream.mjs";
 
 const API = "/api/jobs";
-const TERMINAL = new Set(["TERMINATED", "SKIPPED", "INTERNAL_ERROR"]);
 const LIFECYCLE = ["QUEUED", "PENDING", "RUNNING", "TERMINATING", "TERMINATED"];
-
-function lifeCycleState(run) {
-  return run?.state?.life_cycle_state ?? run?.status?.state ?? null;
-}
-
-function isTerminal(run) {
-  const legacy = run?.state?.life_cycle_state;
-  return (legacy && TERMINAL.has(legacy)) || run?.status?.state === "TERMINATED";
-}
-
-function resultOf(run) {
-  const result = run?.state?.result_state ?? run?.status?.termination_details?.code ?? null;
-  const message = run?.state?.state_message || run?.status?.termination_details?.message || "";
-  return { result, message };
-}
-
-/** Whether an ended run has failed tasks a repair could run again. */
-function repairable(result) {
-  return result != null && result !== "SUCCESS" && result !== "SKIPPED";
-}
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -137,28 +117,6 @@ function buildForm(container, schema) {
 
 // ---------------------------------------------------------------- SSE over fetch
 
-/** Parses SSE text blocks; calls `onEvent({ id, event, data })`. Returns the unparsed rest. */
-function parseSse(buffer, onEvent) {
-  const blocks = buffer.replace(/\r\n/g, "\n").split("\n\n");
-  const rest = blocks.pop() ?? "";
-  for (const block of blocks) {
-    let id = null;
-    let event = "message";
-    const data = [];
-    for (const line of block.split("\n")) {
-      if (line === "" || line.startsWith(":")) continue; // comments: heartbeats
-      const colon = line.indexOf(":");
-      const field = colon === -1 ? line : line.slice(0, colon);
-      const value = colon === -1 ? "" : line.slice(colon + 1).replace(/^ /, "");
-      if (field === "id") id = value;
-      else if (field === "event") event = value;
-      else if (field === "data") data.push(value);
-    }
-    if (data.length) onEvent({ id, event, data: data.join("\n") });
-  }
-  return rest;
-}
-
 /** Opens a streaming POST, repeated with Last-Event-ID when resuming (see followStream). */
 function streamPost(url, body) {
   return (lastEventId) =>
@@ -211,40 +169,6 @@ async function followStream(request, handlers, maxRetries = 3) {
 }
 
 // ---------------------------------------------------------------- the run's timeline
-
-/** The latest attempt of each task: named by the latest repair_history entry, else the last listed. */
-function latestTasks(run) {
-  const history = run?.repair_history ?? [];
-  const named = new Set((history.at(-1)?.task_run_ids ?? []).map(String));
-  const byKey = new Map();
-  for (const task of run?.tasks ?? []) {
-    const prev = byKey.get(task.task_key);
-    const isNamed = named.has(String(task.run_id));
-    if (!prev || isNamed || !prev.named) byKey.set(task.task_key, { task, named: isNamed });
-  }
-  return [...byKey.values()].map((v) => v.task);
-}
-
-/** Tasks in graph order: each after the tasks it depends on, otherwise as listed. */
-function graphOrder(tasks) {
-  const byKey = new Map(tasks.map((t) => [t.task_key, t]));
-  const placed = new Set();
-  const out = [];
-  const place = (task, path = new Set()) => {
-    if (placed.has(task.task_key) || path.has(task.task_key)) return;
-    path.add(task.task_key);
-    for (const dep of task.depends_on ?? []) if (byKey.has(dep.task_key)) place(byKey.get(dep.task_key), path);
-    placed.add(task.task_key);
-    out.push(task);
-  };
-  for (const task of tasks) place(task);
-  return out;
-}
-
-function seconds(ms) {
-  const s = Math.max(0, Math.round(ms / 1000));
-  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
-}
 
 /**
  * The run as a live timeline: one bar per task in graph order, placed by its own start and end
@@ -361,7 +285,7 @@ class Timeline {
       rows.push(row);
     }
     this.list.replaceChildren(...rows);
-    this.repairBtn.hidden = !(this.terminal && repairable(result));
+    this.repairBtn.hidden = !isRepairable(run);
   }
 }
 
@@ -468,7 +392,7 @@ class JobCard {
       );
       this.steps.lastElementChild?.classList.replace("current", "done");
       this.setActive(null);
-      this.lastEnded = repairable(result) ? run.run_id : null;
+      this.lastEnded = isRepairable(run) ? run.run_id : null;
       this.repairBtn.hidden = this.lastEnded == null;
     }
   }
@@ -593,7 +517,7 @@ class JobCard {
         if (!isTerminal(run)) {
           action = el("button", { type: "button", class: "row-cancel", "data-run-id": run.run_id, text: "Cancel" });
           action.addEventListener("click", () => this.cancel(run.run_id));
-        } else if (repairable(result)) {
+        } else if (isRepairable(run)) {
           action = el("button", { type: "button", class: "row-repair", "data-run-id": run.run_id, text: "Repair" });
           action.addEventListener("click", () => this.repair(run.run_id));
         }
