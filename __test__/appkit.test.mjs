@@ -8,7 +8,7 @@ import { z } from "zod";
 import { startEmulator } from "appkit-jobs";
 import { startAppKit } from "./support/appkit.mjs";
 import { patEnv, requestsTo } from "./support/emulator.mjs";
-import { sseEvents, startCuttingProxy } from "./support/http.mjs";
+import { sseEvents, startRepeatingCutProxy } from "./support/http.mjs";
 import { isTerminalRun, until } from "./support/util.mjs";
 
 const JOB_IDS = { etl: 1001, other: 1002, slow: 1003, schema: 1004, zod: 1005 };
@@ -270,7 +270,7 @@ test("an error during the stream is an `event: error` with { error, code }", asy
 });
 
 test("resume with connectSSE after a dropped connection: one run, same stream", async () => {
-  const proxy = await startCuttingProxy(new URL(base).port, { after: 2 });
+  const proxy = await startRepeatingCutProxy(new URL(base).port, { after: 2, times: 1 });
   const before = emu.runCount();
   const runNowsBefore = runNows();
   const messages = [];

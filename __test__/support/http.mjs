@@ -90,52 +90,6 @@ export async function openSse(url, init = {}) {
 }
 
 /**
- * A TCP proxy to `port` on 127.0.0.1 that, once, cuts the first connection whose response
- * has carried `after` SSE events (`event: message`, default 1). `cuts` counts the connections
- * it cut.
- */
-export async function startCuttingProxy(port, { after = 1 } = {}) {
-  const sockets = new Set();
-  const state = { cuts: 0, armed: true };
-  const server = net.createServer((client) => {
-    const upstream = net.connect(port, "127.0.0.1");
-    sockets.add(client);
-    sockets.add(upstream);
-    client.on("close", () => sockets.delete(client));
-    upstream.on("close", () => sockets.delete(upstream));
-    client.on("error", () => upstream.destroy());
-    upstream.on("error", () => client.destroy());
-    client.pipe(upstream);
-    let seen = "";
-    upstream.on("data", (chunk) => {
-      if (!client.destroyed) client.write(chunk);
-      if (!state.armed) return;
-      seen += chunk.toString("latin1");
-      if (seen.split("event: message").length > after) {
-        state.armed = false;
-        state.cuts++;
-        // Let the event reach the client first, then drop both sides.
-        setTimeout(() => {
-          client.destroy();
-          upstream.destroy();
-        }, 20);
-      }
-    });
-    upstream.on("end", () => client.end());
-  });
-  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: server.address().port,
-    state,
-    close: () =>
-      new Promise((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
-
-/**
  * A TCP proxy that cuts the first connection `ms` after the first SSE event (`event: message`)
  * passed through it, once. `cuts` counts the connections it cut; `connections` counts every
  * connection it took.
