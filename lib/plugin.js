@@ -5,7 +5,7 @@
 // All route behaviour lives in the Rust core (crates/core/src/routes.rs); this file only moves
 // requests and responses between express (or node:http) and the native router.
 
-const { createJobsRuntime, discoverJobs } = require("./runtime.js");
+const { createJobsRuntime, discoverJobs, nextId, weakWake } = require("./runtime.js");
 const { isJsSchema, paramsJsonSchema } = require("./schema.js");
 const { native } = require("./native.js");
 
@@ -241,7 +241,7 @@ class JobsPlugin {
       const { BindingRouter } = native();
       const heartbeatMs = this.config.heartbeatMs ?? this.config.routes?.heartbeatMs;
       this._native = new BindingRouter(this._runtime.native, heartbeatMs ? { heartbeatMs } : undefined);
-      this._native.deliverTo(framesFor(new WeakRef(this)));
+      this._native.deliverTo(weakWake(this, "_frames"));
       this._runtime.telemetry.addRouter(this._native);
     }
     return this._native;
@@ -359,7 +359,7 @@ class JobsPlugin {
       wait?.end(null);
       return Promise.resolve();
     }
-    this._lastStreamId = (this._lastStreamId % 0xffff_ffff) + 1;
+    this._lastStreamId = nextId(this._lastStreamId);
     const id = this._lastStreamId;
     return new Promise((resolve) => {
       const pipe = { res, wait, complete: false, done: resolve };
@@ -403,15 +403,6 @@ class JobsPlugin {
       if (!pipe.res.destroyed) pipe.res.write(frame.text);
     }
   }
-}
-
-/**
- * The native side's wake-up callback for a plugin's streams. It holds the plugin weakly and is
- * made outside the class's methods (whose closures would share a context holding it): the
- * native router keeps this callback alive.
- */
-function framesFor(plugin) {
-  return () => plugin.deref()?._frames();
 }
 
 module.exports = { JobsPlugin };

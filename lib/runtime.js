@@ -133,7 +133,7 @@ class JobsRuntime {
     this._lastWatchId = 0;
     // next() calls waiting across all watches (see `_hold`).
     this._waiting = 0;
-    this.native.deliverTo(wakeFor(new WeakRef(this)));
+    this.native.deliverTo(weakWake(this, "_dispatch"));
     this._warnedDevFallback = false;
     const select = (jobKey) => {
       this.assertKey(jobKey);
@@ -202,7 +202,7 @@ class JobsRuntime {
   }
 
   _register(updates) {
-    this._lastWatchId = (this._lastWatchId % 0xffff_ffff) + 1;
+    this._lastWatchId = nextId(this._lastWatchId);
     this._watches.set(this._lastWatchId, updates);
     return this._lastWatchId;
   }
@@ -260,13 +260,19 @@ function awaitedDelete(runtime) {
 function noop() {}
 
 /**
- * The native side's wake-up callback for `runtime`. It holds the runtime weakly, and is made
- * outside the constructor (whose closures share a context holding `this`): the native service
- * keeps this callback alive, so a strong reference would keep the runtime, and the service,
- * alive forever.
+ * The native side's wake-up callback: `owner[method]()`, with `owner` held weakly. Made outside
+ * the owner's constructor and methods (whose closures share a context holding `this`): the
+ * native side keeps this callback alive, so a strong reference would keep the owner, and the
+ * native service, alive forever.
  */
-function wakeFor(runtime) {
-  return () => runtime.deref()?._dispatch();
+function weakWake(owner, method) {
+  const ref = new WeakRef(owner);
+  return () => ref.deref()?.[method]();
+}
+
+/** The id after `last`: 1 … 2^32 - 1, then 1 again (native ids are u32, 0 unused). */
+function nextId(last) {
+  return (last % 0xffff_ffff) + 1;
 }
 
 function createJobsRuntime(config, options) {
@@ -290,4 +296,4 @@ function discoverJobs(config = {}, env = process.env) {
   return readingConfig(() => native().discoverJobs(nativeConfig(config ?? {}), stringEnv(env)));
 }
 
-module.exports = { createJobsRuntime, createJobs, discoverJobs, headerOf, stringEnv, nativeConfig };
+module.exports = { createJobsRuntime, createJobs, discoverJobs, headerOf, stringEnv, nativeConfig, weakWake, nextId };

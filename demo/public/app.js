@@ -3,7 +3,7 @@
 // POST /api/jobs/:key/run?stream=true and follows them over SSE (resuming with Last-Event-ID
 // when the connection drops), lists recent runs, cancels active ones and repairs failed ones
 // (POST /api/jobs/:key/runs/:id/repair?stream=true, followed live the same way).
-import { formatSeconds as seconds, graphOrder, isRepairable, isTerminal, latestTasks, lifeCycleState, resultOf } from "/shared/model.mjs";
+import { isRepairable, isTerminal, lifeCycleState, resultOf, timelineModel } from "/shared/model.mjs";
 import { parseEvents as parseSse } from "/shared/stream.mjs";
 
 const API = "/api/jobs";
@@ -217,75 +217,35 @@ class Timeline {
     else this.timer ??= setInterval(() => this.render(), 250);
   }
 
-  /** Ms on the run's axis now: the last elapsed figure plus the time since it arrived. */
-  elapsedNow() {
-    const { elapsedMs } = this.progress;
-    if (elapsedMs == null) return null;
-    return this.terminal ? elapsedMs : elapsedMs + (performance.now() - this.receivedAt);
-  }
-
   render() {
-    const run = this.run;
-    const p = this.progress;
-    const repairStart = (run.repair_history ?? []).filter((h) => h.type === "REPAIR").at(-1)?.start_time;
-    const origin = p.since === "repair" && repairStart ? repairStart : run.start_time || 0;
-    const elapsed = this.elapsedNow();
-    const tasks = graphOrder(latestTasks(run));
-    const ends = tasks.map((t) => (t.end_time > 0 ? t.end_time - origin : 0));
-    const span = Math.max(p.expectedMs ?? 0, elapsed ?? 0, ...ends, 1000);
+    const m = timelineModel({ run: this.run, progress: this.progress, receivedAt: this.receivedAt, now: performance.now(), floor: this.shown ?? 0 });
+    this.shown = m.fraction;
+    this.fill.style.width = `${(m.fraction * 100).toFixed(1)}%`;
+    this.bar.dataset.fraction = String(m.rawFraction);
+    this.bar.setAttribute("aria-valuenow", String(Math.round(m.fraction * 100)));
+    this.eta.textContent = m.eta;
+    this.eta.dataset.expected = m.expectedMs == null ? "" : String(m.expectedMs);
 
-    // Overall: the poll's fraction, moved on by the time since it came (never past 0.99 while active).
-    let fraction = p.fraction;
-    if (!this.terminal && p.expectedMs && elapsed != null) {
-      fraction = Math.min(0.99, Math.max(fraction, fraction + (0.5 * (elapsed - p.elapsedMs)) / p.expectedMs));
-    }
-    this.shown = Math.max(this.shown ?? 0, fraction);
-    this.fill.style.width = `${(this.shown * 100).toFixed(1)}%`;
-    this.bar.dataset.fraction = String(p.fraction);
-    this.bar.setAttribute("aria-valuenow", String(Math.round(this.shown * 100)));
-    const { result } = resultOf(run);
-    let eta;
-    if (this.terminal) eta = `${result ?? lifeCycleState(run)} after ${seconds(elapsed ?? 0)}`;
-    else if (p.expectedMs == null) eta = `${seconds(elapsed ?? 0)} elapsed · no history yet`;
-    else if (elapsed <= p.expectedMs) eta = `about ${seconds(p.expectedMs - elapsed)} left`;
-    else eta = `taking longer than usual (${seconds(elapsed - p.expectedMs)} over)`;
-    this.eta.textContent = `${p.tasksDone}/${p.tasksTotal} tasks done · ${eta}`;
-    this.eta.dataset.expected = p.expectedMs == null ? "" : String(p.expectedMs);
-
-    const iterations = new Map((p.forEach ?? []).map((f) => [f.taskKey, f]));
     const rows = [];
-    for (const task of tasks) {
-      const state = lifeCycleState(task) ?? "";
-      const taskResult = task.state?.result_state ?? "";
-      let row = this.bars.get(task.task_key);
+    for (const b of m.bars) {
+      let row = this.bars.get(b.key);
       if (!row) {
         const track = el("div", { class: "tl-track" }, el("div", { class: "tl-bar" }));
-        row = el("li", { class: "tl-task", "data-testid": "task-bar", "data-task": task.task_key }, el("span", { class: "tl-name", text: task.task_key }), track, el("span", { class: "tl-state" }));
-        this.bars.set(task.task_key, row);
+        row = el("li", { class: "tl-task", "data-testid": "task-bar", "data-task": b.key }, el("span", { class: "tl-name", text: b.key }), track, el("span", { class: "tl-state" }));
+        this.bars.set(b.key, row);
       }
-      row.dataset.state = state;
-      row.dataset.result = taskResult;
+      row.dataset.state = b.state;
+      row.dataset.result = b.result;
       // A task this repair does not run again keeps its old bar, faded, before the axis.
-      const kept = task.start_time > 0 && task.start_time < origin;
-      row.classList.toggle("kept", kept);
-      const start = task.start_time > 0 && !kept ? task.start_time - origin : null;
-      const running = !isTerminal(task) && start != null;
-      const end = task.end_time > 0 ? task.end_time - origin : running ? elapsed : null;
+      row.classList.toggle("kept", b.kept);
       const bar = row.querySelector(".tl-bar");
-      if (start != null && end != null) {
-        bar.style.left = `${((start / span) * 100).toFixed(2)}%`;
-        bar.style.width = `${Math.max(0.8, ((end - start) / span) * 100).toFixed(2)}%`;
-      } else {
-        bar.style.left = "0%";
-        bar.style.width = "0%";
-      }
-      const each = iterations.get(task.task_key);
-      const label = taskResult || state;
-      row.querySelector(".tl-state").textContent = each?.total ? `${label} ${each.completed ?? 0}/${each.total}` : label;
+      bar.style.left = `${b.left.toFixed(2)}%`;
+      bar.style.width = `${b.width.toFixed(2)}%`;
+      row.querySelector(".tl-state").textContent = b.label;
       rows.push(row);
     }
     this.list.replaceChildren(...rows);
-    this.repairBtn.hidden = !isRepairable(run);
+    this.repairBtn.hidden = !m.repairable;
   }
 }
 

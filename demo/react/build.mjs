@@ -1,4 +1,4 @@
-// The React page of the demo, built when the demo starts: demo/react/main.jsx bundled with
+// The React page of the demo, built on its first request (see server.mjs): demo/react/main.jsx bundled with
 // esbuild (appkit-jobs/react, React and appkit-ui's primitives in one file), and the page's CSS
 // compiled by Tailwind from appkit-ui's stylesheet, as an AppKit app's Vite build would do.
 // Both tools are devDependencies: nothing here needs the network.

@@ -220,9 +220,10 @@ function TimelineView({ job, onRepair, tickMs = 250 }) {
   }, [active, tickMs]);
   const floor = useRef({ key: null, value: 0 });
   const progressRef = useRef(null);
+  const hasRun = run != null;
   useEffect(() => {
     progressRef.current?.querySelector('[data-slot="progress-indicator"]')?.setAttribute("data-testid", "run-progress-fill");
-  });
+  }, [hasRun]);
   if (!run) return null;
 
   // The overall bar never goes back within one run (or one repair of it).
@@ -307,7 +308,7 @@ function RunsTableView({ runs: list, onCancel, onRepair, showEmpty = true }) {
       h(
         TableCell,
         { "data-testid": "run-result-cell" },
-        h(Badge, { variant: !isTerminal(run) ? "default" : result === "SUCCESS" ? "secondary" : result === "CANCELED" || result === "SKIPPED" ? "outline" : "destructive" }, (isTerminal(run) ? result : state) || "—"),
+        h(Badge, { variant: runVariant(run) }, (isTerminal(run) ? result : state) || "—"),
       ),
       h(TableCell, null, run.start_time ? new Date(run.start_time).toLocaleTimeString() : ""),
       h(TableCell, null, runDuration(run)),
@@ -341,10 +342,11 @@ export function JobRunsTable(props) {
 
 // ---------------------------------------------------------------- JobPanel
 
-function statusVariant(job) {
-  const { result } = resultOf(job.run);
-  if (!job.run) return "outline";
-  if (!isTerminal(job.run)) return "default";
+/** The Badge variant of a run: active, succeeded, canceled or skipped, failed (none: outline). */
+function runVariant(run) {
+  if (!run) return "outline";
+  if (!isTerminal(run)) return "default";
+  const { result } = resultOf(run);
   if (result === "SUCCESS") return "secondary";
   return result === "CANCELED" || result === "SKIPPED" ? "outline" : "destructive";
 }
@@ -399,7 +401,7 @@ export function JobPanel({ jobKey, title, description, limit = 5, className, ...
       h(
         CardAction,
         null,
-        h(Badge, { variant: statusVariant(job), "data-testid": "run-status", "data-status": job.status ?? "" }, run ? `${run.run_id != null ? `#${run.run_id} ` : ""}${job.status ?? "…"}` : active ? "STARTING" : "no runs"),
+        h(Badge, { variant: runVariant(job.run), "data-testid": "run-status", "data-status": job.status ?? "" }, run ? `${run.run_id != null ? `#${run.run_id} ` : ""}${job.status ?? "…"}` : active ? "STARTING" : "no runs"),
       ),
     ),
     h(

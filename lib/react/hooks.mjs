@@ -2,7 +2,7 @@
 // is imported (no DOM at import time, no appkit-ui), so SSR and Node tests can load this file.
 import { createContext, createElement, useContext, useEffect, useMemo, useRef, useState } from "react";
 import { fieldErrors, isTerminal, lifeCycleState } from "./model.mjs";
-import { followStream, networkError, requestJson } from "./stream.mjs";
+import { followStream, isJobError, networkError, requestJson } from "./stream.mjs";
 
 const DEFAULT_BASE_PATH = "/api/jobs";
 
@@ -79,8 +79,13 @@ function subscribe(scope, fn) {
   };
 }
 
+/** A repair's selection: as given, or every failed task when it names none. */
+function repairChoice(options) {
+  return options.rerunAllFailedTasks || options.rerunTasks ? options : { ...options, rerunAllFailedTasks: true };
+}
+
 function toJobError(err) {
-  const error = err && typeof err.code === "string" && !(err instanceof Error) ? { ...err } : networkError(err);
+  const error = isJobError(err) ? { ...err } : networkError(err);
   if (error.code === "VALIDATION_ERROR") error.fields = fieldErrors(error.message);
   return error;
 }
@@ -191,7 +196,7 @@ function createJobApi(self, setState) {
     let failed = null;
     try {
       await followStream({
-        open: (lastEventId, signal) => open(lastEventId, signal),
+        open,
         signal: c.signal,
         maxRetries: self.options.maxRetries ?? 5,
         retryDelayMs: self.options.retryDelayMs ?? 500,
@@ -268,8 +273,7 @@ function createJobApi(self, setState) {
     }
     const before = shown();
     if (String(runId) !== String(self.state.run?.run_id)) set({ run: null, status: null, progress: null, changes: null });
-    const choice = rest.rerunAllFailedTasks || rest.rerunTasks ? rest : { ...rest, rerunAllFailedTasks: true };
-    const body = JSON.stringify(choice);
+    const body = JSON.stringify(repairChoice(rest));
     return follow(
       "repair",
       (lastEventId, signal) => self.settings.fetch(url(`/runs/${runId}/repair?stream=true`), sseInit("POST", lastEventId, signal, body)),
@@ -374,7 +378,7 @@ function createRunsApi(self, setState) {
 
   const cancel = (runId) => act("DELETE", `/runs/${runId}`);
   const repair = (runId, options = {}) =>
-    act("POST", `/runs/${runId}/repair`, options.rerunAllFailedTasks || options.rerunTasks ? options : { ...options, rerunAllFailedTasks: true });
+    act("POST", `/runs/${runId}/repair`, repairChoice(options));
   return { refresh, cancel, repair };
 }
 

@@ -78,7 +78,7 @@ const FAILED_RESULTS = new Set(["FAILED", "TIMEDOUT", "CANCELED", "UPSTREAM_FAIL
  * A progress summary for a run known without one (the latest run read from /status): counts
  * from its tasks, elapsed from its own times, no expected duration.
  */
-export function progressFromRun(run) {
+function progressFromRun(run) {
   const tasks = latestTasks(run);
   const done = tasks.filter((t) => isTerminal(t));
   const terminal = isTerminal(run);

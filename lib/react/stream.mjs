@@ -5,7 +5,7 @@
 // at once (the fetch, the read, the back-off timer).
 
 /** `{ code, message, status?, fields? }` from a failed response (`{ error, code }` bodies). */
-export async function errorFromResponse(response) {
+async function errorFromResponse(response) {
   let body = null;
   try {
     body = JSON.parse(await response.text());
@@ -32,7 +32,7 @@ export function networkError(err) {
 }
 
 /** Whether `err` is a JobError (as thrown by this module) rather than a fetch failure. */
-function isJobError(err) {
+export function isJobError(err) {
   return err != null && typeof err === "object" && typeof err.code === "string" && typeof err.message === "string" && !(err instanceof Error);
 }
 
@@ -60,7 +60,7 @@ export async function requestJson(fetchImpl, url, { method = "GET", body, signal
 }
 
 /** Waits `ms`, or less when `signal` aborts (the timer is cleared then). */
-export function sleep(ms, signal) {
+function sleep(ms, signal) {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();
     const done = () => {
