@@ -71,8 +71,11 @@ impl Owners {
     }
 }
 
-/// How long a job's durations are kept when the read cache is off.
+/// How long a job's durations are kept when the read tier has no cache TTL.
 const HISTORY_TTL: Duration = Duration::from_secs(60);
+/// At most this many (identity, job) entries are kept; beyond it, expired ones are dropped
+/// (user identities come and go with their tokens).
+const HISTORY_ENTRIES: usize = 10_000;
 
 /// A job's typical durations, per (identity partition, job): one page of completed runs with
 /// their tasks, read through the read cache and the read tier and measured as `listRuns`, once
@@ -101,6 +104,13 @@ impl HistoryReads {
     fn peek(self: &Arc<Self>, identity: &Identity, job_id: i64) -> Option<Arc<History>> {
         let key = (identity.partition(), job_id);
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= HISTORY_ENTRIES && !known.contains_key(&key) {
+            // An expired entry only holds a stale answer: its next peek would read again anyway.
+            known.retain(|_, e| e.started.is_some_and(|at| at.elapsed() < self.ttl));
+            if known.len() >= HISTORY_ENTRIES {
+                known.clear();
+            }
+        }
         let entry = known.entry(key).or_default();
         if entry.started.is_none_or(|at| at.elapsed() >= self.ttl) {
             entry.started = Some(std::time::Instant::now());
@@ -290,7 +300,11 @@ impl Jobs {
             cache: cache.clone(),
             telemetry: telemetry.clone(),
             policy: settings.read.clone(),
-            ttl: settings.read.cache_ttl.unwrap_or(HISTORY_TTL),
+            ttl: settings
+                .read
+                .cache_ttl
+                .filter(|t| !t.is_zero())
+                .unwrap_or(HISTORY_TTL),
             known: Mutex::default(),
         });
         let history: FetchHistory =

@@ -159,7 +159,7 @@ pub struct RunUpdate {
 
 impl RunUpdate {
     /// The update of a polled run, read at `timestamp` (ms since the Unix epoch), with its
-    /// `meta_json` (see `progress::changes` and `progress::summarize`).
+    /// `meta_json` (see `progress::describe`).
     pub fn new(polled: &PolledRun, seq: u64, timestamp: i64, meta_json: Arc<str>) -> RunUpdate {
         RunUpdate::with_text(polled, polled.text(), seq, timestamp, meta_json)
     }

@@ -1,11 +1,13 @@
 //! What a watcher sees move in a run, read straight from a poll's JSON text (the run is never
 //! built as a `Value`):
-//! - [`RunView`]: the few fields of a run and its tasks that are compared or summarised;
-//! - [`signature`]: what a poll compares to decide whether anything a user can see moved: the
-//!   run's state, and each task run's state, result, attempt and for-each counts, and the
-//!   repairs;
-//! - [`changes`]: what moved since the previous update (the `changes` field of an update);
-//! - [`summarize`]: the progress summary (the `progress` field).
+//! - [`PollView`]: what every poll reads, with its [signature]: what a poll compares to decide
+//!   whether anything a user can see moved: the run's state, and each task run's state, result,
+//!   attempt and for-each counts, and the repairs;
+//! - [`RunView`]: the fields of a run and its tasks that an update summarises;
+//! - [`describe`]: an update's `changes` (what moved since the previous update, from the kept
+//!   [`Digest`]) and `progress` (the summary).
+//!
+//! [signature]: PollView::signature
 //!
 //! The latest attempt of each task: `tasks[]` lists every task run of every attempt; per
 //! `task_key`, the one named in the latest `repair_history` entry's `task_run_ids`, else the
@@ -137,13 +139,9 @@ impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
     }
 }
 
-/// The fields of a run that a poll compares and summarises; serde skips every other one.
+/// The fields of a run that an update summarises; serde skips every other one.
 #[derive(Debug, Default, Deserialize)]
 pub struct RunView<'a> {
-    #[serde(default)]
-    pub run_id: Num,
-    #[serde(default)]
-    pub job_id: Num,
     #[serde(borrow, default)]
     pub state: Option<StateView<'a>>,
     #[serde(borrow, default)]
@@ -531,7 +529,7 @@ pub struct Digest {
     repair: Option<i64>,
 }
 
-/// A task's latest attempt as a change compares it (see `TaskView::moved_from`).
+/// A task's latest attempt as a change compares it (see `changes_out`).
 #[derive(Debug, Clone, PartialEq)]
 struct TaskDigest {
     key: Box<str>,

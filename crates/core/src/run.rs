@@ -89,16 +89,20 @@ impl PolledRun {
     pub fn from_run(run: &Value) -> PolledRun {
         let text = serde_json::to_string(run).unwrap_or_else(|_| "{}".into());
         // A shape the view does not read still has its own state fields.
-        let head = PollView::parse(&text).is_none().then(|| {
-            let mut fields = serde_json::Map::new();
-            for key in ["state", "status", "job_id", "run_id"] {
-                if let Some(value) = run.get(key) {
-                    fields.insert(key.into(), value.clone());
+        let head;
+        let view = match PollView::parse(&text) {
+            Some(view) => view,
+            None => {
+                let mut fields = serde_json::Map::new();
+                for key in ["state", "status", "job_id", "run_id"] {
+                    if let Some(value) = run.get(key) {
+                        fields.insert(key.into(), value.clone());
+                    }
                 }
+                head = Value::Object(fields).to_string();
+                PollView::parse(&head).unwrap_or_default()
             }
-            Value::Object(fields).to_string()
-        });
-        let view = PollView::parse(head.as_deref().unwrap_or(&text)).unwrap_or_default();
+        };
         PolledRun::read(
             &view,
             Body::Text {
