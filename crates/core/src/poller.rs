@@ -5,10 +5,14 @@
 //!   gets the latest state at once; every later state change reaches every watcher.
 //! - The last watcher leaving (dropped, finished, or timed out) stops the poll task promptly,
 //!   cancelling a fetch in flight.
-//! - Pacing: the first poll at once, then from `base_interval` upward (x1.5 per poll, capped at
-//!   6x base), each delay jittered by +-20 %. A state change does not reset the interval (as
-//!   the stock plugin's loop): runs spend most of their life in long states, and resetting
-//!   nearly doubled the requests per run.
+//! - Pacing: the first poll at once, then gaps of `base_interval`, x1.5, x2.25, ... (capped at
+//!   6x base), each jittered by +-20 %: the stock plugin's series. A state change does not reset
+//!   it (as the stock plugin's loop): runs spend most of their life in long states, and
+//!   resetting nearly doubled the requests per run.
+//! - Aimed at the end: once the job's history says when the run should end (`expectedMs` of the
+//!   progress summary) and the workspace's clock is known, the regular poll that would come in
+//!   the last gap before that instant is moved to just after it (`aim_at_end`); if the run is
+//!   still going there, the series starts again at `base_interval`.
 //! - Errors: transient ones (`JobsError::is_transient`, and a fetch that ran past its timeout)
 //!   are retried at the next tick, waiting at least their `Retry-After`; a 429 pauses the whole
 //!   engine until its `Retry-After` (or one base interval); a permanent error ends the poll and
@@ -83,7 +87,8 @@ const FETCHES_IN_FLIGHT: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollSettings {
-    /// `pollIntervalMs`: the first interval after the immediate first poll.
+    /// `pollIntervalMs`: the gap between the immediate first poll and the second one; later
+    /// gaps grow x1.5 each.
     pub base_interval: Duration,
     /// Client-side request limit of the engine (all runs, all identities). `None` or a
     /// non-positive value means no limit.
@@ -226,8 +231,28 @@ struct Inner {
 /// answers narrow it down (to a few ms after a handful of polls). A window that contradicts the
 /// others (a clock that jumped, or the emulator's virtual time running at another pace) starts
 /// the estimate over.
+///
+/// Within the window, the estimate is the local clock itself when the window holds it (hosts
+/// kept by NTP differ by milliseconds, far less than the window's width), else the window's
+/// middle.
 #[derive(Default)]
-struct WorkspaceClock(Mutex<Option<(i64, i64)>>);
+struct WorkspaceClock(Mutex<Option<ClockWindow>>);
+
+/// Bounds of the offset (workspace - local, ms) that every answer since `since` agrees with.
+#[derive(Clone, Copy)]
+struct ClockWindow {
+    lo: i64,
+    hi: i64,
+    /// Local time (ms) of the first answer of this window.
+    since: i64,
+    /// Local time (ms) of the latest answer.
+    latest: i64,
+}
+
+/// How long (local ms) answers must have agreed before the workspace's clock is trusted to
+/// time a poll by (see `WorkspaceClock::steady`). A clock running at another pace (the
+/// emulator's scaled virtual time) contradicts itself well within it.
+const STEADY_CLOCK_MS: i64 = 2_000;
 
 impl WorkspaceClock {
     /// The workspace's time now, learning from `date` (an answer's `Date`, ms) when given;
@@ -237,15 +262,33 @@ impl WorkspaceClock {
         let mut window = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(date) = date {
             let (lo, hi) = (date - local, date + 999 - local);
-            *window = match *window {
-                Some((l, h)) if l.max(lo) <= h.min(hi) => Some((l.max(lo), h.min(hi))),
-                _ => Some((lo, hi)),
-            };
+            *window = Some(match *window {
+                Some(w) if w.lo.max(lo) <= w.hi.min(hi) => ClockWindow {
+                    lo: w.lo.max(lo),
+                    hi: w.hi.min(hi),
+                    latest: local,
+                    ..w
+                },
+                _ => ClockWindow {
+                    lo,
+                    hi,
+                    since: local,
+                    latest: local,
+                },
+            });
         }
         match *window {
-            Some((lo, hi)) => local + (lo + hi) / 2,
+            Some(w) if w.lo <= 0 && 0 <= w.hi => local,
+            Some(w) => local + (w.lo + w.hi) / 2,
             None => local,
         }
+    }
+
+    /// True when the answers have agreed for `STEADY_CLOCK_MS`: the workspace's times can
+    /// then be turned into local instants (to poll when a run is expected to end).
+    fn steady(&self) -> bool {
+        let window = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        window.is_some_and(|w| w.latest - w.since >= STEADY_CLOCK_MS)
     }
 }
 
@@ -451,6 +494,7 @@ impl RunWatch {
     }
 }
 
+#[cfg(not(test))]
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -458,14 +502,34 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// `due` rounded up to the engine's coarse tick (25 ms, or a tenth of the base interval when
-/// that is shorter), counted from one fixed instant: polls due close together wake up together,
-/// so one timer wake-up of a worker sends a batch instead of one request each (a worker's
-/// park/unpark costs more than the request itself when polls are sparse). A poll is late by
-/// less than a tenth of its interval.
+/// In unit tests, the local clock follows Tokio's (paused) clock, so that tests can reason
+/// about the workspace's clock and the schedule together.
+#[cfg(test)]
+fn now_ms() -> i64 {
+    static ANCHOR: std::sync::OnceLock<(Instant, i64)> = std::sync::OnceLock::new();
+    let (at, epoch) = *ANCHOR.get_or_init(|| {
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        (Instant::now(), epoch)
+    });
+    epoch + Instant::now().saturating_duration_since(at).as_millis() as i64
+}
+
+/// The engine's coarse tick: 25 ms, or a tenth of the base interval when that is shorter.
+fn tick(base: Duration) -> Duration {
+    (base / 10).min(Duration::from_millis(25))
+}
+
+/// `due` rounded to the nearest tick (see `tick`), counted from one fixed instant: polls due
+/// close together wake up together, so one timer wake-up of a worker sends a batch instead of
+/// one request each (a worker's park/unpark costs more than the request itself when polls are
+/// sparse). Rounding to the nearest tick, not up, keeps the schedule's mean where it is: a
+/// poll moves by at most half a tick (a twentieth of its interval), either way.
 fn on_tick(due: Instant, base: Duration) -> Instant {
     static ANCHOR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let tick = (base / 10).min(Duration::from_millis(25)).as_nanos();
+    let tick = tick(base).as_nanos();
     let anchor = *ANCHOR.get_or_init(Instant::now);
     let Some(since) = due.checked_duration_since(anchor) else {
         return due;
@@ -474,8 +538,12 @@ fn on_tick(due: Instant, base: Duration) -> Instant {
         return due;
     }
     let nanos = since.as_nanos();
-    let rounded = nanos.div_ceil(tick) * tick;
-    due + Duration::from_nanos((rounded - nanos) as u64)
+    let rounded = (nanos + tick / 2) / tick * tick;
+    if rounded >= nanos {
+        due + Duration::from_nanos((rounded - nanos) as u64)
+    } else {
+        due - Duration::from_nanos((nanos - rounded) as u64)
+    }
 }
 
 fn jittered(d: Duration) -> Duration {
@@ -492,8 +560,13 @@ async fn poll_loop(
 ) {
     let base = inner.settings.base_interval.max(Duration::from_millis(1));
     let cap = base * MAX_INTERVAL_FACTOR;
+    // The next regular gap: `pollIntervalMs` after the first poll, then x1.5 per poll.
     let mut interval = base;
     let mut due = Instant::now();
+    // When the run is expected to end (workspace ms, from its job's history), and whether a
+    // poll was already moved there (see `aim_at_end`).
+    let mut expected_end: Option<i64> = None;
+    let mut aimed = false;
     let mut last_signature: Option<(u64, bool)> = None;
     let mut seq = 0u64;
     let mut outage: Option<Outage> = None;
@@ -525,9 +598,12 @@ async fn poll_loop(
             } => r,
         };
         let mut delay_floor = Duration::ZERO;
+        // The local instant the run is expected to end, when a poll may still be moved there.
+        let mut end_at: Option<Instant> = None;
         match fetched {
             Ok(polled) => {
                 outage = None;
+                let server_now = inner.clock.now(polled.server_time);
                 if history.is_none() {
                     if let (Some(read), Some(job_id)) = (&inner.history, polled.job_id) {
                         history = read(&identity, job_id);
@@ -548,7 +624,7 @@ async fn poll_loop(
                     let described = progress::describe(
                         digest.as_ref(),
                         &view,
-                        inner.clock.now(polled.server_time),
+                        server_now,
                         history.as_deref(),
                         fraction_floor,
                         terminal,
@@ -556,6 +632,12 @@ async fn poll_loop(
                     drop(view);
                     fraction_floor = described.fraction;
                     digest = Some(described.digest);
+                    if described.expected_end != expected_end {
+                        // A new expectation (history arrived, a repair began) earns its own
+                        // aimed poll.
+                        expected_end = described.expected_end;
+                        aimed = false;
+                    }
                     let meta = Arc::from(described.meta);
                     let update = RunUpdate::with_text(&polled, text, seq, now_ms(), meta);
                     if let Some(on_update) = &inner.on_update {
@@ -571,10 +653,18 @@ async fn poll_loop(
                         error: None,
                     });
                 }
-                interval = interval.mul_f64(BACKOFF_FACTOR).min(cap);
                 if terminal {
                     inner.retire(key);
                     return;
+                }
+                if let (false, Some(end)) = (aimed, expected_end) {
+                    if inner.clock.steady() {
+                        let margin = (base / 10).max(Duration::from_millis(10));
+                        let ahead = end - server_now + margin.as_millis() as i64;
+                        end_at = u64::try_from(ahead)
+                            .ok()
+                            .map(|ms| Instant::now() + Duration::from_millis(ms));
+                    }
                 }
             }
             // A poll that outlived its timeout is as transient as a 504: the next tick retries.
@@ -608,7 +698,6 @@ async fn poll_loop(
                     }
                 }
                 delay_floor = retry_after.unwrap_or_default();
-                interval = interval.mul_f64(BACKOFF_FACTOR).min(cap);
             }
             Err(e) => {
                 seq += 1;
@@ -621,12 +710,33 @@ async fn poll_loop(
                 return;
             }
         }
-        due = on_tick(Instant::now() + jittered(interval).max(delay_floor), base);
+        let now = Instant::now();
+        let gap = jittered(interval).max(delay_floor);
+        interval = interval.mul_f64(BACKOFF_FACTOR).min(cap);
+        due = on_tick(now + gap, base);
+        if let Some(at) = end_at {
+            if aim_at_end(now, gap, at) {
+                due = at;
+                aimed = true;
+                interval = base;
+            }
+        }
         if let Some(o) = &outage {
             // The outage is judged at its bound, not a backed-off interval later.
             due = due.min(o.since + inner.settings.max_outage);
         }
     }
+}
+
+/// Whether the poll after `now` should be moved to `at`, the instant the run is expected to end
+/// (plus a margin): when the regular poll after the next one would already come after it. The
+/// next regular poll, at most one gap before the end, would most likely find the run still
+/// going; the poll at the end is the one that sees it end. After it, if the run is still going,
+/// the series starts again at the base interval: the end is near. This spends no more requests
+/// than the regular series when runs end when their history says, and sees their end a margin
+/// after it instead of anywhere up to a whole (backed-off) interval after it.
+fn aim_at_end(now: Instant, gap: Duration, at: Instant) -> bool {
+    at > now && now + gap * 2 > at
 }
 
 impl Inner {
@@ -1134,6 +1244,179 @@ mod tests {
         }
         // Far fewer polls than one per base interval.
         assert!(calls.len() < 40, "{}", calls.len());
+    }
+
+    /// The gaps between the polls of a run that never changes: the regular series.
+    async fn regular_gaps(base_ms: u64, polls: usize) -> Vec<f64> {
+        let (fake, fetch) = fake(|_, _, _| Ok(lcs("RUNNING")));
+        let poller = Poller::new(fetch, settings(base_ms));
+        let _w = poller.watch(&Identity::ServicePrincipal, 1, long());
+        while fake.count() < polls {
+            tokio::time::sleep(Duration::from_millis(base_ms)).await;
+        }
+        let calls = fake.calls();
+        calls
+            .windows(2)
+            .map(|p| (p[1].at - p[0].at).as_secs_f64() * 1000.0)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_gap_is_the_base_interval_then_each_grows_one_and_a_half_times() {
+        // pollIntervalMs is the first gap (it was 1.5x: the interval grew before it was used);
+        // then x1.5, x2.25, ... up to 6x, each +-20 % and within half a tick of it.
+        for _ in 0..20 {
+            let gaps = regular_gaps(100, 9).await;
+            for (i, gap) in gaps.iter().enumerate() {
+                let nominal = 100.0 * 1.5f64.powi(i as i32).min(6.0);
+                let half_tick = 5.0;
+                assert!(
+                    *gap >= nominal * 0.8 - half_tick - 1e-6
+                        && *gap <= nominal * 1.2 + half_tick + 1e-6,
+                    "gap {i}: {gap} ms, nominal {nominal} ms: {gaps:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ticks_round_to_the_nearest_not_up() {
+        let base = Duration::from_millis(100);
+        let now = Instant::now();
+        for ms in 0..200 {
+            let due = now + Duration::from_micros(ms * 997);
+            let rounded = on_tick(due, base);
+            let moved = if rounded >= due {
+                rounded - due
+            } else {
+                due - rounded
+            };
+            assert!(moved <= tick(base) / 2, "{moved:?}");
+        }
+    }
+
+    /// History saying that the job's runs take `run_ms`.
+    fn typical(run_ms: i64) -> FetchHistory {
+        Arc::new(move |_, _| {
+            Some(Arc::new(History {
+                run_ms: Some(run_ms),
+                task_ms: Default::default(),
+            }))
+        })
+    }
+
+    /// A run that started at `start` (workspace ms) and ends `run_ms` later, read with the
+    /// workspace's `Date` (whole seconds of the same clock): (the fetch, the local instants of
+    /// its calls).
+    fn timed_run(start: i64, run_ms: i64) -> (FetchRun, Arc<Mutex<Vec<Instant>>>) {
+        let calls: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let c = calls.clone();
+        let fetch: FetchRun = Arc::new(move |_, run_id| {
+            c.lock().unwrap().push(Instant::now());
+            let now = now_ms();
+            let ended = now >= start + run_ms;
+            let mut run = json!({
+                "run_id": run_id, "job_id": 7, "start_time": start,
+                "state": {"life_cycle_state": if ended { "TERMINATED" } else { "RUNNING" }},
+            });
+            if ended {
+                run["end_time"] = json!(start + run_ms);
+                run["state"]["result_state"] = json!("SUCCESS");
+            }
+            let mut polled = PolledRun::from_run(&run);
+            polled.server_time = Some(now / 1000 * 1000);
+            Box::pin(async move { Ok(polled) })
+        });
+        (fetch, calls)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_history_a_poll_is_moved_to_the_expected_end() {
+        // The job's runs take 10 s. Regular series from 1 s: polls at 0, 1, 2.5, 4.75, 8.1,
+        // 13.2 s (+-20 % each): the end would be seen ~3 s late, at the sixth poll. Aimed: the
+        // poll that would come in the last gap before 10 s moves to 10 s + a tenth of the base
+        // interval, which sees the end, in no more polls than the regular series.
+        for _ in 0..10 {
+            let start = now_ms();
+            let began = Instant::now();
+            let (fetch, calls) = timed_run(start, 10_000);
+            let poller = Poller::with_hooks(fetch, settings(1000), None, Some(typical(10_000)));
+            let items = collect(poller.watch(&Identity::ServicePrincipal, 1, long())).await;
+            assert_eq!(
+                statuses(&items).last().map(String::as_str),
+                Some("TERMINATED")
+            );
+            let calls = calls.lock().unwrap().clone();
+            let last = (*calls.last().unwrap() - began).as_millis();
+            assert!(
+                (10_000..=10_100 + 1).contains(&last),
+                "the end seen at {last} ms"
+            );
+            assert!(calls.len() <= 6, "{} polls", calls.len());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_past_its_expected_end_is_polled_from_the_base_interval_again() {
+        // History says 10 s, the run takes 12 s: the aimed poll (~10.1 s) finds it running,
+        // so the series starts again at 1 s: seen at ~12.1 s or so, not at a 6 s cap's gap.
+        for _ in 0..10 {
+            let start = now_ms();
+            let began = Instant::now();
+            let (fetch, calls) = timed_run(start, 12_000);
+            let poller = Poller::with_hooks(fetch, settings(1000), None, Some(typical(10_000)));
+            collect(poller.watch(&Identity::ServicePrincipal, 1, long())).await;
+            let calls: Vec<u128> = calls
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|c| (*c - began).as_millis())
+                .collect();
+            assert!(
+                calls.iter().any(|c| (10_100..=10_101).contains(c)),
+                "{calls:?}"
+            );
+            // After 10.1 s: gaps of 1 s, 1.5 s (+-20 %, half a tick): the end by ~13.0 s.
+            assert!(
+                *calls.last().unwrap() <= 10_100 + 1_200 + 1_800 + 10,
+                "{calls:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_steady_workspace_clock_nothing_is_aimed() {
+        // A workspace whose Date runs ten times faster (the emulator's scaled virtual time)
+        // contradicts itself: its times cannot be turned into local instants, so the regular
+        // series is kept.
+        let start = now_ms();
+        let began = Instant::now();
+        let calls: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let c = calls.clone();
+        let fetch: FetchRun = Arc::new(move |_, run_id| {
+            c.lock().unwrap().push(Instant::now());
+            let virtual_now = start + (now_ms() - start) * 10;
+            let mut polled = PolledRun::from_run(&json!({
+                "run_id": run_id, "job_id": 7, "start_time": start,
+                "state": {"life_cycle_state": "RUNNING"},
+            }));
+            polled.server_time = Some(virtual_now / 1000 * 1000);
+            Box::pin(async move { Ok(polled) })
+        });
+        let poller = Poller::with_hooks(fetch, settings(1000), None, Some(typical(100_000)));
+        let _w = poller.watch(&Identity::ServicePrincipal, 1, long());
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let calls: Vec<f64> = calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| (*c - began).as_secs_f64())
+            .collect();
+        // The regular series only: no gap shorter than 0.8 x its nominal.
+        for (i, pair) in calls.windows(2).enumerate() {
+            let nominal = 1.5f64.powi(i as i32).min(6.0);
+            assert!(pair[1] - pair[0] >= nominal * 0.8 - 0.0051, "{calls:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

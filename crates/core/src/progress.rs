@@ -646,6 +646,9 @@ pub struct Described {
     pub meta: String,
     pub digest: Digest,
     pub fraction: f64,
+    /// When the run (or its repair) is expected to end, on the workspace's clock (ms): its
+    /// start plus `expectedMs`. `None` once it has ended, or without history.
+    pub expected_end: Option<i64>,
 }
 
 /// Describes an update of the run `view`: what moved since `previous` (the poll's previous
@@ -795,6 +798,10 @@ pub fn describe(
         meta,
         digest,
         fraction,
+        expected_end: match (since, expected) {
+            (Some(s), Some(x)) if !terminal => Some(s + x),
+            _ => None,
+        },
     }
 }
 
