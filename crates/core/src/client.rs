@@ -21,7 +21,7 @@ use reqwest::Method;
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::auth::{Auth, Identity};
+use crate::auth::{Auth, Identity, Secret};
 use crate::http::exchange;
 use crate::run::PolledRun;
 use crate::{JobsError, Result};
@@ -377,6 +377,38 @@ impl JobsClient {
             }
         }
         Ok(acc)
+    }
+
+    /// POST /api/2.0/postgres/credentials `{ endpoint }`: a Lakebase database credential for
+    /// `endpoint` (`projects/<p>/branches/<b>/endpoints/<e>`), minted for `id`: the password
+    /// and, when the answer says, when it expires.
+    pub async fn postgres_credential(
+        &self,
+        id: &Identity,
+        endpoint: &str,
+    ) -> Result<(Secret, Option<std::time::SystemTime>)> {
+        let body = serde_json::json!({ "endpoint": endpoint });
+        let answer = self
+            .call(
+                id,
+                Method::POST,
+                "api/2.0/postgres/credentials",
+                &[],
+                Some(&body),
+            )
+            .await?;
+        let token = answer
+            .get("token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                JobsError::InvalidResponse("the database credential answer has no token".into())
+            })?;
+        let expires = answer
+            .get("expire_time")
+            .and_then(Value::as_str)
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok());
+        Ok((Secret::new(token), expires))
     }
 
     /// The URL of `path` on the workspace (joined once per path, then cloned).

@@ -8,6 +8,7 @@ pub mod history;
 pub mod http;
 pub mod ids;
 pub mod jobs;
+pub mod ledger;
 pub mod params;
 pub mod poller;
 pub mod progress;

@@ -60,6 +60,22 @@ pub type FetchRun =
 /// identity partition and run id of the poll, before any watcher sees the update.
 pub type OnUpdate = Arc<dyn Fn(u64, i64, &RunUpdate) + Send + Sync>;
 
+/// Who started a run, as the JSON text of `started_by` (`None`: nobody the ledger knows): asked
+/// once per poll, before its first update, and written into every update's run.
+pub type FetchAttribution =
+    Arc<dyn Fn(&Identity, i64) -> BoxFuture<'static, Option<Arc<str>>> + Send + Sync>;
+
+/// What the engine calls besides `fetch`, all optional.
+#[derive(Clone, Default)]
+pub struct PollHooks {
+    /// Once per published update of a shared poll.
+    pub on_update: Option<OnUpdate>,
+    /// A job's typical durations, for `expectedMs` and the aimed poll.
+    pub history: Option<FetchHistory>,
+    /// Who started the run (`started_by` in every update's run).
+    pub attribution: Option<FetchAttribution>,
+}
+
 /// How the engine learns how long a run's job usually takes: `(identity, job_id)` answers at
 /// once with the job's durations when they are known, and otherwise starts reading them in the
 /// background (once per job and identity, however many polls ask) and answers `None`. A poll
@@ -216,6 +232,7 @@ struct Inner {
     fetch: FetchRun,
     on_update: Option<OnUpdate>,
     history: Option<FetchHistory>,
+    attribution: Option<FetchAttribution>,
     settings: PollSettings,
     /// Minimum spacing of requests, from `max_requests_per_second`.
     spacing: Option<Duration>,
@@ -310,27 +327,18 @@ struct Snapshot {
 
 impl Poller {
     pub fn new(fetch: FetchRun, settings: PollSettings) -> Poller {
-        Poller::with_on_update(fetch, settings, None)
+        Poller::with_hooks(fetch, settings, PollHooks::default())
     }
 
-    /// `new`, plus `on_update` called once per published update of each shared poll (e.g. to
-    /// drop stale cached reads once per state change rather than once per watcher).
-    pub fn with_on_update(
-        fetch: FetchRun,
-        settings: PollSettings,
-        on_update: Option<OnUpdate>,
-    ) -> Poller {
-        Poller::with_hooks(fetch, settings, on_update, None)
-    }
-
-    /// `with_on_update`, plus `history`: how to read a job's typical durations, for the
-    /// `expectedMs` of the progress summary.
-    pub fn with_hooks(
-        fetch: FetchRun,
-        settings: PollSettings,
-        on_update: Option<OnUpdate>,
-        history: Option<FetchHistory>,
-    ) -> Poller {
+    /// `new`, plus `hooks`: `on_update` once per published update of each shared poll (e.g. to
+    /// drop stale cached reads once per state change rather than once per watcher), `history`
+    /// to read a job's typical durations, `attribution` to say who started a run.
+    pub fn with_hooks(fetch: FetchRun, settings: PollSettings, hooks: PollHooks) -> Poller {
+        let PollHooks {
+            on_update,
+            history,
+            attribution,
+        } = hooks;
         let spacing = settings
             .max_requests_per_second
             .filter(|r| r.is_finite() && *r > 0.0)
@@ -340,6 +348,7 @@ impl Poller {
                 fetch,
                 on_update,
                 history,
+                attribution,
                 settings,
                 spacing,
                 polls: Mutex::new(HashMap::new()),
@@ -576,6 +585,8 @@ async fn poll_loop(
     // previous update showed (what the next one's `changes` compare with).
     let mut fraction_floor = 0.0;
     let mut digest: Option<progress::Digest> = None;
+    // Who started the run (`started_by` of every update), asked before the first update.
+    let mut attribution: Option<Option<Arc<str>>> = None;
     loop {
         tokio::select! {
             biased;
@@ -617,9 +628,12 @@ async fn poll_loop(
                 let signature = (polled.signature, known);
                 let terminal = polled.terminal;
                 if last_signature != Some(signature) {
+                    if let (None, Some(ask)) = (&attribution, &inner.attribution) {
+                        attribution = Some(ask(&identity, key.1).await);
+                    }
                     last_signature = Some(signature);
                     seq += 1;
-                    let text = polled.text();
+                    let mut text = polled.text();
                     let view = RunView::parse(&text.text).unwrap_or_default();
                     let described = progress::describe(
                         digest.as_ref(),
@@ -630,6 +644,9 @@ async fn poll_loop(
                         terminal,
                     );
                     drop(view);
+                    if let Some(who) = &attribution {
+                        text.text = with_started_by(&text.text, who.as_deref());
+                    }
                     fraction_floor = described.fraction;
                     digest = Some(described.digest);
                     if described.expected_end != expected_end {
@@ -726,6 +743,20 @@ async fn poll_loop(
             due = due.min(o.since + inner.settings.max_outage);
         }
     }
+}
+
+/// `run` (a JSON object's text) with `"started_by"` first: `who` (JSON text), or `null`.
+fn with_started_by(run: &str, who: Option<&str>) -> Arc<str> {
+    let who = who.unwrap_or("null");
+    let Some(rest) = run.trim_start().strip_prefix('{') else {
+        return Arc::from(run);
+    };
+    let sep = if rest.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    Arc::from(format!("{{\"started_by\":{who}{sep}{rest}"))
 }
 
 /// Whether the poll after `now` should be moved to `at`, the instant the run is expected to end
@@ -1023,7 +1054,14 @@ mod tests {
                 .unwrap()
                 .push((partition, run_id, u.status.clone().unwrap()));
         });
-        let poller = Poller::with_on_update(fetch, settings(1000), Some(on_update));
+        let poller = Poller::with_hooks(
+            fetch,
+            settings(1000),
+            PollHooks {
+                on_update: Some(on_update),
+                ..PollHooks::default()
+            },
+        );
         let watchers: Vec<_> = (0..25)
             .map(|_| {
                 tokio::spawn(collect(poller.watch(
@@ -1296,13 +1334,16 @@ mod tests {
     }
 
     /// History saying that the job's runs take `run_ms`.
-    fn typical(run_ms: i64) -> FetchHistory {
-        Arc::new(move |_, _| {
-            Some(Arc::new(History {
-                run_ms: Some(run_ms),
-                task_ms: Default::default(),
-            }))
-        })
+    fn with_history(run_ms: i64) -> PollHooks {
+        PollHooks {
+            history: Some(Arc::new(move |_, _| {
+                Some(Arc::new(History {
+                    run_ms: Some(run_ms),
+                    task_ms: Default::default(),
+                }))
+            })),
+            ..PollHooks::default()
+        }
     }
 
     /// A run that started at `start` (workspace ms) and ends `run_ms` later, read with the
@@ -1340,7 +1381,7 @@ mod tests {
             let start = now_ms();
             let began = Instant::now();
             let (fetch, calls) = timed_run(start, 10_000);
-            let poller = Poller::with_hooks(fetch, settings(1000), None, Some(typical(10_000)));
+            let poller = Poller::with_hooks(fetch, settings(1000), with_history(10_000));
             let items = collect(poller.watch(&Identity::ServicePrincipal, 1, long())).await;
             assert_eq!(
                 statuses(&items).last().map(String::as_str),
@@ -1364,7 +1405,7 @@ mod tests {
             let start = now_ms();
             let began = Instant::now();
             let (fetch, calls) = timed_run(start, 12_000);
-            let poller = Poller::with_hooks(fetch, settings(1000), None, Some(typical(10_000)));
+            let poller = Poller::with_hooks(fetch, settings(1000), with_history(10_000));
             collect(poller.watch(&Identity::ServicePrincipal, 1, long())).await;
             let calls: Vec<u128> = calls
                 .lock()
@@ -1403,7 +1444,7 @@ mod tests {
             polled.server_time = Some(virtual_now / 1000 * 1000);
             Box::pin(async move { Ok(polled) })
         });
-        let poller = Poller::with_hooks(fetch, settings(1000), None, Some(typical(100_000)));
+        let poller = Poller::with_hooks(fetch, settings(1000), with_history(100_000));
         let _w = poller.watch(&Identity::ServicePrincipal, 1, long());
         tokio::time::sleep(Duration::from_secs(30)).await;
         let calls: Vec<f64> = calls

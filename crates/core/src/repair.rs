@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use crate::auth::Identity;
 use crate::error::{JobsError, Result};
 use crate::jobs::Jobs;
+use crate::ledger::{StartRecord, StartedBy};
 use crate::params;
 use crate::poller::RunWatch;
 use crate::registry::JobEntry;
@@ -31,6 +32,9 @@ pub struct RepairOptions {
     pub rerun_dependent_tasks: bool,
     /// Mapped as `runNow` maps them; absent: the run keeps the parameters it had.
     pub params: Option<Value>,
+    /// Who the ledger records as repairing (not read from JSON: the caller's request says;
+    /// `None`: as `Jobs::default_started_by`).
+    pub started_by: Option<StartedBy>,
 }
 
 impl RepairOptions {
@@ -75,6 +79,7 @@ impl RepairOptions {
             rerun_tasks,
             rerun_dependent_tasks: flag("rerunDependentTasks")?,
             params: obj.get("params").filter(|p| !p.is_null()).cloned(),
+            started_by: None,
         })
     }
 }
@@ -138,10 +143,14 @@ pub fn build_repair_request(
 #[derive(Debug, Clone)]
 pub struct PreparedRepair {
     run_id: i64,
+    job_id: i64,
     body: Value,
     /// The latest repair of the run when it was read (`None`: never repaired). A repair that
     /// appears after it is the one this request made.
     latest: Option<i64>,
+    /// For the ledger: who repairs, and the params as given.
+    started_by: StartedBy,
+    params: Option<Value>,
 }
 
 impl PreparedRepair {
@@ -206,8 +215,14 @@ impl Jobs {
         }
         Ok(PreparedRepair {
             run_id,
+            job_id: entry.job_id()?,
             body,
             latest,
+            started_by: options
+                .started_by
+                .clone()
+                .unwrap_or_else(|| self.default_started_by(id)),
+            params: options.params.clone(),
         })
     }
 
@@ -267,13 +282,27 @@ impl Jobs {
             }
             other => other,
         };
-        self.invalidate_job_cache(key);
-        result?
-            .get("repair_id")
-            .and_then(crate::ids::from_json)
-            .ok_or_else(|| {
-                JobsError::InvalidResponse("runs/repair answered without a repair_id".into())
-            })
+        let repair_id = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.get("repair_id"))
+            .and_then(crate::ids::from_json);
+        // As for a run-now: recorded before the caller has the repair id, caches stale everywhere.
+        let record = repair_id.map(|repair_id| StartRecord {
+            run_id,
+            repair_id,
+            job_id: prepared.job_id,
+            job_key: key.to_string(),
+            started_by: prepared.started_by.clone(),
+            params: prepared.params.clone(),
+            at_ms: crate::telemetry::now_ms() as i64,
+        });
+        self.forget_job_reads(prepared.job_id);
+        Box::pin(self.ledger().record_and_invalidate(record, prepared.job_id)).await;
+        result?;
+        repair_id.ok_or_else(|| {
+            JobsError::InvalidResponse("runs/repair answered without a repair_id".into())
+        })
     }
 
     /// Repairs the run (as `repair_run`), then follows it from the repair to its new end,

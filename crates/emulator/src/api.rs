@@ -404,6 +404,7 @@ fn dispatch(
         ("GET", Some("get"), _) => get_job(shared, &ident, &q),
         ("GET", Some("list"), _) => list_jobs(shared, &ident, &q),
         ("GET", _, "/api/2.0/preview/scim/v2/Me") => Ok(scim_me(shared, &ident)),
+        ("POST", _, "/api/2.0/postgres/credentials") => postgres_credential(shared, body),
         ("POST", _, "/telemetry-ext") => Ok(json!({})),
         (m, _, p) => Err(ApiErr {
             status: 404,
@@ -481,6 +482,31 @@ fn oauth_token(shared: &Shared, headers: &HeaderMap, bytes: &[u8]) -> Result<Val
     Ok(
         json!({"access_token": token, "token_type": "Bearer", "expires_in": ttl.as_secs(), "scope": "all-apis"}),
     )
+}
+
+/// `POST /api/2.0/postgres/credentials` `{ endpoint }`: a database credential for a Lakebase
+/// endpoint, `{ token, expire_time }` (see `LakebaseSpec`). Any authenticated identity may ask.
+fn postgres_credential(shared: &Shared, body: &Value) -> Result<Value, ApiErr> {
+    let endpoint = match body.get("endpoint").and_then(Value::as_str) {
+        Some(e) if !e.trim().is_empty() => e,
+        _ => return Err(invalid("Missing required field: endpoint")),
+    };
+    let inner = shared.inner();
+    let spec = inner
+        .lakebase
+        .as_ref()
+        .filter(|s| s.endpoint.as_deref().is_none_or(|known| known == endpoint))
+        .ok_or_else(|| ApiErr {
+            status: 404,
+            code: "RESOURCE_DOES_NOT_EXIST",
+            message: format!("Endpoint {endpoint:?} does not exist."),
+        })?;
+    let expires =
+        std::time::SystemTime::now() + Duration::from_secs(spec.ttl_secs.unwrap_or(3600).max(1));
+    Ok(json!({
+        "token": spec.password,
+        "expire_time": humantime::format_rfc3339_seconds(expires).to_string(),
+    }))
 }
 
 fn scim_me(shared: &Shared, ident: &Ident) -> Value {
