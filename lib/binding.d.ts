@@ -38,6 +38,8 @@ export declare class BindingEmulator {
   jobs(): Array<{ id: number; name: string; taskType: string; taskCount: number; parameters: string[] }>
   setTimeScale(scale: number): void
   advanceTime(ms: number): void
+  /** What `POST /api/2.0/postgres/credentials` hands out from now on (`null`: 404). */
+  setLakebase(spec?: BindingLakebaseSpec | undefined | null): void
   setOauthTokenTtl(secs: number): void
   expireOauthTokens(): void
   runCount(): number
@@ -75,8 +77,11 @@ export declare class BindingJobs {
   keys(): Array<string>
   /** `{ ok: true }` for a known key, else the UNKNOWN_JOB outcome with the registry's message. */
   check(key: string): BindingOutcome
-  /** Validates, maps and triggers; data `{ run_id, number_in_job }`. */
-  runNow(key: string, token?: string | undefined | null, paramsJson?: string | undefined | null): Promise<BindingOutcome>
+  /**
+   * Validates, maps and triggers; data `{ run_id, number_in_job }`. `started_by_json`: who
+   * the ledger records (`{ email, user_id, user_name }`), else the service principal.
+   */
+  runNow(key: string, token?: string | undefined | null, paramsJson?: string | undefined | null, startedByJson?: string | undefined | null): Promise<BindingOutcome>
   /**
    * data: the JSON Schema of a job whose parameters come from its definition (jobs/get
    * `settings.parameters`), or undefined for any other job.
@@ -84,8 +89,20 @@ export declare class BindingJobs {
   definedParamsSchema(key: string, token?: string | undefined | null): Promise<BindingOutcome>
   /** data: the newest run, or undefined when there is none. */
   lastRun(key: string, token?: string | undefined | null): Promise<BindingOutcome>
-  /** data: runs, newest first; `limit` clamped to 1..=100 (default 20). */
-  listRuns(key: string, token?: string | undefined | null, limit?: number | undefined | null): Promise<BindingOutcome>
+  /**
+   * data: runs, newest first; `limit` clamped to 1..=100 (default 20). With `started_by`,
+   * only the runs the ledger says that person started (matched on email, user id or name).
+   */
+  listRuns(key: string, token?: string | undefined | null, limit?: number | undefined | null, startedBy?: string | undefined | null): Promise<BindingOutcome>
+  /** The ledger: where it lives, whether its database answers, its counters. */
+  ledgerStatus(): BindingLedgerStatus
+  /** The ledger's log lines since the last call (the database going away, coming back). */
+  takeLedgerLogs(): Array<BindingLogLine>
+  /**
+   * Resolves true once the ledger's database is up, false after `within_ms` (or without a
+   * database). A start may wait for it a little; nothing depends on it.
+   */
+  ledgerReady(withinMs: number): Promise<boolean>
   getRun(key: string, token: string | undefined | null, runId: string | number | bigint): Promise<BindingOutcome>
   getRunOutput(key: string, token: string | undefined | null, runId: string | number | bigint): Promise<BindingOutcome>
   getJob(key: string, token?: string | undefined | null): Promise<BindingOutcome>
@@ -106,7 +123,7 @@ export declare class BindingJobs {
    * run-now is in flight drops it, so no retry is sent after an abort. A failed trigger's
    * message is `JobsError::trigger_message`.
    */
-  startAndWatch(id: number, key: string, token?: string | undefined | null, paramsJson?: string | undefined | null): void
+  startAndWatch(id: number, key: string, token?: string | undefined | null, paramsJson?: string | undefined | null, startedByJson?: string | undefined | null): void
   /**
    * A watch, `id`, over a run of `key`: verifies that the run belongs to the job, then
    * joins the shared poll, delivering events tagged `id`.
@@ -238,6 +255,8 @@ export interface BindingEmulatorOptions {
   /** The first run id handed out (a number, or decimal text beyond 2^53). */
   firstRunId?: string | number | bigint
   requestLogLimit?: number
+  /** What `POST /api/2.0/postgres/credentials` hands out (Lakebase's database credentials). */
+  lakebase?: BindingLakebaseSpec
 }
 
 /** The engine's gauges (now) and counters (since start). */
@@ -308,6 +327,43 @@ export interface BindingJobSpec {
   errorMessage?: string
   /** Past runs to seed: a count (successful runs), or each run described. */
   history?: number | Array<BindingPastRun>
+}
+
+/**
+ * Lakebase's database credentials as the emulator hands them out: `{ token: password,
+ * expire_time: now + ttlSecs }`, for `endpoint` only when it is set.
+ */
+export interface BindingLakebaseSpec {
+  password: string
+  endpoint?: string
+  ttlSecs?: number
+}
+
+/** What the ledger is doing (`ledger::LedgerStatus`); never a credential. */
+export interface BindingLedgerStatus {
+  /** `"memory"` or `"postgres"`. */
+  store: string
+  up: boolean
+  listening: boolean
+  /** `host:port/database`. */
+  database?: string
+  schemaVersion: number
+  /** `"lakebase"`, `"password"` or `"none"`. */
+  credentials: string
+  credentialsMinted: number
+  operations: number
+  errors: number
+  lastError?: string
+  backlog: number
+  dropped: number
+  remembered: number
+  instance: string
+}
+
+/** A line for the app's log. */
+export interface BindingLogLine {
+  warn: boolean
+  message: string
 }
 
 /**

@@ -43,6 +43,14 @@ function headerMap(headers) {
   return out;
 }
 
+/** `config` without the ledger's credentials (`ledger.password`, `ledger.connectionString`). */
+function withoutSecrets(config) {
+  const ledger = config.ledger;
+  if (ledger === null || typeof ledger !== "object" || Array.isArray(ledger)) return config;
+  const { password: _p, connectionString: _c, ...rest } = ledger;
+  return { ...config, ledger: rest };
+}
+
 function runtimeManifest({ $schema: _schema, license: _license, resources, ...manifest }) {
   return { ...manifest, resources: { required: [], optional: [...resources.required, ...resources.optional] } };
 }
@@ -113,13 +121,14 @@ class JobsPlugin {
     const { env, ...withoutEnv } = config;
     const { heartbeatMs: _h, logger: _l, ...coreConfig } = withoutEnv;
     this.#env = env;
-    this.config = withoutEnv;
+    // The ledger's password and connection string go to the core only, never onto `config`.
+    this.config = withoutSecrets(withoutEnv);
     this.name = config.name ?? JobsPlugin.manifest.name;
     this.context = config.context;
     this.registeredEndpoints = {};
     this._logger = config.logger ?? console;
-    // One native core (connection pool, cache, poller) for the routes and the code.
-    this._runtime = createJobsRuntime(coreConfig, env ? { env } : {});
+    // One native core (connection pool, cache, poller, ledger) for the routes and the code.
+    this._runtime = createJobsRuntime(coreConfig, { ...(env ? { env } : {}), logger: this._logger });
     this._exports = this._runtime.exports;
     this._native = null;
     // Open streams by the id given to openStream: `{ res, wait, complete, done, onClose }`.
@@ -147,8 +156,12 @@ class JobsPlugin {
       timer = setTimeout(resolve, SETUP_DEFINITIONS_WAIT_MS);
       timer.unref?.();
     });
-    await Promise.race([this.loadClientConfig().catch(() => undefined), bound]);
+    // The ledger's database, when it has one, comes up in the background; a start waits for it
+    // as briefly, so that the first requests already share (it never fails the start).
+    const ledger = this._runtime.native.ledgerStatus().store === "postgres" ? this._runtime.native.ledgerReady(SETUP_DEFINITIONS_WAIT_MS) : undefined;
+    await Promise.race([Promise.all([this.loadClientConfig().catch(() => undefined), ledger]), bound]);
     clearTimeout(timer);
+    this._runtime._writeLedgerLogs();
   }
 
   /**
@@ -208,9 +221,10 @@ class JobsPlugin {
   asUser(req) {
     const rt = this._runtime;
     const token = rt.tokenFromRequest(req);
+    const person = rt.personFromRequest(req);
     const callable = (jobKey) => {
       rt.assertKey(jobKey);
-      return rt.handle(jobKey, token);
+      return rt.handle(jobKey, token, person);
     };
     return new Proxy(this, {
       get(target, prop, receiver) {

@@ -437,39 +437,36 @@ impl ReadCache {
         };
         let key = self.stored_key(key);
         let ttl = self.ttl;
-        let Some(shared) = &self.shared else {
-            return cache
-                .try_get_with(key, async move {
-                    Ok::<_, JobsError>(Cached {
-                        value: fetch.await?,
-                        ttl,
-                    })
-                })
-                .await
-                .map(|c| c.value)
-                .map_err(|e: Arc<JobsError>| (*e).clone());
-        };
-        let text_key = key.key.shared();
+        // One path with or without a shared tier, boxed: inline, the fetch (a large future)
+        // would sit in the read's future more than once, and every read would carry it.
+        let shared = self.shared.as_deref();
+        let text_key = shared.map(|_| key.key.shared());
         let gen_job = key.key.follows_runs().then_some(key.key.job_id);
         cache
-            .try_get_with(key, async move {
-                let hit = shared.get(&text_key, gen_job).await;
-                if let Some(SharedHit {
-                    value: Some((value, left)),
-                    ..
-                }) = hit
-                {
-                    return Ok(Cached {
-                        value,
-                        ttl: left.min(ttl),
-                    });
-                }
-                let value = fetch.await?;
-                if let Some(hit) = hit {
-                    shared.put(&text_key, gen_job, hit.gen, &value, ttl).await;
-                }
-                Ok::<_, JobsError>(Cached { value, ttl })
-            })
+            .try_get_with(
+                key,
+                Box::pin(async move {
+                    let hit = match (shared, &text_key) {
+                        (Some(shared), Some(k)) => shared.get(k, gen_job).await,
+                        _ => None,
+                    };
+                    if let Some(SharedHit {
+                        value: Some((value, left)),
+                        ..
+                    }) = hit
+                    {
+                        return Ok::<_, JobsError>(Cached {
+                            value,
+                            ttl: left.min(ttl),
+                        });
+                    }
+                    let value = fetch.await?;
+                    if let (Some(shared), Some(k), Some(hit)) = (shared, &text_key, hit) {
+                        shared.put(k, gen_job, hit.gen, &value, ttl).await;
+                    }
+                    Ok(Cached { value, ttl })
+                }),
+            )
             .await
             .map(|c| c.value)
             .map_err(|e: Arc<JobsError>| (*e).clone())

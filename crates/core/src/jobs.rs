@@ -280,7 +280,13 @@ impl Jobs {
             warnings.push(format!("{e}: the ledger stays in memory"));
             LedgerSettings::Memory
         });
-        let ledger = Arc::new(Ledger::start(ledger_settings, &env, &client));
+        let telemetry = Arc::new(Telemetry::default());
+        let ledger = Arc::new(Ledger::start(
+            ledger_settings,
+            &env,
+            &client,
+            telemetry.clone(),
+        ));
         let cache = Arc::new(ReadCache::with_shared(
             &settings.read,
             CACHE_ENTRIES,
@@ -309,7 +315,6 @@ impl Jobs {
             ..settings.read.clone()
         };
         let poll_client = client.clone();
-        let telemetry = Arc::new(Telemetry::default());
         let poll_telemetry = telemetry.clone();
         let fetch: FetchRun = Arc::new(move |identity: Identity, run_id: i64| {
             let client = poll_client.clone();
@@ -445,7 +450,21 @@ impl Jobs {
 
     /// Validates and maps `params`, then triggers the job: `{ run_id, number_in_job }`.
     pub async fn run_now(&self, key: &str, id: &Identity, params: Option<Value>) -> Result<Value> {
-        let prepared = self.prepare_run(key, id, params, None).await?;
+        self.run_now_by(key, id, params, None).await
+    }
+
+    /// `run_now`, recorded as started by `by` (`None`: `default_started_by`).
+    pub async fn run_now_by(
+        &self,
+        key: &str,
+        id: &Identity,
+        params: Option<Value>,
+        by: Option<StartedBy>,
+    ) -> Result<Value> {
+        let prepared = self
+            .prepare_run(key, id, params, None)
+            .await?
+            .started_by(by);
         self.send_run(id, &prepared).await
     }
 
@@ -931,7 +950,21 @@ impl Jobs {
         id: &Identity,
         params: Option<Value>,
     ) -> Result<RunWatch> {
-        let prepared = self.prepare_run(key, id, params, None).await?;
+        self.start_and_watch_by(key, id, params, None).await
+    }
+
+    /// `start_and_watch`, recorded as started by `by` (`None`: `default_started_by`).
+    pub async fn start_and_watch_by(
+        &self,
+        key: &str,
+        id: &Identity,
+        params: Option<Value>,
+        by: Option<StartedBy>,
+    ) -> Result<RunWatch> {
+        let prepared = self
+            .prepare_run(key, id, params, None)
+            .await?
+            .started_by(by);
         self.send_and_watch(key, id, &prepared, false).await
     }
 
@@ -999,6 +1032,21 @@ mod tests {
         ];
         for (name, size) in sizes {
             assert!(size <= 2048, "{name}: {size} bytes");
+        }
+        // Reads are made on the JS thread (the binding builds each call's future there): a
+        // cached read once held its fetch twice, 18 KB, and inside a deep JS stack (a test
+        // runner's) napi then rejected the call with `undefined`.
+        let reads = [
+            ("get_job", std::mem::size_of_val(&jobs.get_job("k", &id))),
+            ("get_run", std::mem::size_of_val(&jobs.get_run("k", &id, 1))),
+            ("last_run", std::mem::size_of_val(&jobs.last_run("k", &id))),
+            (
+                "list_runs",
+                std::mem::size_of_val(&jobs.list_runs("k", &id, None)),
+            ),
+        ];
+        for (name, size) in reads {
+            assert!(size <= 8192, "{name}: {size} bytes");
         }
     }
 

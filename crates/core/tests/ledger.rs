@@ -36,6 +36,7 @@ fn ledger(url: &str) -> Ledger {
         settings,
         &no_env(),
         &JobsClient::new(&no_env(), ClientOptions::default()),
+        Default::default(),
     )
 }
 
@@ -355,7 +356,7 @@ async fn lakebase_credentials_are_minted_by_the_workspace_and_never_kept_in_a_ta
     ]);
     let settings = LedgerOption::Auto.resolve(&env).unwrap();
     let client = JobsClient::new(&env, ClientOptions::default());
-    let l = Ledger::start(settings, &env, &client);
+    let l = Ledger::start(settings, &env, &client, Default::default());
     assert!(l.ready(Duration::from_secs(30)).await, "{:?}", l.status());
     until("the listener connected", || l.status().listening).await;
     let status = l.status();
@@ -431,6 +432,7 @@ async fn a_refused_credential_is_minted_again() {
         settings,
         &env,
         &JobsClient::new(&env, ClientOptions::default()),
+        Default::default(),
     );
     until("a refusal", || {
         l.status()

@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::client::JobsClient;
 use crate::exec::{SharedHit, SharedTier};
+use crate::telemetry::Telemetry;
 
 pub use settings::{LedgerOption, LedgerSettings, PgSettings};
 pub use who::StartedBy;
@@ -215,11 +216,13 @@ impl Ledger {
     }
 
     /// Where `settings` say; a database is connected in the background (within a Tokio
-    /// runtime), with `client` minting Lakebase credentials.
+    /// runtime), with `client` minting Lakebase credentials; its operations are measured by
+    /// `telemetry` (`ledger.*` records).
     pub fn start(
         settings: LedgerSettings,
         env: &HashMap<String, String>,
         client: &JobsClient,
+        telemetry: Arc<Telemetry>,
     ) -> Ledger {
         let mut ledger = Ledger::memory(env);
         if let LedgerSettings::Postgres(pg) = settings {
@@ -232,6 +235,7 @@ impl Ledger {
                 *pg,
                 credentials,
                 ledger.instance.clone(),
+                telemetry,
             ));
         }
         ledger

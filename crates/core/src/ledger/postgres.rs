@@ -21,6 +21,10 @@ use super::credentials::Credentials;
 use super::migrations::{self, SCHEMA};
 use super::settings::PgSettings;
 use super::{LedgerError, StartRecord, StartedBy};
+use crate::telemetry::Telemetry;
+
+/// A statement run on a pooled connection (see `PgStore::run`).
+pub type Statement<'c, T> = futures::future::BoxFuture<'c, Result<T, tokio_postgres::Error>>;
 
 /// Bound of every operation (pool wait, connect, query).
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -222,6 +226,7 @@ pub struct PgStore {
     on_announcement: Mutex<Vec<OnAnnouncement>>,
     logs: Mutex<VecDeque<LogLine>>,
     stop: CancellationToken,
+    telemetry: Arc<Telemetry>,
     /// Jobs to invalidate in the next batch, and whether a batch is on its way.
     pending: Mutex<(HashSet<i64>, bool)>,
 }
@@ -248,6 +253,7 @@ impl PgStore {
         settings: PgSettings,
         credentials: Arc<Credentials>,
         instance: Arc<str>,
+        telemetry: Arc<Telemetry>,
     ) -> Arc<PgStore> {
         let tls = rustls_connector();
         let manager = Manager {
@@ -278,6 +284,7 @@ impl PgStore {
             on_announcement: Mutex::new(Vec::new()),
             logs: Mutex::new(VecDeque::new()),
             stop: CancellationToken::new(),
+            telemetry,
             pending: Mutex::new((HashSet::new(), false)),
         });
         tokio::spawn(supervise(Arc::downgrade(&store), store.stop.clone()));
@@ -330,16 +337,14 @@ impl PgStore {
 
     /// Runs `op` on a pooled connection, bounded by `OP_TIMEOUT`; `Down` at once while the
     /// database is away. A failure takes the database down and wakes the supervisor.
-    async fn with_client<T, F>(&self, op: F) -> Result<T, LedgerError>
+    async fn with_client<T, F>(&self, operation: &'static str, op: F) -> Result<T, LedgerError>
     where
-        F: for<'c> FnOnce(
-            &'c Client,
-        )
-            -> futures::future::BoxFuture<'c, Result<T, tokio_postgres::Error>>,
+        F: for<'c> FnOnce(&'c Client) -> Statement<'c, T>,
     {
         if !self.health.up() {
             return Err(LedgerError::down());
         }
+        let started = self.telemetry.start();
         let attempt = async {
             let client = self.pool.get().await.map_err(LedgerError::from_pool)?;
             op(&client).await.map_err(LedgerError::from)
@@ -349,6 +354,10 @@ impl PgStore {
             Err(_) => Err(LedgerError::timeout()),
         };
         self.health.ops.fetch_add(1, Ordering::Relaxed);
+        if let Some(started) = started {
+            let code = result.as_ref().err().map(|e| e.code.clone());
+            self.telemetry.finish_ledger(started, operation, code);
+        }
         if let Err(e) = &result {
             self.failed(e.clone());
         }
@@ -387,7 +396,9 @@ impl PgStore {
             let r = record.clone();
             let instance = self.instance.clone();
             if self
-                .with_client(move |c| Box::pin(insert_start(c, r, instance, true)))
+                .with_client("ledger.recordStart", move |c| {
+                    Box::pin(insert_start(c, r, instance, true))
+                })
                 .await
                 .is_ok()
             {
@@ -418,7 +429,9 @@ impl PgStore {
             let instance = self.instance.clone();
             let r = record.clone();
             if self
-                .with_client(move |c| Box::pin(insert_start(c, r, instance, false)))
+                .with_client("ledger.recordStart", move |c| {
+                    Box::pin(insert_start(c, r, instance, false))
+                })
                 .await
                 .is_err()
             {
@@ -440,7 +453,7 @@ impl PgStore {
         &self,
         run_ids: Vec<i64>,
     ) -> Result<Vec<(i64, StartedBy)>, LedgerError> {
-        self.with_client(move |c| {
+        self.with_client("ledger.startedBy", move |c| {
             Box::pin(async move {
                 let rows = c
                     .query(
@@ -476,7 +489,7 @@ impl PgStore {
         who: String,
         limit: i64,
     ) -> Result<Vec<(i64, i64)>, LedgerError> {
-        self.with_client(move |c| {
+        self.with_client("ledger.startedByWho", move |c| {
             Box::pin(async move {
                 let rows = c
                     .query(
@@ -503,7 +516,7 @@ impl PgStore {
         key: String,
         gen_job: Option<i64>,
     ) -> Result<(i64, Option<(String, Duration)>), LedgerError> {
-        self.with_client(move |c| {
+        self.with_client("ledger.cacheGet", move |c| {
             Box::pin(async move {
                 let row = c
                     .query_one(
@@ -542,7 +555,7 @@ impl PgStore {
         ttl: Duration,
     ) -> Result<(), LedgerError> {
         let ttl_ms = ttl.as_millis() as f64;
-        self.with_client(move |c| {
+        self.with_client("ledger.cachePut", move |c| {
             Box::pin(async move {
                 c.execute(
                     &format!(
@@ -565,7 +578,7 @@ impl PgStore {
     /// Writes changed `job_ids`: their cached reads are stale on every instance (each job's
     /// generation moves on, and the others hear it).
     pub async fn invalidate(&self, job_ids: Vec<i64>) -> Result<(), LedgerError> {
-        self.with_client(move |c| {
+        self.with_client("ledger.invalidate", move |c| {
             Box::pin(async move {
                 c.execute(INVALIDATE_JOBS, &[&job_ids]).await?;
                 Ok(())
@@ -600,7 +613,7 @@ impl PgStore {
 
     /// Sends `payload` on the channel (other instances' listeners hear it).
     pub async fn announce(&self, payload: String) -> Result<(), LedgerError> {
-        self.with_client(move |c| {
+        self.with_client("ledger.announce", move |c| {
             Box::pin(async move {
                 c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
                     .await?;
@@ -611,14 +624,11 @@ impl PgStore {
     }
 
     /// Runs `op` with a pooled connection (for the modules built on the ledger).
-    pub async fn run<T, F>(&self, op: F) -> Result<T, LedgerError>
+    pub async fn run<T, F>(&self, operation: &'static str, op: F) -> Result<T, LedgerError>
     where
-        F: for<'c> FnOnce(
-            &'c Client,
-        )
-            -> futures::future::BoxFuture<'c, Result<T, tokio_postgres::Error>>,
+        F: for<'c> FnOnce(&'c Client) -> Statement<'c, T>,
     {
-        self.with_client(op).await
+        self.with_client(operation, op).await
     }
 
     /// Connect, migrate, then write the backlog: the database is up.
@@ -664,7 +674,7 @@ impl PgStore {
     /// Deletes expired cache rows (any instance may; it is idempotent).
     async fn sweep(&self) {
         let _ = self
-            .with_client(|c| {
+            .with_client("ledger.sweep", |c| {
                 Box::pin(async move {
                     c.execute(
                         &format!("DELETE FROM {SCHEMA}.cache WHERE expires_at < now()"),

@@ -56,6 +56,27 @@ impl StartedBy {
         }
     }
 
+    /// From what JS passes: an object `{ email, user_id | userId, user_name | userName }`, or
+    /// a string (an email when it has an `@`, else a user name). `None` for anything else, or
+    /// when nothing is left once cleaned.
+    pub fn from_json(v: &serde_json::Value) -> Option<StartedBy> {
+        use serde_json::Value;
+        match v {
+            Value::String(s) if s.contains('@') => StartedBy::new(Some(s), None, None),
+            Value::String(s) => StartedBy::new(None, None, Some(s)),
+            Value::Object(o) => {
+                let field =
+                    |a: &str, b: &str| o.get(a).or_else(|| o.get(b)).and_then(Value::as_str);
+                StartedBy::new(
+                    field("email", "email"),
+                    field("user_id", "userId"),
+                    field("user_name", "userName"),
+                )
+            }
+            _ => None,
+        }
+    }
+
     /// The value a "mine" filter matches on: the email, else the user id, else the user name.
     pub fn key(&self) -> Option<&str> {
         self.email
@@ -132,6 +153,31 @@ mod tests {
         let wide = "é".repeat(1000);
         let who = StartedBy::new(Some(&wide), None, None).unwrap();
         assert_eq!(who.email.unwrap().chars().count(), MAX_FIELD_CHARS);
+    }
+
+    #[test]
+    fn from_what_js_passes() {
+        use serde_json::json;
+        let a = StartedBy::from_json(&json!({ "email": "a@x", "userId": "1", "userName": "a" }));
+        let b = StartedBy::from_json(&json!({ "email": "a@x", "user_id": "1", "user_name": "a" }));
+        assert_eq!(a, b);
+        assert_eq!(a.unwrap().user_id.as_deref(), Some("1"));
+        assert_eq!(
+            StartedBy::from_json(&json!("bob@x"))
+                .unwrap()
+                .email
+                .as_deref(),
+            Some("bob@x")
+        );
+        assert_eq!(
+            StartedBy::from_json(&json!("bob"))
+                .unwrap()
+                .user_name
+                .as_deref(),
+            Some("bob")
+        );
+        assert_eq!(StartedBy::from_json(&json!(5)), None);
+        assert_eq!(StartedBy::from_json(&json!({ "email": 5 })), None);
     }
 
     #[test]
