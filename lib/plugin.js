@@ -9,10 +9,10 @@ const { createJobsRuntime, discoverJobs, nextId, weakWake } = require("./runtime
 const { isJsSchema, paramsJsonSchema } = require("./schema.js");
 const { native } = require("./native.js");
 
-// name, method, path (relative to the mount)
 /** How long setup() waits for job definitions (jobParameters without a schema) before going on. */
 const SETUP_DEFINITIONS_WAIT_MS = 2000;
 
+// name, method, path (relative to the mount)
 const ROUTES = [
   ["run", "post", "/:jobKey/run"],
   ["runs", "get", "/:jobKey/runs"],
@@ -302,7 +302,7 @@ class JobsPlugin {
 
   /**
    * Jobs whose params are a Standard Schema (Zod) are validated here, with the schema's own
-   * semantics (jobs.js `prepareParams`), before the Rust core sees the request; the core skips
+   * semantics (runtime.js `prepareParams`), before the Rust core sees the request; the core skips
    * JSON Schema checks for them (`externalSchema`). Returns `{ error }` for a 400, or `{ body }`
    * carrying the validated (maybe transformed) params.
    */
