@@ -9,6 +9,7 @@
 //! this call's own.
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::auth::Identity;
@@ -55,20 +56,9 @@ impl RepairOptions {
         };
         let rerun_tasks = match obj.get("rerunTasks") {
             None | Some(Value::Null) => None,
-            Some(Value::Array(items)) => Some(
-                items
-                    .iter()
-                    .map(|v| v.as_str().map(str::to_string))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| {
-                        JobsError::InvalidRequest("rerunTasks must be an array of task keys".into())
-                    })?,
-            ),
-            Some(_) => {
-                return Err(JobsError::InvalidRequest(
-                    "rerunTasks must be an array of task keys".into(),
-                ))
-            }
+            Some(keys) => Some(Vec::<String>::deserialize(keys).map_err(|_| {
+                JobsError::InvalidRequest("rerunTasks must be an array of task keys".into())
+            })?),
         };
         Ok(RepairOptions {
             rerun_all_failed_tasks: flag("rerunAllFailedTasks")?,
