@@ -2,8 +2,8 @@
 // The AppKit plugin class. AppKit duck-types plugins, so this class has no runtime dependency
 // on @databricks/appkit: `createApp({ plugins: [server(), jobs()] })` constructs it, calls
 // attachContext/setup, mounts injectRoutes() under /api/jobs and hands exports() to the app.
-// All route behaviour lives in the Rust core (crates/core/src/routes.rs); this file only moves
-// requests and responses between express (or node:http) and the native router.
+// All route behaviour lives in the Rust core (crates/core/src/routes.rs, sse.rs); this file only
+// moves requests and responses between express (or node:http) and the native router.
 
 const { createJobsRuntime, discoverJobs, nextId, weakWake } = require("./runtime.js");
 const { isJsSchema, paramsJsonSchema } = require("./schema.js");

@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use appkit_jobs_core::routes::{
-    EventStream, RouteRequest, RouteResponse, Router, RouterOptions, StreamCanceller,
-};
+use appkit_jobs_core::routes::{RouteRequest, RouteResponse, Router, RouterOptions};
+use appkit_jobs_core::sse::{EventStream, StreamCanceller};
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use serde_json::Value;

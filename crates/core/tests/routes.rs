@@ -8,6 +8,7 @@ use appkit_jobs_core::jobs::Jobs;
 use appkit_jobs_core::registry::PluginConfig;
 use appkit_jobs_core::routes::*;
 use appkit_jobs_core::run;
+use appkit_jobs_core::sse::{EventStream, HEARTBEAT_FRAME};
 use appkit_jobs_emulator::{Emulator, EmulatorOptions};
 use bytes::Bytes;
 use serde_json::{json, Value};
