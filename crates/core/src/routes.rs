@@ -23,6 +23,7 @@ use crate::auth::Identity;
 use crate::error::{JobsError, Result};
 use crate::ids;
 use crate::jobs::{token_job_id, Jobs};
+use crate::params;
 use crate::poller::RunWatch;
 use crate::repair::{RepairOptions, RepairResume};
 use crate::run;
@@ -30,8 +31,6 @@ use crate::sse::{self, EventStream, Opening, ResumeId, SSE_HEADERS};
 
 /// The plugin name carried in every error body.
 pub const PLUGIN_NAME: &str = "jobs";
-/// Without a params schema, a run request may carry at most this many keys.
-pub const MAX_UNVALIDATED_PARAM_KEYS: usize = 50;
 /// Default and bounds of `GET /:jobKey/runs?limit=`.
 pub const DEFAULT_LIST_LIMIT: i64 = 20;
 pub const MAX_LIST_LIMIT: i64 = 100;
@@ -459,51 +458,20 @@ impl Router {
         self.checked_params(key, params)
     }
 
-    /// `params` of a run or repair request, checked before anything is sent upstream.
+    /// `params` of a run or repair request, checked before anything is sent upstream (see
+    /// `params::from_request`).
     fn checked_params(
         &self,
         key: &str,
         params: Option<Value>,
     ) -> Result<Option<Value>, RouteResponse> {
-        let Some(params) = params else {
-            return Ok(None);
-        };
-        let Value::Object(map) = &params else {
-            return Err(RouteResponse::error(
-                400,
-                VALIDATION_ERROR,
-                "params must be a plain object",
-            ));
-        };
         let entry = self
             .jobs
             .registry()
             .get(key)
             .map_err(|e| RouteResponse::from_error(&e))?;
-        let has_schema = entry.config.params.is_some() || entry.config.external_schema;
-        if !has_schema {
-            // A task type (or job-level parameters) tells us where params go; without one
-            // there is nothing they could mean.
-            if entry.config.task_type.is_none() && !entry.config.job_parameters {
-                return Err(RouteResponse::error(
-                    400,
-                    VALIDATION_ERROR,
-                    "This job does not accept parameters",
-                ));
-            }
-            if map.len() > MAX_UNVALIDATED_PARAM_KEYS {
-                return Err(RouteResponse::error(
-                    400,
-                    VALIDATION_ERROR,
-                    format!(
-                        "Too many parameters ({}). Define a params schema to accept more than {}.",
-                        map.len(),
-                        MAX_UNVALIDATED_PARAM_KEYS
-                    ),
-                ));
-            }
-        }
-        Ok(Some(params))
+        params::from_request(entry, params)
+            .map_err(|message| RouteResponse::error(400, VALIDATION_ERROR, message))
     }
 
     /// Opens a stream (see `sse::open`), stopped by `abort_all`.
