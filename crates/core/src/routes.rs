@@ -165,42 +165,27 @@ impl Router {
     }
 
     pub async fn handle(&self, req: RouteRequest) -> RouteResponse {
-        let segments: Vec<String> = req
-            .path
-            .split('?')
-            .next()
-            .unwrap_or("")
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(percent_decode)
-            .collect();
-        let mut method = req.method.to_ascii_uppercase();
-        // HEAD answers as GET does; the glue sends no body.
-        if method == "HEAD" {
-            method = "GET".into();
-        }
-        let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let route = match (method.as_str(), seg.as_slice()) {
-            ("POST", [key, "run"]) => Route::Run(key),
-            ("GET", [key, "runs"]) => Route::List(key),
-            ("GET", [key, "status"]) => Route::Status(key),
-            ("GET", [key, "runs", id]) => Route::GetRun(key, id),
-            ("DELETE", [key, "runs", id]) => Route::Cancel(key, id),
-            ("GET", [key, "runs", id, "stream"]) => Route::Reattach(key, id),
-            ("POST", [key, "runs", id, "repair"]) => Route::Repair(key, id),
-            _ => return RouteResponse::error(404, "NOT_FOUND", "Not Found"),
+        let Some(route) = RouteMatch::of(&req.method, &req.path) else {
+            return RouteResponse::error(404, "NOT_FOUND", "Not Found");
         };
-        let key = route.key();
+        let key = route.key.as_str();
         if let Err(e) = self.jobs.registry().get(key) {
             return match e {
                 JobsError::UnknownJob { .. } => unknown_job(key),
                 other => RouteResponse::from_error(&other),
             };
         }
+        // The run a route names, read after the job (an unknown job is a 404 first); 0 for a
+        // route that names none.
+        let run_id = match route.run_id.as_deref().map(ids::parse) {
+            None => 0,
+            Some(Some(run_id)) => run_id,
+            Some(None) => return invalid_run_id(),
+        };
         let sp = Identity::ServicePrincipal;
-        match route {
-            Route::Run(key) => self.run(key, &req).await,
-            Route::List(key) => {
+        match route.spec.kind {
+            Kind::Run => self.run(key, &req).await,
+            Kind::List => {
                 let limit = parse_limit(req.query.get("limit").map(String::as_str));
                 match self.jobs.list_runs(key, &sp, Some(limit)).await {
                     Ok(runs) => RouteResponse::Json {
@@ -210,7 +195,7 @@ impl Router {
                     Err(e) => RouteResponse::from_error(&e),
                 }
             }
-            Route::Status(key) => match self.jobs.last_run(key, &sp).await {
+            Kind::Status => match self.jobs.last_run(key, &sp).await {
                 Ok(last) => {
                     let status = last
                         .as_ref()
@@ -223,37 +208,19 @@ impl Router {
                 }
                 Err(e) => RouteResponse::from_error(&e),
             },
-            Route::GetRun(key, id) => {
-                let Some(run_id) = ids::parse(id) else {
-                    return invalid_run_id();
-                };
-                match self.jobs.get_run(key, &sp, run_id).await {
-                    Ok(run) => RouteResponse::Json {
-                        status: 200,
-                        body: run,
-                    },
-                    Err(e) => RouteResponse::from_error(&e),
-                }
-            }
-            Route::Cancel(key, id) => {
-                let Some(run_id) = ids::parse(id) else {
-                    return invalid_run_id();
-                };
-                match self.jobs.cancel_run(key, &sp, run_id).await {
-                    Ok(()) => RouteResponse::Empty { status: 204 },
-                    Err(e) => RouteResponse::from_error(&e),
-                }
-            }
-            Route::Repair(key, id) => {
-                let Some(run_id) = ids::parse(id) else {
-                    return invalid_run_id();
-                };
-                self.repair(key, run_id, &req).await
-            }
-            Route::Reattach(key, id) => {
-                let Some(run_id) = ids::parse(id) else {
-                    return invalid_run_id();
-                };
+            Kind::GetRun => match self.jobs.get_run(key, &sp, run_id).await {
+                Ok(run) => RouteResponse::Json {
+                    status: 200,
+                    body: run,
+                },
+                Err(e) => RouteResponse::from_error(&e),
+            },
+            Kind::Cancel => match self.jobs.cancel_run(key, &sp, run_id).await {
+                Ok(()) => RouteResponse::Empty { status: 204 },
+                Err(e) => RouteResponse::from_error(&e),
+            },
+            Kind::Repair => self.repair(key, run_id, &req).await,
+            Kind::Reattach => {
                 // An EventSource reconnect of this same URL sends Last-Event-ID: keep counting.
                 let after = match last_event_id(&req).map(ResumeId::parse) {
                     Some(Some(ResumeId::Run { run_id: rid, seq })) if rid == run_id => seq,
@@ -495,25 +462,120 @@ impl Router {
     }
 }
 
-enum Route<'a> {
-    Run(&'a str),
-    List(&'a str),
-    Status(&'a str),
-    GetRun(&'a str, &'a str),
-    Cancel(&'a str, &'a str),
-    Reattach(&'a str, &'a str),
-    Repair(&'a str, &'a str),
+/// One route of `/api/jobs`: its `name` (telemetry's operation, `getEndpoints()`), its HTTP
+/// method, and its path relative to the mount, where `:jobKey` and `:runId` stand for a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub name: &'static str,
+    pub method: &'static str,
+    pub path: &'static str,
+    kind: Kind,
 }
 
-impl<'a> Route<'a> {
-    fn key(&self) -> &'a str {
-        match self {
-            Route::Run(k) | Route::List(k) | Route::Status(k) => k,
-            Route::GetRun(k, _)
-            | Route::Cancel(k, _)
-            | Route::Reattach(k, _)
-            | Route::Repair(k, _) => k,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Run,
+    List,
+    GetRun,
+    Reattach,
+    Status,
+    Cancel,
+    Repair,
+}
+
+/// Every route: the one table of them. [`Router::handle`] dispatches by it, and the JS glue
+/// mounts and names routes from it (through the binding's `routeTable()`).
+pub const ROUTES: [RouteSpec; 7] = [
+    RouteSpec {
+        name: "run",
+        method: "POST",
+        path: "/:jobKey/run",
+        kind: Kind::Run,
+    },
+    RouteSpec {
+        name: "runs",
+        method: "GET",
+        path: "/:jobKey/runs",
+        kind: Kind::List,
+    },
+    RouteSpec {
+        name: "run-detail",
+        method: "GET",
+        path: "/:jobKey/runs/:runId",
+        kind: Kind::GetRun,
+    },
+    RouteSpec {
+        name: "run-stream",
+        method: "GET",
+        path: "/:jobKey/runs/:runId/stream",
+        kind: Kind::Reattach,
+    },
+    RouteSpec {
+        name: "status",
+        method: "GET",
+        path: "/:jobKey/status",
+        kind: Kind::Status,
+    },
+    RouteSpec {
+        name: "cancel-run",
+        method: "DELETE",
+        path: "/:jobKey/runs/:runId",
+        kind: Kind::Cancel,
+    },
+    RouteSpec {
+        name: "repair-run",
+        method: "POST",
+        path: "/:jobKey/runs/:runId/repair",
+        kind: Kind::Repair,
+    },
+];
+
+/// A request's route, with the segments its path holds for `:jobKey` and `:runId` (decoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    pub spec: &'static RouteSpec,
+    pub key: String,
+    pub run_id: Option<String>,
+}
+
+impl RouteMatch {
+    /// The route of a request: `method` as sent (HEAD answers as GET does; the glue sends no
+    /// body), `path` relative to the mount and percent-encoded as received (a query is
+    /// ignored). Segments are decoded before they are matched, so `/etl/%72un` is the run
+    /// route: the JS glue asks this too (through the binding), and sees what dispatch sees.
+    pub fn of(method: &str, path: &str) -> Option<RouteMatch> {
+        let mut method = method.to_ascii_uppercase();
+        if method == "HEAD" {
+            method = "GET".into();
         }
+        let segments: Vec<String> = path
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(percent_decode)
+            .collect();
+        ROUTES.iter().find_map(|spec| {
+            let parts = || spec.path.split('/').filter(|p| !p.is_empty());
+            if spec.method != method || parts().count() != segments.len() {
+                return None;
+            }
+            let mut found = RouteMatch {
+                spec,
+                key: String::new(),
+                run_id: None,
+            };
+            for (part, segment) in parts().zip(&segments) {
+                match part {
+                    ":jobKey" => found.key = segment.clone(),
+                    ":runId" => found.run_id = Some(segment.clone()),
+                    fixed if fixed == segment => {}
+                    _ => return None,
+                }
+            }
+            Some(found)
+        })
     }
 }
 
@@ -632,6 +694,53 @@ mod tests {
         assert_eq!(parse_limit(Some("100")), 100);
         assert_eq!(parse_limit(Some("101")), 100);
         assert_eq!(parse_limit(Some("99999999999999999999")), 100);
+    }
+
+    #[test]
+    fn requests_find_their_route_in_the_one_table() {
+        let found = |method: &str, path: &str| {
+            RouteMatch::of(method, path).map(|m| {
+                let run = m.run_id.unwrap_or_default();
+                format!("{} {} {run}", m.spec.name, m.key)
+            })
+        };
+        for (method, path, expected) in [
+            ("POST", "/etl/run", "run etl "),
+            ("post", "etl/run/", "run etl "),
+            ("GET", "/etl/runs?limit=3", "runs etl "),
+            ("HEAD", "/etl/status", "status etl "),
+            ("GET", "/etl/runs/7", "run-detail etl 7"),
+            ("DELETE", "/etl/runs/x", "cancel-run etl x"),
+            ("GET", "/etl/runs/7/stream", "run-stream etl 7"),
+            ("POST", "/etl/runs/7/repair", "repair-run etl 7"),
+            // Segments are decoded before they are matched, the key and the run id too.
+            ("POST", "/etl/%72un", "run etl "),
+            ("POST", "/a%20b/runs/%37/repair", "repair-run a b 7"),
+        ] {
+            assert_eq!(
+                found(method, path).as_deref(),
+                Some(expected),
+                "{method} {path}"
+            );
+        }
+        for (method, path) in [
+            ("GET", "/etl/run"),
+            ("POST", "/etl/runs"),
+            ("GET", "/etl"),
+            ("GET", "/etl/runs/7/other"),
+            ("PUT", "/etl/runs/7"),
+            ("POST", "/etl/run%"),
+            ("GET", "/"),
+        ] {
+            assert_eq!(found(method, path), None, "{method} {path}");
+        }
+        // Each route is found by its own path, and names are unique.
+        for spec in &ROUTES {
+            let path = spec.path.replace(":jobKey", "k").replace(":runId", "1");
+            let m = RouteMatch::of(spec.method, &path).unwrap();
+            assert_eq!(m.spec, spec);
+            assert_eq!(ROUTES.iter().filter(|r| r.name == spec.name).count(), 1);
+        }
     }
 
     #[test]
