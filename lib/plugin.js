@@ -6,7 +6,7 @@
 // moves requests and responses between express (or node:http) and the native router.
 
 const { createJobsRuntime, discoverJobs, nextId, weakWake } = require("./runtime.js");
-const { isJsSchema, paramsJsonSchema } = require("./schema.js");
+const { asksForNothing, isJsSchema, paramsJsonSchema } = require("./schema.js");
 const { native } = require("./native.js");
 
 /** How long setup() waits for job definitions (jobParameters without a schema) before going on. */
@@ -314,7 +314,7 @@ class JobsPlugin {
     if (!isPlainObject(parsed)) return {};
     const params = parsed.params;
     if (params !== undefined && !isPlainObject(params)) return {}; // the core answers 400
-    if (repair && params === undefined) return {}; // a repair without params keeps the run's
+    if (repair && asksForNothing(params)) return {}; // a repair without params ({} too) keeps the run's
     try {
       const value = await this._runtime.prepareParams(key, params);
       return { body: JSON.stringify({ ...parsed, params: value ?? {} }) };

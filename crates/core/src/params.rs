@@ -48,6 +48,16 @@ pub const MAX_PARAMS_FIELD_BYTES: usize = 10_000;
 /// Without a params schema, params from an HTTP request may carry at most this many keys.
 pub const MAX_UNVALIDATED_PARAM_KEYS: usize = 50;
 
+/// Whether `params` ask for nothing: absent, `null` and `{}` do (the run starts, or a repair
+/// keeps the run's parameters, as without params).
+pub fn asks_for_nothing(params: Option<&Value>) -> bool {
+    match params {
+        None | Some(Value::Null) => true,
+        Some(Value::Object(map)) => map.is_empty(),
+        Some(_) => false,
+    }
+}
+
 /// The `params` of a run or repair request (an HTTP body), checked before anything is sent:
 /// `None` when absent or `{}`; refused when not an object (`null` included), when the job has
 /// no schema and no task type or `jobParameters`, or when a job without a schema gets more than
@@ -64,7 +74,7 @@ pub fn from_request(
     let Value::Object(map) = &params else {
         return Err("params must be a plain object".into());
     };
-    if map.is_empty() {
+    if asks_for_nothing(Some(&params)) {
         return Ok(None);
     }
     let config = &entry.config;
@@ -92,9 +102,8 @@ pub fn build_run_now_request(entry: &JobEntry, params: Option<&Value>) -> Result
     let job_id = entry.job_id()?;
     let key = entry.key.as_str();
     let params_value = params;
-    let params = match params {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(map)) if map.is_empty() => None,
+    let params = match params.filter(|p| !asks_for_nothing(Some(p))) {
+        None => None,
         Some(Value::Object(map)) => Some(map),
         Some(other) => {
             return Err(JobsError::validation(
@@ -710,6 +719,10 @@ mod tests {
             assert_eq!(from_request(&entry(job.clone()), None), Ok(None));
             assert_eq!(build(job, json!({})).unwrap(), json!({"job_id": 42}));
         }
+        assert!(asks_for_nothing(None) && asks_for_nothing(Some(&json!(null))));
+        assert!(asks_for_nothing(Some(&json!({}))));
+        assert!(!asks_for_nothing(Some(&json!({"a": null}))));
+        assert!(!asks_for_nothing(Some(&json!([]))));
     }
 
     #[test]

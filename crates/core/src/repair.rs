@@ -64,7 +64,10 @@ impl RepairOptions {
             rerun_all_failed_tasks: flag("rerunAllFailedTasks")?,
             rerun_tasks,
             rerun_dependent_tasks: flag("rerunDependentTasks")?,
-            params: obj.get("params").filter(|p| !p.is_null()).cloned(),
+            params: obj
+                .get("params")
+                .filter(|p| !params::asks_for_nothing(Some(p)))
+                .cloned(),
         })
     }
 }
@@ -357,6 +360,11 @@ mod tests {
             RepairOptions::from_json(None).unwrap(),
             RepairOptions::default()
         );
+        // Empty params ask for nothing: the run keeps its own, as without params.
+        for nothing in [json!(null), json!({})] {
+            let o = RepairOptions::from_json(Some(&json!({"params": nothing}))).unwrap();
+            assert_eq!(o.params, None);
+        }
         for bad in [
             json!([]),
             json!({"rerunTasks": "a"}),
