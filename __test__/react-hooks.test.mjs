@@ -167,6 +167,29 @@ test("a 400 carries the server's message, code and field; nothing starts and the
   assert.deepEqual(sent.notebook_params, { date: "2025-03-01", limit: "5" });
 });
 
+test("start({}) on a job without params starts a run as start() does; a non-empty object keeps its 400", { timeout: 60_000 }, async (t) => {
+  const { result } = render(t, (o) => useJob("chain", o));
+  await until(() => result.current.phase === "idle", 10_000, "the mount read");
+  const before = runNows();
+  await act(() => result.current.start({ a: 1 }));
+  assert.equal(result.current.error?.code, "VALIDATION_ERROR");
+  assert.equal(result.current.error.status, 400);
+  assert.equal(result.current.error.message, "This job does not accept parameters");
+  assert.equal(runNows(), before, "nothing reached run-now");
+
+  let finished;
+  act(() => {
+    finished = result.current.start({});
+  });
+  await until(() => result.current.run?.run_id != null, 10_000, "the first state");
+  assert.equal(result.current.error, null);
+  assert.equal(runNows(), before + 1);
+  const sent = requestsTo(emu, "/jobs/run-now").at(-1).body;
+  assert.deepEqual(Object.keys(sent).sort(), ["idempotency_token", "job_id"]);
+  await advanceUntil(result, result.current.run.run_id, (r) => isTerminalRun(r.run), 2000);
+  await finished;
+});
+
 test("cancel: the run ends CANCELED and the stream follows it there", { timeout: 60_000 }, async (t) => {
   const { result, calls } = render(t, (o) => useJob("slow", o));
   await until(() => result.current.phase === "idle", 10_000, "the mount read");

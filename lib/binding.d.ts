@@ -398,6 +398,26 @@ export interface BindingPastRun {
   agoMs?: number
 }
 
+/**
+ * A route of `/api/jobs`: its `name` (telemetry, `getEndpoints()`), HTTP `method` and `path`
+ * relative to the mount (`/:jobKey/runs/:runId`).
+ */
+export interface BindingRoute {
+  name: string
+  method: string
+  path: string
+}
+
+/**
+ * The route of a request as dispatch sees it: its `name` and `path` (as in `routeTable()`)
+ * and the request's job key, decoded.
+ */
+export interface BindingRouteMatch {
+  name: string
+  path: string
+  jobKey: string
+}
+
 /** A request relative to the mount point: `{ method: "POST", path: "/etl/run", query, headers, body }`. */
 export interface BindingRouteRequest {
   method: string
@@ -462,8 +482,8 @@ export interface BindingUserSpec {
  * What a watch delivers, tagged with the id JS gave it (`startAndWatch`/`watch`), as one
  * flat object: each update of the run (the terminal one included), then one event for the
  * end of the watch. An update (`update: true`) carries the run's `status`, `timestamp` and
- * `runJson`, the run's JSON text shared by every watcher of the update (jobs.js parses it on
- * first read), or `run` instead when the run holds an integer beyond 2^53 (those cross as
+ * `runJson`, the run's JSON text shared by every watcher of the update (updates.js parses it
+ * on first read), or `run` instead when the run holds an integer beyond 2^53 (those cross as
  * `bigint`). Otherwise the watch is over: the run ended, or it failed (`error`, e.g.
  * POLL_TIMEOUT or NOT_FOUND). A cancelled watch (`cancelWatch`) delivers nothing more.
  */
@@ -496,6 +516,16 @@ export declare function discoverJobs(config: any, env: Record<string, string>): 
  * collected strings give their text back.
  */
 export declare function liveExternalTexts(): number
+
+/**
+ * The route `method path` is for (`path` relative to the mount, percent-encoded as received),
+ * or `null`: the core's own matching, so the glue names and pre-validates the route dispatch
+ * will serve.
+ */
+export declare function matchRoute(method: string, path: string): BindingRouteMatch | null
+
+/** Every route the core serves, from its one table of them: the glue mounts and names these. */
+export declare function routeTable(): Array<BindingRoute>
 
 /** Starts an emulator on 127.0.0.1. */
 export declare function startEmulator(options?: BindingEmulatorOptions | undefined | null): Promise<BindingEmulator>

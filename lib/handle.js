@@ -4,6 +4,7 @@
 // to ExecutionResult (`{ ok: true, data }` or `{ ok: false, status, message }`, message = HTTP
 // status text); caller and configuration mistakes reject (the core marks them `reject`).
 const { ValidationError, statusText, errorFromOutcome } = require("./errors.js");
+const { asksForNothing } = require("./schema.js");
 
 /** JSON text with bigints as their decimal text (exact; job parameters are strings anyway). */
 function toJson(value) {
@@ -64,7 +65,8 @@ async function repairOptionsJson(rt, key, options, fromRequest) {
     throw new ValidationError(`Parameter validation failed for job "${key}": repair options must be an object`);
   }
   const { rerunAllFailedTasks, rerunTasks, rerunDependentTasks } = options ?? {};
-  const params = options?.params === undefined ? undefined : await rt.prepareParams(key, options.params);
+  // Params that ask for nothing (absent, null, {}) leave the run's own: no schema is asked.
+  const params = asksForNothing(options?.params) ? undefined : await rt.prepareParams(key, options.params);
   if (params !== undefined) checkSendable(key, params);
   const by = startedByJson(options?.startedBy, fromRequest);
   return toJson({ rerunAllFailedTasks, rerunTasks, rerunDependentTasks, params, startedBy: by === null ? undefined : JSON.parse(by) });

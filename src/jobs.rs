@@ -87,8 +87,8 @@ fn parse_params(params_json: Option<String>) -> appkit_jobs_core::Result<Option<
 /// What a watch delivers, tagged with the id JS gave it (`startAndWatch`/`watch`), as one
 /// flat object: each update of the run (the terminal one included), then one event for the
 /// end of the watch. An update (`update: true`) carries the run's `status`, `timestamp` and
-/// `runJson`, the run's JSON text shared by every watcher of the update (jobs.js parses it on
-/// first read), or `run` instead when the run holds an integer beyond 2^53 (those cross as
+/// `runJson`, the run's JSON text shared by every watcher of the update (updates.js parses it
+/// on first read), or `run` instead when the run holds an integer beyond 2^53 (those cross as
 /// `bigint`). Otherwise the watch is over: the run ended, or it failed (`error`, e.g.
 /// POLL_TIMEOUT or NOT_FOUND). A cancelled watch (`cancelWatch`) delivers nothing more.
 #[napi(object, object_from_js = false)]
@@ -598,7 +598,6 @@ struct WatchInner {
     delivery: Arc<Delivery<BindingWatchEvent>>,
 }
 
-/// One step of a watch.
 /// How a watch started: its run, and the calls that started it.
 struct Started {
     run_id: i64,
@@ -606,6 +605,7 @@ struct Started {
     calls: Option<Vec<BindingCallRecord>>,
 }
 
+/// One step of a watch.
 enum Step {
     /// An update; the first one also names the run and (telemetry on) the Jobs API calls that
     /// started the watch.

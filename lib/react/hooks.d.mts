@@ -208,7 +208,10 @@ export interface TimelineModel {
   fraction: number;
   /** The latest update's own `progress.fraction`. */
   rawFraction: number;
-  /** "3/8 tasks done · about 40 s left" (or "no history yet", "taking longer than usual", "FAILED after 12 s"). */
+  /**
+   * "3/8 tasks done · about 40 s left" (or "no history yet", "taking longer than usual", "FAILED after 12 s");
+   * without the count for a run whose tasks are not known (one read from the runs list): "SUCCESS after 13 s".
+   */
   eta: string;
   expectedMs: number | null;
   terminal: boolean;

@@ -48,7 +48,8 @@ function useSettings(options) {
 
 /**
  * One job's client config (`{ params: JSON Schema | null, taskType }`), from the nearest
- * JobsProvider's `config`, else AppKit's (`usePluginClientConfig("jobs")`), else null.
+ * JobsProvider's `config`, else the page's `__appkit__` payload (read here as appkit-ui's
+ * `usePluginClientConfig("jobs")` reads it, so that this file needs no appkit-ui), else null.
  */
 export function useJobConfig(jobKey, options = {}) {
   const { config } = useSettings(options);

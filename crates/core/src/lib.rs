@@ -17,6 +17,7 @@ pub mod repair;
 pub mod routes;
 pub mod run;
 pub mod schema;
+pub mod sse;
 pub mod telemetry;
 
 pub use error::{JobsError, Result};

@@ -9,6 +9,7 @@
 //! this call's own.
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::auth::Identity;
@@ -59,26 +60,18 @@ impl RepairOptions {
         };
         let rerun_tasks = match obj.get("rerunTasks") {
             None | Some(Value::Null) => None,
-            Some(Value::Array(items)) => Some(
-                items
-                    .iter()
-                    .map(|v| v.as_str().map(str::to_string))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| {
-                        JobsError::InvalidRequest("rerunTasks must be an array of task keys".into())
-                    })?,
-            ),
-            Some(_) => {
-                return Err(JobsError::InvalidRequest(
-                    "rerunTasks must be an array of task keys".into(),
-                ))
-            }
+            Some(keys) => Some(Vec::<String>::deserialize(keys).map_err(|_| {
+                JobsError::InvalidRequest("rerunTasks must be an array of task keys".into())
+            })?),
         };
         Ok(RepairOptions {
             rerun_all_failed_tasks: flag("rerunAllFailedTasks")?,
             rerun_tasks,
             rerun_dependent_tasks: flag("rerunDependentTasks")?,
-            params: obj.get("params").filter(|p| !p.is_null()).cloned(),
+            params: obj
+                .get("params")
+                .filter(|p| !params::asks_for_nothing(Some(p)))
+                .cloned(),
             started_by: None,
         })
     }
@@ -396,6 +389,11 @@ mod tests {
             RepairOptions::from_json(None).unwrap(),
             RepairOptions::default()
         );
+        // Empty params ask for nothing: the run keeps its own, as without params.
+        for nothing in [json!(null), json!({})] {
+            let o = RepairOptions::from_json(Some(&json!({"params": nothing}))).unwrap();
+            assert_eq!(o.params, None);
+        }
         for bad in [
             json!([]),
             json!({"rerunTasks": "a"}),

@@ -8,6 +8,7 @@ use appkit_jobs_core::jobs::Jobs;
 use appkit_jobs_core::registry::PluginConfig;
 use appkit_jobs_core::routes::*;
 use appkit_jobs_core::run;
+use appkit_jobs_core::sse::{EventStream, HEARTBEAT_FRAME};
 use appkit_jobs_emulator::{Emulator, EmulatorOptions};
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -334,6 +335,33 @@ async fn run_route_checks_params_before_sending_anything() {
     let (status, _) = json_of(r.handle(req("POST", "/other/run")).await);
     assert_eq!(status, 200);
     assert_eq!(run_now_count(&f.emu), 2);
+
+    // `{}` asks for nothing: on a job that takes no params it starts a run as no params do,
+    // streamed or not, and sends no params field.
+    let empty = json!({ "params": {} });
+    let (status, _) = json_of(
+        r.handle(with_body("POST", "/other/run", empty.clone()))
+            .await,
+    );
+    assert_eq!(status, 200);
+    let mut q = with_body("POST", "/other/run", empty);
+    q.query.insert("stream".into(), "true".into());
+    let (events, _) = drain(stream_of(r.handle(q).await)).await;
+    let (_, event, data) = events.last().unwrap();
+    assert_eq!(event, "message");
+    assert!(run::is_terminal(&data["run"]), "{data}");
+    assert_eq!(run_now_count(&f.emu), 4);
+    for sent in f
+        .emu
+        .requests()
+        .iter()
+        .filter(|q| q.path.ends_with("/jobs/run-now"))
+        .skip(2)
+    {
+        let mut fields: Vec<&String> = sent.body.as_object().unwrap().keys().collect();
+        fields.sort();
+        assert_eq!(fields, ["idempotency_token", "job_id"]);
+    }
     f.emu.stop().await;
 }
 
@@ -577,12 +605,12 @@ async fn repair_route_answers_json_or_streams_to_the_new_end() {
     assert_eq!(s, 404);
     assert_eq!(repairs(&f.emu), 0);
 
-    // JSON: the repair id.
+    // JSON: the repair id. `params: {}` asks for nothing, on a job that takes no params too.
     let (s, v) = json_of(
         r.handle(with_body(
             "POST",
             &path,
-            json!({"rerunAllFailedTasks": true}),
+            json!({"rerunAllFailedTasks": true, "params": {}}),
         ))
         .await,
     );

@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
 use base64::Engine;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::{FaultSpec, Permission, UserSpec};
@@ -679,14 +680,10 @@ fn repair_run(shared: &Shared, ident: &Ident, body: &Value) -> Result<Value, Api
     let run_id = body_id(body, "run_id")?;
     let rerun_tasks = match obj.get("rerun_tasks") {
         None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| invalid("rerun_tasks must be an array of task keys."))?,
+        Some(keys) => Some(
+            Vec::<String>::deserialize(keys)
+                .map_err(|_| invalid("rerun_tasks must be an array of task keys."))?,
         ),
-        Some(_) => return Err(invalid("rerun_tasks must be an array of task keys.")),
     };
     let flag = |field: &str| match obj.get(field) {
         None | Some(Value::Null) => Ok(false),
