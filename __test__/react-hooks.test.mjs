@@ -309,3 +309,25 @@ test("unmount during the back-off: the pending reconnect never fetches, its time
   await sleep(1000);
   assert.equal(calls.length, count, "no fetch after unmount");
 });
+
+test("useJobRuns({ startedBy: 'me' }) lists the runs the page's user started", { timeout: 60_000 }, async (t) => {
+  // The page's user, as Databricks Apps forwards it on every request.
+  const as = (email) => (input, init = {}) => fetch(input, { ...init, headers: { ...(init.headers ?? {}), "X-Forwarded-Email": email } });
+  const start = (email) =>
+    as(email)(`${base}/etl/run`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ params: { date: "2026-12-06" } }) }).then((r) => r.json());
+  const { runId: mine } = await start("dana@example.com");
+  const { runId: theirs } = await start("erin@example.com");
+  const { result } = render(t, (o) => useJobRuns("etl", { ...o, startedBy: "me", limit: 10 }), { fetch: as("dana@example.com") });
+  await until(() => !result.current.loading, 10_000, "the list");
+  assert.equal(result.current.error, null);
+  const ids = result.current.runs.map((r) => r.run_id);
+  assert.ok(ids.includes(mine), `dana's run listed (${ids})`);
+  assert.ok(!ids.includes(theirs), "erin's run not listed");
+  assert.ok(result.current.runs.every((r) => r.started_by?.email === "dana@example.com"));
+  // Without the option, everyone's runs, each with who started it.
+  const { result: all } = render(t, (o) => useJobRuns("etl", { ...o, limit: 10 }));
+  await until(() => !all.current.loading, 10_000, "the full list");
+  const byId = new Map(all.current.runs.map((r) => [r.run_id, r.started_by?.email]));
+  assert.equal(byId.get(mine), "dana@example.com");
+  assert.equal(byId.get(theirs), "erin@example.com");
+});

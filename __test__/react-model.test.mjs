@@ -32,3 +32,14 @@ test("a run read with its tasks counts them, with or without an update's progres
   // A run whose task list is known to be empty says so.
   assert.equal(timelineModel({ run: { ...ended, tasks: [] }, progress: null }).eta, "0/0 tasks done · SUCCESS after 13 s");
 });
+
+test("who started a run: a label and a tooltip from started_by, a dash for a run started elsewhere", async () => {
+  const { startedByLabel, startedByTitle } = await import("appkit-jobs/react/hooks");
+  const alice = { ...ended, started_by: { email: "alice@example.com", user_id: "42", user_name: "alice" } };
+  assert.equal(startedByLabel(alice), "alice");
+  assert.equal(startedByTitle(alice), "alice@example.com · alice · 42");
+  assert.equal(startedByLabel({ ...ended, started_by: { email: "bob@example.com", user_id: null, user_name: null } }), "bob@example.com");
+  assert.equal(startedByLabel({ ...ended, started_by: null }), "—");
+  assert.equal(startedByLabel(ended), "—", "a server without the ledger's field");
+  assert.equal(startedByTitle(ended), "");
+});

@@ -65,6 +65,23 @@ export function formatSeconds(ms) {
 }
 
 /** A run's duration as the runs table shows it ("" before it started). */
+/**
+ * Who started a run through the plugin, for a table cell: the user name, else the email, else
+ * the user id; "—" for a run started elsewhere (`started_by: null`) or by an older server.
+ */
+export function startedByLabel(run) {
+  const who = run?.started_by;
+  if (!who) return "—";
+  return who.user_name ?? who.email ?? who.user_id ?? "—";
+}
+
+/** Every field of `started_by`, for a tooltip ("" when there is none). */
+export function startedByTitle(run) {
+  const who = run?.started_by;
+  if (!who) return "";
+  return [who.email, who.user_name, who.user_id].filter(Boolean).join(" · ");
+}
+
 export function runDuration(run, now = Date.now()) {
   const start = run?.start_time;
   if (!start) return "";

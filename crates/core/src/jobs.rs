@@ -371,6 +371,10 @@ impl Jobs {
             }
             .boxed()
         });
+        // One poller per run for the whole fleet, when the ledger has a database.
+        let fleet = ledger
+            .fleet(poll.base_interval)
+            .map(|f| f as Arc<dyn crate::poller::Fleet>);
         let poller = Poller::with_hooks(
             fetch,
             poll,
@@ -378,6 +382,7 @@ impl Jobs {
                 on_update: Some(on_update),
                 history: Some(history),
                 attribution: Some(attribution),
+                fleet,
             },
         );
         let service_principal =

@@ -35,7 +35,7 @@
 //! poll interval skips to the newest state (a terminal state is never skipped: it is the last).
 //!
 //! `Poller::watch` spawns on the current Tokio runtime: call it from within one.
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -65,6 +65,118 @@ pub type OnUpdate = Arc<dyn Fn(u64, i64, &RunUpdate) + Send + Sync>;
 pub type FetchAttribution =
     Arc<dyn Fn(&Identity, i64) -> BoxFuture<'static, Option<Arc<str>>> + Send + Sync>;
 
+/// The fleet's poll of one run: which instances share it (`Identity::fleet_partition`, the same
+/// on every instance) and the run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FleetKey {
+    pub partition: Arc<str>,
+    pub run_id: i64,
+}
+
+/// An update as the fleet's holder published it (`seq`: its order among the run's updates in the
+/// fleet, given by the fleet; 0 when handed to `Fleet::publish`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub seq: i64,
+    pub status: Option<String>,
+    pub timestamp: i64,
+    pub job_id: Option<i64>,
+    pub terminal: bool,
+    pub run_json: Arc<str>,
+    pub meta_json: Arc<str>,
+    pub beyond_js_numbers: bool,
+    /// What the holder compares polls with (see `PolledRun::signature`), and whether the job's
+    /// durations were known: a new holder resumes from it.
+    pub signature: u64,
+    pub history_known: bool,
+    pub fraction: f64,
+}
+
+/// What `Fleet::claim` found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    /// This instance holds the lease now (it polls for the fleet).
+    pub holding: bool,
+    /// The latest update published, if any.
+    pub latest: Option<Published>,
+}
+
+/// Why a follower woke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetWake {
+    /// The holder published (or may have: a check found a newer update).
+    News,
+    /// The holder's lease lapsed or was handed back: try to take it.
+    Expired,
+}
+
+/// Counters a fleet bumps for one followed run (see `FleetSignal`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FleetNews {
+    pub news: u64,
+    pub expired: u64,
+}
+
+/// What wakes a follower: the fleet bumps the counters behind it.
+pub struct FleetSignal {
+    rx: watch::Receiver<FleetNews>,
+    seen: FleetNews,
+}
+
+impl FleetSignal {
+    pub fn new(rx: watch::Receiver<FleetNews>) -> FleetSignal {
+        let seen = *rx.borrow();
+        FleetSignal { rx, seen }
+    }
+
+    /// The next reason to look: an expired lease before news. A fleet that is gone reads as
+    /// an expired lease (whoever follows then claims, or polls alone).
+    pub async fn next(&mut self) -> FleetWake {
+        loop {
+            let now = *self.rx.borrow_and_update();
+            if now.expired != self.seen.expired {
+                self.seen = now;
+                return FleetWake::Expired;
+            }
+            if now.news != self.seen.news {
+                self.seen = now;
+                return FleetWake::News;
+            }
+            if self.rx.changed().await.is_err() {
+                return FleetWake::Expired;
+            }
+        }
+    }
+}
+
+/// One poller per run for a whole fleet of instances (issue: many instances, one app): a lease
+/// per run, held by the instance that polls and publishes; the others follow what it publishes
+/// and take the lease over when it lapses. Implemented on the ledger's database
+/// (`ledger::fleet`). Every method answers `None` when the fleet cannot be used now: the poll
+/// then goes on by itself.
+pub trait Fleet: Send + Sync {
+    /// Takes the run's lease when it is free or lapsed (or already this instance's), or says
+    /// who has it; with the latest update published.
+    fn claim<'a>(&'a self, key: &'a FleetKey) -> BoxFuture<'a, Option<Claim>>;
+    /// Publishes an update as the holder (and renews the lease): `Some(false)` when the lease
+    /// is another instance's now.
+    fn publish<'a>(
+        &'a self,
+        key: &'a FleetKey,
+        update: &'a Published,
+    ) -> BoxFuture<'a, Option<bool>>;
+    /// The updates published after fleet seq `after`, oldest first.
+    fn updates_after<'a>(
+        &'a self,
+        key: &'a FleetKey,
+        after: i64,
+    ) -> BoxFuture<'a, Option<Vec<Published>>>;
+    /// Hands the lease back (nobody watches the run here any more, or it ended).
+    fn release<'a>(&'a self, key: &'a FleetKey) -> BoxFuture<'a, ()>;
+    /// What wakes this instance's follower of the run.
+    fn follow(&self, key: &FleetKey) -> FleetSignal;
+}
+
 /// What the engine calls besides `fetch`, all optional.
 #[derive(Clone, Default)]
 pub struct PollHooks {
@@ -74,6 +186,8 @@ pub struct PollHooks {
     pub history: Option<FetchHistory>,
     /// Who started the run (`started_by` in every update's run).
     pub attribution: Option<FetchAttribution>,
+    /// One poller per run for the whole fleet of instances.
+    pub fleet: Option<Arc<dyn Fleet>>,
 }
 
 /// How the engine learns how long a run's job usually takes: `(identity, job_id)` answers at
@@ -233,6 +347,7 @@ struct Inner {
     on_update: Option<OnUpdate>,
     history: Option<FetchHistory>,
     attribution: Option<FetchAttribution>,
+    fleet: Option<Arc<dyn Fleet>>,
     settings: PollSettings,
     /// Minimum spacing of requests, from `max_requests_per_second`.
     spacing: Option<Duration>,
@@ -317,13 +432,24 @@ struct Gate {
     paused_until: Option<Instant>,
 }
 
-/// What the poll publishes. `seq` grows with every publication.
+/// What the poll publishes. `seq` grows with every publication. The updates of the last
+/// moments are kept, not only the latest, so that a burst (a follower catching up on several
+/// updates the fleet's holder published) reaches every watcher whole and in order; a watcher
+/// slower than `RECENT_UPDATES_KEPT` skips to the newest kept.
 #[derive(Default)]
 struct Snapshot {
     seq: u64,
-    update: Option<RunUpdate>,
-    error: Option<JobsError>,
+    /// `(publication seq, when, update)`, oldest first; never empty once an update came.
+    recent: VecDeque<(u64, Instant, RunUpdate)>,
+    /// The poll's end by an error, with its publication seq.
+    error: Option<(u64, JobsError)>,
 }
+
+/// How long a published update is kept for watchers that have not taken it yet (the newest is
+/// always kept): watchers take theirs within microseconds; longer would keep run texts alive.
+const RECENT_UPDATES_KEPT: Duration = Duration::from_millis(250);
+/// Updates kept at most, whatever their age.
+const RECENT_UPDATES_MAX: usize = 64;
 
 impl Poller {
     pub fn new(fetch: FetchRun, settings: PollSettings) -> Poller {
@@ -338,6 +464,7 @@ impl Poller {
             on_update,
             history,
             attribution,
+            fleet,
         } = hooks;
         let spacing = settings
             .max_requests_per_second
@@ -349,6 +476,7 @@ impl Poller {
                 on_update,
                 history,
                 attribution,
+                fleet,
                 settings,
                 spacing,
                 polls: Mutex::new(HashMap::new()),
@@ -452,22 +580,29 @@ impl RunWatch {
             let fresh = {
                 let snap = rx.borrow_and_update();
                 if snap.seq > self.seen {
-                    Some((snap.seq, snap.update.clone(), snap.error.clone()))
+                    // The first update after the last one taken, else the poll's error.
+                    match snap.recent.iter().find(|(seq, _, _)| *seq > self.seen) {
+                        Some((seq, _, update)) => Some((*seq, Ok(update.clone()))),
+                        None => Some((snap.seq, Err(snap.error.as_ref().map(|(_, e)| e.clone())))),
+                    }
                 } else {
                     None
                 }
             };
-            if let Some((seq, update, error)) = fresh {
+            if let Some((seq, item)) = fresh {
                 self.seen = seq;
-                if let Some(e) = error {
-                    self.finish();
-                    return Some(Err(e));
-                }
-                if let Some(update) = update {
-                    if update.terminal {
-                        self.finish();
+                match item {
+                    Ok(update) => {
+                        if update.terminal {
+                            self.finish();
+                        }
+                        return Some(Ok(update));
                     }
-                    return Some(Ok(update));
+                    Err(Some(e)) => {
+                        self.finish();
+                        return Some(Err(e));
+                    }
+                    Err(None) => {}
                 }
             }
             match timeout_at(self.deadline, rx.changed()).await {
@@ -560,121 +695,407 @@ fn jittered(d: Duration) -> Duration {
 }
 
 /// The poll of one `(partition, run)`. Ends on a terminal state, a permanent error, or when no
-/// watcher is left.
+/// watcher is left. With a fleet, it first takes or joins the fleet's poll of the run (see
+/// `Fleet`): the holder polls and publishes, a follower serves its watchers from what the holder
+/// published and takes over when the holder's lease expires; without a usable fleet it polls
+/// by itself.
 async fn poll_loop(
     inner: Arc<Inner>,
     key: PollKey,
     identity: Identity,
     tx: watch::Sender<Snapshot>,
 ) {
-    let base = inner.settings.base_interval.max(Duration::from_millis(1));
-    let cap = base * MAX_INTERVAL_FACTOR;
-    // The next regular gap: `pollIntervalMs` after the first poll, then x1.5 per poll.
-    let mut interval = base;
-    let mut due = Instant::now();
-    // When the run is expected to end (workspace ms, from its job's history), and whether a
-    // poll was already moved there (see `aim_at_end`).
-    let mut expected_end: Option<i64> = None;
-    let mut aimed = false;
-    let mut last_signature: Option<(u64, bool)> = None;
-    let mut seq = 0u64;
-    let mut outage: Option<Outage> = None;
-    // The job's typical durations, once known (see `FetchHistory`).
-    let mut history: Option<Arc<History>> = None;
-    // The fraction of the previous update (a poll's fraction never goes down), and what the
-    // previous update showed (what the next one's `changes` compare with).
-    let mut fraction_floor = 0.0;
-    let mut digest: Option<progress::Digest> = None;
-    // Who started the run (`started_by` of every update), asked before the first update.
-    let mut attribution: Option<Option<Arc<str>>> = None;
+    let mut poll = Poll::new(inner, key, identity, tx);
+    poll.join_fleet().await;
     loop {
+        let step = match poll.role {
+            Role::Follower { .. } => poll.follow().await,
+            Role::Local | Role::Holder { .. } => poll.poll().await,
+        };
+        if let Step::Done = step {
+            poll.leave_fleet().await;
+            return;
+        }
+    }
+}
+
+/// What a poll does next.
+enum Step {
+    Continue,
+    Done,
+}
+
+/// The part of the fleet's poll this instance plays (see `Fleet`).
+enum Role {
+    /// No fleet, or it cannot be used now: this instance polls for itself.
+    Local,
+    /// This instance holds the run's lease: it polls and publishes for the fleet.
+    Holder {
+        fleet: Arc<dyn Fleet>,
+        key: FleetKey,
+    },
+    /// Another instance holds it: this one serves what it publishes.
+    Follower {
+        fleet: Arc<dyn Fleet>,
+        key: FleetKey,
+        signal: FleetSignal,
+        /// The fleet seq of the last update served.
+        seen: i64,
+    },
+}
+
+/// One shared poll: its pacing, what it published, and its role in the fleet.
+struct Poll {
+    inner: Arc<Inner>,
+    key: PollKey,
+    identity: Identity,
+    tx: watch::Sender<Snapshot>,
+    base: Duration,
+    cap: Duration,
+    /// The next regular gap: `pollIntervalMs` after the first poll, then x1.5 per poll.
+    interval: Duration,
+    due: Instant,
+    /// When the run is expected to end (workspace ms, from its job's history), and whether a
+    /// poll was already moved there (see `aim_at_end`).
+    expected_end: Option<i64>,
+    aimed: bool,
+    last_signature: Option<(u64, bool)>,
+    /// Publications so far (updates and errors).
+    seq: u64,
+    outage: Option<Outage>,
+    /// The job's typical durations, once known (see `FetchHistory`).
+    history: Option<Arc<History>>,
+    /// The fraction of the previous update (a poll's fraction never goes down), and what the
+    /// previous update showed (what the next one's `changes` compare with).
+    fraction_floor: f64,
+    digest: Option<progress::Digest>,
+    /// Who started the run (`started_by` of every update), asked before the first update.
+    attribution: Option<Option<Arc<str>>>,
+    role: Role,
+}
+
+impl Poll {
+    fn new(
+        inner: Arc<Inner>,
+        key: PollKey,
+        identity: Identity,
+        tx: watch::Sender<Snapshot>,
+    ) -> Poll {
+        let base = inner.settings.base_interval.max(Duration::from_millis(1));
+        Poll {
+            inner,
+            key,
+            identity,
+            tx,
+            base,
+            cap: base * MAX_INTERVAL_FACTOR,
+            interval: base,
+            due: Instant::now(),
+            expected_end: None,
+            aimed: false,
+            last_signature: None,
+            seq: 0,
+            outage: None,
+            history: None,
+            fraction_floor: 0.0,
+            digest: None,
+            attribution: None,
+            role: Role::Local,
+        }
+    }
+
+    /// Takes the fleet's lease of the run, or follows whoever has it; serves what was published
+    /// already at once. Stays local when there is no fleet or it cannot answer.
+    async fn join_fleet(&mut self) {
+        let Some(fleet) = self.inner.fleet.clone() else {
+            return;
+        };
+        let key = FleetKey {
+            partition: self.identity.fleet_partition(),
+            run_id: self.key.1,
+        };
+        let Some(claim) = fleet.claim(&key).await else {
+            return;
+        };
+        self.take_role(fleet, key, claim);
+    }
+
+    /// Plays `claim`'s role: as holder, starting from the latest published update (its
+    /// signature, digest and fraction, so that nothing is published twice); as follower,
+    /// serving the latest published update at once.
+    fn take_role(&mut self, fleet: Arc<dyn Fleet>, key: FleetKey, claim: Claim) {
+        if claim.holding {
+            if let Some(latest) = &claim.latest {
+                if self.last_signature.is_none() {
+                    self.serve(latest);
+                }
+                self.resume_from(latest);
+            }
+            self.role = Role::Holder { fleet, key };
+        } else {
+            let mut seen = claim.latest.as_ref().map_or(0, |l| l.seq - 1);
+            if let Some(latest) = &claim.latest {
+                self.serve(latest);
+                seen = latest.seq;
+            }
+            let signal = fleet.follow(&key);
+            self.role = Role::Follower {
+                fleet,
+                key,
+                signal,
+                seen,
+            };
+        }
+    }
+
+    /// Continues the holder's work after `latest`: a poll that finds the same signature
+    /// publishes nothing; `changes` compare with it; the fraction never goes below it.
+    fn resume_from(&mut self, latest: &Published) {
+        self.last_signature = Some((latest.signature, latest.history_known));
+        self.fraction_floor = self.fraction_floor.max(latest.fraction);
+        if let Some(view) = RunView::parse(&latest.run_json) {
+            let described = progress::describe(None, &view, now_ms(), None, 0.0, latest.terminal);
+            self.digest = Some(described.digest);
+        }
+    }
+
+    /// Publishes an update the fleet's holder published to this poll's watchers.
+    fn serve(&mut self, published: &Published) {
+        self.fraction_floor = self.fraction_floor.max(published.fraction);
+        let update = RunUpdate {
+            status: published.status.clone(),
+            timestamp: published.timestamp,
+            seq: self.seq + 1,
+            job_id: published.job_id,
+            terminal: published.terminal,
+            run_json: published.run_json.clone(),
+            beyond_js_numbers: published.beyond_js_numbers,
+            meta_json: published.meta_json.clone(),
+        };
+        self.publish(update);
+    }
+
+    /// Hands `update` to every watcher (see `Snapshot`).
+    fn publish(&mut self, mut update: RunUpdate) {
+        self.seq += 1;
+        update.seq = self.seq;
+        if let Some(on_update) = &self.inner.on_update {
+            on_update(self.key.0, self.key.1, &update);
+        }
+        self.inner
+            .counters
+            .updates_delivered
+            .fetch_add(self.tx.receiver_count() as u64, Ordering::Relaxed);
+        let seq = self.seq;
+        self.tx.send_modify(|snap| {
+            let now = Instant::now();
+            snap.seq = seq;
+            snap.recent.push_back((seq, now, update));
+            while snap.recent.len() > 1
+                && (snap.recent.len() > RECENT_UPDATES_MAX
+                    || snap
+                        .recent
+                        .front()
+                        .is_some_and(|(_, at, _)| now.duration_since(*at) > RECENT_UPDATES_KEPT))
+            {
+                snap.recent.pop_front();
+            }
+        });
+    }
+
+    /// Ends the poll for every watcher with `e`.
+    fn fail(&mut self, e: JobsError) {
+        self.seq += 1;
+        let seq = self.seq;
+        self.tx.send_modify(|snap| {
+            snap.seq = seq;
+            snap.error = Some((seq, e));
+        });
+    }
+
+    /// True when no watcher is left (the poll leaves the engine then).
+    fn unwatched(&self) -> bool {
+        self.inner.retire_if_unwatched(self.key, &self.tx)
+    }
+
+    /// As a follower: waits for news of the run (a notification, the periodic check), serves
+    /// what the holder published since, and takes the lease when it expired.
+    async fn follow(&mut self) -> Step {
+        let Role::Follower {
+            fleet,
+            key,
+            signal,
+            seen,
+        } = &mut self.role
+        else {
+            return Step::Continue;
+        };
+        let (fleet, key) = (fleet.clone(), key.clone());
+        let woken = tokio::select! {
+            biased;
+            _ = self.tx.closed() => None,
+            why = signal.next() => Some(why),
+        };
+        let Some(why) = woken else {
+            return if self.unwatched() {
+                Step::Done
+            } else {
+                Step::Continue
+            };
+        };
+        let after = *seen;
+        match fleet.updates_after(&key, after).await {
+            Some(list) => {
+                for published in &list {
+                    if let Role::Follower { seen, .. } = &mut self.role {
+                        *seen = published.seq;
+                    }
+                    self.resume_from(published);
+                    self.serve(published);
+                    if published.terminal {
+                        self.inner.retire(self.key);
+                        return Step::Done;
+                    }
+                }
+            }
+            // The fleet cannot answer: poll for ourselves (correct, if not shared).
+            None => {
+                self.role = Role::Local;
+                self.due = Instant::now();
+                return Step::Continue;
+            }
+        }
+        if why == FleetWake::Expired {
+            match fleet.claim(&key).await {
+                Some(claim) if claim.holding => {
+                    self.role = Role::Holder { fleet, key };
+                    if let Some(latest) = &claim.latest {
+                        self.resume_from(latest);
+                    }
+                    // Poll now: the run may have moved while nobody held it.
+                    self.due = Instant::now();
+                }
+                Some(_) => {}
+                None => {
+                    self.role = Role::Local;
+                    self.due = Instant::now();
+                }
+            }
+        }
+        Step::Continue
+    }
+
+    /// One poll of the run (alone, or as the fleet's holder): waits for its turn, reads the
+    /// run, publishes what moved (to the fleet too, as holder), and schedules the next poll.
+    async fn poll(&mut self) -> Step {
+        let inner = self.inner.clone();
         tokio::select! {
             biased;
-            _ = tx.closed() => {
-                if inner.retire_if_unwatched(key, &tx) { return; }
-                continue;
+            _ = self.tx.closed() => {
+                return if self.unwatched() { Step::Done } else { Step::Continue };
             }
-            _ = inner.wait_turn(due) => {}
+            _ = inner.wait_turn(self.due) => {}
         }
         let fetched = tokio::select! {
             biased;
-            _ = tx.closed() => {
-                if inner.retire_if_unwatched(key, &tx) { return; }
-                continue;
+            _ = self.tx.closed() => {
+                return if self.unwatched() { Step::Done } else { Step::Continue };
             }
             r = async {
                 let _turn = inner.fetching.acquire().await;
                 inner.counters.polls.fetch_add(1, Ordering::Relaxed);
-                (inner.fetch)(identity.clone(), key.1).await
+                (inner.fetch)(self.identity.clone(), self.key.1).await
             } => r,
         };
+        let base = self.base;
         let mut delay_floor = Duration::ZERO;
         // The local instant the run is expected to end, when a poll may still be moved there.
         let mut end_at: Option<Instant> = None;
         match fetched {
             Ok(polled) => {
-                outage = None;
+                self.outage = None;
                 let server_now = inner.clock.now(polled.server_time);
-                if history.is_none() {
+                if self.history.is_none() {
                     if let (Some(read), Some(job_id)) = (&inner.history, polled.job_id) {
-                        history = read(&identity, job_id);
+                        self.history = read(&self.identity, job_id);
                     }
                 }
                 // Expected durations arriving is news too: they make an update of their own
                 // (a history without a single figure changes nothing a user sees).
-                let known = history
+                let known = self
+                    .history
                     .as_ref()
                     .is_some_and(|h| h.run_ms.is_some() || !h.task_ms.is_empty());
                 let signature = (polled.signature, known);
                 let terminal = polled.terminal;
-                if last_signature != Some(signature) {
-                    if let (None, Some(ask)) = (&attribution, &inner.attribution) {
-                        attribution = Some(ask(&identity, key.1).await);
+                if self.last_signature != Some(signature) {
+                    if let (None, Some(ask)) = (&self.attribution, &inner.attribution) {
+                        self.attribution = Some(ask(&self.identity, self.key.1).await);
                     }
-                    last_signature = Some(signature);
-                    seq += 1;
+                    self.last_signature = Some(signature);
                     let mut text = polled.text();
                     let view = RunView::parse(&text.text).unwrap_or_default();
                     let described = progress::describe(
-                        digest.as_ref(),
+                        self.digest.as_ref(),
                         &view,
                         server_now,
-                        history.as_deref(),
-                        fraction_floor,
+                        self.history.as_deref(),
+                        self.fraction_floor,
                         terminal,
                     );
                     drop(view);
-                    if let Some(who) = &attribution {
+                    if let Some(who) = &self.attribution {
                         text.text = with_started_by(&text.text, who.as_deref());
                     }
-                    fraction_floor = described.fraction;
-                    digest = Some(described.digest);
-                    if described.expected_end != expected_end {
+                    self.fraction_floor = described.fraction;
+                    self.digest = Some(described.digest);
+                    if described.expected_end != self.expected_end {
                         // A new expectation (history arrived, a repair began) earns its own
                         // aimed poll.
-                        expected_end = described.expected_end;
-                        aimed = false;
+                        self.expected_end = described.expected_end;
+                        self.aimed = false;
                     }
                     let meta = Arc::from(described.meta);
-                    let update = RunUpdate::with_text(&polled, text, seq, now_ms(), meta);
-                    if let Some(on_update) = &inner.on_update {
-                        on_update(key.0, key.1, &update);
-                    }
-                    inner
-                        .counters
-                        .updates_delivered
-                        .fetch_add(tx.receiver_count() as u64, Ordering::Relaxed);
-                    tx.send_replace(Snapshot {
-                        seq,
-                        update: Some(update),
-                        error: None,
+                    let update = RunUpdate::with_text(&polled, text, 0, now_ms(), meta);
+                    let published = matches!(self.role, Role::Holder { .. }).then(|| Published {
+                        seq: 0,
+                        status: update.status.clone(),
+                        timestamp: update.timestamp,
+                        job_id: update.job_id,
+                        terminal,
+                        run_json: update.run_json.clone(),
+                        meta_json: update.meta_json.clone(),
+                        beyond_js_numbers: update.beyond_js_numbers,
+                        signature: signature.0,
+                        history_known: signature.1,
+                        fraction: self.fraction_floor,
                     });
+                    // This instance's watchers first; then the fleet's.
+                    self.publish(update);
+                    if let (Some(published), Role::Holder { fleet, key }) = (published, &self.role)
+                    {
+                        let (fleet, key) = (fleet.clone(), key.clone());
+                        match fleet.publish(&key, &published).await {
+                            Some(true) => {}
+                            // Another instance took the lease (this one stalled): follow it.
+                            Some(false) => {
+                                if !terminal {
+                                    if let Some(claim) = fleet.claim(&key).await {
+                                        self.take_role(fleet, key, claim);
+                                    }
+                                }
+                            }
+                            // The database is away: go on alone (the lease will lapse, and
+                            // whoever still can will poll too).
+                            None => self.role = Role::Local,
+                        }
+                    }
                 }
                 if terminal {
-                    inner.retire(key);
-                    return;
+                    inner.retire(self.key);
+                    return Step::Done;
                 }
-                if let (false, Some(end)) = (aimed, expected_end) {
+                if let (false, Some(end)) = (self.aimed, self.expected_end) {
                     if inner.clock.steady() {
                         let margin = (base / 10).max(Duration::from_millis(10));
                         let ahead = end - server_now + margin.as_millis() as i64;
@@ -691,7 +1112,7 @@ async fn poll_loop(
                     inner.pause(retry_after.unwrap_or(base));
                 } else {
                     let now = Instant::now();
-                    let o = outage.get_or_insert(Outage {
+                    let o = self.outage.get_or_insert(Outage {
                         since: now,
                         cause: String::new(),
                         last_status: None,
@@ -699,48 +1120,48 @@ async fn poll_loop(
                     o.cause = e.cause_code().unwrap_or_else(|| e.code());
                     o.last_status = e.upstream_status().or(o.last_status);
                     if now.duration_since(o.since) >= inner.settings.max_outage {
-                        seq += 1;
-                        tx.send_replace(Snapshot {
-                            seq,
-                            update: None,
-                            error: Some(JobsError::Unavailable {
-                                run_id: key.1,
-                                for_ms: inner.settings.max_outage.as_millis() as u64,
-                                cause: Some(o.cause.clone()),
-                                last_status: o.last_status,
-                            }),
-                        });
-                        inner.retire(key);
-                        return;
+                        let e = JobsError::Unavailable {
+                            run_id: self.key.1,
+                            for_ms: inner.settings.max_outage.as_millis() as u64,
+                            cause: Some(o.cause.clone()),
+                            last_status: o.last_status,
+                        };
+                        self.fail(e);
+                        inner.retire(self.key);
+                        return Step::Done;
                     }
                 }
                 delay_floor = retry_after.unwrap_or_default();
             }
             Err(e) => {
-                seq += 1;
-                tx.send_replace(Snapshot {
-                    seq,
-                    update: None,
-                    error: Some(e),
-                });
-                inner.retire(key);
-                return;
+                self.fail(e);
+                inner.retire(self.key);
+                return Step::Done;
             }
         }
         let now = Instant::now();
-        let gap = jittered(interval).max(delay_floor);
-        interval = interval.mul_f64(BACKOFF_FACTOR).min(cap);
-        due = on_tick(now + gap, base);
+        let gap = jittered(self.interval).max(delay_floor);
+        self.interval = self.interval.mul_f64(BACKOFF_FACTOR).min(self.cap);
+        self.due = on_tick(now + gap, base);
         if let Some(at) = end_at {
             if aim_at_end(now, gap, at) {
-                due = at;
-                aimed = true;
-                interval = base;
+                self.due = at;
+                self.aimed = true;
+                self.interval = base;
             }
         }
-        if let Some(o) = &outage {
+        if let Some(o) = &self.outage {
             // The outage is judged at its bound, not a backed-off interval later.
-            due = due.min(o.since + inner.settings.max_outage);
+            self.due = self.due.min(o.since + inner.settings.max_outage);
+        }
+        Step::Continue
+    }
+
+    /// The poll is over here: a holder hands the lease back at once (a follower may take over
+    /// without waiting for it to lapse; after a terminal update nobody needs to).
+    async fn leave_fleet(&mut self) {
+        if let Role::Holder { fleet, key } = &self.role {
+            fleet.release(key).await;
         }
     }
 }

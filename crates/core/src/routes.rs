@@ -4,6 +4,9 @@
 //!
 //! Every route runs as the service principal. Error bodies are `{ error, plugin: "jobs" }`
 //! and carry only our own messages or the generic HTTP status text of an upstream failure.
+//! The person a request names (`X-Forwarded-Email`, `-User`, `-Preferred-Username`, which
+//! Databricks Apps sets) is recorded in the ledger as starting what the request starts, and is
+//! who `GET /:jobKey/runs?startedBy=me` lists; it is never used for a permission.
 //!
 //! Our own checks answer with an HTTP status before a stream opens: the request, the job, the
 //! params, another job's run (404), and the reads a write needs first (the job's definition, a
@@ -23,6 +26,7 @@ use crate::auth::Identity;
 use crate::error::{JobsError, Result};
 use crate::ids;
 use crate::jobs::{token_job_id, Jobs};
+use crate::ledger::who::{self, StartedBy};
 use crate::params;
 use crate::poller::RunWatch;
 use crate::repair::{RepairOptions, RepairResume};
@@ -183,11 +187,30 @@ impl Router {
             Some(None) => return invalid_run_id(),
         };
         let sp = Identity::ServicePrincipal;
+        // Who the request names (Databricks Apps forwards it): recorded as starting what the
+        // request starts, and `startedBy=me`. Display data, never a permission.
+        let person = StartedBy::from_headers(|name| req.header(name));
         match route.spec.kind {
-            Kind::Run => self.run(key, &req).await,
+            Kind::Run => self.run(key, &req, person).await,
             Kind::List => {
                 let limit = parse_limit(req.query.get("limit").map(String::as_str));
-                match self.jobs.list_runs(key, &sp, Some(limit)).await {
+                let listed = match req.query.get("startedBy").map(String::as_str) {
+                    None | Some("") => Box::pin(self.jobs.list_runs(key, &sp, Some(limit))).await,
+                    Some("me") => match person.as_ref().and_then(StartedBy::key) {
+                        Some(me) => {
+                            Box::pin(self.jobs.list_runs_started_by(key, &sp, me, Some(limit)))
+                                .await
+                        }
+                        None => return invalid_request(
+                            "startedBy=me needs the X-Forwarded-Email or X-Forwarded-User header (Databricks Apps sets them)",
+                        ),
+                    },
+                    Some(who) => {
+                        let who: String = who.chars().take(who::MAX_FIELD_CHARS).collect();
+                        Box::pin(self.jobs.list_runs_started_by(key, &sp, &who, Some(limit))).await
+                    }
+                };
+                match listed {
                     Ok(runs) => RouteResponse::Json {
                         status: 200,
                         body: json!({ "runs": runs }),
@@ -219,7 +242,7 @@ impl Router {
                 Ok(()) => RouteResponse::Empty { status: 204 },
                 Err(e) => RouteResponse::from_error(&e),
             },
-            Kind::Repair => self.repair(key, run_id, &req).await,
+            Kind::Repair => self.repair(key, run_id, &req, person).await,
             Kind::Reattach => {
                 // An EventSource reconnect of this same URL sends Last-Event-ID: keep counting.
                 let after = match last_event_id(&req).map(ResumeId::parse) {
@@ -232,7 +255,7 @@ impl Router {
         }
     }
 
-    async fn run(&self, key: &str, req: &RouteRequest) -> RouteResponse {
+    async fn run(&self, key: &str, req: &RouteRequest, person: Option<StartedBy>) -> RouteResponse {
         let sp = Identity::ServicePrincipal;
         let streaming = req.query.get("stream").is_some_and(|v| v == "true");
 
@@ -261,7 +284,7 @@ impl Router {
             Err(resp) => return resp,
         };
         if !streaming {
-            return match self.jobs.run_now(key, &sp, params).await {
+            return match self.jobs.run_now_by(key, &sp, params, person).await {
                 Ok(started) => match run::run_id(&started) {
                     Some(run_id) => RouteResponse::Json {
                         status: 200,
@@ -276,7 +299,7 @@ impl Router {
         }
         let replayed = token.is_some();
         let prepared = match self.jobs.prepare_run(key, &sp, params, token).await {
-            Ok(p) => p,
+            Ok(p) => p.started_by(person),
             Err(e) => return RouteResponse::from_error(&e),
         };
         let opening = Opening {
@@ -325,7 +348,13 @@ impl Router {
 
     /// `POST /:jobKey/runs/:runId/repair`: `{ repairId }`, or with `?stream=true` the run's
     /// updates from the repair to its new end, opened, framed and resumed as the run route's.
-    async fn repair(&self, key: &str, run_id: i64, req: &RouteRequest) -> RouteResponse {
+    async fn repair(
+        &self,
+        key: &str,
+        run_id: i64,
+        req: &RouteRequest,
+        person: Option<StartedBy>,
+    ) -> RouteResponse {
         let sp = Identity::ServicePrincipal;
         let streaming = req.query.get("stream").is_some_and(|v| v == "true");
         let mut resume = None;
@@ -353,6 +382,7 @@ impl Router {
             Ok(p) => p,
             Err(resp) => return resp,
         };
+        options.started_by = person;
         if !streaming {
             return match self.jobs.repair_run(key, &sp, run_id, options).await {
                 Ok(repaired) => RouteResponse::Json {

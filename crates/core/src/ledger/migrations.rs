@@ -19,9 +19,10 @@ const LOCK_TIMEOUT: &str = "30s";
 
 /// Each migration: its version and its statements. Append only: a released migration never
 /// changes.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE appkit_jobs.starts (
     run_id      bigint      NOT NULL,
     repair_id   bigint      NOT NULL DEFAULT 0,
@@ -57,7 +58,63 @@ CREATE TABLE appkit_jobs.job_generations (
 COMMENT ON TABLE appkit_jobs.job_generations IS
     'appkit-jobs: bumped by every write to a job: cached reads of an older generation are stale';
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE appkit_jobs.polls (
+    partition   text        NOT NULL,
+    run_id      bigint      NOT NULL,
+    holder      text        NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    seq         bigint      NOT NULL DEFAULT 0,
+    ended       boolean     NOT NULL DEFAULT false,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (partition, run_id)
+);
+CREATE INDEX polls_by_holder ON appkit_jobs.polls (holder) WHERE NOT ended;
+CREATE INDEX polls_ended ON appkit_jobs.polls (updated_at) WHERE ended;
+COMMENT ON TABLE appkit_jobs.polls IS
+    'appkit-jobs: the lease of each watched run (one instance polls it for the fleet) and its latest update';
+
+CREATE TABLE appkit_jobs.updates (
+    partition   text             NOT NULL,
+    run_id      bigint           NOT NULL,
+    seq         bigint           NOT NULL,
+    status      text,
+    terminal    boolean          NOT NULL,
+    job_id      bigint,
+    run_json    text             NOT NULL,
+    meta_json   text             NOT NULL,
+    beyond_js_numbers boolean    NOT NULL DEFAULT false,
+    read_at_ms  bigint           NOT NULL,
+    signature   bigint           NOT NULL,
+    signature_flags integer      NOT NULL DEFAULT 0,
+    fraction    double precision NOT NULL,
+    PRIMARY KEY (partition, run_id, seq)
+);
+COMMENT ON TABLE appkit_jobs.updates IS
+    'appkit-jobs: every update a poll holder published, in order, for the other instances to serve';
+
+CREATE TABLE appkit_jobs.run_ends (
+    run_id        bigint      NOT NULL,
+    repair_id     bigint      NOT NULL DEFAULT 0,
+    job_key       text        NOT NULL,
+    state         text        NOT NULL DEFAULT 'waiting',
+    claimed_by    text,
+    claimed_until timestamptz NOT NULL DEFAULT now(),
+    attempts      integer     NOT NULL DEFAULT 0,
+    last_error    text,
+    ended_state   text,
+    fired_at      timestamptz,
+    PRIMARY KEY (run_id, repair_id)
+);
+CREATE INDEX run_ends_open ON appkit_jobs.run_ends (claimed_until) WHERE state IN ('waiting', 'firing');
+COMMENT ON TABLE appkit_jobs.run_ends IS
+    'appkit-jobs: each started or repaired run whose job has an onRunEnd handler: who watches it, whether it fired';
+"#,
+    ),
+];
 
 /// The latest version this code knows.
 pub fn latest() -> i32 {

@@ -9,6 +9,7 @@
 //! A database failure never fails the plugin: every method here answers from what this process
 //! knows when the database cannot, and starts recorded meanwhile are written once it is back.
 pub mod credentials;
+pub mod fleet;
 pub mod memory;
 pub mod migrations;
 pub mod postgres;
@@ -172,6 +173,8 @@ pub struct Ledger {
     local: memory::MemoryStore,
     pg: Option<Arc<postgres::PgStore>>,
     instance: Arc<str>,
+    /// `ledger.leaseMs`, when given.
+    lease: Option<Duration>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -212,6 +215,7 @@ impl Ledger {
             local: memory::MemoryStore::default(),
             pg: None,
             instance: instance_id(env),
+            lease: None,
         }
     }
 
@@ -226,6 +230,7 @@ impl Ledger {
     ) -> Ledger {
         let mut ledger = Ledger::memory(env);
         if let LedgerSettings::Postgres(pg) = settings {
+            ledger.lease = pg.lease;
             let credentials = Arc::new(credentials::Credentials::new(
                 pg.password.clone(),
                 pg.endpoint.clone(),
@@ -239,6 +244,16 @@ impl Ledger {
             ));
         }
         ledger
+    }
+
+    /// The fleet's polls (one poller per run for every instance), when the ledger has a database:
+    /// leases of `ledger.leaseMs`, else `fleet::default_lease(base)`, checked every poll interval
+    /// (a third of the lease at most). Within a Tokio runtime.
+    pub fn fleet(&self, base: Duration) -> Option<Arc<fleet::FleetPolls>> {
+        let pg = self.pg.as_ref()?;
+        let lease = self.lease.unwrap_or_else(|| fleet::default_lease(base));
+        let check = base.min(lease / 3).max(Duration::from_millis(100));
+        Some(fleet::FleetPolls::start(pg.clone(), lease, check))
     }
 
     /// The database, when the ledger has one.

@@ -298,6 +298,16 @@ impl PgStore {
         self.pool.close();
     }
 
+    /// This instance's id (what its leases and starts name).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Cancelled when the store closes: tasks built on it stop with it.
+    pub fn stopped(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     pub fn described(&self) -> &str {
         &self.settings.described
     }
@@ -416,6 +426,7 @@ impl PgStore {
     /// Writes the backlog, oldest first, until it is empty or the database fails again.
     async fn flush(&self) -> usize {
         let mut written = 0;
+        let mut jobs = HashSet::new();
         loop {
             let next = self
                 .backlog
@@ -424,7 +435,7 @@ impl PgStore {
                 .front()
                 .cloned();
             let Some(record) = next else {
-                return written;
+                break;
             };
             let instance = self.instance.clone();
             let r = record.clone();
@@ -435,7 +446,7 @@ impl PgStore {
                 .await
                 .is_err()
             {
-                return written;
+                break;
             }
             let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
             if backlog
@@ -444,8 +455,14 @@ impl PgStore {
             {
                 backlog.pop_front();
             }
+            jobs.insert(record.job_id);
             written += 1;
         }
+        // Reads of these jobs cached meanwhile (on any instance) said nobody started them.
+        if !jobs.is_empty() {
+            let _ = self.invalidate(jobs.into_iter().collect()).await;
+        }
+        written
     }
 
     /// Who started each of `run_ids` (the ones the ledger knows).
