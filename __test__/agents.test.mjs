@@ -460,3 +460,14 @@ test("a definition read after the toolkit was taken: the run tool's schema fills
   assert.deepEqual(Object.keys(entry["jobs.defined.repair"].def.parameters.properties.params.properties).sort(), ["date", "mode"]);
   assert.deepEqual(Object.keys(plugin.getAgentTools().find((d) => d.name === "defined.run").parameters.properties).sort(), ["date", "mode"]);
 });
+
+test("an upstream failure answers with its status and what to do, never the upstream's text", async (t) => {
+  const { emu, converse } = await setup(t);
+  emu.injectFault({ path: "/api/2.2/jobs/runs/list", status: 500, errorCode: "INTERNAL_ERROR", message: "db-7 at https://internal.example/x failed", times: 10 });
+  const turn = await converse([{ tool: "jobs.etl.status" }, { tool: "jobs.etl.listRuns" }], AS_ALICE);
+  for (const { output } of turn.outputs) {
+    assert.equal(output, "The Jobs API is not available (500 Internal Server Error): try again later.");
+  }
+  assertSafe(JSON.stringify(turn.outputs));
+  assert.ok(!JSON.stringify(turn.events).includes("db-7"), "the upstream's message reaches neither the model nor the page");
+});
