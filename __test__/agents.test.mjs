@@ -471,3 +471,16 @@ test("an upstream failure answers with its status and what to do, never the upst
   assertSafe(JSON.stringify(turn.outputs));
   assert.ok(!JSON.stringify(turn.events).includes("db-7"), "the upstream's message reaches neither the model nor the page");
 });
+
+test("wait: a run still going when timeoutSeconds pass answers done: false and how to go on; an unknown tool rejects", async (t) => {
+  const { app, converse } = await setup(t);
+  const runId = (await app.app.jobs("wide").runNow()).data.run_id; // time is frozen: it stays queued
+  const turn = await converse([{ tool: "jobs.wide.wait", args: { runId, timeoutSeconds: 1 } }], AS_ALICE);
+  const waited = turn.outputs[0].output;
+  assert.equal(waited.runId, runId);
+  assert.equal(waited.done, false);
+  assert.match(waited.message, /^Still [A-Z]+ after \d+ s: call wait again to keep following it\.$/);
+  assert.equal(waited.progress.tasksTotal, 150);
+  assert.ok(JSON.stringify(waited).length < 4096);
+  await assert.rejects(app.plugin.executeAgentTool("nope.status", {}), /Unknown tool: nope\.status/);
+});

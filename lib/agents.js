@@ -207,7 +207,7 @@ async function listRuns(ctx, args) {
   for (const run of runs ?? []) {
     const entry = runLine(run);
     if (!fits(out, entry)) {
-      out.more = (runs.length - out.runs.length);
+      out.more = runs.length - out.runs.length;
       break;
     }
     out.runs.push(entry);
@@ -263,6 +263,7 @@ async function wait(ctx, args) {
   const timer = setTimeout(() => stop.abort(), seconds * 1000);
   const onAbort = () => stop.abort();
   ctx.signal?.addEventListener("abort", onAbort, { once: true });
+  const started = Date.now();
   let last;
   try {
     for await (const update of ctx.handle.watchRun(runId, stop.signal)) last = update;
@@ -272,9 +273,10 @@ async function wait(ctx, args) {
     clearTimeout(timer);
     ctx.signal?.removeEventListener("abort", onAbort);
   }
-  if (last === undefined) return { job: ctx.key, runId: idOut(runId), done: false, message: `No state of run ${runId} yet after ${seconds} s: call wait again.` };
+  const waited = Math.round((Date.now() - started) / 1000);
+  if (last === undefined) return { job: ctx.key, runId: idOut(runId), done: false, message: `No state of run ${runId} yet after ${waited} s: call wait again.` };
   const out = runSummary(ctx.key, last.run, last.progress, { tasks: false });
-  if (!out.done) out.message = `Still ${out.state ?? "going"} after ${seconds} s: call wait again to keep following it.`;
+  if (!out.done) out.message = `Still ${out.state ?? "going"} after ${waited} s: call wait again to keep following it.`;
   return out;
 }
 
@@ -431,7 +433,9 @@ function failure(ctx, error, runId) {
   if (error?.name === "AbortError") return new ToolFailure("The call was cancelled before it finished.", { code: "CANCELLED", statusCode: 499 });
   if (typeof error?.code === "string" && OWN_CODES.has(error.code)) return new ToolFailure(error.message, { code: error.code, statusCode: error.statusCode ?? 500 });
   const status = error?.statusCode ?? error?.status;
-  return statusFailure(ctx, typeof status === "number" ? status : 500, runId);
+  if (typeof status === "number") return statusFailure(ctx, status, runId);
+  // Not an answer of the Jobs API: a fault of this package, logged by `execute`.
+  return new ToolFailure(`The ${ctx.local} tool failed inside the jobs plugin.`, { code: "INTERNAL_ERROR", statusCode: 500, cause: error });
 }
 
 /** The first update of a run (its state, tasks and progress), read through the shared poll. */
@@ -733,6 +737,10 @@ class JobsAgentTools {
     } catch (error) {
       const out = failure(ctx, error);
       if (out instanceof InvalidArguments) return `Invalid arguments for ${local}: ${out.message}`;
+      if (out.code === "INTERNAL_ERROR") {
+        this._logger.error?.(`[jobs] agent tool ${local} failed: ${out.cause?.stack ?? out.cause}`);
+        out.cause = undefined;
+      }
       throw out;
     }
   }
