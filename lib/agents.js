@@ -17,6 +17,8 @@
 // carry a token, a URL or an upstream message (ExecutionResult only has the status).
 const { JobsError, statusText } = require("./errors.js");
 const { paramsJsonSchema } = require("./schema.js");
+const { native } = require("./native.js");
+const { toJson } = require("./handle.js");
 
 const READ = "read";
 const WRITE = "write";
@@ -34,8 +36,6 @@ const TASKS_LISTED = 25;
 const NAMES_LISTED = 10;
 /** Budget of an answer's JSON, in characters: lists stop growing past it (the whole stays under 4 KB). */
 const BUDGET = 3000;
-/** Keys of params a job without a schema takes from a model (params.rs MAX_UNVALIDATED_PARAM_KEYS). */
-const MAX_UNVALIDATED_PARAM_KEYS = 50;
 
 const TERMINAL = new Set(["TERMINATED", "SKIPPED", "INTERNAL_ERROR"]);
 const FAILED_RESULTS = new Set(["FAILED", "TIMEDOUT", "CANCELED", "UPSTREAM_FAILED", "UPSTREAM_CANCELED", "MAXIMUM_CONCURRENT_RUNS_REACHED"]);
@@ -176,14 +176,14 @@ function paramsSchema(job, fromConfig) {
     const list = job.taskType === "python_script" || job.taskType === "spark_jar";
     const schema = list && !job.jobParameters
       ? object({ args: { type: "array", items: { type: "string" }, description: "Command-line arguments." } })
-      : { type: "object", additionalProperties: { type: "string" }, maxProperties: MAX_UNVALIDATED_PARAM_KEYS, description: "The job's parameters by name (values are sent as text)." };
+      : { type: "object", additionalProperties: { type: "string" }, maxProperties: native().maxUnvalidatedParamKeys(), description: "The job's parameters by name (values are sent as text)." };
     return { schema, takesParams: true, pending: Boolean(job.jobParameters) && !job.params };
   }
   return { schema: object({}), takesParams: false, pending: false };
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tool bodies: `ctx` is { key, local, handle, config, signal }
+// Tool bodies: `ctx` is { key, local, handle, config, native, signal }
 // ---------------------------------------------------------------------------------------------
 
 async function status(ctx) {
@@ -365,21 +365,21 @@ function isPlainObject(v) {
 }
 
 /**
- * Params a model sends, checked as the routes check a browser's (params.rs `from_request`):
- * a plain object; a job without a schema takes them only with a task type or job parameters
- * (else they would pass through as raw run-now fields), and at most 50 of them. The job's own
- * validation (schema, definition, task-type mapping) is then runNow's / repairRun's.
+ * Params a model sends, checked as the routes check a browser's (the core's
+ * `params::from_request`, through the binding): a plain object; `{}` is none; a job without a
+ * schema takes them only with a task type or job parameters (else they would pass through as raw
+ * run-now fields), and a bounded number of them. The job's own validation (schema, definition,
+ * task-type mapping) is then runNow's / repairRun's.
  */
 function requestParams(ctx, params, path) {
   if (!isPlainObject(params)) throw new InvalidArguments(`${path || "arguments"}: expected an object of the job's parameters`);
-  const keys = Object.keys(params);
-  if (keys.length === 0) return undefined;
-  const job = ctx.config;
-  if (job.params == null) {
-    if (!job.taskType && !job.jobParameters) throw new InvalidArguments(`job "${ctx.key}" takes no parameters: call it with {}`);
-    if (keys.length > MAX_UNVALIDATED_PARAM_KEYS) throw new InvalidArguments(`at most ${MAX_UNVALIDATED_PARAM_KEYS} parameters`);
-  }
-  return params;
+  if (Object.keys(params).length === 0) return undefined;
+  // A JS schema (Zod) validates in runNow itself: the core sees it as `externalSchema`.
+  const outcome = ctx.native.checkRequestParams(ctx.key, toJson(params));
+  if (outcome.ok) return params;
+  const detail = String(outcome.message ?? "").replace(/^Parameter validation failed for job "[^"]*": /, "");
+  if (detail === "This job does not accept parameters") throw new InvalidArguments(`job "${ctx.key}" takes no parameters: call it with {}`);
+  throw new InvalidArguments(detail || "the parameters were refused");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -728,6 +728,7 @@ class JobsAgentTools {
       local,
       handle: exportsOf(tool.key),
       config: this._plugin.config.jobs?.[tool.key] ?? {},
+      native: this._plugin._runtime.native,
       signal,
     };
     const input = args === undefined || args === null ? {} : args;

@@ -94,6 +94,13 @@ export declare class BindingJobs {
    * only the runs the ledger says that person started (matched on email, user id or name).
    */
   listRuns(key: string, token?: string | undefined | null, limit?: number | undefined | null, startedBy?: string | undefined | null): Promise<BindingOutcome>
+  /**
+   * The routes' checks of a request's params (`params::from_request`), for other callers
+   * that take params from outside the app (the agent tools): `{ ok: true, data: params |
+   * undefined }` (`{}` is none), or `{ ok: false, code: "VALIDATION_ERROR", message }` with
+   * the 400's message.
+   */
+  checkRequestParams(key: string, paramsJson?: string | undefined | null): BindingOutcome
   /** The ledger: where it lives, whether its database answers, its counters. */
   ledgerStatus(): BindingLedgerStatus
   /** The ledger's log lines since the last call (the database going away, coming back). */
@@ -550,6 +557,12 @@ export declare function liveExternalTexts(): number
  * will serve.
  */
 export declare function matchRoute(method: string, path: string): BindingRouteMatch | null
+
+/**
+ * Keys of params a job without a schema takes from a request (`params::from_request`), for the
+ * JSON Schema JS shows of such a job.
+ */
+export declare function maxUnvalidatedParamKeys(): number
 
 /** Every route the core serves, from its one table of them: the glue mounts and names these. */
 export declare function routeTable(): Array<BindingRoute>

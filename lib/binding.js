@@ -842,6 +842,7 @@ module.exports.BindingRouteResponse = nativeBinding.BindingRouteResponse
 module.exports.discoverJobs = nativeBinding.discoverJobs
 module.exports.liveExternalTexts = nativeBinding.liveExternalTexts
 module.exports.matchRoute = nativeBinding.matchRoute
+module.exports.maxUnvalidatedParamKeys = nativeBinding.maxUnvalidatedParamKeys
 module.exports.routeTable = nativeBinding.routeTable
 module.exports.startEmulator = nativeBinding.startEmulator
 module.exports.version = nativeBinding.version

@@ -53,6 +53,13 @@ pub fn run_id_of(id: Either3<String, f64, BigInt>) -> appkit_jobs_core::Result<i
     }
 }
 
+/// Keys of params a job without a schema takes from a request (`params::from_request`), for the
+/// JSON Schema JS shows of such a job.
+#[napi]
+pub fn max_unvalidated_param_keys() -> u32 {
+    appkit_jobs_core::params::MAX_UNVALIDATED_PARAM_KEYS as u32
+}
+
 /// Repair options from their JSON text (`{ rerunAllFailedTasks?, rerunTasks?, ...,
 /// startedBy? }`).
 fn parse_repair_options(options_json: Option<String>) -> appkit_jobs_core::Result<RepairOptions> {
@@ -381,6 +388,27 @@ impl BindingJobs {
             }
         })
         .await
+    }
+
+    /// The routes' checks of a request's params (`params::from_request`), for other callers
+    /// that take params from outside the app (the agent tools): `{ ok: true, data: params |
+    /// undefined }` (`{}` is none), or `{ ok: false, code: "VALIDATION_ERROR", message }` with
+    /// the 400's message.
+    #[napi]
+    pub fn check_request_params(&self, key: String, params_json: Option<String>) -> BindingOutcome {
+        let checked = parse_params(params_json).and_then(|params| {
+            let entry = self.core.registry().get(&key)?;
+            appkit_jobs_core::params::from_request(entry, params).map_err(|detail| {
+                JobsError::Validation {
+                    key: key.clone(),
+                    detail,
+                }
+            })
+        });
+        match checked {
+            Ok(params) => BindingOutcome::from(Ok::<_, JobsError>(params)),
+            Err(e) => BindingOutcome::err(&e),
+        }
     }
 
     /// The ledger: where it lives, whether its database answers, its counters.

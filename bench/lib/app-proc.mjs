@@ -400,6 +400,31 @@ if (task.scenario === "runnow") {
   const result = await watchersScenario(app, plugin);
   await send({ type: "result", result });
   process.exit(0);
+} else if (task.scenario === "follow") {
+  // The fleet row: follow the given runs (watchRun each) to their ends, once the parent says
+  // "begin"; measured from then to the last end.
+  process.on("message", async (msg) => {
+    if (msg.type !== "begin") return;
+    const m = begin();
+    let finished = 0;
+    let failed = 0;
+    let firstError;
+    await Promise.all(
+      msg.runIds.map(async (runId) => {
+        let last;
+        try {
+          for await (const u of app.jobs(JOB_KEY).watchRun(runId)) last = u.status;
+          if (TERMINAL.has(last)) finished++;
+        } catch (err) {
+          failed++;
+          firstError ??= String(err?.message ?? err).slice(0, 200);
+        }
+      }),
+    );
+    await send({ type: "result", result: { ...m.end(), n: msg.runIds.length, finished, failed, firstError, ledger: plugin.exports().ledgerStatus() } });
+    process.exit(0);
+  });
+  await send({ type: "ready", port });
 } else if (task.scenario === "serve") {
   // The parent drives HTTP clients against `port`; this process only measures itself between
   // "begin" and "end".

@@ -56,8 +56,20 @@ export function startEmulatorProcess(options, { timeoutMs = 30_000, env = proces
 
 const controlAgent = new http.Agent({ keepAlive: true, maxSockets: 4 });
 
-/** A request to the emulator's control API (`/__emulator/...`); resolves the parsed JSON body. */
-export function control(emu, method, route, body) {
+/**
+ * A request to the emulator's control API (`/__emulator/...`); resolves the parsed JSON body. A
+ * kept-alive socket the server closed meanwhile (ECONNRESET before any answer) is tried again.
+ */
+export async function control(emu, method, route, body) {
+  try {
+    return await controlOnce(emu, method, route, body);
+  } catch (err) {
+    if (err?.code !== "ECONNRESET") throw err;
+    return controlOnce(emu, method, route, body);
+  }
+}
+
+function controlOnce(emu, method, route, body) {
   const url = new URL(`/__emulator/${route}`, emu.url);
   const payload = body === undefined ? undefined : JSON.stringify(body);
   return new Promise((resolve, reject) => {

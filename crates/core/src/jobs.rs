@@ -823,14 +823,22 @@ impl Jobs {
         Self::checked_run_id(run_id)?;
         let owner = match self.known_owner(id.partition(), run_id) {
             Some(owner) => Some(owner),
-            None => {
-                if paced {
-                    self.poller.request_turn().await;
+            // What the fleet knows (a run this app started, or one another instance polls for
+            // this identity) spares a workspace read; a run's job never changes.
+            None => match Box::pin(self.ledger.job_of(&id.fleet_partition(), run_id)).await {
+                Some(owner) => {
+                    self.remember_owner(id.partition(), run_id, owner);
+                    Some(owner)
                 }
-                // Boxed: the read (cache, retries, paging) is some 10 KB of future, which
-                // would otherwise sit in every watch being started.
-                run::job_id(&Box::pin(self.cached_run(id, job_id, run_id)).await?)
-            }
+                None => {
+                    if paced {
+                        self.poller.request_turn().await;
+                    }
+                    // Boxed: the read (cache, retries, paging) is some 10 KB of future, which
+                    // would otherwise sit in every watch being started.
+                    run::job_id(&Box::pin(self.cached_run(id, job_id, run_id)).await?)
+                }
+            },
         };
         if owner != Some(job_id) {
             return Err(Self::not_found(key, run_id));

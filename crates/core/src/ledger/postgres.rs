@@ -7,7 +7,7 @@
 //! is away operations answer `Down` at once (no connect attempt on a caller's path), starts are
 //! kept in a bounded backlog and written once it is back, and the supervisor retries with
 //! back-off, minting a fresh credential for each new connection.
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -175,20 +175,95 @@ async fn drive<S, T>(
     }
 }
 
+/// A pooled connection, with its prepared statements: each statement is parsed and planned once
+/// per connection (a plain query would prepare it again on every call, one more round trip).
+pub struct PgConn {
+    client: Client,
+    prepared: Mutex<HashMap<String, tokio_postgres::Statement>>,
+}
+
+type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
+impl PgConn {
+    async fn statement(
+        &self,
+        sql: &str,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        if let Some(prepared) = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+        {
+            return Ok(prepared.clone());
+        }
+        let prepared = self.client.prepare(sql).await?;
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sql.to_string(), prepared.clone());
+        Ok(prepared)
+    }
+
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query(&statement, params).await
+    }
+
+    pub async fn query_opt(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query_opt(&statement, params).await
+    }
+
+    pub async fn query_one(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query_one(&statement, params).await
+    }
+
+    pub async fn execute(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.execute(&statement, params).await
+    }
+
+    /// Statements without parameters, not prepared.
+    pub async fn batch_execute(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.client.batch_execute(sql).await
+    }
+}
+
 impl deadpool::managed::Manager for Manager {
-    type Type = Client;
+    type Type = PgConn;
     type Error = LedgerError;
 
-    async fn create(&self) -> Result<Client, LedgerError> {
-        Ok(self.open().await?.0)
+    async fn create(&self) -> Result<PgConn, LedgerError> {
+        Ok(PgConn {
+            client: self.open().await?.0,
+            prepared: Mutex::default(),
+        })
     }
 
     async fn recycle(
         &self,
-        client: &mut Client,
+        conn: &mut PgConn,
         _: &deadpool::managed::Metrics,
     ) -> deadpool::managed::RecycleResult<LedgerError> {
-        if client.is_closed() {
+        if conn.client.is_closed() {
             return Err(deadpool::managed::RecycleError::message(
                 "connection closed",
             ));
@@ -362,7 +437,7 @@ impl PgStore {
     /// database is away. A failure takes the database down and wakes the supervisor.
     async fn with_client<T, F>(&self, operation: &'static str, op: F) -> Result<T, LedgerError>
     where
-        F: for<'c> FnOnce(&'c Client) -> Statement<'c, T>,
+        F: for<'c> FnOnce(&'c PgConn) -> Statement<'c, T>,
     {
         if !self.health.up() {
             return Err(LedgerError::down());
@@ -514,6 +589,29 @@ impl PgStore {
         .await
     }
 
+    /// The job of `run_id`: from the starts recorded, else from what the fleet published for
+    /// the identity of `partition`.
+    pub async fn job_of(&self, partition: String, run_id: i64) -> Result<Option<i64>, LedgerError> {
+        self.with_client("ledger.jobOf", move |c| {
+            Box::pin(async move {
+                let row = c
+                    .query_opt(
+                        &format!(
+                            "SELECT job_id FROM {SCHEMA}.starts WHERE run_id = $2
+                             UNION ALL
+                             SELECT job_id FROM {SCHEMA}.updates
+                             WHERE partition = $1 AND run_id = $2 AND job_id IS NOT NULL
+                             LIMIT 1"
+                        ),
+                        &[&partition, &run_id],
+                    )
+                    .await?;
+                Ok(row.map(|r| r.get(0)))
+            })
+        })
+        .await
+    }
+
     /// The newest runs of `job_id` that `who` started: `(started_at ms, run_id)`.
     pub async fn started_by_who(
         &self,
@@ -658,7 +756,7 @@ impl PgStore {
     /// Runs `op` with a pooled connection (for the modules built on the ledger).
     pub async fn run<T, F>(&self, operation: &'static str, op: F) -> Result<T, LedgerError>
     where
-        F: for<'c> FnOnce(&'c Client) -> Statement<'c, T>,
+        F: for<'c> FnOnce(&'c PgConn) -> Statement<'c, T>,
     {
         self.with_client(operation, op).await
     }
@@ -667,7 +765,7 @@ impl PgStore {
     async fn bring_up(&self) -> Result<(), LedgerError> {
         let attempt = async {
             let mut client = self.pool.get().await.map_err(LedgerError::from_pool)?;
-            let migrated = migrations::migrate(&mut client)
+            let migrated = migrations::migrate(&mut client.client)
                 .await
                 .map_err(LedgerError::from)?;
             Ok::<_, LedgerError>(migrated)
@@ -741,7 +839,7 @@ const INVALIDATE_JOBS: &str = "WITH g AS (
 /// Records a start; with `invalidate`, also moves its job's generation on and announces it, in
 /// the same statement (one round trip on the path of a run-now).
 async fn insert_start(
-    c: &Client,
+    c: &PgConn,
     r: StartRecord,
     instance: Arc<str>,
     invalidate: bool,
