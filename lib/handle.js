@@ -97,10 +97,24 @@ function createHandle(rt, key, token, callerId) {
   };
   /** One native call, traced when an OpenTelemetry SDK is registered. */
   const traced = async (operation, call) => toResult(await rt.telemetry.traced(operation, attributes, call));
+  /** runNow's send: one native call that finishes through the runtime's queue (`rt._call`). */
+  const sendRunNow = (value) =>
+    rt.telemetry
+      .traced("runNow", attributes, () => {
+        const json = paramsJson(key, value);
+        return rt._call((id) => native.startRunNow(id, key, tok, json));
+      })
+      .then(toResult);
   const api = {
-    async runNow(params) {
-      const value = await rt.prepareParams(key, params);
-      return traced("runNow", () => native.runNow(key, tok, paramsJson(key, value)));
+    runNow(params) {
+      // Params of a job with a JS schema are validated first (asynchronously); the others go
+      // as given, with no await in between. Every failure is a rejection, never a throw.
+      if (rt.hasJsSchema(key)) return rt.prepareParams(key, params).then(sendRunNow);
+      try {
+        return sendRunNow(params);
+      } catch (error) {
+        return Promise.reject(error);
+      }
     },
     runAndWait(params, signal) {
       return rt._updates(async () => {

@@ -138,11 +138,21 @@ impl BindingWatchEvent {
     }
 }
 
+/// A one-shot call started with an id (`startRunNow`) that has finished: its outcome, tagged
+/// with the id JS gave it.
+#[napi(object, object_from_js = false)]
+pub struct BindingCallDone {
+    pub call: u32,
+    pub outcome: BindingOutcome,
+}
+
 /// The jobs service of one plugin instance.
 #[napi]
 pub struct BindingJobs {
     core: Arc<Jobs>,
     delivery: Arc<Delivery<BindingWatchEvent>>,
+    /// Finished one-shot calls (`startRunNow`), JS woken at once.
+    done: Arc<Delivery<BindingCallDone>>,
     watches: Arc<Watches>,
 }
 
@@ -191,7 +201,10 @@ impl BindingJobs {
         Fut: Future<Output = appkit_jobs_core::Result<T>>,
     {
         let traced = self.core.telemetry().enabled();
-        let fut = traced_if(traced, f(self.core.clone()));
+        // Boxed at once: each wrapper below (the telemetry scope, the panic guard, the task)
+        // would otherwise hold the call's future inline and double it, ~10 KB for a run-now
+        // (~1.2 KB boxed), copied by every move on the way to a Tokio task.
+        let fut = Box::pin(traced_if(traced, f(self.core.clone())));
         guarded(async move {
             let (result, calls) = fut.await;
             with_calls(BindingOutcome::from(result), calls)
@@ -211,6 +224,7 @@ impl BindingJobs {
         Ok(BindingJobs {
             core: Arc::new(core),
             delivery: Arc::default(),
+            done: Arc::new(Delivery::immediate()),
             watches: Arc::default(),
         })
     }
@@ -305,19 +319,40 @@ impl BindingJobs {
         }
     }
 
-    /// Validates, maps and triggers; data `{ run_id, number_in_job }`.
-    #[napi(catch_unwind)]
-    pub async fn run_now(
+    /// Where finished one-shot calls go: `wake()` is called (on the JS thread, without keeping
+    /// Node alive) as soon as one is waiting; JS then calls `takeDone()`. Set once, before any call.
+    #[napi]
+    pub fn deliver_done_to(&self, #[napi(ts_arg_type = "() => void")] wake: Wake) {
+        self.done.wake_with(wake);
+    }
+
+    /// Every call finished since the last take, in order.
+    #[napi]
+    pub fn take_done(&self) -> Vec<BindingCallDone> {
+        self.done.take()
+    }
+
+    /// Validates, maps and triggers, as call `call`: its outcome (data `{ run_id, number_in_job }`)
+    /// comes back through `takeDone()`. A promise per call would cost a threadsafe function,
+    /// an environment cleanup hook and a deferred each; here every call shares the service's
+    /// one wake-up. JS keeps the process alive while the call is out.
+    #[napi]
+    pub fn start_run_now(
         &self,
+        call: u32,
         key: String,
         token: Option<String>,
         params_json: Option<String>,
-    ) -> BindingOutcome {
-        self.call(move |core| async move {
+    ) {
+        let run = self.call(move |core| async move {
             let params = parse_params(params_json)?;
             core.run_now(&key, &identity(token), params).await
-        })
-        .await
+        });
+        let done = self.done.clone();
+        napi::bindgen_prelude::spawn(async move {
+            let outcome = run.await;
+            done.push(BindingCallDone { call, outcome });
+        });
     }
 
     /// data: the JSON Schema of a job whose parameters come from its definition (jobs/get
