@@ -232,7 +232,12 @@ async function main() {
           const r = await runApp(task, side === "oursB" ? envB(env) : env);
           r.upstream = await counts();
           row[side] = r;
-          const per = scenario === "runnow" ? `${fmt(r.cpuMs / r.n, 3)} ms CPU/call, p50 ${fmt(r.p50, 3)} ms` : `${fmt(r.cpuMs / r.n, 3)} ms CPU/run, ${fmt(rssPerWatcherKb(r), 1)} KB RSS/watcher, ${r.finished}/${r.n} done${r.firstError ? `, ${r.firstError}` : ""}`;
+          const spaces = (r) => {
+            if (!r.heapAtPeak) return "";
+            const d = (name, field) => ((r.heapAtPeak[name]?.[field] ?? 0) - (r.heapBaseline[name]?.[field] ?? 0)) / KB / r.n;
+            return `; at the RSS peak, per watcher: V8 new space ${fmt(d("new_space", "size"), 1)} KB committed, old space ${fmt(d("old_space", "size"), 1)} KB committed / ${fmt(d("old_space", "used"), 1)} KB used`;
+          };
+          const per = scenario === "runnow" ? `${fmt(r.cpuMs / r.n, 3)} ms CPU/call, p50 ${fmt(r.p50, 3)} ms` : `${fmt(r.cpuMs / r.n, 3)} ms CPU/run, ${fmt(rssPerWatcherKb(r), 1)} KB RSS/watcher, ${r.finished}/${r.n} done${r.firstError ? `, ${r.firstError}` : ""}${spaces(r)}`;
           const threads = Object.entries(r.threads ?? {})
             .filter(([, ms]) => ms >= 0.5)
             .sort((a, b) => b[1] - a[1])

@@ -10,6 +10,7 @@
 // key), params (pass params to runNow), internalTelemetry, otel (an in-memory OpenTelemetry SDK
 // registered first, as AppKit's NodeSDK would be).
 import fs from "node:fs";
+import v8 from "node:v8";
 import { createRequire } from "node:module";
 import { performance } from "node:perf_hooks";
 
@@ -71,17 +72,31 @@ async function boot() {
   return app;
 }
 
-/** RSS sampled every 20 ms (and the kernel's peak) until stop(). */
+/**
+ * RSS sampled every 20 ms (and the kernel's peak) until stop(), and the V8 heap at the RSS
+ * peak: its spaces' committed sizes (new space: the young generation; old space) and the
+ * bytes live in them, so that the RSS per watcher can be split into V8's share and the rest.
+ */
 function rssSampler(everyMs = 20) {
+  const heapNow = () => {
+    const out = {};
+    for (const s of v8.getHeapSpaceStatistics()) out[s.space_name] = { size: s.space_size, used: s.space_used_size };
+    return out;
+  };
   let peak = process.memoryUsage.rss();
+  let atPeak = heapNow();
+  const baseline = atPeak;
   const timer = setInterval(() => {
     const rss = process.memoryUsage.rss();
-    if (rss > peak) peak = rss;
+    if (rss > peak) {
+      peak = rss;
+      atPeak = heapNow();
+    }
   }, everyMs);
   return {
     stop() {
       clearInterval(timer);
-      return Math.max(peak, process.memoryUsage.rss());
+      return { peak: Math.max(peak, process.memoryUsage.rss()), heapBaseline: baseline, heapAtPeak: atPeak };
     },
   };
 }
@@ -118,7 +133,7 @@ function begin() {
       const cpu = process.cpuUsage(cpu0);
       const wallMs = performance.now() - t0;
       const threads1 = threadCpu();
-      const peakRss = sampler.stop();
+      const { peak: peakRss, heapBaseline, heapAtPeak } = sampler.stop();
       const threads = {};
       if (threads0 && threads1) for (const [k, v] of Object.entries(threads1)) threads[k] = v - (threads0[k] ?? 0);
       return {
@@ -131,6 +146,8 @@ function begin() {
         peakRss,
         maxRss: process.resourceUsage().maxRSS * 1024,
         baselineHeap,
+        heapBaseline,
+        heapAtPeak,
       };
     },
   };
