@@ -188,12 +188,19 @@ export interface BindingCacheCount {
 }
 
 /**
- * A one-shot call started with an id (`startRunNow`) that has finished: its outcome, tagged
- * with the id JS gave it.
+ * A one-shot call started with an id (`startRunNow`) that has finished, tagged with the id JS
+ * gave it: a success's data as JSON text (`dataJson`), or else the whole `outcome`.
  */
 export interface BindingCallDone {
   call: number
-  outcome: BindingOutcome
+  /**
+   * The data of a success without telemetry records, as JSON text, when every integer in it
+   * is exact as a JS number: `JSON.parse` builds it for less than N-API does key by key
+   * (each key interned again, each object reshaped as its properties are added one by one).
+   */
+  dataJson?: string
+  /** Any other outcome (an error, records for telemetry, an integer beyond 2^53). */
+  outcome?: BindingOutcome
 }
 
 export interface BindingCallMetrics {

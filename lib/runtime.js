@@ -193,7 +193,8 @@ class JobsRuntime {
       if (resolve === undefined) continue;
       this._calls.delete(done.call);
       this._release();
-      resolve(done.outcome);
+      // A plain success comes as its data's JSON text (see BindingCallDone).
+      resolve(done.outcome ?? { ok: true, data: JSON.parse(done.dataJson) });
     }
   }
 
