@@ -29,7 +29,7 @@ use crate::delivery::{Delivery, Wake};
 use crate::error::{
     binding_calls, catch_panic, guarded, BindingCallRecord, BindingOutcome, OutcomeData,
 };
-use crate::json_text::BindingJsonText;
+use crate::json_text::{BindingJsonText, LiveWatch};
 
 fn identity(token: Option<String>) -> Identity {
     match token {
@@ -104,7 +104,7 @@ impl BindingWatchEvent {
         let (run_json, run) = if update.beyond_js_numbers {
             (None, Some(update.run()))
         } else {
-            (Some(BindingJsonText(update.run_json.clone())), None)
+            (Some(BindingJsonText::new(update.run_json.clone())), None)
         };
         BindingWatchEvent {
             watch,
@@ -113,7 +113,7 @@ impl BindingWatchEvent {
             timestamp: Some(update.timestamp),
             run_json,
             run,
-            meta_json: Some(BindingJsonText(update.meta_json.clone())),
+            meta_json: Some(BindingJsonText::new(update.meta_json.clone())),
             error: None,
             run_id: None,
             repair_id: None,
@@ -594,6 +594,8 @@ enum WatchState {
 
 struct WatchInner {
     state: Mutex<WatchState>,
+    /// Counted among the live watches while it lives (whether run texts are lent or copied).
+    _live: LiveWatch,
     /// Cancels the driver. `notify_one` keeps the wake-up for a driver that is not waiting on
     /// it yet, so a cancelled driver stops at its next step whenever the cancel came.
     on_cancel: Notify,
@@ -639,6 +641,7 @@ impl WatchInner {
     fn new(state: WatchState, delivery: Arc<Delivery<BindingWatchEvent>>) -> WatchInner {
         WatchInner {
             state: Mutex::new(state),
+            _live: LiveWatch::new(),
             on_cancel: Notify::new(),
             delivery,
         }
