@@ -80,8 +80,13 @@ export declare class BindingJobs {
    * Node alive) as soon as one is waiting; JS then calls `takeDone()`. Set once, before any call.
    */
   deliverDoneTo(wake: () => void): void
-  /** Every call finished since the last take, in order. */
-  takeDone(): Array<BindingCallDone>
+  /**
+   * Every call finished since the last take, in order: as one JSON text (`[{ call, outcome }]`)
+   * unless an outcome holds an integer beyond 2^53 (then as objects, those integers as
+   * bigint). `JSON.parse` builds the batch for far less than N-API does key by key (each key
+   * interned again, each object reshaped as its properties are added one by one).
+   */
+  takeDone(): string | Array<BindingCallDone>
   /**
    * Validates, maps and triggers, as call `call`: its outcome (data `{ run_id, number_in_job }`)
    * comes back through `takeDone()`. A promise per call would cost a threadsafe function,
@@ -188,19 +193,12 @@ export interface BindingCacheCount {
 }
 
 /**
- * A one-shot call started with an id (`startRunNow`) that has finished, tagged with the id JS
- * gave it: a success's data as JSON text (`dataJson`), or else the whole `outcome`.
+ * A one-shot call started with an id (`startRunNow`) that has finished: its outcome, tagged
+ * with the id JS gave it.
  */
 export interface BindingCallDone {
   call: number
-  /**
-   * The data of a success without telemetry records, as JSON text, when every integer in it
-   * is exact as a JS number: `JSON.parse` builds it for less than N-API does key by key
-   * (each key interned again, each object reshaped as its properties are added one by one).
-   */
-  dataJson?: string
-  /** Any other outcome (an error, records for telemetry, an integer beyond 2^53). */
-  outcome?: BindingOutcome
+  outcome: BindingOutcome
 }
 
 export interface BindingCallMetrics {

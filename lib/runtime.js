@@ -188,13 +188,14 @@ class JobsRuntime {
   }
 
   _settle() {
-    for (const done of this.native.takeDone()) {
+    // One JSON text for the batch, or objects when an outcome holds an integer beyond 2^53.
+    const batch = this.native.takeDone();
+    for (const done of typeof batch === "string" ? JSON.parse(batch) : batch) {
       const resolve = this._calls.get(done.call);
       if (resolve === undefined) continue;
       this._calls.delete(done.call);
       this._release();
-      // A plain success comes as its data's JSON text (see BindingCallDone).
-      resolve(done.outcome ?? { ok: true, data: JSON.parse(done.dataJson) });
+      resolve(done.outcome);
     }
   }
 

@@ -138,40 +138,13 @@ impl BindingWatchEvent {
     }
 }
 
-/// A one-shot call started with an id (`startRunNow`) that has finished, tagged with the id JS
-/// gave it: a success's data as JSON text (`dataJson`), or else the whole `outcome`.
+/// A one-shot call started with an id (`startRunNow`) that has finished: its outcome, tagged
+/// with the id JS gave it.
 #[napi(object, object_from_js = false)]
+#[derive(serde::Serialize)]
 pub struct BindingCallDone {
     pub call: u32,
-    /// The data of a success without telemetry records, as JSON text, when every integer in it
-    /// is exact as a JS number: `JSON.parse` builds it for less than N-API does key by key
-    /// (each key interned again, each object reshaped as its properties are added one by one).
-    pub data_json: Option<String>,
-    /// Any other outcome (an error, records for telemetry, an integer beyond 2^53).
-    pub outcome: Option<BindingOutcome>,
-}
-
-impl BindingCallDone {
-    fn new(call: u32, outcome: BindingOutcome) -> Self {
-        let text = match (&outcome.ok, &outcome.data, &outcome.calls) {
-            (true, Some(data), None) if appkit_jobs_core::run::js_safe(data) => {
-                serde_json::to_string(data).ok()
-            }
-            _ => None,
-        };
-        match text {
-            Some(text) => BindingCallDone {
-                call,
-                data_json: Some(text),
-                outcome: None,
-            },
-            None => BindingCallDone {
-                call,
-                data_json: None,
-                outcome: Some(outcome),
-            },
-        }
-    }
+    pub outcome: BindingOutcome,
 }
 
 /// The jobs service of one plugin instance.
@@ -354,10 +327,25 @@ impl BindingJobs {
         self.done.wake_with(wake);
     }
 
-    /// Every call finished since the last take, in order.
-    #[napi]
-    pub fn take_done(&self) -> Vec<BindingCallDone> {
-        self.done.take()
+    /// Every call finished since the last take, in order: as one JSON text (`[{ call, outcome }]`)
+    /// unless an outcome holds an integer beyond 2^53 (then as objects, those integers as
+    /// bigint). `JSON.parse` builds the batch for far less than N-API does key by key (each key
+    /// interned again, each object reshaped as its properties are added one by one).
+    #[napi(ts_return_type = "string | Array<BindingCallDone>")]
+    pub fn take_done(&self) -> Either<String, Vec<BindingCallDone>> {
+        let done = self.done.take();
+        let safe = done.iter().all(|d| {
+            d.outcome
+                .data
+                .as_ref()
+                .is_none_or(appkit_jobs_core::run::js_safe)
+        });
+        if safe {
+            if let Ok(text) = serde_json::to_string(&done) {
+                return Either::A(text);
+            }
+        }
+        Either::B(done)
     }
 
     /// Validates, maps and triggers, as call `call`: its outcome (data `{ run_id, number_in_job }`)
@@ -379,7 +367,7 @@ impl BindingJobs {
         let done = self.done.clone();
         napi::bindgen_prelude::spawn(async move {
             let outcome = run.await;
-            done.push(BindingCallDone::new(call, outcome));
+            done.push(BindingCallDone { call, outcome });
         });
     }
 
