@@ -83,8 +83,69 @@ export interface IJobsConfig {
    * before the wait ends with UPSTREAM_UNAVAILABLE. Default 30000.
    */
   outageTimeout?: number;
+  /**
+   * Where the ledger lives (who started each run; the read cache shared by every instance).
+   * Absent: PostgreSQL when the environment has Lakebase's settings (`PGHOST` and `PGDATABASE`,
+   * with `LAKEBASE_ENDPOINT` or `PGPASSWORD`), else memory. `false`: memory. An object: that
+   * PostgreSQL (fields not given fall back to PGHOST, PGPORT, ...). See the README's "Many instances".
+   */
+  ledger?: false | LedgerConfig;
   /** AppKit passes its own fields (name, telemetry, ...); they are accepted and ignored. */
   [other: string]: unknown;
+}
+
+/** A PostgreSQL for the ledger: a connection string, or its parts. */
+export interface LedgerConfig {
+  /** `postgresql://user:password@host:port/database?sslmode=require` (or key=value pairs). */
+  connectionString?: string;
+  host?: string;
+  port?: number;
+  database?: string;
+  user?: string;
+  password?: string;
+  /** `require` (default; the certificate is verified), `prefer` or `disable`. */
+  sslMode?: "disable" | "prefer" | "require" | "verify-ca" | "verify-full";
+  /** A Lakebase endpoint (`projects/<p>/branches/<b>/endpoints/<e>`): the password is a credential minted for it. */
+  endpoint?: string;
+  /** How long a poll lease lasts (ms): see the README's "Many instances". */
+  leaseMs?: number;
+}
+
+/**
+ * Who started (or repaired) a run through the plugin: from the request's `X-Forwarded-Email`,
+ * `X-Forwarded-User` and `X-Forwarded-Preferred-Username` (Databricks Apps sets them), or the
+ * app's service principal for a call with no request. Display data, never identity.
+ */
+export interface StartedBy {
+  email: string | null;
+  user_id: string | null;
+  user_name: string | null;
+}
+
+/** Who a call records as starting a run: an email (or a user name), or the three fields. */
+export type StartedByOption = string | { email?: string; userId?: string; userName?: string };
+
+/** What the ledger is doing (`jobs.ledgerStatus()`); never a credential. */
+export interface LedgerStatus {
+  store: "memory" | "postgres";
+  /** The database answers (memory always does). */
+  up: boolean;
+  /** This instance hears the others (LISTEN). */
+  listening: boolean;
+  /** `host:port/database`. */
+  database?: string | null;
+  schemaVersion: number;
+  credentials: "lakebase" | "password" | "none";
+  credentialsMinted: number;
+  operations: number;
+  errors: number;
+  lastError?: string | null;
+  /** Starts waiting for the database to come back. */
+  backlog: number;
+  dropped: number;
+  /** Starts this process remembers. */
+  remembered: number;
+  instance: string;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -214,6 +275,8 @@ export interface BaseRun {
   job_parameters?: JobParameter[];
   overriding_parameters?: Record<string, unknown>;
   has_more?: boolean;
+  /** Who started it through the plugin (from the ledger); null for a run started elsewhere. */
+  started_by?: StartedBy | null;
   [field: string]: unknown;
 }
 
@@ -416,6 +479,14 @@ export interface RepairOptions<P = Record<string, unknown>> {
   rerunDependentTasks?: boolean;
   /** Params for the repaired tasks, validated and mapped as for runNow; absent: the run's own. */
   params?: P;
+  /** Who the ledger records as repairing; default: the request's person (`asUser`), else the service principal. */
+  startedBy?: StartedByOption;
+}
+
+/** Options of runNow and runAndWait. */
+export interface StartOptions {
+  /** Who the ledger records as starting the run; default: the request's person (`asUser`), else the service principal. */
+  startedBy?: StartedByOption;
 }
 
 export interface RepairRunResponse {
@@ -431,9 +502,10 @@ export interface JobRepairStatus extends JobRunStatus {
 /** The methods of one job. `P`: its params (typed from a Standard Schema in the config). */
 export interface JobAPI<P = Record<string, unknown>> {
   /** Validate params, map them by task type and trigger the job (retried safely with an idempotency token). */
-  runNow(params?: P): Promise<ExecutionResult<RunNowResponse>>;
+  runNow(params?: P, options?: StartOptions): Promise<ExecutionResult<RunNowResponse>>;
   /** Trigger, then yield updates until a terminal state; `break`, `return()` or `signal` stop at once. */
-  runAndWait(params?: P, signal?: AbortSignal): AsyncGenerator<JobRunStatus, void, unknown>;
+  runAndWait(params?: P, signal?: AbortSignal, options?: StartOptions): AsyncGenerator<JobRunStatus, void, unknown>;
+  runAndWait(params: P | undefined, options: StartOptions & { signal?: AbortSignal }): AsyncGenerator<JobRunStatus, void, unknown>;
   /** Re-attach to a run of this job (e.g. after a restart) and yield its updates until it ends. */
   watchRun(runId: Id, signal?: AbortSignal): AsyncGenerator<JobRunStatus, void, unknown>;
   /**
@@ -445,8 +517,12 @@ export interface JobAPI<P = Record<string, unknown>> {
   repairAndWait(runId: Id, options: RepairOptions<P>, signal?: AbortSignal): AsyncGenerator<JobRepairStatus, void, unknown>;
   /** The most recent run, or undefined when the job never ran. */
   lastRun(): Promise<ExecutionResult<BaseRun | undefined>>;
-  /** Newest first; `limit` is clamped to 1..100 (default 20). */
-  listRuns(options?: { limit?: number }): Promise<ExecutionResult<BaseRun[]>>;
+  /**
+   * Newest first; `limit` is clamped to 1..100 (default 20). `startedBy`: only the runs that
+   * person started through the plugin (matched on email, user id or user name; `"me"`: the
+   * person of `asUser(req)`, else the service principal), read from the ledger.
+   */
+  listRuns(options?: { limit?: number; startedBy?: "me" | StartedByOption }): Promise<ExecutionResult<BaseRun[]>>;
   getRun(runId: Id): Promise<ExecutionResult<Run>>;
   getRunOutput(runId: Id): Promise<ExecutionResult<RunOutput>>;
   cancelRun(runId: Id): Promise<ExecutionResult<void>>;
@@ -467,6 +543,8 @@ export interface StandaloneJobs<J = Record<string, JobConfig>> extends TypedJobs
   readonly keys: readonly string[];
   /** Ends every wait started through this instance with a JobsError of code SHUTTING_DOWN (runs go on). */
   close(): void;
+  /** What the ledger is doing: its store, whether its database answers, its counters. */
+  ledgerStatus(): LedgerStatus;
 }
 
 export interface CreateJobsOptions {
@@ -635,6 +713,22 @@ export interface EmulatorOptions {
   orgId?: string;
   firstRunId?: number;
   requestLogLimit?: number;
+  /**
+   * Lakebase's database credentials: `POST /api/2.0/postgres/credentials` answers
+   * `{ token: password, expire_time }` (only for `endpoint`, when set), so an app's ledger
+   * reaches a real PostgreSQL (a test's own) through the whole Lakebase path, offline.
+   * Without it that endpoint answers 404.
+   */
+  lakebase?: EmulatorLakebaseSpec;
+}
+
+export interface EmulatorLakebaseSpec {
+  /** The database password handed out as the credential's `token`. */
+  password: string;
+  /** `projects/<p>/branches/<b>/endpoints/<e>`: the only endpoint known, when set. */
+  endpoint?: string;
+  /** Lifetime of a credential in seconds (default 3600). */
+  ttlSecs?: number;
 }
 
 /** A fault for the next `times` (default 1) requests matching `path`. */
@@ -690,6 +784,8 @@ export interface Emulator {
   advanceTime(ms: number): void;
   setOAuthTokenTtl(seconds: number): void;
   expireOAuthTokens(): void;
+  /** What `POST /api/2.0/postgres/credentials` hands out from now on (`null`: 404). */
+  setLakebase(spec: EmulatorLakebaseSpec | null): void;
   /** Runs started by run-now since start or the last reset (seeded history not counted). */
   runCount(): number;
   /** Seeds completed past runs of a job; their run ids, oldest first. Forgotten by reset(). */

@@ -185,6 +185,13 @@ test("run params: 400s before anything is sent, streams included", async () => {
   assert.equal(schemaOk.status, 200);
   const other = await call("POST", "/other/run", {});
   assert.equal(other.status, 200);
+  // An empty params object asks for nothing: it starts a run as no params would, also on a
+  // job that takes none (the streamed route: crates/core/tests/routes.rs).
+  const started = runNows();
+  const empty = await call("POST", "/other/run", { params: {} });
+  assert.equal(empty.status, 200, empty.text);
+  assert.equal(runNows(), started + 1);
+  assert.deepEqual(Object.keys(requestsTo(emu, "/jobs/run-now").at(-1).body).sort(), ["idempotency_token", "job_id"]);
 });
 
 test("upstream failures keep their status with generic text only", async () => {

@@ -44,15 +44,18 @@ test("packed tarballs install offline without Rust, load from CJS and ESM, type-
   const main = tarballs.find((f) => /appkit-jobs-\d/.test(path.basename(f)));
   const mainFiles = listing(main);
   assert.ok(mainFiles.includes("package/lib/index.js") && mainFiles.includes("package/index.d.ts"), mainFiles.join("\n"));
-  for (const file of ["dist/plugins/jobs/manifest.json", "lib/manifest.json", "lib/react/index.mjs", "lib/react/hooks.mjs", "lib/react/index.d.mts", "lib/react/hooks.d.mts"]) {
+  for (const file of ["dist/plugins/jobs/manifest.json", "lib/manifest.json", "lib/react/index.mjs", "lib/react/hooks.mjs", "lib/react/index.d.mts", "lib/react/hooks.d.mts", "LICENSE", "CHANGELOG.md"]) {
     assert.ok(mainFiles.includes(`package/${file}`), `${file} in ${mainFiles.join("\n")}`);
   }
   assert.deepEqual(mainFiles.filter((f) => /\.(node|rs)$|Cargo\./.test(f)), []);
   const platform = tarballs.find((f) => f !== main);
   assert.deepEqual(listing(platform).filter((f) => f.endsWith(".node")).length, 1);
+  // The license travels with every package (Apache-2.0 asks for its text to).
+  assert.ok(listing(platform).includes("package/LICENSE"), listing(platform).join("\n"));
   // A plain `npm pack` of the clone keeps this machine's own binary, so it works on its own.
   const [plain] = JSON.parse(run("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: ROOT }));
   assert.equal(plain.files.filter((f) => /^lib\/[^/]+\.node$/.test(f.path)).length, 1, plain.files.map((f) => f.path).join("\n"));
+  assert.ok(plain.files.some((f) => f.path === "LICENSE"), "npm pack carries the LICENSE");
 
   const app = path.join(work, "app");
   fs.mkdirSync(app);

@@ -252,7 +252,8 @@ test("return() while params are still being validated sends no run-now, and noth
   const again = new Promise((r) => (releaseAgain = r));
   slow["~standard"].validate = async (value) => (await again, { value });
   const aborted = rt.exports("etl").runAndWait({}, ac.signal).next();
-  const repair = rt.exports("etl").repairAndWait(12345, { rerunAllFailedTasks: true, params: {} });
+  // (Params with a field: `{}` would ask for nothing, and no schema would be asked.)
+  const repair = rt.exports("etl").repairAndWait(12345, { rerunAllFailedTasks: true, params: { day: "x" } });
   const repairPending = repair.next();
   await new Promise((r) => setImmediate(r));
   ac.abort();

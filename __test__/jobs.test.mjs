@@ -82,6 +82,7 @@ test("task-type mapping reaches run-now as the spec's fields", async (t) => {
   });
   const api = createJobs(
     {
+      pollIntervalMs: 20,
       jobs: {
         nb: { taskType: "notebook" },
         wheel: { taskType: "python_wheel" },
@@ -94,6 +95,7 @@ test("task-type mapping reaches run-now as the spec's fields", async (t) => {
     },
     { env },
   );
+  t.after(() => api.close());
   const cases = [
     ["nb", { a: 1, b: true, c: "x" }, { notebook_params: { a: "1", b: "true", c: "x" } }],
     ["wheel", { a: 2 }, { python_named_params: { a: "2" } }],
@@ -117,6 +119,16 @@ test("task-type mapping reaches run-now as the spec's fields", async (t) => {
   assert.equal(emu.requests().length, before);
   assert.equal((await api("dbt").runNow()).ok, true);
   assert.deepEqual(Object.keys(requestsTo(emu, "/jobs/run-now").at(-1)?.body).sort(), ["idempotency_token", "job_id"]);
+  // An empty object asks for nothing: runNow and runAndWait start the run as without params,
+  // on jobs that take none (dbt) and on jobs without a task type or schema (raw).
+  for (const key of ["dbt", "raw"]) {
+    assert.equal((await api(key).runNow({})).ok, true, key);
+    assert.deepEqual(Object.keys(requestsTo(emu, "/jobs/run-now").at(-1)?.body).sort(), ["idempotency_token", "job_id"], key);
+    let last;
+    for await (const u of api(key).runAndWait({})) last = u;
+    assert.equal(last.status, "TERMINATED", key);
+    assert.deepEqual(Object.keys(requestsTo(emu, "/jobs/run-now").at(-1)?.body).sort(), ["idempotency_token", "job_id"], key);
+  }
 });
 
 test("a Zod schema is honoured in JS (transforms, defaults) and failures are rejected before any request", async (t) => {

@@ -8,11 +8,14 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { performance } from "node:perf_hooks";
 import { createJobs, startEmulator } from "appkit-jobs";
+import { until } from "./support/util.mjs";
 
 const JOB_ID = 4401;
 const POLL_MS = 100;
 // The engine's shortest gap between two polls of one run: the base interval minus its 20 % jitter.
 const MIN_GAP_MS = POLL_MS * 0.8;
+/** How long a wait may take before the test gives up (a bound, not a timing assertion). */
+const WAIT_MS = 15_000;
 
 let emu;
 let jobs;
@@ -51,15 +54,6 @@ function assertJoinShared(count, watchers, ms) {
   assert.ok(count < watchers / 2, `${count} runs/get while ${watchers} watchers joined in ${Math.round(ms)} ms`);
 }
 
-/** Waits (bounded) until `cond()` holds; fails the test with `what` if it never does. */
-async function until(cond, what, ms = 15_000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 /** Consumes an update iterator; `seen` holds the distinct consecutive statuses. */
 function follow(iterator, controller) {
   const w = { seen: [], updates: 0, error: undefined, ended: false, controller };
@@ -93,7 +87,7 @@ async function startRun() {
 async function stepThrough(runId, ws, states) {
   for (const [state, expected] of states) {
     emu.setRunState(runId, state);
-    await until(() => ws.every((w) => w.seen[w.seen.length - 1] === expected), `every watcher to see ${expected}`);
+    await until(() => ws.every((w) => w.seen[w.seen.length - 1] === expected), WAIT_MS, `every watcher to see ${expected}`);
   }
 }
 
@@ -109,7 +103,7 @@ test("50 watchers of one run: one shared poll, every watcher gets every state", 
   const runId = await startRun();
   const t0 = performance.now();
   const ws = Array.from({ length: N }, () => watch(runId));
-  await until(() => ws.every((w) => w.seen.length === 1), "every watcher's first update");
+  await until(() => ws.every((w) => w.seen.length === 1), WAIT_MS, "every watcher's first update");
   const joined = polls(runId);
   const t1 = performance.now();
   assertJoinShared(joined, N, t1 - t0);
@@ -133,7 +127,7 @@ test("watchers that leave stop costing; the last one leaving stops the poll", as
   const runId = await startRun();
   emu.setRunState(runId, "RUNNING");
   const ws = Array.from({ length: N }, () => watch(runId));
-  await until(() => ws.every((w) => w.seen.at(-1) === "RUNNING"), "every watcher to see RUNNING");
+  await until(() => ws.every((w) => w.seen.at(-1) === "RUNNING"), WAIT_MS, "every watcher to see RUNNING");
 
   // All but one leave: their iterations end without an error, the poll goes on for the last one.
   const [stay, ...leave] = ws;
@@ -141,9 +135,9 @@ test("watchers that leave stop costing; the last one leaving stops the poll", as
   await Promise.all(leave.map((w) => w.done));
   assert.ok(leave.every((w) => w.ended && w.error === undefined));
   const afterLeave = polls(runId);
-  await until(() => polls(runId) >= afterLeave + 2, "the poll to go on for the remaining watcher");
+  await until(() => polls(runId) >= afterLeave + 2, WAIT_MS, "the poll to go on for the remaining watcher");
   emu.setRunState(runId, "TERMINATING");
-  await until(() => stay.seen.at(-1) === "TERMINATING", "the remaining watcher to see TERMINATING");
+  await until(() => stay.seen.at(-1) === "TERMINATING", WAIT_MS, "the remaining watcher to see TERMINATING");
   assert.equal(leave.some((w) => w.seen.includes("TERMINATING")), false);
 
   // The last one leaves: no more requests for this run, even across several poll intervals.
@@ -157,7 +151,7 @@ test("watchers that leave stop costing; the last one leaving stops the poll", as
 
   // A watcher arriving afterwards starts a fresh poll and follows the run to its end.
   const again = watch(runId);
-  await until(() => again.seen.at(-1) === "TERMINATING", "a new watcher's first update");
+  await until(() => again.seen.at(-1) === "TERMINATING", WAIT_MS, "a new watcher's first update");
   assert.ok(polls(runId) > later);
   emu.setRunState(runId, "SUCCESS");
   await again.done;
@@ -179,10 +173,10 @@ test("runAndWait and watchRun of the same run share its poll", async () => {
     })(),
     controller,
   );
-  await until(() => runId !== undefined, "runAndWait's first update");
+  await until(() => runId !== undefined, WAIT_MS, "runAndWait's first update");
   const ws = Array.from({ length: N }, () => watch(runId));
   const all = [waiter, ...ws];
-  await until(() => all.every((w) => w.seen.length >= 1), "every watcher's first update");
+  await until(() => all.every((w) => w.seen.length >= 1), WAIT_MS, "every watcher's first update");
   const joined = polls(runId);
   const t1 = performance.now();
   assertJoinShared(joined, N + 1, t1 - t0);
@@ -208,10 +202,10 @@ test("one upstream poll per interval whatever the watcher count", async () => {
     const runId = await startRun();
     emu.setRunState(runId, "RUNNING");
     const ws = Array.from({ length: n }, () => watch(runId));
-    await until(() => ws.every((w) => w.seen.at(-1) === "RUNNING"), `${n} watcher(s) to see RUNNING`);
+    await until(() => ws.every((w) => w.seen.at(-1) === "RUNNING"), WAIT_MS, `${n} watcher(s) to see RUNNING`);
     const from = polls(runId);
     const t0 = performance.now();
-    await until(() => polls(runId) >= from + 3, `three more polls with ${n} watcher(s)`);
+    await until(() => polls(runId) >= from + 3, WAIT_MS, `three more polls with ${n} watcher(s)`);
     const elapsed = performance.now() - t0;
     const made = polls(runId) - from;
     for (const w of ws) w.controller.abort();

@@ -206,3 +206,20 @@ test("React page in Chromium: the form from the JSON Schema, the server's 400 at
   assert.deepEqual(errors, []);
   await page.close();
 });
+
+test("React page in Chromium: the runs table says who started each run (the visitor's name, sent as X-Forwarded-Email)", { timeout: 120_000 }, async () => {
+  const { page, errors } = await openPage("chain");
+  const panel = page.locator('[data-job="chain"]');
+  await page.locator('[data-testid="job-panel"][data-phase="idle"]').waitFor();
+  await page.locator('[data-testid="who"]').fill("frank@example.com");
+  await page.locator('[data-testid="who"]').blur();
+  await panel.locator('[data-testid="run-button"]').click();
+  await panel.locator('[data-testid="run-timeline"]').waitFor({ timeout: 20_000 });
+  const runId = await panel.locator('[data-testid="run-timeline"]').getAttribute("data-run-id");
+  const cell = panel.locator(`[data-testid="run-row"][data-run-id="${runId}"] [data-testid="run-started-by"]`);
+  await cell.waitFor({ timeout: 20_000 });
+  assert.equal(await cell.textContent(), "frank");
+  assert.equal(await cell.getAttribute("title"), "frank@example.com · frank");
+  assert.deepEqual(errors, []);
+  await page.close();
+});

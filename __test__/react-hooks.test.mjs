@@ -167,6 +167,29 @@ test("a 400 carries the server's message, code and field; nothing starts and the
   assert.deepEqual(sent.notebook_params, { date: "2025-03-01", limit: "5" });
 });
 
+test("start({}) on a job without params starts a run as start() does; a non-empty object keeps its 400", { timeout: 60_000 }, async (t) => {
+  const { result } = render(t, (o) => useJob("chain", o));
+  await until(() => result.current.phase === "idle", 10_000, "the mount read");
+  const before = runNows();
+  await act(() => result.current.start({ a: 1 }));
+  assert.equal(result.current.error?.code, "VALIDATION_ERROR");
+  assert.equal(result.current.error.status, 400);
+  assert.equal(result.current.error.message, "This job does not accept parameters");
+  assert.equal(runNows(), before, "nothing reached run-now");
+
+  let finished;
+  act(() => {
+    finished = result.current.start({});
+  });
+  await until(() => result.current.run?.run_id != null, 10_000, "the first state");
+  assert.equal(result.current.error, null);
+  assert.equal(runNows(), before + 1);
+  const sent = requestsTo(emu, "/jobs/run-now").at(-1).body;
+  assert.deepEqual(Object.keys(sent).sort(), ["idempotency_token", "job_id"]);
+  await advanceUntil(result, result.current.run.run_id, (r) => isTerminalRun(r.run), 2000);
+  await finished;
+});
+
 test("cancel: the run ends CANCELED and the stream follows it there", { timeout: 60_000 }, async (t) => {
   const { result, calls } = render(t, (o) => useJob("slow", o));
   await until(() => result.current.phase === "idle", 10_000, "the mount read");
@@ -285,4 +308,26 @@ test("unmount during the back-off: the pending reconnect never fetches, its time
   assert.deepEqual(timers.pending(), [], "the back-off timer was cleared");
   await sleep(1000);
   assert.equal(calls.length, count, "no fetch after unmount");
+});
+
+test("useJobRuns({ startedBy: 'me' }) lists the runs the page's user started", { timeout: 60_000 }, async (t) => {
+  // The page's user, as Databricks Apps forwards it on every request.
+  const as = (email) => (input, init = {}) => fetch(input, { ...init, headers: { ...(init.headers ?? {}), "X-Forwarded-Email": email } });
+  const start = (email) =>
+    as(email)(`${base}/etl/run`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ params: { date: "2026-12-06" } }) }).then((r) => r.json());
+  const { runId: mine } = await start("dana@example.com");
+  const { runId: theirs } = await start("erin@example.com");
+  const { result } = render(t, (o) => useJobRuns("etl", { ...o, startedBy: "me", limit: 10 }), { fetch: as("dana@example.com") });
+  await until(() => !result.current.loading, 10_000, "the list");
+  assert.equal(result.current.error, null);
+  const ids = result.current.runs.map((r) => r.run_id);
+  assert.ok(ids.includes(mine), `dana's run listed (${ids})`);
+  assert.ok(!ids.includes(theirs), "erin's run not listed");
+  assert.ok(result.current.runs.every((r) => r.started_by?.email === "dana@example.com"));
+  // Without the option, everyone's runs, each with who started it.
+  const { result: all } = render(t, (o) => useJobRuns("etl", { ...o, limit: 10 }));
+  await until(() => !all.current.loading, 10_000, "the full list");
+  const byId = new Map(all.current.runs.map((r) => [r.run_id, r.started_by?.email]));
+  assert.equal(byId.get(mine), "dana@example.com");
+  assert.equal(byId.get(theirs), "erin@example.com");
 });

@@ -193,6 +193,10 @@ test("repair params: a Zod schema and a job's own parameters check them before s
   const ok = await api("train").repairRun(runId, { rerunAllFailedTasks: true, params: { date: 20261201 } });
   assert.equal(ok.ok, true);
   assert.deepEqual(requestsTo(emu, "/runs/repair")[0].body.job_parameters, { date: "20261201" });
-  // Without params the repair keeps the run's own (the schema is not asked for them).
+  // Without params the repair keeps the run's own (the schema is not asked for them); `{}` is
+  // the same as none.
   assert.equal((await api("typed").repairRun(typedRun, { rerunAllFailedTasks: true })).ok, true);
+  const another = await failedRun(emu, api, "typed", { date: "today" });
+  assert.equal((await api("typed").repairRun(another, { rerunAllFailedTasks: true, params: {} })).ok, true);
+  assert.equal(requestsTo(emu, "/runs/repair").at(-1).body.job_parameters, undefined);
 });

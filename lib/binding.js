@@ -841,5 +841,7 @@ module.exports.BindingRouter = nativeBinding.BindingRouter
 module.exports.BindingRouteResponse = nativeBinding.BindingRouteResponse
 module.exports.discoverJobs = nativeBinding.discoverJobs
 module.exports.liveExternalTexts = nativeBinding.liveExternalTexts
+module.exports.matchRoute = nativeBinding.matchRoute
+module.exports.routeTable = nativeBinding.routeTable
 module.exports.startEmulator = nativeBinding.startEmulator
 module.exports.version = nativeBinding.version

@@ -107,6 +107,13 @@ class Emulator {
   expireOAuthTokens() {
     this.#native.expireOauthTokens();
   }
+  /**
+   * What `POST /api/2.0/postgres/credentials` hands out from now on: `{ password, endpoint?,
+   * ttlSecs? }` (a new password, as after a rotation), or `null` for 404.
+   */
+  setLakebase(spec) {
+    this.#native.setLakebase(spec ?? null);
+  }
   /** Runs started by run-now since start or the last reset (seeded history not counted). */
   runCount() {
     return this.#native.runCount();

@@ -2,26 +2,23 @@
 // The AppKit plugin class. AppKit duck-types plugins, so this class has no runtime dependency
 // on @databricks/appkit: `createApp({ plugins: [server(), jobs()] })` constructs it, calls
 // attachContext/setup, mounts injectRoutes() under /api/jobs and hands exports() to the app.
-// All route behaviour lives in the Rust core (crates/core/src/routes.rs); this file only moves
-// requests and responses between express (or node:http) and the native router.
+// All route behaviour lives in the Rust core (crates/core/src/routes.rs, sse.rs); this file only
+// moves requests and responses between express (or node:http) and the native router.
 
 const { createJobsRuntime, discoverJobs, nextId, weakWake } = require("./runtime.js");
-const { isJsSchema, paramsJsonSchema } = require("./schema.js");
+const { asksForNothing, isJsSchema, paramsJsonSchema } = require("./schema.js");
 const { native } = require("./native.js");
 
-// name, method, path (relative to the mount)
 /** How long setup() waits for job definitions (jobParameters without a schema) before going on. */
 const SETUP_DEFINITIONS_WAIT_MS = 2000;
 
-const ROUTES = [
-  ["run", "post", "/:jobKey/run"],
-  ["runs", "get", "/:jobKey/runs"],
-  ["run-detail", "get", "/:jobKey/runs/:runId"],
-  ["run-stream", "get", "/:jobKey/runs/:runId/stream"],
-  ["status", "get", "/:jobKey/status"],
-  ["cancel-run", "delete", "/:jobKey/runs/:runId"],
-  ["repair-run", "post", "/:jobKey/runs/:runId/repair"],
-];
+let routeTable;
+
+/** The routes, `[{ name, method, path }]` (path relative to the mount), from the core's table. */
+function routes() {
+  routeTable ??= native().routeTable();
+  return routeTable;
+}
 
 function isPlainObject(v) {
   if (v === null || typeof v !== "object") return false;
@@ -43,6 +40,14 @@ function headerMap(headers) {
   return out;
 }
 
+/** `config` without the ledger's credentials (`ledger.password`, `ledger.connectionString`). */
+function withoutSecrets(config) {
+  const ledger = config.ledger;
+  if (ledger === null || typeof ledger !== "object" || Array.isArray(ledger)) return config;
+  const { password: _p, connectionString: _c, ...rest } = ledger;
+  return { ...config, ledger: rest };
+}
+
 function runtimeManifest({ $schema: _schema, license: _license, resources, ...manifest }) {
   return { ...manifest, resources: { required: [], optional: [...resources.required, ...resources.optional] } };
 }
@@ -58,17 +63,9 @@ function sendJson(req, res, status, text, headers = JSON_HEADERS) {
   res.end(isHead(req) ? undefined : text);
 }
 
-/** The route a request is for (`{ name, path }` of ROUTES), or undefined. */
-function routeName(method, path) {
-  const segments = path.split("/").filter(Boolean);
-  const verb = method === "HEAD" ? "get" : method.toLowerCase();
-  for (const [name, routeMethod, routePath] of ROUTES) {
-    const parts = routePath.split("/").filter(Boolean);
-    if (routeMethod === verb && parts.length === segments.length && parts.every((p, i) => p.startsWith(":") || p === segments[i])) {
-      return { name, path: routePath };
-    }
-  }
-  return undefined;
+/** The route a request is for, as the core's dispatch matches it (`{ name, path, jobKey }`), or null. */
+function matchRoute(method, path) {
+  return native().matchRoute(method, path);
 }
 
 function isHead(req) {
@@ -113,13 +110,14 @@ class JobsPlugin {
     const { env, ...withoutEnv } = config;
     const { heartbeatMs: _h, logger: _l, ...coreConfig } = withoutEnv;
     this.#env = env;
-    this.config = withoutEnv;
+    // The ledger's password and connection string go to the core only, never onto `config`.
+    this.config = withoutSecrets(withoutEnv);
     this.name = config.name ?? JobsPlugin.manifest.name;
     this.context = config.context;
     this.registeredEndpoints = {};
     this._logger = config.logger ?? console;
-    // One native core (connection pool, cache, poller) for the routes and the code.
-    this._runtime = createJobsRuntime(coreConfig, env ? { env } : {});
+    // One native core (connection pool, cache, poller, ledger) for the routes and the code.
+    this._runtime = createJobsRuntime(coreConfig, { ...(env ? { env } : {}), logger: this._logger });
     this._exports = this._runtime.exports;
     this._native = null;
     // Open streams by the id given to openStream: `{ res, wait, complete, done, onClose }`.
@@ -147,8 +145,12 @@ class JobsPlugin {
       timer = setTimeout(resolve, SETUP_DEFINITIONS_WAIT_MS);
       timer.unref?.();
     });
-    await Promise.race([this.loadClientConfig().catch(() => undefined), bound]);
+    // The ledger's database, when it has one, comes up in the background; a start waits for it
+    // as briefly, so that the first requests already share (it never fails the start).
+    const ledger = this._runtime.native.ledgerStatus().store === "postgres" ? this._runtime.native.ledgerReady(SETUP_DEFINITIONS_WAIT_MS) : undefined;
+    await Promise.race([Promise.all([this.loadClientConfig().catch(() => undefined), ledger]), bound]);
     clearTimeout(timer);
+    this._runtime._writeLedgerLogs();
   }
 
   /**
@@ -173,8 +175,8 @@ class JobsPlugin {
   }
 
   injectRoutes(router) {
-    for (const [name, method, path] of ROUTES) {
-      router[method](path, (req, res, next) => {
+    for (const { name, method, path } of routes()) {
+      router[method.toLowerCase()](path, (req, res, next) => {
         this.handleRequest(req, res).catch((err) =>
           next ? next(err) : sendJson(req, res, 500, JSON.stringify({ error: "Internal Server Error", code: "INTERNAL_ERROR", plugin: this.name })),
         );
@@ -208,9 +210,10 @@ class JobsPlugin {
   asUser(req) {
     const rt = this._runtime;
     const token = rt.tokenFromRequest(req);
+    const person = rt.personFromRequest(req);
     const callable = (jobKey) => {
       rt.assertKey(jobKey);
-      return rt.handle(jobKey, token);
+      return rt.handle(jobKey, token, person);
     };
     return new Proxy(this, {
       get(target, prop, receiver) {
@@ -269,12 +272,12 @@ class JobsPlugin {
     else if (body !== undefined && body !== null && typeof body !== "string") body = JSON.stringify(body);
     const headers = headerMap(req.headers);
 
-    const pre = await this._validateExternal(req.method, path, query, headers, body);
+    const method = String(req.method ?? "GET").toUpperCase();
+    const route = matchRoute(method, path);
+    const pre = await this._validateExternal(route, query, headers, body);
     if (pre.error) return sendJson(req, res, 400, JSON.stringify({ error: pre.error, code: "VALIDATION_ERROR", plugin: this.name }));
     if (pre.body !== undefined) body = pre.body;
 
-    const method = String(req.method ?? "GET").toUpperCase();
-    const route = routeName(method, path);
     const telemetry = this._runtime.telemetry;
     // Routes run as the service principal: their spans say so.
     const attributes = { "execution.context": "service", "caller.id": "service_principal", "http.route": route?.path ?? "unknown" };
@@ -302,21 +305,14 @@ class JobsPlugin {
 
   /**
    * Jobs whose params are a Standard Schema (Zod) are validated here, with the schema's own
-   * semantics (jobs.js `prepareParams`), before the Rust core sees the request; the core skips
+   * semantics (runtime.js `prepareParams`), before the Rust core sees the request; the core skips
    * JSON Schema checks for them (`externalSchema`). Returns `{ error }` for a 400, or `{ body }`
    * carrying the validated (maybe transformed) params.
    */
-  async _validateExternal(method, path, query, headers, body) {
-    if (String(method).toUpperCase() !== "POST") return {};
-    const m = /^\/?([^/]+)\/(run|runs\/[^/]+\/repair)\/?$/.exec(path);
-    if (!m) return {};
-    const repair = m[2] !== "run";
-    let key;
-    try {
-      key = decodeURIComponent(m[1]);
-    } catch {
-      return {};
-    }
+  async _validateExternal(route, query, headers, body) {
+    if (route?.name !== "run" && route?.name !== "repair-run") return {};
+    const repair = route.name === "repair-run";
+    const key = route.jobKey;
     if (!this._runtime.keys.includes(key)) return {};
     const schema = this.config.jobs?.[key]?.params;
     if (!isJsSchema(schema)) return {};
@@ -332,7 +328,7 @@ class JobsPlugin {
     if (!isPlainObject(parsed)) return {};
     const params = parsed.params;
     if (params !== undefined && !isPlainObject(params)) return {}; // the core answers 400
-    if (repair && params === undefined) return {}; // a repair without params keeps the run's
+    if (repair && asksForNothing(params)) return {}; // a repair without params ({} too) keeps the run's
     try {
       const value = await this._runtime.prepareParams(key, params);
       return { body: JSON.stringify({ ...parsed, params: value ?? {} }) };

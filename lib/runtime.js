@@ -10,6 +10,7 @@
  *   rt.exports           the callable `(jobKey) => JobHandle`, with `.keys` and `.close()`
  *   rt.handle(key, token?)      a JobHandle (token: a user's access token; none = service principal)
  *   rt.tokenFromRequest(req)    the user's x-forwarded-access-token (see tokenFromRequest)
+ *   rt.personFromRequest(req)   who the request names (x-forwarded-email, -user, -preferred-username)
  *   rt.prepareParams(key, params)  params validated by the job's JS schema (Zod), if any
  *   rt.close()           ends every wait started through this runtime with a SHUTTING_DOWN error
  */
@@ -142,12 +143,15 @@ class JobsRuntime {
     // The jobs with a JS schema (their params are validated here, asynchronously).
     this._jsSchemaKeys = new Set(Object.entries(config.jobs ?? {}).filter(([, job]) => isJsSchema(job?.params)).map(([key]) => key));
     this._warnedDevFallback = false;
+    this._logger = options.logger ?? console;
+    if (this.native.ledgerStatus().store === "postgres") watchLedgerLogs(this);
     const select = (jobKey) => {
       this.assertKey(jobKey);
       return this.handle(jobKey, undefined);
     };
     Object.defineProperty(select, "keys", { value: this.keys.slice(), enumerable: true });
     Object.defineProperty(select, "close", { value: () => this.close(), enumerable: true });
+    Object.defineProperty(select, "ledgerStatus", { value: () => this.native.ledgerStatus(), enumerable: true });
     /** The callable `(jobKey) => JobHandle` (AppKit's `exports()` value). */
     this.exports = select;
   }
@@ -204,6 +208,18 @@ class JobsRuntime {
     return headerOf(req, "x-forwarded-user");
   }
 
+  /**
+   * Who a request names, as Databricks Apps forwards it (`x-forwarded-email`, `-user`,
+   * `-preferred-username`): `{ email, userId, userName }`, or undefined when it names nobody.
+   * Display data only (the core bounds and cleans it); never a permission.
+   */
+  personFromRequest(req) {
+    const email = headerOf(req, "x-forwarded-email");
+    const userId = headerOf(req, "x-forwarded-user");
+    const userName = headerOf(req, "x-forwarded-preferred-username");
+    return email ?? userId ?? userName ? { email, userId, userName } : undefined;
+  }
+
   tokenFromRequest(req) {
     const token = headerOf(req, "x-forwarded-access-token");
     if (token !== undefined) return token;
@@ -220,8 +236,8 @@ class JobsRuntime {
     });
   }
 
-  handle(key, token) {
-    if (token !== undefined) return createHandle(this, key, token);
+  handle(key, token, person) {
+    if (token !== undefined || person !== undefined) return createHandle(this, key, token, undefined, person);
     let handle = this._handles.get(key);
     if (handle === undefined) {
       handle = createHandle(this, key, undefined);
@@ -270,6 +286,30 @@ class JobsRuntime {
     for (const updates of waits) updates._shutDown(error);
   }
 }
+
+/** How often the ledger's log lines (the database going away, coming back) are written. */
+const LEDGER_LOG_MS = 1000;
+
+/**
+ * Writes the ledger's log lines with the runtime's logger, every second, without keeping Node
+ * alive or the runtime from being collected (the timer holds it weakly and stops with it).
+ */
+function watchLedgerLogs(runtime) {
+  const ref = new WeakRef(runtime);
+  const timer = setInterval(() => {
+    const rt = ref.deref();
+    if (rt === undefined) return clearInterval(timer);
+    rt._writeLedgerLogs();
+  }, LEDGER_LOG_MS);
+  timer.unref();
+}
+
+JobsRuntime.prototype._writeLedgerLogs = function () {
+  for (const line of this.native.takeLedgerLogs()) {
+    if (line.warn) this._logger.warn?.(line.message);
+    else this._logger.info?.(line.message);
+  }
+};
 
 /**
  * Runtimes with a next() or a one-shot call waiting. A waiting caller is held only by its

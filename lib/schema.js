@@ -5,6 +5,17 @@
 // job (`externalSchema`). Plain JSON Schemas are validated in Rust.
 const { ValidationError } = require("./errors.js");
 
+/**
+ * Whether params ask for nothing: absent, `null` and `{}` do, as the core's params.rs
+ * `asks_for_nothing` reads them (a repair then keeps the run's own params, unvalidated).
+ */
+function asksForNothing(params) {
+  if (params == null) return true;
+  if (typeof params !== "object" || Array.isArray(params)) return false;
+  const proto = Object.getPrototypeOf(params);
+  return (proto === Object.prototype || proto === null) && Object.keys(params).length === 0;
+}
+
 function isStandardSchema(schema) {
   return schema != null && typeof schema === "object" && typeof schema["~standard"]?.validate === "function";
 }
@@ -101,4 +112,4 @@ function paramsJsonSchema(schema) {
   return null;
 }
 
-module.exports = { isStandardSchema, isJsSchema, validateParams, paramsJsonSchema };
+module.exports = { asksForNothing, isStandardSchema, isJsSchema, validateParams, paramsJsonSchema };

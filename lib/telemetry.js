@@ -18,6 +18,8 @@
  * | metric  | jobs.api_call.count, jobs.api_call.duration (meter jobs) | every Jobs API call, polls too |
  * | metric  | cache.hit, cache.miss (meter cache-manager)     | cached reads                          |
  * | metric  | jobs.engine.*, jobs.routes.* (meter jobs)       | the poll engine and the SSE routes    |
+ * | span    | jobs.ledger.<op> (CLIENT, tracer jobs-jobs, db.system postgresql) | each ledger statement  |
+ * | metric  | jobs.ledger.operation.count/.duration, jobs.ledger.up, .backlog, .errors, .listening | the ledger |
  * | log     | one record per API call and per wait (logger jobs) | when a logger provider is registered |
  *
  * Attributes carry operation names, job keys, run ids, HTTP statuses and error codes: never a
@@ -194,9 +196,14 @@ class Telemetry {
         continue;
       }
       const inCache = cacheSpan !== null && call.startMs >= cacheStart && end <= cacheEnd;
+      const ledger = isLedger(call.operation);
       const span = tracer.startSpan(
         `jobs.${call.operation}`,
-        { kind: api.SpanKind.CLIENT, startTime: call.startMs, attributes: this.#callAttributes(call, attributes) },
+        {
+          kind: api.SpanKind.CLIENT,
+          startTime: call.startMs,
+          attributes: ledger ? { "db.system": "postgresql", "db.operation": call.operation.slice(LEDGER.length), ...pick(attributes, "jobs.key"), ...(call.errorCode ? { "error.type": call.errorCode } : {}) } : this.#callAttributes(call, attributes),
+        },
         inCache ? api.trace.setSpan(parent, cacheSpan) : parent,
       );
       if (call.errorCode) this.#fail(span, call.errorCode, call.httpStatus ? `HTTP ${call.httpStatus}` : call.errorCode);
@@ -255,6 +262,15 @@ class Telemetry {
       rateLimitPauses: counter("jobs.engine.rate_limit_pauses", "429 answers that paused every poll", "{pause}"),
       waitingForTurn: gauge("jobs.engine.waiting_for_turn", "Requests waiting for a turn under maxRequestsPerSecond", "{request}"),
     };
+    const ledgerCount = meter.createCounter("jobs.ledger.operation.count", { description: "Statements the ledger ran on its database", unit: "1" });
+    const ledgerDuration = meter.createHistogram("jobs.ledger.operation.duration", { description: "Duration of the ledger's statements", unit: "ms" });
+    const ledger = {
+      up: gauge("jobs.ledger.up", "1 while the ledger's store answers (memory always does), 0 while its database is away", "1"),
+      listening: gauge("jobs.ledger.listening", "1 while the ledger hears the other instances (LISTEN)", "1"),
+      backlog: gauge("jobs.ledger.backlog", "Starts waiting for the database to come back", "{start}"),
+      errors: counter("jobs.ledger.errors", "Ledger operations that failed (the plugin served from memory)", "{error}"),
+      dropped: counter("jobs.ledger.dropped", "Starts dropped from a full backlog", "{start}"),
+    };
     const streams = gauge("jobs.routes.sse_streams", "SSE streams open", "{stream}");
     const resumes = counter("jobs.routes.sse_resumes", "SSE streams resumed by Last-Event-ID (no second run)", "{stream}");
     meter.addBatchObservableCallback(
@@ -272,13 +288,21 @@ class Telemetry {
         // The calls measured since the last collection, polls included, in one batch.
         const { calls, cache } = this.#native.takeCallMetrics();
         for (const c of calls) {
-          const attrs = { operation: c.operation, success: String(c.success) };
-          count.add(c.count, attrs);
-          for (const ms of c.durationsMs) duration.record(ms, attrs);
+          const ledgerOp = isLedger(c.operation);
+          const attrs = ledgerOp ? { operation: c.operation.slice(LEDGER.length), success: String(c.success) } : { operation: c.operation, success: String(c.success) };
+          (ledgerOp ? ledgerCount : count).add(c.count, attrs);
+          for (const ms of c.durationsMs) (ledgerOp ? ledgerDuration : duration).record(ms, attrs);
         }
+        const l = this.#native.ledgerStatus();
+        const store = { "jobs.ledger.store": l.store };
+        result.observe(ledger.up, l.up ? 1 : 0, store);
+        result.observe(ledger.listening, l.listening ? 1 : 0, store);
+        result.observe(ledger.backlog, l.backlog, store);
+        result.observe(ledger.errors, l.errors, store);
+        result.observe(ledger.dropped, l.dropped, store);
         for (const c of cache) (c.hit ? hits : misses).add(c.count, { "cache.key": `jobs:${c.operation}` });
       },
-      [...Object.values(engine), streams, resumes],
+      [...Object.values(engine), ...Object.values(ledger), streams, resumes],
     );
     return true;
   }
@@ -292,6 +316,12 @@ function failureOf(outcome) {
   if (outcome?.ok === false) return { code: outcome.code, message: outcome.message };
   if (outcome?.ok === undefined && outcome?.status >= 500) return { code: `HTTP_${outcome.status}`, message: `HTTP ${outcome.status}` };
   return null;
+}
+
+/** Records of the ledger's database statements are `ledger.<op>`; the rest are Jobs API calls. */
+const LEDGER = "ledger.";
+function isLedger(operation) {
+  return operation.startsWith(LEDGER);
 }
 
 function pick(object, key) {

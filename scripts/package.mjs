@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // npm run package [-- --linux | --all | --platform P] [-- --out DIR]
 //
-// Writes npm tarballs to dist/ (or --out): the main package (JS, types, README, the AppKit plugin
-// manifest; no Rust sources, no .node) and one platform package per binary, each holding only
-// its `.node`.
+// Writes npm tarballs to dist/ (or --out): the main package (JS, types, README, CHANGELOG, LICENSE,
+// the AppKit plugin manifest; no Rust sources, no .node) and one platform package per binary,
+// each holding only its `.node` (and the LICENSE).
 //
 // - Default: the platform package of this machine, from its release build (target/release). The
 //   build is reused as it is; it is rebuilt (`npm run build`) only when a Rust source is newer.
@@ -80,6 +80,22 @@ function pack(dir) {
   return path.join(OUT, info.filename);
 }
 
+/**
+ * A platform package staged in a temporary folder: its own files, the license text (npm packs a
+ * LICENSE wherever it lies) and the main package's `repository` once it names one (publishing
+ * with provenance checks it in every package).
+ */
+function stagePlatform(dir) {
+  const stage = fs.mkdtempSync(path.join(os.tmpdir(), "appkit-jobs-platform-"));
+  const manifest = JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8"));
+  for (const file of [...manifest.files, "README.md"]) {
+    if (fs.existsSync(path.join(dir, file))) fs.copyFileSync(path.join(dir, file), path.join(stage, file));
+  }
+  fs.copyFileSync(path.join(ROOT, "LICENSE"), path.join(stage, "LICENSE"));
+  fs.writeFileSync(path.join(stage, "package.json"), `${JSON.stringify({ ...manifest, repository: pkg.repository }, null, 2)}\n`);
+  return stage;
+}
+
 /** The main package staged in a temporary folder: the `files` of package.json but binaries, and a manifest for consumers. */
 function stageMain() {
   const [listing] = JSON.parse(run("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"]));
@@ -107,7 +123,12 @@ for (const platform of platforms) {
   const target = path.join(dir, `${BINARY}.${platform}.node`);
   if (!prebuilt) fs.copyFileSync(hostBinary(), target);
   else if (!fs.existsSync(target)) throw new Error(`npm/${platform}/${BINARY}.${platform}.node is missing (scripts/build-linux.sh builds the Linux ones)`);
-  tarballs.push(pack(dir));
+  const stage = stagePlatform(dir);
+  try {
+    tarballs.push(pack(stage));
+  } finally {
+    fs.rmSync(stage, { recursive: true, force: true });
+  }
 }
 const stage = stageMain();
 try {

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use appkit_jobs_core::JobsError;
 use appkit_jobs_emulator::{
-    Emulator, EmulatorOptions, FaultSpec, ForEachSpec, HistorySeed, JobParameter, JobSpec, PastRun,
-    TaskSpec, UserSpec,
+    Emulator, EmulatorOptions, FaultSpec, ForEachSpec, HistorySeed, JobParameter, JobSpec,
+    LakebaseSpec, PastRun, TaskSpec, UserSpec,
 };
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -64,6 +64,27 @@ pub struct BindingEmulatorOptions {
     /// The first run id handed out (a number, or decimal text beyond 2^53).
     pub first_run_id: Option<Either3<String, f64, BigInt>>,
     pub request_log_limit: Option<f64>,
+    /// What `POST /api/2.0/postgres/credentials` hands out (Lakebase's database credentials).
+    pub lakebase: Option<BindingLakebaseSpec>,
+}
+
+/// Lakebase's database credentials as the emulator hands them out: `{ token: password,
+/// expire_time: now + ttlSecs }`, for `endpoint` only when it is set.
+#[napi(object)]
+pub struct BindingLakebaseSpec {
+    pub password: String,
+    pub endpoint: Option<String>,
+    pub ttl_secs: Option<f64>,
+}
+
+impl BindingLakebaseSpec {
+    fn into_spec(self) -> Result<LakebaseSpec> {
+        Ok(LakebaseSpec {
+            password: self.password,
+            endpoint: self.endpoint,
+            ttl_secs: whole("lakebase.ttlSecs", self.ttl_secs)?,
+        })
+    }
 }
 
 /// A job the emulator serves.
@@ -331,6 +352,10 @@ impl BindingEmulatorOptions {
             first_run_id: self.first_run_id.map(first_run_id).transpose()?,
             request_log_limit: whole("requestLogLimit", self.request_log_limit)?
                 .map(|n| n as usize),
+            lakebase: self
+                .lakebase
+                .map(BindingLakebaseSpec::into_spec)
+                .transpose()?,
         })
     }
 }
@@ -471,6 +496,13 @@ impl BindingEmulator {
     #[napi]
     pub fn advance_time(&self, ms: f64) -> Result<()> {
         self.inner.advance_time(ms).map_err(to_napi)
+    }
+    /// What `POST /api/2.0/postgres/credentials` hands out from now on (`null`: 404).
+    #[napi]
+    pub fn set_lakebase(&self, spec: Option<BindingLakebaseSpec>) -> Result<()> {
+        self.inner
+            .set_lakebase(spec.map(BindingLakebaseSpec::into_spec).transpose()?);
+        Ok(())
     }
     #[napi]
     pub fn set_oauth_token_ttl(&self, secs: u32) {

@@ -1,5 +1,5 @@
 //! Errors cross the Node boundary as data: every async method resolves to a `BindingOutcome`
-//! and the JS layer (errors.js / jobs.js) builds the `ExecutionResult` or the JS `Error`.
+//! and the JS layer (handle.js, with errors.js) builds the `ExecutionResult` or the JS `Error`.
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 

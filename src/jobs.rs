@@ -14,6 +14,7 @@ use std::sync::Arc;
 use appkit_jobs_core::auth::Identity;
 use appkit_jobs_core::ids;
 use appkit_jobs_core::jobs::Jobs;
+use appkit_jobs_core::ledger::StartedBy;
 use appkit_jobs_core::poller::{RunUpdate, RunWatch};
 use appkit_jobs_core::registry::PluginConfig;
 use appkit_jobs_core::repair::RepairOptions;
@@ -50,7 +51,8 @@ pub fn run_id_of(id: Either3<String, f64, BigInt>) -> appkit_jobs_core::Result<i
     }
 }
 
-/// Repair options from their JSON text (`{ rerunAllFailedTasks?, rerunTasks?, ... }`).
+/// Repair options from their JSON text (`{ rerunAllFailedTasks?, rerunTasks?, ...,
+/// startedBy? }`).
 fn parse_repair_options(options_json: Option<String>) -> appkit_jobs_core::Result<RepairOptions> {
     let value = match options_json {
         None => None,
@@ -58,7 +60,19 @@ fn parse_repair_options(options_json: Option<String>) -> appkit_jobs_core::Resul
             JobsError::InvalidRequest(format!("repair options are not valid JSON: {e}"))
         })?),
     };
-    RepairOptions::from_json(value.as_ref())
+    let mut options = RepairOptions::from_json(value.as_ref())?;
+    options.started_by = value
+        .as_ref()
+        .and_then(|v| v.get("startedBy"))
+        .and_then(StartedBy::from_json);
+    Ok(options)
+}
+
+/// Who a call is recorded as starting a run: `{ email, user_id, user_name }` as JSON text (or a
+/// string), from `asUser(req)`'s headers or the caller's `startedBy` option.
+fn parse_started_by(json: Option<String>) -> Option<StartedBy> {
+    let text = json?;
+    StartedBy::from_json(&serde_json::from_str::<Value>(&text).ok()?)
 }
 
 fn parse_params(params_json: Option<String>) -> appkit_jobs_core::Result<Option<Value>> {
@@ -73,8 +87,8 @@ fn parse_params(params_json: Option<String>) -> appkit_jobs_core::Result<Option<
 /// What a watch delivers, tagged with the id JS gave it (`startAndWatch`/`watch`), as one
 /// flat object: each update of the run (the terminal one included), then one event for the
 /// end of the watch. An update (`update: true`) carries the run's `status`, `timestamp` and
-/// `runJson`, the run's JSON text shared by every watcher of the update (jobs.js parses it on
-/// first read), or `run` instead when the run holds an integer beyond 2^53 (those cross as
+/// `runJson`, the run's JSON text shared by every watcher of the update (updates.js parses it
+/// on first read), or `run` instead when the run holds an integer beyond 2^53 (those cross as
 /// `bigint`). Otherwise the watch is over: the run ended, or it failed (`error`, e.g.
 /// POLL_TIMEOUT or NOT_FOUND). A cancelled watch (`cancelWatch`) delivers nothing more.
 #[napi(object, object_from_js = false)]
@@ -203,8 +217,10 @@ impl BindingJobs {
     {
         let traced = self.core.telemetry().enabled();
         // Boxed at once: each wrapper below (the telemetry scope, the panic guard, the task)
-        // would otherwise hold the call's future inline and double it, ~10 KB for a run-now
-        // (~1.2 KB boxed), copied by every move on the way to a Tokio task.
+        // would otherwise hold the call's future inline and double it (~10 KB for a run-now,
+        // ~1.2 KB boxed), copied by every move on the way to a Tokio task; and the call is built
+        // on the JS thread, whose stack a test runner (or an app's framework) may already have
+        // deep: a large future moved around on it made napi reject the call with `undefined`.
         let fut = Box::pin(traced_if(traced, f(self.core.clone())));
         guarded(async move {
             let (result, calls) = fut.await;
@@ -349,7 +365,8 @@ impl BindingJobs {
     }
 
     /// Validates, maps and triggers, as call `call`: its outcome (data `{ run_id, number_in_job }`)
-    /// comes back through `takeDone()`. A promise per call would cost a threadsafe function,
+    /// comes back through `takeDone()`. `started_by_json`: who the ledger records (`{ email,
+    /// user_id, user_name }`), else the service principal. A promise per call would cost a threadsafe function,
     /// an environment cleanup hook and a deferred each; here every call shares the service's
     /// one wake-up. JS keeps the process alive while the call is out.
     #[napi]
@@ -359,10 +376,12 @@ impl BindingJobs {
         key: String,
         token: Option<String>,
         params_json: Option<String>,
+        started_by_json: Option<String>,
     ) {
         let run = self.call(move |core| async move {
             let params = parse_params(params_json)?;
-            core.run_now(&key, &identity(token), params).await
+            let by = parse_started_by(started_by_json);
+            core.run_now_by(&key, &identity(token), params, by).await
         });
         let done = self.done.clone();
         napi::bindgen_prelude::spawn(async move {
@@ -392,15 +411,53 @@ impl BindingJobs {
             .await
     }
 
-    /// data: runs, newest first; `limit` clamped to 1..=100 (default 20).
+    /// data: runs, newest first; `limit` clamped to 1..=100 (default 20). With `started_by`,
+    /// only the runs the ledger says that person started (matched on email, user id or name).
     #[napi(catch_unwind)]
     pub async fn list_runs(
         &self,
         key: String,
         token: Option<String>,
         limit: Option<i64>,
+        started_by: Option<String>,
     ) -> BindingOutcome {
-        self.call(move |core| async move { core.list_runs(&key, &identity(token), limit).await })
+        self.call(move |core| async move {
+            let id = identity(token);
+            match started_by {
+                Some(who) => Box::pin(core.list_runs_started_by(&key, &id, &who, limit)).await,
+                None => Box::pin(core.list_runs(&key, &id, limit)).await,
+            }
+        })
+        .await
+    }
+
+    /// The ledger: where it lives, whether its database answers, its counters.
+    #[napi]
+    pub fn ledger_status(&self) -> BindingLedgerStatus {
+        BindingLedgerStatus::from(self.core.ledger().status())
+    }
+
+    /// The ledger's log lines since the last call (the database going away, coming back).
+    #[napi]
+    pub fn take_ledger_logs(&self) -> Vec<BindingLogLine> {
+        self.core
+            .ledger()
+            .take_logs()
+            .into_iter()
+            .map(|l| BindingLogLine {
+                warn: l.warn,
+                message: l.message,
+            })
+            .collect()
+    }
+
+    /// Resolves true once the ledger's database is up, false after `within_ms` (or without a
+    /// database). A start may wait for it a little; nothing depends on it.
+    #[napi(catch_unwind)]
+    pub async fn ledger_ready(&self, within_ms: u32) -> bool {
+        let core = self.core.clone();
+        core.ledger()
+            .ready(std::time::Duration::from_millis(u64::from(within_ms)))
             .await
     }
 
@@ -506,12 +563,14 @@ impl BindingJobs {
         key: String,
         token: Option<String>,
         params_json: Option<String>,
+        started_by_json: Option<String>,
     ) {
         let state = WatchState::Start {
             core: self.core.clone(),
             key,
             identity: identity(token),
             params_json,
+            started_by: parse_started_by(started_by_json),
         };
         self.watches
             .start(id, WatchInner::new(state, self.delivery.clone()));
@@ -558,6 +617,7 @@ enum WatchState {
         key: String,
         identity: Identity,
         params_json: Option<String>,
+        started_by: Option<StartedBy>,
     },
     /// `start_repair_and_watch`: runs/repair first, then `Active`.
     Repair {
@@ -590,7 +650,6 @@ struct WatchInner {
     delivery: Arc<Delivery<BindingWatchEvent>>,
 }
 
-/// One step of a watch.
 /// How a watch started: its run, and the calls that started it.
 struct Started {
     run_id: i64,
@@ -598,6 +657,7 @@ struct Started {
     calls: Option<Vec<BindingCallRecord>>,
 }
 
+/// One step of a watch.
 enum Step {
     /// An update; the first one also names the run and (telemetry on) the Jobs API calls that
     /// started the watch.
@@ -668,11 +728,12 @@ impl WatchInner {
                 key,
                 identity,
                 params_json,
+                started_by,
             } => {
                 let traced = core.telemetry().enabled();
                 let started = match parse_params(params_json) {
                     Ok(params) => {
-                        let start = core.start_and_watch(&key, &identity, params);
+                        let start = core.start_and_watch_by(&key, &identity, params, started_by);
                         let (started, made) = Box::pin(traced_if(traced, start)).await;
                         calls = made;
                         started
@@ -780,6 +841,56 @@ impl WatchInner {
             *state = WatchState::Done;
         }
     }
+}
+
+/// What the ledger is doing (`ledger::LedgerStatus`); never a credential.
+#[napi(object)]
+pub struct BindingLedgerStatus {
+    /// `"memory"` or `"postgres"`.
+    pub store: String,
+    pub up: bool,
+    pub listening: bool,
+    /// `host:port/database`.
+    pub database: Option<String>,
+    pub schema_version: i32,
+    /// `"lakebase"`, `"password"` or `"none"`.
+    pub credentials: String,
+    pub credentials_minted: f64,
+    pub operations: f64,
+    pub errors: f64,
+    pub last_error: Option<String>,
+    pub backlog: u32,
+    pub dropped: f64,
+    pub remembered: u32,
+    pub instance: String,
+}
+
+impl From<appkit_jobs_core::ledger::LedgerStatus> for BindingLedgerStatus {
+    fn from(s: appkit_jobs_core::ledger::LedgerStatus) -> Self {
+        BindingLedgerStatus {
+            store: s.store.into(),
+            up: s.up,
+            listening: s.listening,
+            database: s.database,
+            schema_version: s.schema_version,
+            credentials: s.credentials.into(),
+            credentials_minted: s.credentials_minted as f64,
+            operations: s.operations as f64,
+            errors: s.errors as f64,
+            last_error: s.last_error,
+            backlog: s.backlog as u32,
+            dropped: s.dropped as f64,
+            remembered: s.remembered as u32,
+            instance: s.instance,
+        }
+    }
+}
+
+/// A line for the app's log.
+#[napi(object)]
+pub struct BindingLogLine {
+    pub warn: bool,
+    pub message: String,
 }
 
 /// The engine's gauges (now) and counters (since start).

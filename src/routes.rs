@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use appkit_jobs_core::routes::{
-    EventStream, RouteRequest, RouteResponse, Router, RouterOptions, StreamCanceller,
+    RouteMatch, RouteRequest, RouteResponse, Router, RouterOptions, ROUTES,
 };
+use appkit_jobs_core::sse::{EventStream, StreamCanceller};
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use serde_json::Value;
@@ -19,6 +20,49 @@ use appkit_jobs_core::telemetry;
 use crate::delivery::{Delivery, Wake};
 use crate::error::{binding_calls, BindingCallRecord};
 use crate::jobs::BindingJobs;
+
+/// A route of `/api/jobs`: its `name` (telemetry, `getEndpoints()`), HTTP `method` and `path`
+/// relative to the mount (`/:jobKey/runs/:runId`).
+#[napi(object, object_from_js = false)]
+pub struct BindingRoute {
+    pub name: String,
+    pub method: String,
+    pub path: String,
+}
+
+/// Every route the core serves, from its one table of them: the glue mounts and names these.
+#[napi]
+pub fn route_table() -> Vec<BindingRoute> {
+    ROUTES
+        .iter()
+        .map(|r| BindingRoute {
+            name: r.name.to_string(),
+            method: r.method.to_string(),
+            path: r.path.to_string(),
+        })
+        .collect()
+}
+
+/// The route of a request as dispatch sees it: its `name` and `path` (as in `routeTable()`)
+/// and the request's job key, decoded.
+#[napi(object, object_from_js = false)]
+pub struct BindingRouteMatch {
+    pub name: String,
+    pub path: String,
+    pub job_key: String,
+}
+
+/// The route `method path` is for (`path` relative to the mount, percent-encoded as received),
+/// or `null`: the core's own matching, so the glue names and pre-validates the route dispatch
+/// will serve.
+#[napi]
+pub fn match_route(method: String, path: String) -> Option<BindingRouteMatch> {
+    RouteMatch::of(&method, &path).map(|m| BindingRouteMatch {
+        name: m.spec.name.to_string(),
+        path: m.spec.path.to_string(),
+        job_key: m.key,
+    })
+}
 
 #[napi(object)]
 #[derive(Default)]

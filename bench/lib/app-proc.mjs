@@ -150,7 +150,10 @@ async function registerInMemorySdk() {
 async function boot() {
   if (task.otel) await registerInMemorySdk();
   const { createApp, server } = await import("@databricks/appkit");
-  const config = { pollIntervalMs: task.pollIntervalMs, jobs: { bench: { taskType: "notebook" }, multi: { taskType: "notebook" } } };
+  const config = {
+    pollIntervalMs: task.pollIntervalMs,
+    jobs: task.jobs ?? { bench: { taskType: "notebook" }, multi: { taskType: "notebook" } },
+  };
   let data;
   if (task.side === "floor") {
     data = floorPlugin();

@@ -3,7 +3,7 @@
 // POST /api/jobs/:key/run?stream=true and follows them over SSE (resuming with Last-Event-ID
 // when the connection drops), lists recent runs, cancels active ones and repairs failed ones
 // (POST /api/jobs/:key/runs/:id/repair?stream=true, followed live the same way).
-import { isRepairable, isTerminal, lifeCycleState, resultOf, timelineModel } from "/shared/model.mjs";
+import { isRepairable, isTerminal, lifeCycleState, resultOf, startedByLabel, startedByTitle, timelineModel } from "/shared/model.mjs";
 import { parseEvents as parseSse } from "/shared/stream.mjs";
 
 const API = "/api/jobs";
@@ -33,6 +33,31 @@ async function errorMessage(response) {
   }
   return response.statusText || `Request failed (${response.status})`;
 }
+
+// ---------------------------------------------------------------- who you are
+
+// Databricks Apps forwards the signed-in person on every request (X-Forwarded-Email, ...); the
+// demo has no such proxy, so the visitor names themselves and every request carries it. The
+// server records it as who started a run: display data, never a permission.
+const WHO_KEY = "appkit-jobs-demo-who";
+const whoInput = document.getElementById("who");
+whoInput.value = localStorage.getItem(WHO_KEY) ?? "";
+whoInput.addEventListener("change", () => {
+  localStorage.setItem(WHO_KEY, whoInput.value.trim());
+  for (const view of views) view.refreshRuns();
+});
+const views = [];
+
+function whoHeaders() {
+  const who = whoInput.value.trim();
+  if (!who) return {};
+  return who.includes("@")
+    ? { "X-Forwarded-Email": who, "X-Forwarded-Preferred-Username": who.split("@")[0] }
+    : { "X-Forwarded-Preferred-Username": who };
+}
+
+const pageFetch = window.fetch.bind(window);
+window.fetch = (url, init = {}) => pageFetch(url, { ...init, headers: { ...whoHeaders(), ...(init.headers ?? {}) } });
 
 async function api(method, path, body) {
   const init = { method, headers: {} };
@@ -293,6 +318,9 @@ class JobCard {
     this.timeline = new Timeline(node.querySelector('[data-testid="run-timeline"]'), (runId) => this.repair(runId));
     this.runLink = node.querySelector(".run-link");
     this.tbody = node.querySelector(".runs tbody");
+    this.mineOnly = node.querySelector(".mine-only");
+    this.mineOnly.addEventListener("change", () => this.refreshRuns());
+    views.push(this);
     node.querySelector(".run-form").addEventListener("submit", (e) => {
       e.preventDefault();
       this.run();
@@ -466,7 +494,8 @@ class JobCard {
     }
     this.refreshing = true;
     try {
-      const { runs } = await api("GET", `/${encodeURIComponent(this.key)}/runs?limit=8`);
+      const mine = this.mineOnly.checked ? "&startedBy=me" : "";
+      const { runs } = await api("GET", `/${encodeURIComponent(this.key)}/runs?limit=8${mine}`);
       const rows = (runs ?? []).map((run) => {
         const { result } = resultOf(run);
         const state = lifeCycleState(run) ?? "";
@@ -488,14 +517,15 @@ class JobCard {
           el("td", { class: "state", text: state }),
           el("td", { class: "result-cell", text: result ?? "" }),
           el("td", { text: formatTime(run.start_time) }),
+          el("td", { class: "started-by", "data-testid": "run-started-by", title: startedByTitle(run), text: startedByLabel(run) }),
           el("td", { text: formatDuration(run) }),
           el("td", {}, action),
         );
       });
-      if (rows.length === 0) rows.push(el("tr", {}, el("td", { class: "empty", colspan: 6, text: "No runs yet." })));
+      if (rows.length === 0) rows.push(el("tr", {}, el("td", { class: "empty", colspan: 7, text: "No runs yet." })));
       this.tbody.replaceChildren(...rows);
     } catch (err) {
-      this.tbody.replaceChildren(el("tr", {}, el("td", { class: "empty error", colspan: 6, text: err.message })));
+      this.tbody.replaceChildren(el("tr", {}, el("td", { class: "empty error", colspan: 7, text: err.message })));
     } finally {
       this.refreshing = false;
       if (this.refreshAgain) {

@@ -31,7 +31,7 @@ import {
   TableRow,
 } from "@databricks/appkit-ui/react";
 import { useJob, useJobRuns } from "./hooks.mjs";
-import { formFields, initialValues, isRepairable, isTerminal, lifeCycleState, paramsFromValues, resultOf, runDuration, timelineModel } from "./model.mjs";
+import { formFields, initialValues, isRepairable, isTerminal, lifeCycleState, paramsFromValues, resultOf, runDuration, startedByLabel, startedByTitle, timelineModel } from "./model.mjs";
 
 const muted = { color: "var(--muted-foreground)", fontSize: "0.75rem" };
 const column = (gap) => ({ display: "grid", gap });
@@ -311,18 +311,19 @@ function RunsTableView({ runs: list, onCancel, onRepair, showEmpty = true }) {
         h(Badge, { variant: runVariant(run) }, (isTerminal(run) ? result : state) || "—"),
       ),
       h(TableCell, null, run.start_time ? new Date(run.start_time).toLocaleTimeString() : ""),
+      h(TableCell, { "data-testid": "run-started-by", title: startedByTitle(run) }, startedByLabel(run)),
       h(TableCell, null, runDuration(run)),
       h(TableCell, null, action),
     );
   });
   if (rows.length === 0 && showEmpty) {
     const text = list.error ? list.error.message : list.loading ? "Loading…" : "No runs yet.";
-    rows.push(h(TableRow, { key: "empty" }, h(TableCell, { colSpan: 5, style: list.error ? { color: "var(--destructive)" } : muted }, text)));
+    rows.push(h(TableRow, { key: "empty" }, h(TableCell, { colSpan: 6, style: list.error ? { color: "var(--destructive)" } : muted }, text)));
   }
   return h(
     Table,
     { "data-testid": "runs-table" },
-    h(TableHeader, null, h(TableRow, null, ...["Run", "State", "Started", "Duration", ""].map((t, i) => h(TableHead, { key: i }, t)))),
+    h(TableHeader, null, h(TableRow, null, ...["Run", "State", "Started", "By", "Duration", ""].map((t, i) => h(TableHead, { key: i }, t)))),
     h(TableBody, null, ...rows),
   );
 }
@@ -333,8 +334,9 @@ function OwnRuns({ runsOptions, limit, ...props }) {
 }
 
 /**
- * The job's recent runs with their state or result, start and duration; Cancel on active runs and
- * Repair on failed ones (`onCancel` / `onRepair` take over, e.g. to follow a repair live).
+ * The job's recent runs with their state or result, start, who started it (`started_by`) and
+ * duration; Cancel on active runs and Repair on failed ones (`onCancel` / `onRepair` take over,
+ * e.g. to follow a repair live).
  */
 export function JobRunsTable(props) {
   return props.runs ? h(RunsTableView, props) : h(OwnRuns, props);

@@ -151,6 +151,11 @@ export interface UseJobRunsOptions extends JobsRequestOptions {
   limit?: number;
   /** Also refresh on this period (ms); off by default. */
   refreshIntervalMs?: number;
+  /**
+   * Only the runs a person started through the plugin: `"me"` (the page's user, as Databricks
+   * Apps forwards it to the server), or an email, user id or user name.
+   */
+  startedBy?: "me" | (string & {});
 }
 
 export interface UseJobRunsResult {
@@ -187,6 +192,10 @@ export declare function isTerminal(run: BaseRun | { state?: unknown; status?: un
 export declare function resultOf(run: BaseRun | null | undefined): { result: string | null; message: string };
 /** An ended run a repair could run again (any result but SUCCESS and SKIPPED). */
 export declare function isRepairable(run: BaseRun | null | undefined): boolean;
+/** Who started a run through the plugin (user name, else email, else user id), "—" when nobody the ledger knows. */
+export declare function startedByLabel(run: BaseRun | null | undefined): string;
+/** Every field of `started_by` joined for a tooltip, "" when there is none. */
+export declare function startedByTitle(run: BaseRun | null | undefined): string;
 
 export interface TimelineBar {
   key: string;
@@ -208,7 +217,10 @@ export interface TimelineModel {
   fraction: number;
   /** The latest update's own `progress.fraction`. */
   rawFraction: number;
-  /** "3/8 tasks done · about 40 s left" (or "no history yet", "taking longer than usual", "FAILED after 12 s"). */
+  /**
+   * "3/8 tasks done · about 40 s left" (or "no history yet", "taking longer than usual", "FAILED after 12 s");
+   * without the count for a run whose tasks are not known (one read from the runs list): "SUCCESS after 13 s".
+   */
   eta: string;
   expectedMs: number | null;
   terminal: boolean;

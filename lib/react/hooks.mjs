@@ -48,7 +48,8 @@ function useSettings(options) {
 
 /**
  * One job's client config (`{ params: JSON Schema | null, taskType }`), from the nearest
- * JobsProvider's `config`, else AppKit's (`usePluginClientConfig("jobs")`), else null.
+ * JobsProvider's `config`, else the page's `__appkit__` payload (read here as appkit-ui's
+ * `usePluginClientConfig("jobs")` reads it, so that this file needs no appkit-ui), else null.
  */
 export function useJobConfig(jobKey, options = {}) {
   const { config } = useSettings(options);
@@ -303,10 +304,13 @@ const RUNS_INITIAL = Object.freeze({ runs: [], error: null, loading: true });
  * The job's recent runs, newest first (`limit`, default 10, clamped by the server to 1..100),
  * refreshed when a run started, cancelled or repaired from this page moves or ends, and every
  * `refreshIntervalMs` if given. `cancel(runId)` and `repair(runId, options?)` act on one run.
+ * `startedBy: "me"` lists only the runs the page's user started (the server reads who from the
+ * headers Databricks Apps forwards); any other value, that person's.
  */
 export function useJobRuns(jobKey, options = {}) {
   const settings = useSettings(options);
   const limit = options.limit ?? 10;
+  const startedBy = options.startedBy ?? null;
   const interval = options.refreshIntervalMs ?? 0;
   const [state, setState] = useState(RUNS_INITIAL);
   const ref = useRef(null);
@@ -315,6 +319,7 @@ export function useJobRuns(jobKey, options = {}) {
   self.settings = settings;
   self.jobKey = jobKey;
   self.limit = limit;
+  self.startedBy = startedBy;
   if (!self.api) self.api = createRunsApi(self, setState);
 
   useEffect(() => {
@@ -330,7 +335,7 @@ export function useJobRuns(jobKey, options = {}) {
       self.controllers.clear();
       self.current = null;
     };
-  }, [jobKey, settings.basePath, limit, interval]);
+  }, [jobKey, settings.basePath, limit, interval, startedBy]);
 
   return useMemo(() => ({ ...state, refresh: self.api.refresh, cancel: self.api.cancel, repair: self.api.repair }), [state]);
 }
@@ -353,7 +358,8 @@ function createRunsApi(self, setState) {
     self.current = c;
     set({ loading: true });
     try {
-      const body = await requestJson(self.settings.fetch, url(`/runs?limit=${encodeURIComponent(self.limit)}`), { signal: c.signal });
+      const who = self.startedBy === null ? "" : `&startedBy=${encodeURIComponent(self.startedBy)}`;
+      const body = await requestJson(self.settings.fetch, url(`/runs?limit=${encodeURIComponent(self.limit)}${who}`), { signal: c.signal });
       if (!c.signal.aborted) set({ runs: Array.isArray(body?.runs) ? body.runs : [], error: null, loading: false });
     } catch (err) {
       if (!c.signal.aborted) set({ error: toJobError(err), loading: false });
@@ -390,4 +396,4 @@ export function typedJobHooks() {
   return { useJob, useJobRuns, useJobConfig };
 }
 
-export { fieldErrors, formFields, isRepairable, isTerminal, lifeCycleState, paramsFromValues, resultOf, timelineModel } from "./model.mjs";
+export { fieldErrors, formFields, isRepairable, isTerminal, lifeCycleState, paramsFromValues, resultOf, startedByLabel, startedByTitle, timelineModel } from "./model.mjs";

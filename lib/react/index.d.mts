@@ -67,7 +67,7 @@ export interface JobRunsTableProps<C = IJobsConfig, K extends JobKeyOf<C> = JobK
   showEmpty?: boolean;
 }
 
-/** Recent runs: state or result, start, duration; Cancel on active runs, Repair on failed ones. */
+/** Recent runs: state or result, start, who started it, duration; Cancel on active runs, Repair on failed ones. */
 export declare function JobRunsTable<C = IJobsConfig, K extends JobKeyOf<C> = JobKeyOf<C>>(props: JobRunsTableProps<C, K>): ReactElement;
 
 export interface JobPanelProps<C = IJobsConfig, K extends JobKeyOf<C> = JobKeyOf<C>> extends UseJobOptions {

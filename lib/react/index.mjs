@@ -3,4 +3,4 @@
 // bundler to take as it is. The hooks alone, without appkit-ui: appkit-jobs/react/hooks.
 export { JobsProvider, typedJobHooks, useJob, useJobConfig, useJobRuns } from "./hooks.mjs";
 export { JobPanel, JobParamsForm, JobRunButton, JobRunTimeline, JobRunsTable } from "./components.mjs";
-export { fieldErrors, formFields, isRepairable, isTerminal, lifeCycleState, paramsFromValues, resultOf, timelineModel } from "./model.mjs";
+export { fieldErrors, formFields, isRepairable, isTerminal, lifeCycleState, paramsFromValues, resultOf, startedByLabel, startedByTitle, timelineModel } from "./model.mjs";

@@ -65,6 +65,23 @@ export function formatSeconds(ms) {
 }
 
 /** A run's duration as the runs table shows it ("" before it started). */
+/**
+ * Who started a run through the plugin, for a table cell: the user name, else the email, else
+ * the user id; "—" for a run started elsewhere (`started_by: null`) or by an older server.
+ */
+export function startedByLabel(run) {
+  const who = run?.started_by;
+  if (!who) return "—";
+  return who.user_name ?? who.email ?? who.user_id ?? "—";
+}
+
+/** Every field of `started_by`, for a tooltip ("" when there is none). */
+export function startedByTitle(run) {
+  const who = run?.started_by;
+  if (!who) return "";
+  return [who.email, who.user_name, who.user_id].filter(Boolean).join(" · ");
+}
+
 export function runDuration(run, now = Date.now()) {
   const start = run?.start_time;
   if (!start) return "";
@@ -76,18 +93,21 @@ const FAILED_RESULTS = new Set(["FAILED", "TIMEDOUT", "CANCELED", "UPSTREAM_FAIL
 
 /**
  * A progress summary for a run known without one (the latest run read from /status): counts
- * from its tasks, elapsed from its own times, no expected duration.
+ * from its tasks, elapsed from its own times, no expected duration. A run read from the runs
+ * list carries no `tasks` at all: its counts are null (unknown), not 0.
  */
 function progressFromRun(run) {
+  const known = Array.isArray(run?.tasks);
   const tasks = latestTasks(run);
   const done = tasks.filter((t) => isTerminal(t));
   const terminal = isTerminal(run);
   const elapsed = run?.start_time ? (run.end_time || run.start_time) - run.start_time : null;
+  const count = (n) => (known ? n : null);
   return {
-    tasksTotal: tasks.length,
-    tasksDone: done.length,
-    tasksFailed: done.filter((t) => FAILED_RESULTS.has(t.state?.result_state ?? "")).length,
-    tasksRunning: tasks.filter((t) => ["PENDING", "RUNNING", "TERMINATING"].includes(lifeCycleState(t))).length,
+    tasksTotal: count(tasks.length),
+    tasksDone: count(done.length),
+    tasksFailed: count(done.filter((t) => FAILED_RESULTS.has(t.state?.result_state ?? "")).length),
+    tasksRunning: count(tasks.filter((t) => ["PENDING", "RUNNING", "TERMINATING"].includes(lifeCycleState(t))).length),
     forEach: [],
     elapsedMs: terminal ? elapsed : null,
     expectedMs: null,
@@ -99,7 +119,8 @@ function progressFromRun(run) {
 
 /**
  * Everything the timeline draws, at the instant `now` (ms, same clock as `receivedAt`):
- * `{ fraction, rawFraction, eta, expectedMs, terminal, result, repairable, bars }`. `floor` is
+ * `{ fraction, rawFraction, eta, expectedMs, terminal, result, repairable, bars }`. `eta` counts
+ * tasks only when they are known (a run from the runs list has none to count). `floor` is
  * the fraction shown before for this run (the bar never goes back). Bars are in graph order,
  * placed by their own start and end on the run's axis (`left`, `width` in % of the track);
  * a task a repair did not run again is `kept` (drawn faded, before the axis).
@@ -155,7 +176,8 @@ export function timelineModel({ run, progress, receivedAt = 0, now = receivedAt,
   return {
     fraction,
     rawFraction: p.fraction,
-    eta: `${p.tasksDone}/${p.tasksTotal} tasks done · ${when}`,
+    // No count for a run whose tasks are not known (read from the runs list): "0/0" would be false.
+    eta: p.tasksTotal == null ? when : `${p.tasksDone}/${p.tasksTotal} tasks done · ${when}`,
     expectedMs: p.expectedMs,
     terminal,
     result,

@@ -21,7 +21,7 @@ use reqwest::Method;
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::auth::{Auth, Identity};
+use crate::auth::{Auth, Identity, Secret};
 use crate::http::exchange;
 use crate::run::PolledRun;
 use crate::{JobsError, Result};
@@ -168,7 +168,8 @@ impl JobsClient {
     /// POST /api/2.2/jobs/run-now. `body` carries `job_id`, parameters and `idempotency_token`.
     pub async fn run_now(&self, id: &Identity, body: &Value) -> Result<Value> {
         self.call(id, Method::POST, "api/2.2/jobs/run-now", &[], Some(body))
-            .await
+            .await?
+            .json()
     }
 
     /// GET /api/2.2/jobs/runs/get, following `next_page_token` and merging the paged arrays.
@@ -205,7 +206,7 @@ impl JobsClient {
             ("run_id", run_id.to_string()),
             ("include_history", "true".to_string()),
         ];
-        let (body, date) = self.call_dated(id, Method::GET, path, &q, None).await?;
+        let Reply { body, date } = self.call(id, Method::GET, path, &q, None).await?;
         let mut polled = match PolledRun::from_body(&body) {
             Some(polled) => polled,
             None => {
@@ -260,7 +261,8 @@ impl JobsClient {
             }
             let mut page = self
                 .call(id, Method::GET, "api/2.2/jobs/runs/list", &query, None)
-                .await?;
+                .await?
+                .json()?;
             let got = match page.get_mut("runs").map(Value::take) {
                 Some(Value::Array(items)) => items,
                 None | Some(Value::Null) => Vec::new(),
@@ -300,7 +302,8 @@ impl JobsClient {
             &[("run_id", run_id.to_string())],
             None,
         )
-        .await
+        .await?
+        .json()
     }
 
     /// POST /api/2.2/jobs/runs/cancel. Asynchronous upstream: the run may still be running.
@@ -313,7 +316,8 @@ impl JobsClient {
             &[],
             Some(&body),
         )
-        .await
+        .await?
+        .json()
         .map(|_| ())
     }
 
@@ -327,7 +331,8 @@ impl JobsClient {
             &[],
             Some(body),
         )
-        .await
+        .await?
+        .json()
     }
 
     async fn get_merged(
@@ -337,7 +342,10 @@ impl JobsClient {
         base_query: &[(&str, String)],
         merge: impl Fn(&mut Value, &Value),
     ) -> Result<Value> {
-        let first = self.call(id, Method::GET, path, base_query, None).await?;
+        let first = self
+            .call(id, Method::GET, path, base_query, None)
+            .await?
+            .json()?;
         self.merge_pages(id, path, base_query, first, merge).await
     }
 
@@ -360,7 +368,7 @@ impl JobsClient {
             let mut q = base_query.to_vec();
             q.push(("page_token", token.clone()));
             seen.push(token);
-            let page = self.call(id, Method::GET, path, &q, None).await?;
+            let page = self.call(id, Method::GET, path, &q, None).await?.json()?;
             merge(&mut acc, &page);
             pages += 1;
             if let Some(obj) = acc.as_object_mut() {
@@ -379,6 +387,39 @@ impl JobsClient {
         Ok(acc)
     }
 
+    /// POST /api/2.0/postgres/credentials `{ endpoint }`: a Lakebase database credential for
+    /// `endpoint` (`projects/<p>/branches/<b>/endpoints/<e>`), minted for `id`: the password
+    /// and, when the answer says, when it expires.
+    pub async fn postgres_credential(
+        &self,
+        id: &Identity,
+        endpoint: &str,
+    ) -> Result<(Secret, Option<std::time::SystemTime>)> {
+        let body = serde_json::json!({ "endpoint": endpoint });
+        let answer = self
+            .call(
+                id,
+                Method::POST,
+                "api/2.0/postgres/credentials",
+                &[],
+                Some(&body),
+            )
+            .await?
+            .json()?;
+        let token = answer
+            .get("token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                JobsError::InvalidResponse("the database credential answer has no token".into())
+            })?;
+        let expires = answer
+            .get("expire_time")
+            .and_then(Value::as_str)
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok());
+        Ok((Secret::new(token), expires))
+    }
+
     /// The URL of `path` on the workspace (joined once per path, then cloned).
     fn url(&self, path: &str) -> Result<Url> {
         let mut urls = self.inner.urls.lock().unwrap_or_else(|e| e.into_inner());
@@ -395,8 +436,8 @@ impl JobsClient {
         Ok(url)
     }
 
-    /// One HTTP exchange (plus one retry after a 401 on a refreshable OAuth token), its body
-    /// parsed.
+    /// One HTTP exchange (plus one retry after a 401 on a refreshable OAuth token): a 2xx
+    /// answer's body and `Date`, else the API error.
     async fn call(
         &self,
         id: &Identity,
@@ -404,20 +445,7 @@ impl JobsClient {
         path: &str,
         query: &[(&str, String)],
         body: Option<&Value>,
-    ) -> Result<Value> {
-        parse_body(&self.call_dated(id, method, path, query, body).await?.0)
-    }
-
-    /// One HTTP exchange (plus one retry after a 401 on a refreshable OAuth token): the body of
-    /// a 2xx answer and the answer's `Date` (ms), else the API error.
-    async fn call_dated(
-        &self,
-        id: &Identity,
-        method: Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<&Value>,
-    ) -> Result<(Bytes, Option<i64>)> {
+    ) -> Result<Reply> {
         let url = self.url(path)?;
         let mut retried_auth = false;
         loop {
@@ -461,8 +489,21 @@ impl JobsClient {
             if !(200..300).contains(&status) {
                 return Err(api_error(status, &bytes, retry_after, bearer.expose()));
             }
-            return Ok((bytes, date));
+            return Ok(Reply { body: bytes, date });
         }
+    }
+}
+
+/// A 2xx answer of the Jobs API: its body, and its `Date` (ms since the epoch) when it had one.
+struct Reply {
+    body: Bytes,
+    date: Option<i64>,
+}
+
+impl Reply {
+    /// The body as JSON (see `parse_body`).
+    fn json(&self) -> Result<Value> {
+        parse_body(&self.body)
     }
 }
 

@@ -10,15 +10,20 @@
 //! Writes are retried only because they are safe to: `runNow` carries an `idempotency_token`
 //! (the same on every attempt) and `cancelRun` is idempotent. The plugin's `timeout` option
 //! replaces every tier's timeout.
+//!
+//! With a ledger database, the read cache has a second tier shared by every instance
+//! ([`SharedTier`]): the same TTLs, per identity, behind this process's tier.
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::auth::Identity;
 use crate::{JobsError, Result};
 
 /// Which execution policy a call follows.
@@ -234,16 +239,19 @@ impl From<()> for CacheArg {
 }
 
 /// Identifies one cached read. `partition` is `Identity::partition()`, so one identity's data is never
-/// served to another; `job_id` lets a write drop the job's stale entries.
+/// served to another; `job_id` lets a write drop the job's stale entries. `fleet` is the same
+/// identity's key across instances (`Identity::fleet_partition`), for the shared tier.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     pub partition: u64,
+    pub fleet: Arc<str>,
     pub op: &'static str,
     pub job_id: i64,
     pub arg: CacheArg,
 }
 
 impl CacheKey {
+    /// A key of the identity whose process-local partition is `partition` (tests).
     pub fn new(
         partition: u64,
         op: &'static str,
@@ -252,11 +260,58 @@ impl CacheKey {
     ) -> CacheKey {
         CacheKey {
             partition,
+            fleet: Arc::from(partition.to_string()),
             op,
             job_id,
             arg: arg.into(),
         }
     }
+
+    /// `id`'s key of `op` on `job_id` with `arg`.
+    pub fn of(id: &Identity, op: &'static str, job_id: i64, arg: impl Into<CacheArg>) -> CacheKey {
+        CacheKey {
+            partition: id.partition(),
+            fleet: id.fleet_partition(),
+            op,
+            job_id,
+            arg: arg.into(),
+        }
+    }
+
+    /// The key in the shared tier: `<fleet partition>|<op>|<job>|<arg>`.
+    fn shared(&self) -> String {
+        let arg = match &self.arg {
+            CacheArg::None => String::new(),
+            CacheArg::Int(n) => n.to_string(),
+            CacheArg::Str(s) => s.clone(),
+        };
+        format!("{}|{}|{}|{}", self.fleet, self.op, self.job_id, arg)
+    }
+}
+
+/// What the shared tier holds for a key: the generation of its job now (0 for a read no run
+/// changes), and the entry when there is one of that generation, with the time it has left.
+#[derive(Debug, Clone)]
+pub struct SharedHit {
+    pub gen: i64,
+    pub value: Option<(Value, Duration)>,
+}
+
+/// A second tier of the read cache, shared by every instance of an app (the ledger's
+/// database): read on a miss of this process's tier, written after a fetch. It never fails a
+/// read: `get` answers `None` when the tier cannot be used now, and then nothing is written.
+pub trait SharedTier: Send + Sync {
+    /// `gen_job`: the job whose generation the entry follows (`None` for reads no run changes).
+    fn get<'a>(&'a self, key: &'a str, gen_job: Option<i64>) -> BoxFuture<'a, Option<SharedHit>>;
+    /// Stores `value` read at generation `gen`, for `ttl`.
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        gen_job: Option<i64>,
+        gen: i64,
+        value: &'a Value,
+        ttl: Duration,
+    ) -> BoxFuture<'a, ()>;
 }
 
 /// The cache operation of a job's run history (expected durations, see `history.rs`).
@@ -280,9 +335,33 @@ struct StoredKey {
     all_gen: u64,
 }
 
-/// Cache of read results (moka), with one fetch in flight per key. Errors are never cached.
+/// A cached value and how long it is kept (the policy's TTL, or less for an entry of the shared
+/// tier, which keeps its own expiry).
+#[derive(Clone)]
+struct Cached {
+    value: Value,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl moka::Expiry<StoredKey, Cached> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _: &StoredKey,
+        value: &Cached,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Cache of read results (moka), with one fetch in flight per key, and optionally a shared
+/// tier behind it (see [`SharedTier`]). Errors are never cached.
 pub struct ReadCache {
-    cache: Option<moka::future::Cache<StoredKey, Value>>,
+    cache: Option<moka::future::Cache<StoredKey, Cached>>,
+    ttl: Duration,
+    shared: Option<Arc<dyn SharedTier>>,
     job_gens: Mutex<HashMap<i64, u64>>,
     all_gen: AtomicU64,
 }
@@ -299,14 +378,27 @@ impl ReadCache {
     /// A cache following `policy.cache_ttl` (`None`: no caching, every call fetches), holding at
     /// most `max_entries` results.
     pub fn new(policy: &TierPolicy, max_entries: u64) -> ReadCache {
-        let cache = policy.cache_ttl.filter(|t| !t.is_zero()).map(|ttl| {
+        ReadCache::with_shared(policy, max_entries, None)
+    }
+
+    /// `new`, with a shared tier behind this process's.
+    pub fn with_shared(
+        policy: &TierPolicy,
+        max_entries: u64,
+        shared: Option<Arc<dyn SharedTier>>,
+    ) -> ReadCache {
+        let ttl = policy.cache_ttl.filter(|t| !t.is_zero());
+        let cache = ttl.map(|ttl| {
             moka::future::Cache::builder()
                 .max_capacity(max_entries.max(1))
                 .time_to_live(ttl)
+                .expire_after(PerEntryTtl)
                 .build()
         });
         ReadCache {
             cache,
+            ttl: ttl.unwrap_or_default(),
+            shared,
             job_gens: Mutex::new(HashMap::new()),
             all_gen: AtomicU64::new(0),
         }
@@ -344,10 +436,40 @@ impl ReadCache {
             return fetch.await;
         };
         let key = self.stored_key(key);
+        let ttl = self.ttl;
+        // One path with or without a shared tier, boxed: inline, the fetch (a large future)
+        // would sit in the read's future more than once, and every read would carry it.
+        let shared = self.shared.as_deref();
+        let text_key = shared.map(|_| key.key.shared());
+        let gen_job = key.key.follows_runs().then_some(key.key.job_id);
         cache
-            .try_get_with(key, fetch)
+            .try_get_with(
+                key,
+                Box::pin(async move {
+                    let hit = match (shared, &text_key) {
+                        (Some(shared), Some(k)) => shared.get(k, gen_job).await,
+                        _ => None,
+                    };
+                    if let Some(SharedHit {
+                        value: Some((value, left)),
+                        ..
+                    }) = hit
+                    {
+                        return Ok::<_, JobsError>(Cached {
+                            value,
+                            ttl: left.min(ttl),
+                        });
+                    }
+                    let value = fetch.await?;
+                    if let (Some(shared), Some(k), Some(hit)) = (shared, &text_key, hit) {
+                        shared.put(k, gen_job, hit.gen, &value, ttl).await;
+                    }
+                    Ok(Cached { value, ttl })
+                }),
+            )
             .await
-            .map_err(|e| (*e).clone())
+            .map(|c| c.value)
+            .map_err(|e: Arc<JobsError>| (*e).clone())
     }
 
     /// Drops every cached entry of `job_id` that its runs change, for every identity (after a

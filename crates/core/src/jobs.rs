@@ -26,10 +26,11 @@ use crate::client::{ClientOptions, JobsClient, ListRuns, RUNS_LIST_PAGE};
 use crate::error::{status_text, JobsError, Result};
 use crate::exec::{self, CacheKey, ExecSettings, ReadCache, TierPolicy, HISTORY_OP};
 use crate::history::History;
+use crate::ledger::{postgres::Announcement, Ledger, LedgerSettings, StartRecord, StartedBy};
 use crate::params;
 use crate::poller::{
-    FetchHistory, FetchRun, OnUpdate, PollSettings, Poller, RunUpdate, RunWatch, WatchOptions,
-    DEFAULT_MAX_OUTAGE, DEFAULT_POLL_INTERVAL, MIN_POLL_INTERVAL,
+    FetchAttribution, FetchHistory, FetchRun, OnUpdate, PollHooks, PollSettings, Poller, RunUpdate,
+    RunWatch, WatchOptions, DEFAULT_MAX_OUTAGE, DEFAULT_POLL_INTERVAL, MIN_POLL_INTERVAL,
 };
 use crate::registry::{JobEntry, PluginConfig, Registry};
 use crate::run;
@@ -126,7 +127,7 @@ impl HistoryReads {
     }
 
     async fn read(&self, identity: &Identity, job_id: i64) -> Option<History> {
-        let key = CacheKey::new(identity.partition(), HISTORY_OP, job_id, ());
+        let key = CacheKey::of(identity, HISTORY_OP, job_id, ());
         let read = self.cache.get_or_fetch(key, async {
             let started = self.telemetry.start();
             let q = ListRuns {
@@ -158,6 +159,9 @@ pub struct Jobs {
     poller: Poller,
     warnings: Vec<String>,
     telemetry: Arc<Telemetry>,
+    ledger: Arc<Ledger>,
+    /// Who a call with no person behind it is recorded as: the app's service principal.
+    service_principal: StartedBy,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -197,8 +201,13 @@ pub fn token_job_id(token: &str) -> Option<i64> {
 #[derive(Debug, Clone)]
 pub struct PreparedRun {
     job_id: i64,
+    job_key: String,
     token: String,
     body: Value,
+    /// The params as given, for the ledger.
+    params: Option<Value>,
+    /// Who the ledger records as starting the run.
+    started_by: StartedBy,
 }
 
 impl PreparedRun {
@@ -209,6 +218,15 @@ impl PreparedRun {
 
     pub fn job_id(&self) -> i64 {
         self.job_id
+    }
+
+    /// Recorded as started by `who` (by default the service principal, or for a user's call
+    /// nobody named).
+    pub fn started_by(mut self, who: Option<StartedBy>) -> PreparedRun {
+        if let Some(who) = who {
+            self.started_by = who;
+        }
+        self
     }
 }
 
@@ -240,6 +258,7 @@ impl Jobs {
                 .unwrap_or(DEFAULT_MAX_OUTAGE),
         };
         let mut jobs = Jobs::with_poll_settings(config, env, poll);
+        warnings.append(&mut jobs.warnings);
         jobs.warnings = warnings;
         jobs
     }
@@ -254,7 +273,38 @@ impl Jobs {
         let registry = Registry::new(&env, &config);
         let client = JobsClient::new(&env, ClientOptions::default());
         let settings = ExecSettings::new(config.timeout);
-        let cache = Arc::new(ReadCache::new(&settings.read, CACHE_ENTRIES));
+        let mut warnings = Vec::new();
+        // The environment may name a database half-way: the ledger then stays in memory, said
+        // once (a mistake in the `ledger` option itself was refused with the config).
+        let ledger_settings = config.ledger.resolve(&env).unwrap_or_else(|e| {
+            warnings.push(format!("{e}: the ledger stays in memory"));
+            LedgerSettings::Memory
+        });
+        let telemetry = Arc::new(Telemetry::default());
+        let ledger = Arc::new(Ledger::start(
+            ledger_settings,
+            &env,
+            &client,
+            telemetry.clone(),
+        ));
+        let cache = Arc::new(ReadCache::with_shared(
+            &settings.read,
+            CACHE_ENTRIES,
+            ledger.shared_tier(),
+        ));
+        if let Some(pg) = ledger.postgres() {
+            // What other instances announce: a job's cached reads are stale; after a
+            // reconnect, anything may be.
+            let cache = Arc::downgrade(&cache);
+            pg.on_announcement(Arc::new(move |a: &Announcement| {
+                let Some(cache) = cache.upgrade() else { return };
+                match a {
+                    Announcement::Invalidate(job_id) => cache.invalidate_job(*job_id),
+                    Announcement::Reconnected => cache.invalidate_all(),
+                    Announcement::Other(_) => {}
+                }
+            }));
+        }
         let owners = Arc::new(Mutex::new(Owners::default()));
 
         // The poller reads runs/get uncached, one attempt per tick under the read timeout: it
@@ -265,7 +315,6 @@ impl Jobs {
             ..settings.read.clone()
         };
         let poll_client = client.clone();
-        let telemetry = Arc::new(Telemetry::default());
         let poll_telemetry = telemetry.clone();
         let fetch: FetchRun = Arc::new(move |identity: Identity, run_id: i64| {
             let client = poll_client.clone();
@@ -283,7 +332,8 @@ impl Jobs {
         });
         // Once per shared state change (not per watcher): the job's cached lists and runs are
         // stale now, and the poll's read tells which job the run belongs to.
-        let (update_cache, update_owners) = (cache.clone(), owners.clone());
+        let (update_cache, update_owners, update_ledger) =
+            (cache.clone(), owners.clone(), ledger.clone());
         let on_update: OnUpdate =
             Arc::new(move |partition: u64, run_id: i64, update: &RunUpdate| {
                 if let Some(job_id) = update.job_id {
@@ -292,6 +342,7 @@ impl Jobs {
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(partition, run_id, job_id);
                     update_cache.invalidate_job(job_id);
+                    update_ledger.invalidate_soon(job_id);
                 }
             });
         // The job's typical durations for `expectedMs` (see `HistoryReads`).
@@ -309,7 +360,33 @@ impl Jobs {
         });
         let history: FetchHistory =
             Arc::new(move |identity: &Identity, job_id: i64| reads.peek(identity, job_id));
-        let poller = Poller::with_hooks(fetch, poll, Some(on_update), Some(history));
+        let attribution_ledger = ledger.clone();
+        let attribution: FetchAttribution = Arc::new(move |_: &Identity, run_id: i64| {
+            let ledger = attribution_ledger.clone();
+            async move {
+                ledger
+                    .started_by(run_id)
+                    .await
+                    .map(|who| Arc::from(who.to_json()))
+            }
+            .boxed()
+        });
+        // One poller per run for the whole fleet, when the ledger has a database.
+        let fleet = ledger
+            .fleet(poll.base_interval)
+            .map(|f| f as Arc<dyn crate::poller::Fleet>);
+        let poller = Poller::with_hooks(
+            fetch,
+            poll,
+            PollHooks {
+                on_update: Some(on_update),
+                history: Some(history),
+                attribution: Some(attribution),
+                fleet,
+            },
+        );
+        let service_principal =
+            StartedBy::service_principal(env.get("DATABRICKS_CLIENT_ID").map(String::as_str));
 
         Jobs {
             registry,
@@ -318,8 +395,10 @@ impl Jobs {
             cache,
             owners,
             poller,
-            warnings: Vec::new(),
+            warnings,
             telemetry,
+            ledger,
+            service_principal,
         }
     }
 
@@ -341,11 +420,30 @@ impl Jobs {
         &self.poller
     }
 
-    /// Drops the cached reads of `key`'s job for every identity. The routes call it when a
-    /// watched run changes state, so that lists and status are not served stale.
+    /// The ledger (who started each run; the shared cache).
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Who `id`'s calls are recorded as when the caller names nobody: the service principal,
+    /// or for a user's call nobody named.
+    pub fn default_started_by(&self, id: &Identity) -> StartedBy {
+        match id {
+            Identity::ServicePrincipal => self.service_principal.clone(),
+            Identity::User(_) => StartedBy::default(),
+        }
+    }
+
+    /// Drops this process's cached reads of `job_id` (every identity), at once.
+    pub(crate) fn forget_job_reads(&self, job_id: i64) {
+        self.cache.invalidate_job(job_id);
+    }
+
+    /// Drops the cached reads of `key`'s job for every identity, on every instance (soon).
     pub fn invalidate_job_cache(&self, key: &str) {
         if let Ok((_, job_id)) = self.entry(key) {
             self.cache.invalidate_job(job_id);
+            self.ledger.invalidate_soon(job_id);
         }
     }
 
@@ -357,7 +455,21 @@ impl Jobs {
 
     /// Validates and maps `params`, then triggers the job: `{ run_id, number_in_job }`.
     pub async fn run_now(&self, key: &str, id: &Identity, params: Option<Value>) -> Result<Value> {
-        let prepared = self.prepare_run(key, id, params, None).await?;
+        self.run_now_by(key, id, params, None).await
+    }
+
+    /// `run_now`, recorded as started by `by` (`None`: `default_started_by`).
+    pub async fn run_now_by(
+        &self,
+        key: &str,
+        id: &Identity,
+        params: Option<Value>,
+        by: Option<StartedBy>,
+    ) -> Result<Value> {
+        let prepared = self
+            .prepare_run(key, id, params, None)
+            .await?
+            .started_by(by);
         self.send_run(id, &prepared).await
     }
 
@@ -385,8 +497,11 @@ impl Jobs {
         }
         Ok(PreparedRun {
             job_id,
+            job_key: key.to_string(),
             token,
             body,
+            params,
+            started_by: self.default_started_by(id),
         })
     }
 
@@ -398,8 +513,25 @@ impl Jobs {
                 self.client.run_now(id, &prepared.body)
             })
             .await;
-        // Even a failed (e.g. timed out) attempt may have started a run: drop stale lists.
+        // Who started it, in the ledger before the caller has the run id (so the whole fleet
+        // knows the run even if this instance dies now); then the job's cached reads are stale
+        // everywhere. Even a failed (e.g. timed out) attempt may have started a run.
+        let record = started
+            .as_ref()
+            .ok()
+            .and_then(run::run_id)
+            .map(|run_id| StartRecord {
+                run_id,
+                repair_id: 0,
+                job_id: prepared.job_id,
+                job_key: prepared.job_key.clone(),
+                started_by: prepared.started_by.clone(),
+                params: prepared.params.clone(),
+                at_ms: crate::telemetry::now_ms() as i64,
+            });
         self.cache.invalidate_job(prepared.job_id);
+        // Boxed: the database's part is a large future, and inline it would grow every run-now.
+        Box::pin(self.ledger.record_and_invalidate(record, prepared.job_id)).await;
         started
     }
 
@@ -454,6 +586,46 @@ impl Jobs {
         }
     }
 
+    /// The job's runs that `who` started through the plugin (see `StartedBy::matches`), newest
+    /// first, `limit` clamped as `list_runs`'s: from the ledger, each run read through the cache.
+    /// A run the workspace no longer has is left out.
+    pub async fn list_runs_started_by(
+        &self,
+        key: &str,
+        id: &Identity,
+        who: &str,
+        limit: Option<i64>,
+    ) -> Result<Vec<Value>> {
+        let (_, job_id) = self.entry(key)?;
+        let run_ids = self
+            .ledger
+            .runs_started_by(job_id, who, clamp_limit(limit))
+            .await;
+        let reads: Vec<BoxFuture<'_, Result<Value>>> = run_ids
+            .into_iter()
+            .map(|run_id| Box::pin(self.cached_run(id, job_id, run_id)) as BoxFuture<'_, _>)
+            .collect();
+        let found: Vec<Result<Value>> = stream::iter(reads)
+            .buffered(OUTPUT_CONCURRENCY)
+            .collect()
+            .await;
+        let mut runs = Vec::with_capacity(found.len());
+        for run in found {
+            match run {
+                Ok(run) if run::job_id(&run) == Some(job_id) => runs.push(run),
+                Ok(_) => {}
+                // Gone from the workspace (its retention), or never this identity's to see.
+                Err(JobsError::Api {
+                    status: 400 | 403 | 404,
+                    ..
+                })
+                | Err(JobsError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(runs)
+    }
+
     async fn cached_list(
         &self,
         id: &Identity,
@@ -461,31 +633,57 @@ impl Jobs {
         op: &'static str,
         limit: usize,
     ) -> Result<Value> {
-        let key = CacheKey::new(id.partition(), op, job_id, limit as i64);
+        let key = CacheKey::of(id, op, job_id, limit as i64);
         let q = ListRuns {
             job_id,
             limit,
             ..ListRuns::default()
         };
         self.cached("listRuns", None, key, async {
-            self.call("listRuns", None, &self.settings.read, || {
-                self.client.list_runs(id, q.clone())
-            })
-            .await
-            .map(Value::Array)
+            let mut runs = self
+                .call("listRuns", None, &self.settings.read, || {
+                    self.client.list_runs(id, q.clone())
+                })
+                .await?;
+            self.attribute(&mut runs).await;
+            Ok(Value::Array(runs))
         })
         .await
     }
 
+    /// Writes `started_by` into each run: who started it through the plugin, or `null`.
+    async fn attribute(&self, runs: &mut [Value]) {
+        let ids: Vec<i64> = runs.iter().filter_map(run::run_id).collect();
+        if ids.is_empty() {
+            return;
+        }
+        let mut known = Box::pin(self.ledger.started_by_each(&ids)).await;
+        for r in runs.iter_mut() {
+            let who = run::run_id(r).and_then(|id| known.remove(&id));
+            if let Value::Object(map) = r {
+                map.insert(
+                    "started_by".into(),
+                    who.map(|w| serde_json::to_value(w).unwrap_or(Value::Null))
+                        .unwrap_or(Value::Null),
+                );
+            }
+        }
+    }
+
     /// runs/get through the cache, keyed by the handle's job. Remembers the run's job.
     async fn cached_run(&self, id: &Identity, job_id: i64, run_id: i64) -> Result<Value> {
-        let key = CacheKey::new(id.partition(), "getRun", job_id, run_id);
+        let key = CacheKey::of(id, "getRun", job_id, run_id);
         let run = self
             .cached("getRun", Some(run_id), key, async {
-                self.call("getRun", Some(run_id), &self.settings.read, || {
-                    self.client.get_run(id, run_id)
-                })
-                .await
+                let run = self
+                    .call("getRun", Some(run_id), &self.settings.read, || {
+                        self.client.get_run(id, run_id)
+                    })
+                    .await?;
+                let mut one = [run];
+                self.attribute(&mut one).await;
+                let [run] = one;
+                Ok(run)
             })
             .await?;
         if let Some(owner) = run::job_id(&run) {
@@ -702,7 +900,7 @@ impl Jobs {
         run_id: i64,
     ) -> BoxFuture<'a, Result<Value>> {
         async move {
-            let key = CacheKey::new(id.partition(), "getRunOutput", job_id, run_id);
+            let key = CacheKey::of(id, "getRunOutput", job_id, run_id);
             self.cached("getRunOutput", Some(run_id), key, async {
                 self.call("getRunOutput", Some(run_id), &self.settings.read, || {
                     self.client.get_run_output(id, run_id)
@@ -717,7 +915,7 @@ impl Jobs {
     /// The job definition (pages merged).
     pub async fn get_job(&self, key: &str, id: &Identity) -> Result<Value> {
         let (_, job_id) = self.entry(key)?;
-        let cache_key = CacheKey::new(id.partition(), "getJob", job_id, ());
+        let cache_key = CacheKey::of(id, "getJob", job_id, ());
         self.cached("getJob", None, cache_key, async {
             self.call("getJob", None, &self.settings.read, || {
                 self.client.get_job(id, job_id)
@@ -736,6 +934,7 @@ impl Jobs {
             })
             .await;
         self.cache.invalidate_job(job_id);
+        Box::pin(self.ledger.invalidate(job_id)).await;
         result
     }
 
@@ -756,7 +955,21 @@ impl Jobs {
         id: &Identity,
         params: Option<Value>,
     ) -> Result<RunWatch> {
-        let prepared = self.prepare_run(key, id, params, None).await?;
+        self.start_and_watch_by(key, id, params, None).await
+    }
+
+    /// `start_and_watch`, recorded as started by `by` (`None`: `default_started_by`).
+    pub async fn start_and_watch_by(
+        &self,
+        key: &str,
+        id: &Identity,
+        params: Option<Value>,
+        by: Option<StartedBy>,
+    ) -> Result<RunWatch> {
+        let prepared = self
+            .prepare_run(key, id, params, None)
+            .await?
+            .started_by(by);
         self.send_and_watch(key, id, &prepared, false).await
     }
 
@@ -824,6 +1037,21 @@ mod tests {
         ];
         for (name, size) in sizes {
             assert!(size <= 2048, "{name}: {size} bytes");
+        }
+        // Reads are made on the JS thread (the binding builds each call's future there): a
+        // cached read once held its fetch twice, 18 KB, and inside a deep JS stack (a test
+        // runner's) napi then rejected the call with `undefined`.
+        let reads = [
+            ("get_job", std::mem::size_of_val(&jobs.get_job("k", &id))),
+            ("get_run", std::mem::size_of_val(&jobs.get_run("k", &id, 1))),
+            ("last_run", std::mem::size_of_val(&jobs.last_run("k", &id))),
+            (
+                "list_runs",
+                std::mem::size_of_val(&jobs.list_runs("k", &id, None)),
+            ),
+        ];
+        for (name, size) in reads {
+            assert!(size <= 8192, "{name}: {size} bytes");
         }
     }
 

@@ -8,6 +8,7 @@ pub mod history;
 pub mod http;
 pub mod ids;
 pub mod jobs;
+pub mod ledger;
 pub mod params;
 pub mod poller;
 pub mod progress;
@@ -16,6 +17,7 @@ pub mod repair;
 pub mod routes;
 pub mod run;
 pub mod schema;
+pub mod sse;
 pub mod telemetry;
 
 pub use error::{JobsError, Result};

@@ -1,5 +1,16 @@
 //! Run-now params: validated against the job's schema (`schema.rs`), then mapped onto the run-now
-//! request.
+//! request. Every rule about params is here; the routes, `runNow`, `runAndWait` and repairs all
+//! read them from this file (a Zod / Standard Schema is the one exception: it is JS, validated
+//! by lib/runtime.js, and the job then arrives with `externalSchema`).
+//!
+//! Absent params, `null` and `{}` ask for nothing: the run starts as with no params (a schema
+//! still sees `{}`, as the stock plugin validates absent params).
+//!
+//! Params from an HTTP request (the routes' `params`, written by a browser rather than by the
+//! app's own code) meet two more rules first, as in the stock plugin ([`from_request`]): a job
+//! without a schema takes them only when it says where they go (a task type or
+//! `jobParameters`), since otherwise they would be passed through as run-now fields, which only
+//! the app's own code may do; and at most [`MAX_UNVALIDATED_PARAM_KEYS`] of them.
 //!
 //! Mapping (`build_run_now_request`):
 //!
@@ -34,6 +45,52 @@ use crate::schema::{json_type, truncate};
 
 /// The Jobs API limit on each `*_params` field, in bytes of JSON.
 pub const MAX_PARAMS_FIELD_BYTES: usize = 10_000;
+/// Without a params schema, params from an HTTP request may carry at most this many keys.
+pub const MAX_UNVALIDATED_PARAM_KEYS: usize = 50;
+
+/// Whether `params` ask for nothing: absent, `null` and `{}` do (the run starts, or a repair
+/// keeps the run's parameters, as without params).
+pub fn asks_for_nothing(params: Option<&Value>) -> bool {
+    match params {
+        None | Some(Value::Null) => true,
+        Some(Value::Object(map)) => map.is_empty(),
+        Some(_) => false,
+    }
+}
+
+/// The `params` of a run or repair request (an HTTP body), checked before anything is sent:
+/// `None` when absent or `{}`; refused when not an object (`null` included), when the job has
+/// no schema and no task type or `jobParameters`, or when a job without a schema gets more than
+/// [`MAX_UNVALIDATED_PARAM_KEYS`]. The rest (the schema, the mapping) is
+/// [`build_run_now_request`]'s, as for `runNow`. `Err` is the 400's message (the stock
+/// plugin's wording, code `VALIDATION_ERROR`).
+pub fn from_request(
+    entry: &JobEntry,
+    params: Option<Value>,
+) -> std::result::Result<Option<Value>, String> {
+    let Some(params) = params else {
+        return Ok(None);
+    };
+    let Value::Object(map) = &params else {
+        return Err("params must be a plain object".into());
+    };
+    if asks_for_nothing(Some(&params)) {
+        return Ok(None);
+    }
+    let config = &entry.config;
+    if config.params.is_none() && !config.external_schema {
+        if config.task_type.is_none() && !config.job_parameters {
+            return Err("This job does not accept parameters".into());
+        }
+        if map.len() > MAX_UNVALIDATED_PARAM_KEYS {
+            return Err(format!(
+                "Too many parameters ({}). Define a params schema to accept more than {MAX_UNVALIDATED_PARAM_KEYS}.",
+                map.len()
+            ));
+        }
+    }
+    Ok(Some(params))
+}
 
 /// The run-now request body for `entry` with `params` validated and mapped:
 /// `{ "job_id": <id>, ...param fields }`. No `idempotency_token`: the caller adds it.
@@ -45,8 +102,8 @@ pub fn build_run_now_request(entry: &JobEntry, params: Option<&Value>) -> Result
     let job_id = entry.job_id()?;
     let key = entry.key.as_str();
     let params_value = params;
-    let params = match params {
-        None | Some(Value::Null) => None,
+    let params = match params.filter(|p| !asks_for_nothing(Some(p))) {
+        None => None,
         Some(Value::Object(map)) => Some(map),
         Some(other) => {
             return Err(JobsError::validation(
@@ -69,7 +126,7 @@ pub fn build_run_now_request(entry: &JobEntry, params: Option<&Value>) -> Result
     }
 
     let mut request = Map::new();
-    if let Some(params) = params.filter(|m| !m.is_empty()) {
+    if let Some(params) = params {
         if entry.config.job_parameters {
             request.insert(
                 "job_parameters".into(),
@@ -646,6 +703,68 @@ mod tests {
             defined_schema(&defined),
             json!({"type": "object", "additionalProperties": false, "properties": {
                 "date": {"type": "string", "default": "today"}, "mode": {"type": "string", "default": "full"}}})
+        );
+    }
+
+    #[test]
+    fn an_empty_object_asks_for_nothing_everywhere() {
+        for job in [
+            json!({}),
+            json!({"taskType": "dbt"}),
+            json!({"taskType": "notebook"}),
+            json!({"jobParameters": true}),
+            json!({"externalSchema": true}),
+        ] {
+            assert_eq!(from_request(&entry(job.clone()), Some(json!({}))), Ok(None));
+            assert_eq!(from_request(&entry(job.clone()), None), Ok(None));
+            assert_eq!(build(job, json!({})).unwrap(), json!({"job_id": 42}));
+        }
+        assert!(asks_for_nothing(None) && asks_for_nothing(Some(&json!(null))));
+        assert!(asks_for_nothing(Some(&json!({}))));
+        assert!(!asks_for_nothing(Some(&json!({"a": null}))));
+        assert!(!asks_for_nothing(Some(&json!([]))));
+    }
+
+    #[test]
+    fn request_params_meet_the_routes_rules_before_the_mapping() {
+        for p in [json!(null), json!([1]), json!("x"), json!(3)] {
+            assert_eq!(
+                from_request(&entry(json!({"taskType": "notebook"})), Some(p)),
+                Err("params must be a plain object".to_string())
+            );
+        }
+        // Without a schema, only a job that says where params go takes them.
+        assert_eq!(
+            from_request(&entry(json!({})), Some(json!({"a": 1}))),
+            Err("This job does not accept parameters".to_string())
+        );
+        for job in [
+            json!({"taskType": "sql"}),
+            json!({"jobParameters": true}),
+            json!({"params": {"type": "object"}}),
+            json!({"externalSchema": true}),
+        ] {
+            assert_eq!(
+                from_request(&entry(job), Some(json!({"a": 1}))),
+                Ok(Some(json!({"a": 1})))
+            );
+        }
+        // At most 50 keys without a schema; a schema takes any number.
+        let keys = |n: usize| -> Value {
+            Value::Object((0..n).map(|i| (format!("k{i}"), json!("v"))).collect())
+        };
+        let sql = entry(json!({"taskType": "sql"}));
+        assert!(from_request(&sql, Some(keys(MAX_UNVALIDATED_PARAM_KEYS))).is_ok());
+        assert_eq!(
+            from_request(&sql, Some(keys(51))),
+            Err("Too many parameters (51). Define a params schema to accept more than 50.".into())
+        );
+        let schema = entry(json!({"taskType": "sql", "params": {"type": "object"}}));
+        assert!(from_request(&schema, Some(keys(200))).is_ok());
+        // The app's own runNow passes run-now fields through without a task type (spec).
+        assert_eq!(
+            build(json!({}), json!({"queue": {"enabled": true}})).unwrap(),
+            json!({"job_id": 42, "queue": {"enabled": true}})
         );
     }
 

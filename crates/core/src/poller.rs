@@ -5,10 +5,14 @@
 //!   gets the latest state at once; every later state change reaches every watcher.
 //! - The last watcher leaving (dropped, finished, or timed out) stops the poll task promptly,
 //!   cancelling a fetch in flight.
-//! - Pacing: the first poll at once, then from `base_interval` upward (x1.5 per poll, capped at
-//!   6x base), each delay jittered by +-20 %. A state change does not reset the interval (as
-//!   the stock plugin's loop): runs spend most of their life in long states, and resetting
-//!   nearly doubled the requests per run.
+//! - Pacing: the first poll at once, then gaps of `base_interval`, x1.5, x2.25, ... (capped at
+//!   6x base), each jittered by +-20 %: the stock plugin's series. A state change does not reset
+//!   it (as the stock plugin's loop): runs spend most of their life in long states, and
+//!   resetting nearly doubled the requests per run.
+//! - Aimed at the end: once the job's history says when the run should end (`expectedMs` of the
+//!   progress summary) and the workspace's clock is known, the regular poll that would come in
+//!   the last gap before that instant is moved to just after it (`aim_at_end`); if the run is
+//!   still going there, the series starts again at `base_interval`.
 //! - Errors: transient ones (`JobsError::is_transient`, and a fetch that ran past its timeout)
 //!   are retried at the next tick, waiting at least their `Retry-After`; a 429 pauses the whole
 //!   engine until its `Retry-After` (or one base interval); a permanent error ends the poll and
@@ -31,7 +35,7 @@
 //! poll interval skips to the newest state (a terminal state is never skipped: it is the last).
 //!
 //! `Poller::watch` spawns on the current Tokio runtime: call it from within one.
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -55,6 +59,136 @@ pub type FetchRun =
 /// Called once per published update of a shared poll (not once per watcher), with the
 /// identity partition and run id of the poll, before any watcher sees the update.
 pub type OnUpdate = Arc<dyn Fn(u64, i64, &RunUpdate) + Send + Sync>;
+
+/// Who started a run, as the JSON text of `started_by` (`None`: nobody the ledger knows): asked
+/// once per poll, before its first update, and written into every update's run.
+pub type FetchAttribution =
+    Arc<dyn Fn(&Identity, i64) -> BoxFuture<'static, Option<Arc<str>>> + Send + Sync>;
+
+/// The fleet's poll of one run: which instances share it (`Identity::fleet_partition`, the same
+/// on every instance) and the run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FleetKey {
+    pub partition: Arc<str>,
+    pub run_id: i64,
+}
+
+/// An update as the fleet's holder published it (`seq`: its order among the run's updates in the
+/// fleet, given by the fleet; 0 when handed to `Fleet::publish`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub seq: i64,
+    pub status: Option<String>,
+    pub timestamp: i64,
+    pub job_id: Option<i64>,
+    pub terminal: bool,
+    pub run_json: Arc<str>,
+    pub meta_json: Arc<str>,
+    pub beyond_js_numbers: bool,
+    /// What the holder compares polls with (see `PolledRun::signature`), and whether the job's
+    /// durations were known: a new holder resumes from it.
+    pub signature: u64,
+    pub history_known: bool,
+    pub fraction: f64,
+}
+
+/// What `Fleet::claim` found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    /// This instance holds the lease now (it polls for the fleet).
+    pub holding: bool,
+    /// The latest update published, if any.
+    pub latest: Option<Published>,
+}
+
+/// Why a follower woke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetWake {
+    /// The holder published (or may have: a check found a newer update).
+    News,
+    /// The holder's lease lapsed or was handed back: try to take it.
+    Expired,
+}
+
+/// Counters a fleet bumps for one followed run (see `FleetSignal`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FleetNews {
+    pub news: u64,
+    pub expired: u64,
+}
+
+/// What wakes a follower: the fleet bumps the counters behind it.
+pub struct FleetSignal {
+    rx: watch::Receiver<FleetNews>,
+    seen: FleetNews,
+}
+
+impl FleetSignal {
+    pub fn new(rx: watch::Receiver<FleetNews>) -> FleetSignal {
+        let seen = *rx.borrow();
+        FleetSignal { rx, seen }
+    }
+
+    /// The next reason to look: an expired lease before news. A fleet that is gone reads as
+    /// an expired lease (whoever follows then claims, or polls alone).
+    pub async fn next(&mut self) -> FleetWake {
+        loop {
+            let now = *self.rx.borrow_and_update();
+            if now.expired != self.seen.expired {
+                self.seen = now;
+                return FleetWake::Expired;
+            }
+            if now.news != self.seen.news {
+                self.seen = now;
+                return FleetWake::News;
+            }
+            if self.rx.changed().await.is_err() {
+                return FleetWake::Expired;
+            }
+        }
+    }
+}
+
+/// One poller per run for a whole fleet of instances (issue: many instances, one app): a lease
+/// per run, held by the instance that polls and publishes; the others follow what it publishes
+/// and take the lease over when it lapses. Implemented on the ledger's database
+/// (`ledger::fleet`). Every method answers `None` when the fleet cannot be used now: the poll
+/// then goes on by itself.
+pub trait Fleet: Send + Sync {
+    /// Takes the run's lease when it is free or lapsed (or already this instance's), or says
+    /// who has it; with the latest update published.
+    fn claim<'a>(&'a self, key: &'a FleetKey) -> BoxFuture<'a, Option<Claim>>;
+    /// Publishes an update as the holder (and renews the lease): `Some(false)` when the lease
+    /// is another instance's now.
+    fn publish<'a>(
+        &'a self,
+        key: &'a FleetKey,
+        update: &'a Published,
+    ) -> BoxFuture<'a, Option<bool>>;
+    /// The updates published after fleet seq `after`, oldest first.
+    fn updates_after<'a>(
+        &'a self,
+        key: &'a FleetKey,
+        after: i64,
+    ) -> BoxFuture<'a, Option<Vec<Published>>>;
+    /// Hands the lease back (nobody watches the run here any more, or it ended).
+    fn release<'a>(&'a self, key: &'a FleetKey) -> BoxFuture<'a, ()>;
+    /// What wakes this instance's follower of the run.
+    fn follow(&self, key: &FleetKey) -> FleetSignal;
+}
+
+/// What the engine calls besides `fetch`, all optional.
+#[derive(Clone, Default)]
+pub struct PollHooks {
+    /// Once per published update of a shared poll.
+    pub on_update: Option<OnUpdate>,
+    /// A job's typical durations, for `expectedMs` and the aimed poll.
+    pub history: Option<FetchHistory>,
+    /// Who started the run (`started_by` in every update's run).
+    pub attribution: Option<FetchAttribution>,
+    /// One poller per run for the whole fleet of instances.
+    pub fleet: Option<Arc<dyn Fleet>>,
+}
 
 /// How the engine learns how long a run's job usually takes: `(identity, job_id)` answers at
 /// once with the job's durations when they are known, and otherwise starts reading them in the
@@ -83,7 +217,8 @@ const FETCHES_IN_FLIGHT: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollSettings {
-    /// `pollIntervalMs`: the first interval after the immediate first poll.
+    /// `pollIntervalMs`: the gap between the immediate first poll and the second one; later
+    /// gaps grow x1.5 each.
     pub base_interval: Duration,
     /// Client-side request limit of the engine (all runs, all identities). `None` or a
     /// non-positive value means no limit.
@@ -211,6 +346,8 @@ struct Inner {
     fetch: FetchRun,
     on_update: Option<OnUpdate>,
     history: Option<FetchHistory>,
+    attribution: Option<FetchAttribution>,
+    fleet: Option<Arc<dyn Fleet>>,
     settings: PollSettings,
     /// Minimum spacing of requests, from `max_requests_per_second`.
     spacing: Option<Duration>,
@@ -226,8 +363,28 @@ struct Inner {
 /// answers narrow it down (to a few ms after a handful of polls). A window that contradicts the
 /// others (a clock that jumped, or the emulator's virtual time running at another pace) starts
 /// the estimate over.
+///
+/// Within the window, the estimate is the local clock itself when the window holds it (hosts
+/// kept by NTP differ by milliseconds, far less than the window's width), else the window's
+/// middle.
 #[derive(Default)]
-struct WorkspaceClock(Mutex<Option<(i64, i64)>>);
+struct WorkspaceClock(Mutex<Option<ClockWindow>>);
+
+/// Bounds of the offset (workspace - local, ms) that every answer since `since` agrees with.
+#[derive(Clone, Copy)]
+struct ClockWindow {
+    lo: i64,
+    hi: i64,
+    /// Local time (ms) of the first answer of this window.
+    since: i64,
+    /// Local time (ms) of the latest answer.
+    latest: i64,
+}
+
+/// How long (local ms) answers must have agreed before the workspace's clock is trusted to
+/// time a poll by (see `WorkspaceClock::steady`). A clock running at another pace (the
+/// emulator's scaled virtual time) contradicts itself well within it.
+const STEADY_CLOCK_MS: i64 = 2_000;
 
 impl WorkspaceClock {
     /// The workspace's time now, learning from `date` (an answer's `Date`, ms) when given;
@@ -237,15 +394,33 @@ impl WorkspaceClock {
         let mut window = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(date) = date {
             let (lo, hi) = (date - local, date + 999 - local);
-            *window = match *window {
-                Some((l, h)) if l.max(lo) <= h.min(hi) => Some((l.max(lo), h.min(hi))),
-                _ => Some((lo, hi)),
-            };
+            *window = Some(match *window {
+                Some(w) if w.lo.max(lo) <= w.hi.min(hi) => ClockWindow {
+                    lo: w.lo.max(lo),
+                    hi: w.hi.min(hi),
+                    latest: local,
+                    ..w
+                },
+                _ => ClockWindow {
+                    lo,
+                    hi,
+                    since: local,
+                    latest: local,
+                },
+            });
         }
         match *window {
-            Some((lo, hi)) => local + (lo + hi) / 2,
+            Some(w) if w.lo <= 0 && 0 <= w.hi => local,
+            Some(w) => local + (w.lo + w.hi) / 2,
             None => local,
         }
+    }
+
+    /// True when the answers have agreed for `STEADY_CLOCK_MS`: the workspace's times can
+    /// then be turned into local instants (to poll when a run is expected to end).
+    fn steady(&self) -> bool {
+        let window = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        window.is_some_and(|w| w.latest - w.since >= STEADY_CLOCK_MS)
     }
 }
 
@@ -257,37 +432,40 @@ struct Gate {
     paused_until: Option<Instant>,
 }
 
-/// What the poll publishes. `seq` grows with every publication.
+/// What the poll publishes. `seq` grows with every publication. The updates of the last
+/// moments are kept, not only the latest, so that a burst (a follower catching up on several
+/// updates the fleet's holder published) reaches every watcher whole and in order; a watcher
+/// slower than `RECENT_UPDATES_KEPT` skips to the newest kept.
 #[derive(Default)]
 struct Snapshot {
     seq: u64,
-    update: Option<RunUpdate>,
-    error: Option<JobsError>,
+    /// `(publication seq, when, update)`, oldest first; never empty once an update came.
+    recent: VecDeque<(u64, Instant, RunUpdate)>,
+    /// The poll's end by an error, with its publication seq.
+    error: Option<(u64, JobsError)>,
 }
+
+/// How long a published update is kept for watchers that have not taken it yet (the newest is
+/// always kept): watchers take theirs within microseconds; longer would keep run texts alive.
+const RECENT_UPDATES_KEPT: Duration = Duration::from_millis(250);
+/// Updates kept at most, whatever their age.
+const RECENT_UPDATES_MAX: usize = 64;
 
 impl Poller {
     pub fn new(fetch: FetchRun, settings: PollSettings) -> Poller {
-        Poller::with_on_update(fetch, settings, None)
+        Poller::with_hooks(fetch, settings, PollHooks::default())
     }
 
-    /// `new`, plus `on_update` called once per published update of each shared poll (e.g. to
-    /// drop stale cached reads once per state change rather than once per watcher).
-    pub fn with_on_update(
-        fetch: FetchRun,
-        settings: PollSettings,
-        on_update: Option<OnUpdate>,
-    ) -> Poller {
-        Poller::with_hooks(fetch, settings, on_update, None)
-    }
-
-    /// `with_on_update`, plus `history`: how to read a job's typical durations, for the
-    /// `expectedMs` of the progress summary.
-    pub fn with_hooks(
-        fetch: FetchRun,
-        settings: PollSettings,
-        on_update: Option<OnUpdate>,
-        history: Option<FetchHistory>,
-    ) -> Poller {
+    /// `new`, plus `hooks`: `on_update` once per published update of each shared poll (e.g. to
+    /// drop stale cached reads once per state change rather than once per watcher), `history`
+    /// to read a job's typical durations, `attribution` to say who started a run.
+    pub fn with_hooks(fetch: FetchRun, settings: PollSettings, hooks: PollHooks) -> Poller {
+        let PollHooks {
+            on_update,
+            history,
+            attribution,
+            fleet,
+        } = hooks;
         let spacing = settings
             .max_requests_per_second
             .filter(|r| r.is_finite() && *r > 0.0)
@@ -297,6 +475,8 @@ impl Poller {
                 fetch,
                 on_update,
                 history,
+                attribution,
+                fleet,
                 settings,
                 spacing,
                 polls: Mutex::new(HashMap::new()),
@@ -400,22 +580,29 @@ impl RunWatch {
             let fresh = {
                 let snap = rx.borrow_and_update();
                 if snap.seq > self.seen {
-                    Some((snap.seq, snap.update.clone(), snap.error.clone()))
+                    // The first update after the last one taken, else the poll's error.
+                    match snap.recent.iter().find(|(seq, _, _)| *seq > self.seen) {
+                        Some((seq, _, update)) => Some((*seq, Ok(update.clone()))),
+                        None => Some((snap.seq, Err(snap.error.as_ref().map(|(_, e)| e.clone())))),
+                    }
                 } else {
                     None
                 }
             };
-            if let Some((seq, update, error)) = fresh {
+            if let Some((seq, item)) = fresh {
                 self.seen = seq;
-                if let Some(e) = error {
-                    self.finish();
-                    return Some(Err(e));
-                }
-                if let Some(update) = update {
-                    if update.terminal {
-                        self.finish();
+                match item {
+                    Ok(update) => {
+                        if update.terminal {
+                            self.finish();
+                        }
+                        return Some(Ok(update));
                     }
-                    return Some(Ok(update));
+                    Err(Some(e)) => {
+                        self.finish();
+                        return Some(Err(e));
+                    }
+                    Err(None) => {}
                 }
             }
             match timeout_at(self.deadline, rx.changed()).await {
@@ -451,6 +638,7 @@ impl RunWatch {
     }
 }
 
+#[cfg(not(test))]
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -458,14 +646,34 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// `due` rounded up to the engine's coarse tick (25 ms, or a tenth of the base interval when
-/// that is shorter), counted from one fixed instant: polls due close together wake up together,
-/// so one timer wake-up of a worker sends a batch instead of one request each (a worker's
-/// park/unpark costs more than the request itself when polls are sparse). A poll is late by
-/// less than a tenth of its interval.
+/// In unit tests, the local clock follows Tokio's (paused) clock, so that tests can reason
+/// about the workspace's clock and the schedule together.
+#[cfg(test)]
+fn now_ms() -> i64 {
+    static ANCHOR: std::sync::OnceLock<(Instant, i64)> = std::sync::OnceLock::new();
+    let (at, epoch) = *ANCHOR.get_or_init(|| {
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        (Instant::now(), epoch)
+    });
+    epoch + Instant::now().saturating_duration_since(at).as_millis() as i64
+}
+
+/// The engine's coarse tick: 25 ms, or a tenth of the base interval when that is shorter.
+fn tick(base: Duration) -> Duration {
+    (base / 10).min(Duration::from_millis(25))
+}
+
+/// `due` rounded to the nearest tick (see `tick`), counted from one fixed instant: polls due
+/// close together wake up together, so one timer wake-up of a worker sends a batch instead of
+/// one request each (a worker's park/unpark costs more than the request itself when polls are
+/// sparse). Rounding to the nearest tick, not up, keeps the schedule's mean where it is: a
+/// poll moves by at most half a tick (a twentieth of its interval), either way.
 fn on_tick(due: Instant, base: Duration) -> Instant {
     static ANCHOR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let tick = (base / 10).min(Duration::from_millis(25)).as_nanos();
+    let tick = tick(base).as_nanos();
     let anchor = *ANCHOR.get_or_init(Instant::now);
     let Some(since) = due.checked_duration_since(anchor) else {
         return due;
@@ -474,8 +682,12 @@ fn on_tick(due: Instant, base: Duration) -> Instant {
         return due;
     }
     let nanos = since.as_nanos();
-    let rounded = nanos.div_ceil(tick) * tick;
-    due + Duration::from_nanos((rounded - nanos) as u64)
+    let rounded = (nanos + tick / 2) / tick * tick;
+    if rounded >= nanos {
+        due + Duration::from_nanos((rounded - nanos) as u64)
+    } else {
+        due - Duration::from_nanos((nanos - rounded) as u64)
+    }
 }
 
 fn jittered(d: Duration) -> Duration {
@@ -483,98 +695,414 @@ fn jittered(d: Duration) -> Duration {
 }
 
 /// The poll of one `(partition, run)`. Ends on a terminal state, a permanent error, or when no
-/// watcher is left.
+/// watcher is left. With a fleet, it first takes or joins the fleet's poll of the run (see
+/// `Fleet`): the holder polls and publishes, a follower serves its watchers from what the holder
+/// published and takes over when the holder's lease expires; without a usable fleet it polls
+/// by itself.
 async fn poll_loop(
     inner: Arc<Inner>,
     key: PollKey,
     identity: Identity,
     tx: watch::Sender<Snapshot>,
 ) {
-    let base = inner.settings.base_interval.max(Duration::from_millis(1));
-    let cap = base * MAX_INTERVAL_FACTOR;
-    let mut interval = base;
-    let mut due = Instant::now();
-    let mut last_signature: Option<(u64, bool)> = None;
-    let mut seq = 0u64;
-    let mut outage: Option<Outage> = None;
-    // The job's typical durations, once known (see `FetchHistory`).
-    let mut history: Option<Arc<History>> = None;
-    // The fraction of the previous update (a poll's fraction never goes down), and what the
-    // previous update showed (what the next one's `changes` compare with).
-    let mut fraction_floor = 0.0;
-    let mut digest: Option<progress::Digest> = None;
+    let mut poll = Poll::new(inner, key, identity, tx);
+    poll.join_fleet().await;
     loop {
+        let step = match poll.role {
+            Role::Follower { .. } => poll.follow().await,
+            Role::Local | Role::Holder { .. } => poll.poll().await,
+        };
+        if let Step::Done = step {
+            poll.leave_fleet().await;
+            return;
+        }
+    }
+}
+
+/// What a poll does next.
+enum Step {
+    Continue,
+    Done,
+}
+
+/// The part of the fleet's poll this instance plays (see `Fleet`).
+enum Role {
+    /// No fleet, or it cannot be used now: this instance polls for itself.
+    Local,
+    /// This instance holds the run's lease: it polls and publishes for the fleet.
+    Holder {
+        fleet: Arc<dyn Fleet>,
+        key: FleetKey,
+    },
+    /// Another instance holds it: this one serves what it publishes.
+    Follower {
+        fleet: Arc<dyn Fleet>,
+        key: FleetKey,
+        signal: FleetSignal,
+        /// The fleet seq of the last update served.
+        seen: i64,
+    },
+}
+
+/// One shared poll: its pacing, what it published, and its role in the fleet.
+struct Poll {
+    inner: Arc<Inner>,
+    key: PollKey,
+    identity: Identity,
+    tx: watch::Sender<Snapshot>,
+    base: Duration,
+    cap: Duration,
+    /// The next regular gap: `pollIntervalMs` after the first poll, then x1.5 per poll.
+    interval: Duration,
+    due: Instant,
+    /// When the run is expected to end (workspace ms, from its job's history), and whether a
+    /// poll was already moved there (see `aim_at_end`).
+    expected_end: Option<i64>,
+    aimed: bool,
+    last_signature: Option<(u64, bool)>,
+    /// Publications so far (updates and errors).
+    seq: u64,
+    outage: Option<Outage>,
+    /// The job's typical durations, once known (see `FetchHistory`).
+    history: Option<Arc<History>>,
+    /// The fraction of the previous update (a poll's fraction never goes down), and what the
+    /// previous update showed (what the next one's `changes` compare with).
+    fraction_floor: f64,
+    digest: Option<progress::Digest>,
+    /// Who started the run (`started_by` of every update), asked before the first update.
+    attribution: Option<Option<Arc<str>>>,
+    role: Role,
+}
+
+impl Poll {
+    fn new(
+        inner: Arc<Inner>,
+        key: PollKey,
+        identity: Identity,
+        tx: watch::Sender<Snapshot>,
+    ) -> Poll {
+        let base = inner.settings.base_interval.max(Duration::from_millis(1));
+        Poll {
+            inner,
+            key,
+            identity,
+            tx,
+            base,
+            cap: base * MAX_INTERVAL_FACTOR,
+            interval: base,
+            due: Instant::now(),
+            expected_end: None,
+            aimed: false,
+            last_signature: None,
+            seq: 0,
+            outage: None,
+            history: None,
+            fraction_floor: 0.0,
+            digest: None,
+            attribution: None,
+            role: Role::Local,
+        }
+    }
+
+    /// Takes the fleet's lease of the run, or follows whoever has it; serves what was published
+    /// already at once. Stays local when there is no fleet or it cannot answer.
+    async fn join_fleet(&mut self) {
+        let Some(fleet) = self.inner.fleet.clone() else {
+            return;
+        };
+        let key = FleetKey {
+            partition: self.identity.fleet_partition(),
+            run_id: self.key.1,
+        };
+        let Some(claim) = fleet.claim(&key).await else {
+            return;
+        };
+        self.take_role(fleet, key, claim);
+    }
+
+    /// Plays `claim`'s role: as holder, starting from the latest published update (its
+    /// signature, digest and fraction, so that nothing is published twice); as follower,
+    /// serving the latest published update at once.
+    fn take_role(&mut self, fleet: Arc<dyn Fleet>, key: FleetKey, claim: Claim) {
+        if claim.holding {
+            if let Some(latest) = &claim.latest {
+                if self.last_signature.is_none() {
+                    self.serve(latest);
+                }
+                self.resume_from(latest);
+            }
+            self.role = Role::Holder { fleet, key };
+        } else {
+            let mut seen = claim.latest.as_ref().map_or(0, |l| l.seq - 1);
+            if let Some(latest) = &claim.latest {
+                self.serve(latest);
+                seen = latest.seq;
+            }
+            let signal = fleet.follow(&key);
+            self.role = Role::Follower {
+                fleet,
+                key,
+                signal,
+                seen,
+            };
+        }
+    }
+
+    /// Continues the holder's work after `latest`: a poll that finds the same signature
+    /// publishes nothing; `changes` compare with it; the fraction never goes below it.
+    fn resume_from(&mut self, latest: &Published) {
+        self.last_signature = Some((latest.signature, latest.history_known));
+        self.fraction_floor = self.fraction_floor.max(latest.fraction);
+        if let Some(view) = RunView::parse(&latest.run_json) {
+            let described = progress::describe(None, &view, now_ms(), None, 0.0, latest.terminal);
+            self.digest = Some(described.digest);
+        }
+    }
+
+    /// Publishes an update the fleet's holder published to this poll's watchers.
+    fn serve(&mut self, published: &Published) {
+        self.fraction_floor = self.fraction_floor.max(published.fraction);
+        let update = RunUpdate {
+            status: published.status.clone(),
+            timestamp: published.timestamp,
+            seq: self.seq + 1,
+            job_id: published.job_id,
+            terminal: published.terminal,
+            run_json: published.run_json.clone(),
+            beyond_js_numbers: published.beyond_js_numbers,
+            meta_json: published.meta_json.clone(),
+        };
+        self.publish(update);
+    }
+
+    /// Hands `update` to every watcher (see `Snapshot`).
+    fn publish(&mut self, mut update: RunUpdate) {
+        self.seq += 1;
+        update.seq = self.seq;
+        if let Some(on_update) = &self.inner.on_update {
+            on_update(self.key.0, self.key.1, &update);
+        }
+        self.inner
+            .counters
+            .updates_delivered
+            .fetch_add(self.tx.receiver_count() as u64, Ordering::Relaxed);
+        let seq = self.seq;
+        self.tx.send_modify(|snap| {
+            let now = Instant::now();
+            snap.seq = seq;
+            snap.recent.push_back((seq, now, update));
+            while snap.recent.len() > 1
+                && (snap.recent.len() > RECENT_UPDATES_MAX
+                    || snap
+                        .recent
+                        .front()
+                        .is_some_and(|(_, at, _)| now.duration_since(*at) > RECENT_UPDATES_KEPT))
+            {
+                snap.recent.pop_front();
+            }
+        });
+    }
+
+    /// Ends the poll for every watcher with `e`.
+    fn fail(&mut self, e: JobsError) {
+        self.seq += 1;
+        let seq = self.seq;
+        self.tx.send_modify(|snap| {
+            snap.seq = seq;
+            snap.error = Some((seq, e));
+        });
+    }
+
+    /// True when no watcher is left (the poll leaves the engine then).
+    fn unwatched(&self) -> bool {
+        self.inner.retire_if_unwatched(self.key, &self.tx)
+    }
+
+    /// As a follower: waits for news of the run (a notification, the periodic check), serves
+    /// what the holder published since, and takes the lease when it expired.
+    async fn follow(&mut self) -> Step {
+        let Role::Follower {
+            fleet,
+            key,
+            signal,
+            seen,
+        } = &mut self.role
+        else {
+            return Step::Continue;
+        };
+        let (fleet, key) = (fleet.clone(), key.clone());
+        let woken = tokio::select! {
+            biased;
+            _ = self.tx.closed() => None,
+            why = signal.next() => Some(why),
+        };
+        let Some(why) = woken else {
+            return if self.unwatched() {
+                Step::Done
+            } else {
+                Step::Continue
+            };
+        };
+        let after = *seen;
+        match fleet.updates_after(&key, after).await {
+            Some(list) => {
+                for published in &list {
+                    if let Role::Follower { seen, .. } = &mut self.role {
+                        *seen = published.seq;
+                    }
+                    self.resume_from(published);
+                    self.serve(published);
+                    if published.terminal {
+                        self.inner.retire(self.key);
+                        return Step::Done;
+                    }
+                }
+            }
+            // The fleet cannot answer: poll for ourselves (correct, if not shared).
+            None => {
+                self.role = Role::Local;
+                self.due = Instant::now();
+                return Step::Continue;
+            }
+        }
+        if why == FleetWake::Expired {
+            match fleet.claim(&key).await {
+                Some(claim) if claim.holding => {
+                    self.role = Role::Holder { fleet, key };
+                    if let Some(latest) = &claim.latest {
+                        self.resume_from(latest);
+                    }
+                    // Poll now: the run may have moved while nobody held it.
+                    self.due = Instant::now();
+                }
+                Some(_) => {}
+                None => {
+                    self.role = Role::Local;
+                    self.due = Instant::now();
+                }
+            }
+        }
+        Step::Continue
+    }
+
+    /// One poll of the run (alone, or as the fleet's holder): waits for its turn, reads the
+    /// run, publishes what moved (to the fleet too, as holder), and schedules the next poll.
+    async fn poll(&mut self) -> Step {
+        let inner = self.inner.clone();
         tokio::select! {
             biased;
-            _ = tx.closed() => {
-                if inner.retire_if_unwatched(key, &tx) { return; }
-                continue;
+            _ = self.tx.closed() => {
+                return if self.unwatched() { Step::Done } else { Step::Continue };
             }
-            _ = inner.wait_turn(due) => {}
+            _ = inner.wait_turn(self.due) => {}
         }
         let fetched = tokio::select! {
             biased;
-            _ = tx.closed() => {
-                if inner.retire_if_unwatched(key, &tx) { return; }
-                continue;
+            _ = self.tx.closed() => {
+                return if self.unwatched() { Step::Done } else { Step::Continue };
             }
             r = async {
                 let _turn = inner.fetching.acquire().await;
                 inner.counters.polls.fetch_add(1, Ordering::Relaxed);
-                (inner.fetch)(identity.clone(), key.1).await
+                (inner.fetch)(self.identity.clone(), self.key.1).await
             } => r,
         };
+        let base = self.base;
         let mut delay_floor = Duration::ZERO;
+        // The local instant the run is expected to end, when a poll may still be moved there.
+        let mut end_at: Option<Instant> = None;
         match fetched {
             Ok(polled) => {
-                outage = None;
-                if history.is_none() {
+                self.outage = None;
+                let server_now = inner.clock.now(polled.server_time);
+                if self.history.is_none() {
                     if let (Some(read), Some(job_id)) = (&inner.history, polled.job_id) {
-                        history = read(&identity, job_id);
+                        self.history = read(&self.identity, job_id);
                     }
                 }
                 // Expected durations arriving is news too: they make an update of their own
                 // (a history without a single figure changes nothing a user sees).
-                let known = history
+                let known = self
+                    .history
                     .as_ref()
                     .is_some_and(|h| h.run_ms.is_some() || !h.task_ms.is_empty());
                 let signature = (polled.signature, known);
                 let terminal = polled.terminal;
-                if last_signature != Some(signature) {
-                    last_signature = Some(signature);
-                    seq += 1;
-                    let text = polled.text();
+                if self.last_signature != Some(signature) {
+                    if let (None, Some(ask)) = (&self.attribution, &inner.attribution) {
+                        self.attribution = Some(ask(&self.identity, self.key.1).await);
+                    }
+                    self.last_signature = Some(signature);
+                    let mut text = polled.text();
                     let view = RunView::parse(&text.text).unwrap_or_default();
                     let described = progress::describe(
-                        digest.as_ref(),
+                        self.digest.as_ref(),
                         &view,
-                        inner.clock.now(polled.server_time),
-                        history.as_deref(),
-                        fraction_floor,
+                        server_now,
+                        self.history.as_deref(),
+                        self.fraction_floor,
                         terminal,
                     );
                     drop(view);
-                    fraction_floor = described.fraction;
-                    digest = Some(described.digest);
-                    let meta = Arc::from(described.meta);
-                    let update = RunUpdate::with_text(&polled, text, seq, now_ms(), meta);
-                    if let Some(on_update) = &inner.on_update {
-                        on_update(key.0, key.1, &update);
+                    if let Some(who) = &self.attribution {
+                        text.text = with_started_by(&text.text, who.as_deref());
                     }
-                    inner
-                        .counters
-                        .updates_delivered
-                        .fetch_add(tx.receiver_count() as u64, Ordering::Relaxed);
-                    tx.send_replace(Snapshot {
-                        seq,
-                        update: Some(update),
-                        error: None,
+                    self.fraction_floor = described.fraction;
+                    self.digest = Some(described.digest);
+                    if described.expected_end != self.expected_end {
+                        // A new expectation (history arrived, a repair began) earns its own
+                        // aimed poll.
+                        self.expected_end = described.expected_end;
+                        self.aimed = false;
+                    }
+                    let meta = Arc::from(described.meta);
+                    let update = RunUpdate::with_text(&polled, text, 0, now_ms(), meta);
+                    let published = matches!(self.role, Role::Holder { .. }).then(|| Published {
+                        seq: 0,
+                        status: update.status.clone(),
+                        timestamp: update.timestamp,
+                        job_id: update.job_id,
+                        terminal,
+                        run_json: update.run_json.clone(),
+                        meta_json: update.meta_json.clone(),
+                        beyond_js_numbers: update.beyond_js_numbers,
+                        signature: signature.0,
+                        history_known: signature.1,
+                        fraction: self.fraction_floor,
                     });
+                    // This instance's watchers first; then the fleet's.
+                    self.publish(update);
+                    if let (Some(published), Role::Holder { fleet, key }) = (published, &self.role)
+                    {
+                        let (fleet, key) = (fleet.clone(), key.clone());
+                        match fleet.publish(&key, &published).await {
+                            Some(true) => {}
+                            // Another instance took the lease (this one stalled): follow it.
+                            Some(false) => {
+                                if !terminal {
+                                    if let Some(claim) = fleet.claim(&key).await {
+                                        self.take_role(fleet, key, claim);
+                                    }
+                                }
+                            }
+                            // The database is away: go on alone (the lease will lapse, and
+                            // whoever still can will poll too).
+                            None => self.role = Role::Local,
+                        }
+                    }
                 }
-                interval = interval.mul_f64(BACKOFF_FACTOR).min(cap);
                 if terminal {
-                    inner.retire(key);
-                    return;
+                    inner.retire(self.key);
+                    return Step::Done;
+                }
+                if let (false, Some(end)) = (self.aimed, self.expected_end) {
+                    if inner.clock.steady() {
+                        let margin = (base / 10).max(Duration::from_millis(10));
+                        let ahead = end - server_now + margin.as_millis() as i64;
+                        end_at = u64::try_from(ahead)
+                            .ok()
+                            .map(|ms| Instant::now() + Duration::from_millis(ms));
+                    }
                 }
             }
             // A poll that outlived its timeout is as transient as a 504: the next tick retries.
@@ -584,7 +1112,7 @@ async fn poll_loop(
                     inner.pause(retry_after.unwrap_or(base));
                 } else {
                     let now = Instant::now();
-                    let o = outage.get_or_insert(Outage {
+                    let o = self.outage.get_or_insert(Outage {
                         since: now,
                         cause: String::new(),
                         last_status: None,
@@ -592,41 +1120,75 @@ async fn poll_loop(
                     o.cause = e.cause_code().unwrap_or_else(|| e.code());
                     o.last_status = e.upstream_status().or(o.last_status);
                     if now.duration_since(o.since) >= inner.settings.max_outage {
-                        seq += 1;
-                        tx.send_replace(Snapshot {
-                            seq,
-                            update: None,
-                            error: Some(JobsError::Unavailable {
-                                run_id: key.1,
-                                for_ms: inner.settings.max_outage.as_millis() as u64,
-                                cause: Some(o.cause.clone()),
-                                last_status: o.last_status,
-                            }),
-                        });
-                        inner.retire(key);
-                        return;
+                        let e = JobsError::Unavailable {
+                            run_id: self.key.1,
+                            for_ms: inner.settings.max_outage.as_millis() as u64,
+                            cause: Some(o.cause.clone()),
+                            last_status: o.last_status,
+                        };
+                        self.fail(e);
+                        inner.retire(self.key);
+                        return Step::Done;
                     }
                 }
                 delay_floor = retry_after.unwrap_or_default();
-                interval = interval.mul_f64(BACKOFF_FACTOR).min(cap);
             }
             Err(e) => {
-                seq += 1;
-                tx.send_replace(Snapshot {
-                    seq,
-                    update: None,
-                    error: Some(e),
-                });
-                inner.retire(key);
-                return;
+                self.fail(e);
+                inner.retire(self.key);
+                return Step::Done;
             }
         }
-        due = on_tick(Instant::now() + jittered(interval).max(delay_floor), base);
-        if let Some(o) = &outage {
+        let now = Instant::now();
+        let gap = jittered(self.interval).max(delay_floor);
+        self.interval = self.interval.mul_f64(BACKOFF_FACTOR).min(self.cap);
+        self.due = on_tick(now + gap, base);
+        if let Some(at) = end_at {
+            if aim_at_end(now, gap, at) {
+                self.due = at;
+                self.aimed = true;
+                self.interval = base;
+            }
+        }
+        if let Some(o) = &self.outage {
             // The outage is judged at its bound, not a backed-off interval later.
-            due = due.min(o.since + inner.settings.max_outage);
+            self.due = self.due.min(o.since + inner.settings.max_outage);
+        }
+        Step::Continue
+    }
+
+    /// The poll is over here: a holder hands the lease back at once (a follower may take over
+    /// without waiting for it to lapse; after a terminal update nobody needs to).
+    async fn leave_fleet(&mut self) {
+        if let Role::Holder { fleet, key } = &self.role {
+            fleet.release(key).await;
         }
     }
+}
+
+/// `run` (a JSON object's text) with `"started_by"` first: `who` (JSON text), or `null`.
+fn with_started_by(run: &str, who: Option<&str>) -> Arc<str> {
+    let who = who.unwrap_or("null");
+    let Some(rest) = run.trim_start().strip_prefix('{') else {
+        return Arc::from(run);
+    };
+    let sep = if rest.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    Arc::from(format!("{{\"started_by\":{who}{sep}{rest}"))
+}
+
+/// Whether the poll after `now` should be moved to `at`, the instant the run is expected to end
+/// (plus a margin): when the regular poll after the next one would already come after it. The
+/// next regular poll, at most one gap before the end, would most likely find the run still
+/// going; the poll at the end is the one that sees it end. After it, if the run is still going,
+/// the series starts again at the base interval: the end is near. This spends no more requests
+/// than the regular series when runs end when their history says, and sees their end a margin
+/// after it instead of anywhere up to a whole (backed-off) interval after it.
+fn aim_at_end(now: Instant, gap: Duration, at: Instant) -> bool {
+    at > now && now + gap * 2 > at
 }
 
 impl Inner {
@@ -913,7 +1475,14 @@ mod tests {
                 .unwrap()
                 .push((partition, run_id, u.status.clone().unwrap()));
         });
-        let poller = Poller::with_on_update(fetch, settings(1000), Some(on_update));
+        let poller = Poller::with_hooks(
+            fetch,
+            settings(1000),
+            PollHooks {
+                on_update: Some(on_update),
+                ..PollHooks::default()
+            },
+        );
         let watchers: Vec<_> = (0..25)
             .map(|_| {
                 tokio::spawn(collect(poller.watch(
@@ -1134,6 +1703,182 @@ mod tests {
         }
         // Far fewer polls than one per base interval.
         assert!(calls.len() < 40, "{}", calls.len());
+    }
+
+    /// The gaps between the polls of a run that never changes: the regular series.
+    async fn regular_gaps(base_ms: u64, polls: usize) -> Vec<f64> {
+        let (fake, fetch) = fake(|_, _, _| Ok(lcs("RUNNING")));
+        let poller = Poller::new(fetch, settings(base_ms));
+        let _w = poller.watch(&Identity::ServicePrincipal, 1, long());
+        while fake.count() < polls {
+            tokio::time::sleep(Duration::from_millis(base_ms)).await;
+        }
+        let calls = fake.calls();
+        calls
+            .windows(2)
+            .map(|p| (p[1].at - p[0].at).as_secs_f64() * 1000.0)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_gap_is_the_base_interval_then_each_grows_one_and_a_half_times() {
+        // pollIntervalMs is the first gap (it was 1.5x: the interval grew before it was used);
+        // then x1.5, x2.25, ... up to 6x, each +-20 % and within half a tick of it.
+        for _ in 0..20 {
+            let gaps = regular_gaps(100, 9).await;
+            for (i, gap) in gaps.iter().enumerate() {
+                let nominal = 100.0 * 1.5f64.powi(i as i32).min(6.0);
+                let half_tick = 5.0;
+                assert!(
+                    *gap >= nominal * 0.8 - half_tick - 1e-6
+                        && *gap <= nominal * 1.2 + half_tick + 1e-6,
+                    "gap {i}: {gap} ms, nominal {nominal} ms: {gaps:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ticks_round_to_the_nearest_not_up() {
+        let base = Duration::from_millis(100);
+        let now = Instant::now();
+        for ms in 0..200 {
+            let due = now + Duration::from_micros(ms * 997);
+            let rounded = on_tick(due, base);
+            let moved = if rounded >= due {
+                rounded - due
+            } else {
+                due - rounded
+            };
+            assert!(moved <= tick(base) / 2, "{moved:?}");
+        }
+    }
+
+    /// History saying that the job's runs take `run_ms`.
+    fn with_history(run_ms: i64) -> PollHooks {
+        PollHooks {
+            history: Some(Arc::new(move |_, _| {
+                Some(Arc::new(History {
+                    run_ms: Some(run_ms),
+                    task_ms: Default::default(),
+                }))
+            })),
+            ..PollHooks::default()
+        }
+    }
+
+    /// A run that started at `start` (workspace ms) and ends `run_ms` later, read with the
+    /// workspace's `Date` (whole seconds of the same clock): (the fetch, the local instants of
+    /// its calls).
+    fn timed_run(start: i64, run_ms: i64) -> (FetchRun, Arc<Mutex<Vec<Instant>>>) {
+        let calls: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let c = calls.clone();
+        let fetch: FetchRun = Arc::new(move |_, run_id| {
+            c.lock().unwrap().push(Instant::now());
+            let now = now_ms();
+            let ended = now >= start + run_ms;
+            let mut run = json!({
+                "run_id": run_id, "job_id": 7, "start_time": start,
+                "state": {"life_cycle_state": if ended { "TERMINATED" } else { "RUNNING" }},
+            });
+            if ended {
+                run["end_time"] = json!(start + run_ms);
+                run["state"]["result_state"] = json!("SUCCESS");
+            }
+            let mut polled = PolledRun::from_run(&run);
+            polled.server_time = Some(now / 1000 * 1000);
+            Box::pin(async move { Ok(polled) })
+        });
+        (fetch, calls)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_history_a_poll_is_moved_to_the_expected_end() {
+        // The job's runs take 10 s. Regular series from 1 s: polls at 0, 1, 2.5, 4.75, 8.1,
+        // 13.2 s (+-20 % each): the end would be seen ~3 s late, at the sixth poll. Aimed: the
+        // poll that would come in the last gap before 10 s moves to 10 s + a tenth of the base
+        // interval, which sees the end, in no more polls than the regular series.
+        for _ in 0..10 {
+            let start = now_ms();
+            let began = Instant::now();
+            let (fetch, calls) = timed_run(start, 10_000);
+            let poller = Poller::with_hooks(fetch, settings(1000), with_history(10_000));
+            let items = collect(poller.watch(&Identity::ServicePrincipal, 1, long())).await;
+            assert_eq!(
+                statuses(&items).last().map(String::as_str),
+                Some("TERMINATED")
+            );
+            let calls = calls.lock().unwrap().clone();
+            let last = (*calls.last().unwrap() - began).as_millis();
+            assert!(
+                (10_000..=10_100 + 1).contains(&last),
+                "the end seen at {last} ms"
+            );
+            assert!(calls.len() <= 6, "{} polls", calls.len());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_past_its_expected_end_is_polled_from_the_base_interval_again() {
+        // History says 10 s, the run takes 12 s: the aimed poll (~10.1 s) finds it running,
+        // so the series starts again at 1 s: seen at ~12.1 s or so, not at a 6 s cap's gap.
+        for _ in 0..10 {
+            let start = now_ms();
+            let began = Instant::now();
+            let (fetch, calls) = timed_run(start, 12_000);
+            let poller = Poller::with_hooks(fetch, settings(1000), with_history(10_000));
+            collect(poller.watch(&Identity::ServicePrincipal, 1, long())).await;
+            let calls: Vec<u128> = calls
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|c| (*c - began).as_millis())
+                .collect();
+            assert!(
+                calls.iter().any(|c| (10_100..=10_101).contains(c)),
+                "{calls:?}"
+            );
+            // After 10.1 s: gaps of 1 s, 1.5 s (+-20 %, half a tick): the end by ~13.0 s.
+            assert!(
+                *calls.last().unwrap() <= 10_100 + 1_200 + 1_800 + 10,
+                "{calls:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_steady_workspace_clock_nothing_is_aimed() {
+        // A workspace whose Date runs ten times faster (the emulator's scaled virtual time)
+        // contradicts itself: its times cannot be turned into local instants, so the regular
+        // series is kept.
+        let start = now_ms();
+        let began = Instant::now();
+        let calls: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let c = calls.clone();
+        let fetch: FetchRun = Arc::new(move |_, run_id| {
+            c.lock().unwrap().push(Instant::now());
+            let virtual_now = start + (now_ms() - start) * 10;
+            let mut polled = PolledRun::from_run(&json!({
+                "run_id": run_id, "job_id": 7, "start_time": start,
+                "state": {"life_cycle_state": "RUNNING"},
+            }));
+            polled.server_time = Some(virtual_now / 1000 * 1000);
+            Box::pin(async move { Ok(polled) })
+        });
+        let poller = Poller::with_hooks(fetch, settings(1000), with_history(100_000));
+        let _w = poller.watch(&Identity::ServicePrincipal, 1, long());
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let calls: Vec<f64> = calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| (*c - began).as_secs_f64())
+            .collect();
+        // The regular series only: no gap shorter than 0.8 x its nominal.
+        for (i, pair) in calls.windows(2).enumerate() {
+            let nominal = 1.5f64.powi(i as i32).min(6.0);
+            assert!(pair[1] - pair[0] >= nominal * 0.8 - 0.0051, "{calls:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -194,6 +194,8 @@ pub struct PluginConfig {
     pub jobs: BTreeMap<String, JobConfig>,
     /// Client-side limit of poll requests per second for this workspace (fair across runs).
     pub max_requests_per_second: Option<f64>,
+    /// Where the ledger lives (`ledger`: absent, `false` or an object; see `ledger::settings`).
+    pub ledger: crate::ledger::LedgerOption,
 }
 
 impl PluginConfig {
@@ -227,6 +229,7 @@ impl PluginConfig {
             outage_timeout: millis("outageTimeout", obj.get("outageTimeout"))?,
             jobs,
             max_requests_per_second,
+            ledger: crate::ledger::LedgerOption::from_json(obj.get("ledger"))?,
         })
     }
 }

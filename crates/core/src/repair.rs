@@ -9,11 +9,13 @@
 //! this call's own.
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::auth::Identity;
 use crate::error::{JobsError, Result};
 use crate::jobs::Jobs;
+use crate::ledger::{StartRecord, StartedBy};
 use crate::params;
 use crate::poller::RunWatch;
 use crate::registry::JobEntry;
@@ -31,6 +33,9 @@ pub struct RepairOptions {
     pub rerun_dependent_tasks: bool,
     /// Mapped as `runNow` maps them; absent: the run keeps the parameters it had.
     pub params: Option<Value>,
+    /// Who the ledger records as repairing (not read from JSON: the caller's request says;
+    /// `None`: as `Jobs::default_started_by`).
+    pub started_by: Option<StartedBy>,
 }
 
 impl RepairOptions {
@@ -55,26 +60,19 @@ impl RepairOptions {
         };
         let rerun_tasks = match obj.get("rerunTasks") {
             None | Some(Value::Null) => None,
-            Some(Value::Array(items)) => Some(
-                items
-                    .iter()
-                    .map(|v| v.as_str().map(str::to_string))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| {
-                        JobsError::InvalidRequest("rerunTasks must be an array of task keys".into())
-                    })?,
-            ),
-            Some(_) => {
-                return Err(JobsError::InvalidRequest(
-                    "rerunTasks must be an array of task keys".into(),
-                ))
-            }
+            Some(keys) => Some(Vec::<String>::deserialize(keys).map_err(|_| {
+                JobsError::InvalidRequest("rerunTasks must be an array of task keys".into())
+            })?),
         };
         Ok(RepairOptions {
             rerun_all_failed_tasks: flag("rerunAllFailedTasks")?,
             rerun_tasks,
             rerun_dependent_tasks: flag("rerunDependentTasks")?,
-            params: obj.get("params").filter(|p| !p.is_null()).cloned(),
+            params: obj
+                .get("params")
+                .filter(|p| !params::asks_for_nothing(Some(p)))
+                .cloned(),
+            started_by: None,
         })
     }
 }
@@ -138,10 +136,14 @@ pub fn build_repair_request(
 #[derive(Debug, Clone)]
 pub struct PreparedRepair {
     run_id: i64,
+    job_id: i64,
     body: Value,
     /// The latest repair of the run when it was read (`None`: never repaired). A repair that
     /// appears after it is the one this request made.
     latest: Option<i64>,
+    /// For the ledger: who repairs, and the params as given.
+    started_by: StartedBy,
+    params: Option<Value>,
 }
 
 impl PreparedRepair {
@@ -206,8 +208,14 @@ impl Jobs {
         }
         Ok(PreparedRepair {
             run_id,
+            job_id: entry.job_id()?,
             body,
             latest,
+            started_by: options
+                .started_by
+                .clone()
+                .unwrap_or_else(|| self.default_started_by(id)),
+            params: options.params.clone(),
         })
     }
 
@@ -267,13 +275,27 @@ impl Jobs {
             }
             other => other,
         };
-        self.invalidate_job_cache(key);
-        result?
-            .get("repair_id")
-            .and_then(crate::ids::from_json)
-            .ok_or_else(|| {
-                JobsError::InvalidResponse("runs/repair answered without a repair_id".into())
-            })
+        let repair_id = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.get("repair_id"))
+            .and_then(crate::ids::from_json);
+        // As for a run-now: recorded before the caller has the repair id, caches stale everywhere.
+        let record = repair_id.map(|repair_id| StartRecord {
+            run_id,
+            repair_id,
+            job_id: prepared.job_id,
+            job_key: key.to_string(),
+            started_by: prepared.started_by.clone(),
+            params: prepared.params.clone(),
+            at_ms: crate::telemetry::now_ms() as i64,
+        });
+        self.forget_job_reads(prepared.job_id);
+        Box::pin(self.ledger().record_and_invalidate(record, prepared.job_id)).await;
+        result?;
+        repair_id.ok_or_else(|| {
+            JobsError::InvalidResponse("runs/repair answered without a repair_id".into())
+        })
     }
 
     /// Repairs the run (as `repair_run`), then follows it from the repair to its new end,
@@ -367,6 +389,11 @@ mod tests {
             RepairOptions::from_json(None).unwrap(),
             RepairOptions::default()
         );
+        // Empty params ask for nothing: the run keeps its own, as without params.
+        for nothing in [json!(null), json!({})] {
+            let o = RepairOptions::from_json(Some(&json!({"params": nothing}))).unwrap();
+            assert_eq!(o.params, None);
+        }
         for bad in [
             json!([]),
             json!({"rerunTasks": "a"}),

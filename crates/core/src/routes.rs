@@ -4,26 +4,14 @@
 //!
 //! Every route runs as the service principal. Error bodies are `{ error, plugin: "jobs" }`
 //! and carry only our own messages or the generic HTTP status text of an upstream failure.
+//! The person a request names (`X-Forwarded-Email`, `-User`, `-Preferred-Username`, which
+//! Databricks Apps sets) is recorded in the ledger as starting what the request starts, and is
+//! who `GET /:jobKey/runs?startedBy=me` lists; it is never used for a permission.
 //!
-//! Streams and their resume ids ([`ResumeId`], sent as SSE event ids):
-//! - Our own checks answer with an HTTP status before a stream opens: the request, the job,
-//!   the params, another job's run (404), and the reads a write needs first (the job's
-//!   definition, a repair's run history).
-//! - A run or repair stream then opens *before* its write is sent, with an opening data event
-//!   `{status: null, timestamp, run: null, accepted: "run" | "repair"}` whose id says how to get
-//!   back to the same run: `start:<idempotency token>` (a reconnect re-sends run-now with that
-//!   token, and the workspace answers with the run it already started) or
-//!   `repair:<runId>:<latest repair before, 0 for none>` (a reconnect finds the newer repair in
-//!   the run's history, or re-sends the repair naming the same latest one, which the API
-//!   refuses if the first went through). Neither needs state on the server, so a reconnect may
-//!   land on any replica.
-//! - Once the run is followed, ids are `<runId>:<seq>`; a reconnect with one re-attaches to the
-//!   run (its job checked) and `seq` keeps counting.
-//! - After the stream opened, every failure is an `event: error`, never an HTTP status, so a
-//!   client that retries on an HTTP error cannot send a second write.
-//! - A stream ends cleanly only after a terminal state or an error event. `abort_all` (a
-//!   shutdown) stops the others without an end (see [`Frame::last`]): the glue cuts their
-//!   connections, so that clients reconnect, to another instance, and resume.
+//! Our own checks answer with an HTTP status before a stream opens: the request, the job, the
+//! params, another job's run (404), and the reads a write needs first (the job's definition, a
+//! repair's run history). The streams themselves, their resume ids and their framing are
+//! `sse.rs`'s.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,34 +20,26 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Identity;
 use crate::error::{JobsError, Result};
 use crate::ids;
 use crate::jobs::{token_job_id, Jobs};
+use crate::ledger::who::{self, StartedBy};
+use crate::params;
 use crate::poller::RunWatch;
 use crate::repair::{RepairOptions, RepairResume};
 use crate::run;
+use crate::sse::{self, EventStream, Opening, ResumeId, SSE_HEADERS};
 
 /// The plugin name carried in every error body.
 pub const PLUGIN_NAME: &str = "jobs";
-/// Without a params schema, a run request may carry at most this many keys.
-pub const MAX_UNVALIDATED_PARAM_KEYS: usize = 50;
 /// Default and bounds of `GET /:jobKey/runs?limit=`.
 pub const DEFAULT_LIST_LIMIT: i64 = 20;
 pub const MAX_LIST_LIMIT: i64 = 100;
 /// Headers of every JSON response.
 pub const JSON_HEADERS: [(&str, &str); 1] = [("Content-Type", "application/json; charset=utf-8")];
-/// Headers of every SSE response.
-pub const SSE_HEADERS: [(&str, &str); 3] = [
-    ("Content-Type", "text/event-stream; charset=utf-8"),
-    ("Cache-Control", "no-cache, no-transform"),
-    ("X-Accel-Buffering", "no"),
-];
-/// The comment frame sent while a stream waits.
-pub const HEARTBEAT_FRAME: &str = ": heartbeat\n\n";
 
 /// A request, relative to the mount point (`/etl/run`, not `/api/jobs/etl/run`).
 #[derive(Debug, Clone, Default)]
@@ -189,44 +169,48 @@ impl Router {
     }
 
     pub async fn handle(&self, req: RouteRequest) -> RouteResponse {
-        let segments: Vec<String> = req
-            .path
-            .split('?')
-            .next()
-            .unwrap_or("")
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(percent_decode)
-            .collect();
-        let mut method = req.method.to_ascii_uppercase();
-        // HEAD answers as GET does; the glue sends no body.
-        if method == "HEAD" {
-            method = "GET".into();
-        }
-        let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let route = match (method.as_str(), seg.as_slice()) {
-            ("POST", [key, "run"]) => Route::Run(key),
-            ("GET", [key, "runs"]) => Route::List(key),
-            ("GET", [key, "status"]) => Route::Status(key),
-            ("GET", [key, "runs", id]) => Route::GetRun(key, id),
-            ("DELETE", [key, "runs", id]) => Route::Cancel(key, id),
-            ("GET", [key, "runs", id, "stream"]) => Route::Reattach(key, id),
-            ("POST", [key, "runs", id, "repair"]) => Route::Repair(key, id),
-            _ => return RouteResponse::error(404, "NOT_FOUND", "Not Found"),
+        let Some(route) = RouteMatch::of(&req.method, &req.path) else {
+            return RouteResponse::error(404, "NOT_FOUND", "Not Found");
         };
-        let key = route.key();
+        let key = route.key.as_str();
         if let Err(e) = self.jobs.registry().get(key) {
             return match e {
                 JobsError::UnknownJob { .. } => unknown_job(key),
                 other => RouteResponse::from_error(&other),
             };
         }
+        // The run a route names, read after the job (an unknown job is a 404 first); 0 for a
+        // route that names none.
+        let run_id = match route.run_id.as_deref().map(ids::parse) {
+            None => 0,
+            Some(Some(run_id)) => run_id,
+            Some(None) => return invalid_run_id(),
+        };
         let sp = Identity::ServicePrincipal;
-        match route {
-            Route::Run(key) => self.run(key, &req).await,
-            Route::List(key) => {
+        // Who the request names (Databricks Apps forwards it): recorded as starting what the
+        // request starts, and `startedBy=me`. Display data, never a permission.
+        let person = StartedBy::from_headers(|name| req.header(name));
+        match route.spec.kind {
+            Kind::Run => self.run(key, &req, person).await,
+            Kind::List => {
                 let limit = parse_limit(req.query.get("limit").map(String::as_str));
-                match self.jobs.list_runs(key, &sp, Some(limit)).await {
+                let listed = match req.query.get("startedBy").map(String::as_str) {
+                    None | Some("") => Box::pin(self.jobs.list_runs(key, &sp, Some(limit))).await,
+                    Some("me") => match person.as_ref().and_then(StartedBy::key) {
+                        Some(me) => {
+                            Box::pin(self.jobs.list_runs_started_by(key, &sp, me, Some(limit)))
+                                .await
+                        }
+                        None => return invalid_request(
+                            "startedBy=me needs the X-Forwarded-Email or X-Forwarded-User header (Databricks Apps sets them)",
+                        ),
+                    },
+                    Some(who) => {
+                        let who: String = who.chars().take(who::MAX_FIELD_CHARS).collect();
+                        Box::pin(self.jobs.list_runs_started_by(key, &sp, &who, Some(limit))).await
+                    }
+                };
+                match listed {
                     Ok(runs) => RouteResponse::Json {
                         status: 200,
                         body: json!({ "runs": runs }),
@@ -234,7 +218,7 @@ impl Router {
                     Err(e) => RouteResponse::from_error(&e),
                 }
             }
-            Route::Status(key) => match self.jobs.last_run(key, &sp).await {
+            Kind::Status => match self.jobs.last_run(key, &sp).await {
                 Ok(last) => {
                     let status = last
                         .as_ref()
@@ -247,37 +231,19 @@ impl Router {
                 }
                 Err(e) => RouteResponse::from_error(&e),
             },
-            Route::GetRun(key, id) => {
-                let Some(run_id) = ids::parse(id) else {
-                    return invalid_run_id();
-                };
-                match self.jobs.get_run(key, &sp, run_id).await {
-                    Ok(run) => RouteResponse::Json {
-                        status: 200,
-                        body: run,
-                    },
-                    Err(e) => RouteResponse::from_error(&e),
-                }
-            }
-            Route::Cancel(key, id) => {
-                let Some(run_id) = ids::parse(id) else {
-                    return invalid_run_id();
-                };
-                match self.jobs.cancel_run(key, &sp, run_id).await {
-                    Ok(()) => RouteResponse::Empty { status: 204 },
-                    Err(e) => RouteResponse::from_error(&e),
-                }
-            }
-            Route::Repair(key, id) => {
-                let Some(run_id) = ids::parse(id) else {
-                    return invalid_run_id();
-                };
-                self.repair(key, run_id, &req).await
-            }
-            Route::Reattach(key, id) => {
-                let Some(run_id) = ids::parse(id) else {
-                    return invalid_run_id();
-                };
+            Kind::GetRun => match self.jobs.get_run(key, &sp, run_id).await {
+                Ok(run) => RouteResponse::Json {
+                    status: 200,
+                    body: run,
+                },
+                Err(e) => RouteResponse::from_error(&e),
+            },
+            Kind::Cancel => match self.jobs.cancel_run(key, &sp, run_id).await {
+                Ok(()) => RouteResponse::Empty { status: 204 },
+                Err(e) => RouteResponse::from_error(&e),
+            },
+            Kind::Repair => self.repair(key, run_id, &req, person).await,
+            Kind::Reattach => {
                 // An EventSource reconnect of this same URL sends Last-Event-ID: keep counting.
                 let after = match last_event_id(&req).map(ResumeId::parse) {
                     Some(Some(ResumeId::Run { run_id: rid, seq })) if rid == run_id => seq,
@@ -289,7 +255,7 @@ impl Router {
         }
     }
 
-    async fn run(&self, key: &str, req: &RouteRequest) -> RouteResponse {
+    async fn run(&self, key: &str, req: &RouteRequest, person: Option<StartedBy>) -> RouteResponse {
         let sp = Identity::ServicePrincipal;
         let streaming = req.query.get("stream").is_some_and(|v| v == "true");
 
@@ -318,7 +284,7 @@ impl Router {
             Err(resp) => return resp,
         };
         if !streaming {
-            return match self.jobs.run_now(key, &sp, params).await {
+            return match self.jobs.run_now_by(key, &sp, params, person).await {
                 Ok(started) => match run::run_id(&started) {
                     Some(run_id) => RouteResponse::Json {
                         status: 200,
@@ -333,7 +299,7 @@ impl Router {
         }
         let replayed = token.is_some();
         let prepared = match self.jobs.prepare_run(key, &sp, params, token).await {
-            Ok(p) => p,
+            Ok(p) => p.started_by(person),
             Err(e) => return RouteResponse::from_error(&e),
         };
         let opening = Opening {
@@ -382,7 +348,13 @@ impl Router {
 
     /// `POST /:jobKey/runs/:runId/repair`: `{ repairId }`, or with `?stream=true` the run's
     /// updates from the repair to its new end, opened, framed and resumed as the run route's.
-    async fn repair(&self, key: &str, run_id: i64, req: &RouteRequest) -> RouteResponse {
+    async fn repair(
+        &self,
+        key: &str,
+        run_id: i64,
+        req: &RouteRequest,
+        person: Option<StartedBy>,
+    ) -> RouteResponse {
         let sp = Identity::ServicePrincipal;
         let streaming = req.query.get("stream").is_some_and(|v| v == "true");
         let mut resume = None;
@@ -410,6 +382,7 @@ impl Router {
             Ok(p) => p,
             Err(resp) => return resp,
         };
+        options.started_by = person;
         if !streaming {
             return match self.jobs.repair_run(key, &sp, run_id, options).await {
                 Ok(repaired) => RouteResponse::Json {
@@ -482,58 +455,23 @@ impl Router {
         self.checked_params(key, params)
     }
 
-    /// `params` of a run or repair request, checked before anything is sent upstream.
+    /// `params` of a run or repair request, checked before anything is sent upstream (see
+    /// `params::from_request`).
     fn checked_params(
         &self,
         key: &str,
         params: Option<Value>,
     ) -> Result<Option<Value>, RouteResponse> {
-        let Some(params) = params else {
-            return Ok(None);
-        };
-        let Value::Object(map) = &params else {
-            return Err(RouteResponse::error(
-                400,
-                VALIDATION_ERROR,
-                "params must be a plain object",
-            ));
-        };
         let entry = self
             .jobs
             .registry()
             .get(key)
             .map_err(|e| RouteResponse::from_error(&e))?;
-        let has_schema = entry.config.params.is_some() || entry.config.external_schema;
-        if !has_schema {
-            // A task type (or job-level parameters) tells us where params go; without one
-            // there is nothing they could mean.
-            if entry.config.task_type.is_none() && !entry.config.job_parameters {
-                return Err(RouteResponse::error(
-                    400,
-                    VALIDATION_ERROR,
-                    "This job does not accept parameters",
-                ));
-            }
-            if map.len() > MAX_UNVALIDATED_PARAM_KEYS {
-                return Err(RouteResponse::error(
-                    400,
-                    VALIDATION_ERROR,
-                    format!(
-                        "Too many parameters ({}). Define a params schema to accept more than {}.",
-                        map.len(),
-                        MAX_UNVALIDATED_PARAM_KEYS
-                    ),
-                ));
-            }
-        }
-        Ok(Some(params))
+        params::from_request(entry, params)
+            .map_err(|message| RouteResponse::error(400, VALIDATION_ERROR, message))
     }
 
-    /// Opens a stream: the opening event (when `opening.accepted`), then the updates of the
-    /// run `start` follows once it has done its write, or its failure as an error event. With
-    /// an opening event, `start` waits until the glue has written it and asks for more: a
-    /// client gone before it saw the id to resume by (it would reconnect without one) gets
-    /// no write sent on its behalf.
+    /// Opens a stream (see `sse::open`), stopped by `abort_all`.
     fn stream(
         &self,
         opening: Opening,
@@ -544,122 +482,130 @@ impl Router {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .child_token();
-        let (tx, rx) = mpsc::channel(16);
-        let producer = Producer {
-            id: opening.id.clone(),
-            describe: opening.describe,
-            tx,
-            cancel: cancel.clone(),
-            _active: ActiveGuard::new(self.active.clone()),
-        };
-        let announce = opening
-            .accepted
-            .map(|kind| opening_frame(&opening.id, kind));
-        let (written, on_written) = match announce {
-            Some(_) => {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            }
-            None => (None, None),
-        };
-        tokio::spawn(producer.run(on_written, start));
-        RouteResponse::Stream(EventStream {
-            opening: announce.map(Box::new),
-            written,
-            rx,
-            heartbeat: self.options.heartbeat,
+        RouteResponse::Stream(sse::open(
+            opening,
+            start,
             cancel,
-            run_id: opening.id.run_id(),
-        })
+            self.active.clone(),
+            self.options.heartbeat,
+        ))
     }
 }
 
-/// How a stream begins: the id its events carry until the run is followed, the `accepted`
-/// value of its opening event (`None`: no opening event, e.g. on a resume), and the public
-/// text of a failure.
-struct Opening {
-    id: ResumeId,
-    accepted: Option<&'static str>,
-    describe: fn(&JobsError) -> String,
+/// One route of `/api/jobs`: its `name` (telemetry's operation, `getEndpoints()`), its HTTP
+/// method, and its path relative to the mount, where `:jobKey` and `:runId` stand for a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub name: &'static str,
+    pub method: &'static str,
+    pub path: &'static str,
+    kind: Kind,
 }
 
-/// What a `Last-Event-ID` (an event id this router sent) names: where a reconnect resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Run,
+    List,
+    GetRun,
+    Reattach,
+    Status,
+    Cancel,
+    Repair,
+}
+
+/// Every route: the one table of them. [`Router::handle`] dispatches by it, and the JS glue
+/// mounts and names routes from it (through the binding's `routeTable()`).
+pub const ROUTES: [RouteSpec; 7] = [
+    RouteSpec {
+        name: "run",
+        method: "POST",
+        path: "/:jobKey/run",
+        kind: Kind::Run,
+    },
+    RouteSpec {
+        name: "runs",
+        method: "GET",
+        path: "/:jobKey/runs",
+        kind: Kind::List,
+    },
+    RouteSpec {
+        name: "run-detail",
+        method: "GET",
+        path: "/:jobKey/runs/:runId",
+        kind: Kind::GetRun,
+    },
+    RouteSpec {
+        name: "run-stream",
+        method: "GET",
+        path: "/:jobKey/runs/:runId/stream",
+        kind: Kind::Reattach,
+    },
+    RouteSpec {
+        name: "status",
+        method: "GET",
+        path: "/:jobKey/status",
+        kind: Kind::Status,
+    },
+    RouteSpec {
+        name: "cancel-run",
+        method: "DELETE",
+        path: "/:jobKey/runs/:runId",
+        kind: Kind::Cancel,
+    },
+    RouteSpec {
+        name: "repair-run",
+        method: "POST",
+        path: "/:jobKey/runs/:runId/repair",
+        kind: Kind::Repair,
+    },
+];
+
+/// A request's route, with the segments its path holds for `:jobKey` and `:runId` (decoded).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResumeId {
-    /// `<runId>:<seq>`: a followed run, `seq` events seen.
-    Run { run_id: i64, seq: u64 },
-    /// `start:<token>`: a run-now sent, or about to be, with this idempotency token.
-    Start { token: String },
-    /// `repair:<runId>:<after>`: a repair of the run sent, or about to be, after the repair
-    /// `after` (0 in the text: none).
-    Repair { run_id: i64, after: Option<i64> },
+pub struct RouteMatch {
+    pub spec: &'static RouteSpec,
+    pub key: String,
+    pub run_id: Option<String>,
 }
 
-impl ResumeId {
-    /// The id from its text; anything malformed is `None`.
-    pub fn parse(text: &str) -> Option<ResumeId> {
-        let text = text.trim();
-        if let Some(token) = text.strip_prefix("start:") {
-            token_job_id(token)?;
-            return Some(ResumeId::Start {
-                token: token.to_string(),
-            });
+impl RouteMatch {
+    /// The route of a request: `method` as sent (HEAD answers as GET does; the glue sends no
+    /// body), `path` relative to the mount and percent-encoded as received (a query is
+    /// ignored). Segments are decoded before they are matched, so `/etl/%72un` is the run
+    /// route: the JS glue asks this too (through the binding), and sees what dispatch sees.
+    pub fn of(method: &str, path: &str) -> Option<RouteMatch> {
+        let mut method = method.to_ascii_uppercase();
+        if method == "HEAD" {
+            method = "GET".into();
         }
-        if let Some(rest) = text.strip_prefix("repair:") {
-            let (run, after) = rest.split_once(':')?;
-            let after = match after {
-                "0" => None,
-                other => Some(ids::parse(other)?),
-            };
-            return Some(ResumeId::Repair {
-                run_id: ids::parse(run)?,
-                after,
-            });
-        }
-        let (run_id, seq) = parse_event_id(text)?;
-        Some(ResumeId::Run { run_id, seq })
-    }
-
-    /// The run it names, 0 when not known yet (a run-now's token).
-    pub fn run_id(&self) -> i64 {
-        match self {
-            ResumeId::Run { run_id, .. } | ResumeId::Repair { run_id, .. } => *run_id,
-            ResumeId::Start { .. } => 0,
-        }
-    }
-}
-
-impl std::fmt::Display for ResumeId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ResumeId::Run { run_id, seq } => write!(f, "{run_id}:{seq}"),
-            ResumeId::Start { token } => write!(f, "start:{token}"),
-            ResumeId::Repair { run_id, after } => {
-                write!(f, "repair:{run_id}:{}", after.unwrap_or(0))
+        let segments: Vec<String> = path
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(percent_decode)
+            .collect();
+        ROUTES.iter().find_map(|spec| {
+            let parts = || spec.path.split('/').filter(|p| !p.is_empty());
+            if spec.method != method || parts().count() != segments.len() {
+                return None;
             }
-        }
-    }
-}
-
-enum Route<'a> {
-    Run(&'a str),
-    List(&'a str),
-    Status(&'a str),
-    GetRun(&'a str, &'a str),
-    Cancel(&'a str, &'a str),
-    Reattach(&'a str, &'a str),
-    Repair(&'a str, &'a str),
-}
-
-impl<'a> Route<'a> {
-    fn key(&self) -> &'a str {
-        match self {
-            Route::Run(k) | Route::List(k) | Route::Status(k) => k,
-            Route::GetRun(k, _)
-            | Route::Cancel(k, _)
-            | Route::Reattach(k, _)
-            | Route::Repair(k, _) => k,
-        }
+            let mut found = RouteMatch {
+                spec,
+                key: String::new(),
+                run_id: None,
+            };
+            for (part, segment) in parts().zip(&segments) {
+                match part {
+                    ":jobKey" => found.key = segment.clone(),
+                    ":runId" => found.run_id = Some(segment.clone()),
+                    fixed if fixed == segment => {}
+                    _ => return None,
+                }
+            }
+            Some(found)
+        })
     }
 }
 
@@ -675,313 +621,6 @@ fn json_body(body: &Bytes) -> Result<Option<Value>, RouteResponse> {
         Ok(_) => Err(invalid_request("Request body must be a JSON object")),
         Err(_) => Err(invalid_request("Invalid JSON body")),
     }
-}
-
-/// Counts a live producer until it is dropped.
-struct ActiveGuard(Arc<AtomicUsize>);
-
-impl ActiveGuard {
-    fn new(counter: Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        ActiveGuard(counter)
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Turns a stream's start (its write, then its watch) into SSE frames. Ends after a terminal
-/// state or an error event, when the stream is dropped or cancelled, or on `abort_all`; the
-/// watcher is dropped with it, and so is a write still in flight (a reconnect re-sends it
-/// under the same resume id).
-struct Producer {
-    /// The id of the events sent so far: the opening id until the run is followed, then
-    /// `<runId>:<seq>`.
-    id: ResumeId,
-    describe: fn(&JobsError) -> String,
-    tx: mpsc::Sender<Frame>,
-    cancel: CancellationToken,
-    _active: ActiveGuard,
-}
-
-impl Producer {
-    /// `written`: resolves once the opening event was written (see `Router::stream`).
-    async fn run(
-        mut self,
-        written: Option<oneshot::Receiver<()>>,
-        start: BoxFuture<'static, Result<RunWatch>>,
-    ) {
-        let cancel = self.cancel.clone();
-        let tx = self.tx.clone();
-        tokio::select! {
-            _ = cancel.cancelled() => {}
-            _ = tx.closed() => {}
-            _ = self.produce(written, start) => {}
-        }
-    }
-
-    async fn produce(
-        &mut self,
-        written: Option<oneshot::Receiver<()>>,
-        start: BoxFuture<'static, Result<RunWatch>>,
-    ) {
-        if let Some(written) = written {
-            if written.await.is_err() {
-                return; // the stream was dropped first
-            }
-        }
-        let mut watch = match start.await {
-            Ok(watch) => watch,
-            Err(e) => return self.send_error(&e).await,
-        };
-        // The start's own wording (e.g. "Failed to trigger job run") is for the start only.
-        self.describe = JobsError::public_message;
-        let run_id = watch.run_id();
-        let mut seq = match self.id {
-            ResumeId::Run { seq, .. } => seq,
-            _ => 0,
-        };
-        let mut first = true;
-        while let Some(item) = watch.next().await {
-            match item {
-                Ok(update) => {
-                    // The job's cached reads were dropped once, when the shared poll published
-                    // this update (see `Jobs::new`), not once per stream.
-                    seq += 1;
-                    self.id = ResumeId::Run { run_id, seq };
-                    // The run's text is the poll's own, shared by every watcher of this
-                    // update: splice it in rather than serializing the run per stream.
-                    let frame = Frame {
-                        text: update_frame(
-                            &self.id.to_string(),
-                            &update.run_json,
-                            &update.meta_json,
-                            &update.status,
-                            update.timestamp,
-                        ),
-                        status: update.status.clone(),
-                        error: None,
-                        last: update.terminal,
-                        run_id: first.then_some(run_id),
-                    };
-                    first = false;
-                    if self.tx.send(frame).await.is_err() {
-                        return;
-                    }
-                    if update.terminal {
-                        return;
-                    }
-                }
-                Err(e) => return self.send_error(&e).await,
-            }
-        }
-    }
-
-    async fn send_error(&mut self, e: &JobsError) {
-        if let ResumeId::Run { run_id, seq } = self.id {
-            self.id = ResumeId::Run {
-                run_id,
-                seq: seq + 1,
-            };
-        }
-        let frame = Frame {
-            text: error_frame(&self.id.to_string(), &(self.describe)(e), &e.code()),
-            status: None,
-            error: Some(e.code()),
-            last: true,
-            run_id: None,
-        };
-        let _ = self.tx.send(frame).await;
-    }
-}
-
-/// One chunk of an SSE response, and what it says (for telemetry and the glue).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Frame {
-    /// The text to write.
-    pub text: String,
-    /// The run's state, for an update event.
-    pub status: Option<String>,
-    /// The error code, for an `event: error`.
-    pub error: Option<String>,
-    /// The stream's last frame (a terminal state or an error): only after it may a response
-    /// end cleanly. A stream that stops without one was cut short (a shutdown), and its
-    /// connection must be cut too, so that the client reconnects and resumes.
-    pub last: bool,
-    /// The run followed, on the stream's first update.
-    pub run_id: Option<i64>,
-}
-
-/// An open SSE response: pull framed text chunks with [`EventStream::next`] until `None`.
-/// Dropping it (or [`EventStream::cancel`]) stops the watcher; the run goes on.
-#[derive(Debug)]
-pub struct EventStream {
-    /// The opening event, until `next` hands it out (boxed: most streams have none).
-    opening: Option<Box<Frame>>,
-    /// Tells the producer the opening event was written: fired by the `next` after it.
-    written: Option<oneshot::Sender<()>>,
-    rx: mpsc::Receiver<Frame>,
-    heartbeat: Duration,
-    cancel: CancellationToken,
-    run_id: i64,
-}
-
-impl EventStream {
-    /// The next chunk to write: an event, an error event, or a `: heartbeat` comment after a
-    /// silence of the configured interval. `None` once the stream is over.
-    pub async fn next(&mut self) -> Option<Frame> {
-        if self.cancel.is_cancelled() {
-            self.rx.close();
-            return None;
-        }
-        if let Some(opening) = self.opening.take() {
-            return Some(*opening);
-        }
-        if let Some(written) = self.written.take() {
-            let _ = written.send(());
-        }
-        tokio::select! {
-            biased;
-            _ = self.cancel.cancelled() => { self.rx.close(); None }
-            item = self.rx.recv() => item,
-            _ = tokio::time::sleep(self.heartbeat) => Some(Frame {
-                text: HEARTBEAT_FRAME.to_string(),
-                status: None,
-                error: None,
-                last: false,
-                run_id: None,
-            }),
-        }
-    }
-
-    /// The opening event, for a glue that writes it itself before pulling the rest (the
-    /// next `next` then starts the stream's write); `None` when the stream has none.
-    pub fn take_opening(&mut self) -> Option<Frame> {
-        self.opening.take().map(|f| *f)
-    }
-
-    /// Stops the stream: the watcher is dropped at once and `next` answers `None`.
-    pub fn cancel(&self) {
-        self.cancel.cancel();
-    }
-
-    /// The run this stream follows, 0 while a run-now's is not known yet.
-    pub fn run_id(&self) -> i64 {
-        self.run_id
-    }
-
-    /// A handle that cancels this stream from elsewhere (while `next` is pending).
-    pub fn canceller(&self) -> StreamCanceller {
-        StreamCanceller(self.cancel.clone())
-    }
-}
-
-/// Cancels one [`EventStream`] without access to it.
-#[derive(Debug, Clone)]
-pub struct StreamCanceller(CancellationToken);
-
-impl StreamCanceller {
-    pub fn cancel(&self) {
-        self.0.cancel();
-    }
-}
-
-impl Drop for EventStream {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
-pub fn event_id(run_id: i64, seq: u64) -> String {
-    format!("{run_id}:{seq}")
-}
-
-/// `<runId>:<seq>` with a positive run id; anything else is `None`.
-pub fn parse_event_id(id: &str) -> Option<(i64, u64)> {
-    let (run, seq) = id.trim().split_once(':')?;
-    let run_id = ids::parse(run)?;
-    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((run_id, seq.parse().ok()?))
-}
-
-/// The opening event of a stream, sent before its write: no state yet, only what was accepted.
-fn opening_frame(id: &ResumeId, accepted: &'static str) -> Frame {
-    let data = json!({
-        "status": null,
-        "timestamp": now_ms(),
-        "run": null,
-        "accepted": accepted,
-    });
-    Frame {
-        text: message_frame(&id.to_string(), &data),
-        status: None,
-        error: None,
-        last: false,
-        run_id: None,
-    }
-}
-
-/// Now, in epoch milliseconds (the `timestamp` of an event).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-pub fn message_frame(id: &str, data: &Value) -> String {
-    format!("id: {id}\nevent: message\ndata: {data}\n\n")
-}
-
-/// The frame of one update, `data: {"changes":...,"progress":...,"run":<run_json>,"status":...,
-/// "timestamp":...}` (the key order `serde_json` gives the same object), from the ready-made
-/// JSON texts of the run and of its `meta_json` (an object whose fields come first).
-pub fn update_frame(
-    id: &str,
-    run_json: &str,
-    meta_json: &str,
-    status: &Option<String>,
-    timestamp: i64,
-) -> String {
-    let status = match status {
-        Some(s) => Value::String(s.clone()).to_string(),
-        None => "null".to_string(),
-    };
-    let meta = meta_json
-        .trim()
-        .strip_prefix('{')
-        .and_then(|m| m.strip_suffix('}'))
-        .unwrap_or("")
-        .trim();
-    let mut frame =
-        String::with_capacity(run_json.len() + meta.len() + status.len() + id.len() + 80);
-    frame.push_str("id: ");
-    frame.push_str(id);
-    frame.push_str("\nevent: message\ndata: {");
-    if !meta.is_empty() {
-        frame.push_str(meta);
-        frame.push(',');
-    }
-    frame.push_str("\"run\":");
-    frame.push_str(run_json);
-    frame.push_str(",\"status\":");
-    frame.push_str(&status);
-    frame.push_str(",\"timestamp\":");
-    frame.push_str(&timestamp.to_string());
-    frame.push_str("}\n\n");
-    frame
-}
-
-pub fn error_frame(id: &str, message: &str, code: &str) -> String {
-    format!(
-        "id: {id}\nevent: error\ndata: {}\n\n",
-        json!({ "error": message, "code": code })
-    )
 }
 
 /// `?limit=` as the stock plugin reads it (leading integer, 0 or missing means the default),
@@ -1088,14 +727,49 @@ mod tests {
     }
 
     #[test]
-    fn event_ids_carry_the_run() {
-        assert_eq!(event_id(42, 3), "42:3");
-        assert_eq!(parse_event_id("42:3"), Some((42, 3)));
-        assert_eq!(parse_event_id(" 42:0 "), Some((42, 0)));
-        for bad in [
-            "", "42", ":3", "42:", "0:1", "-4:1", "a:1", "42:x", "42:-1", "1e3:1", "42:3:4",
+    fn requests_find_their_route_in_the_one_table() {
+        let found = |method: &str, path: &str| {
+            RouteMatch::of(method, path).map(|m| {
+                let run = m.run_id.unwrap_or_default();
+                format!("{} {} {run}", m.spec.name, m.key)
+            })
+        };
+        for (method, path, expected) in [
+            ("POST", "/etl/run", "run etl "),
+            ("post", "etl/run/", "run etl "),
+            ("GET", "/etl/runs?limit=3", "runs etl "),
+            ("HEAD", "/etl/status", "status etl "),
+            ("GET", "/etl/runs/7", "run-detail etl 7"),
+            ("DELETE", "/etl/runs/x", "cancel-run etl x"),
+            ("GET", "/etl/runs/7/stream", "run-stream etl 7"),
+            ("POST", "/etl/runs/7/repair", "repair-run etl 7"),
+            // Segments are decoded before they are matched, the key and the run id too.
+            ("POST", "/etl/%72un", "run etl "),
+            ("POST", "/a%20b/runs/%37/repair", "repair-run a b 7"),
         ] {
-            assert_eq!(parse_event_id(bad), None, "{bad:?}");
+            assert_eq!(
+                found(method, path).as_deref(),
+                Some(expected),
+                "{method} {path}"
+            );
+        }
+        for (method, path) in [
+            ("GET", "/etl/run"),
+            ("POST", "/etl/runs"),
+            ("GET", "/etl"),
+            ("GET", "/etl/runs/7/other"),
+            ("PUT", "/etl/runs/7"),
+            ("POST", "/etl/run%"),
+            ("GET", "/"),
+        ] {
+            assert_eq!(found(method, path), None, "{method} {path}");
+        }
+        // Each route is found by its own path, and names are unique.
+        for spec in &ROUTES {
+            let path = spec.path.replace(":jobKey", "k").replace(":runId", "1");
+            let m = RouteMatch::of(spec.method, &path).unwrap();
+            assert_eq!(m.spec, spec);
+            assert_eq!(ROUTES.iter().filter(|r| r.name == spec.name).count(), 1);
         }
     }
 
@@ -1108,48 +782,5 @@ mod tests {
         assert_eq!(sanitize_key("etl_2-b"), "etl_2-b");
         assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
-    }
-
-    #[test]
-    fn spliced_update_frames_equal_serialized_ones() {
-        let run = json!({"run_id": 7, "state": {"life_cycle_state": "RUNNING", "state_message": "a \"q\" \u{2028}"}, "tasks": [{"n": 1.5}]});
-        let text = serde_json::to_string(&run).unwrap();
-        for status in [
-            Some("RUNNING".to_string()),
-            Some("we\"ird\n".to_string()),
-            None,
-        ] {
-            let spliced = update_frame("7:3", &text, "{}", &status, 1_700_000_000_123);
-            let serialized = message_frame(
-                "7:3",
-                &json!({"status": status, "timestamp": 1_700_000_000_123i64, "run": run}),
-            );
-            assert_eq!(spliced, serialized);
-            let meta =
-                json!({"changes": {"tasks": [{"taskKey": "a"}]}, "progress": {"fraction": 0.5}});
-            let spliced = update_frame("7:3", &text, &meta.to_string(), &status, 1);
-            let serialized = message_frame(
-                "7:3",
-                &json!({"changes": meta["changes"], "progress": meta["progress"], "status": status, "timestamp": 1, "run": run}),
-            );
-            assert_eq!(spliced, serialized);
-        }
-    }
-
-    #[test]
-    fn frames_follow_appkit_framing() {
-        let f = message_frame(
-            "7:1",
-            &json!({"status": "RUNNING", "timestamp": 1, "run": {"run_id": 7}}),
-        );
-        assert_eq!(f, "id: 7:1\nevent: message\ndata: {\"run\":{\"run_id\":7},\"status\":\"RUNNING\",\"timestamp\":1}\n\n");
-        let e = error_frame("7:2", "Service Unavailable", "TEMPORARY_UNAVAILABLE");
-        assert!(e.starts_with("id: 7:2\nevent: error\ndata: {"));
-        let data: Value =
-            serde_json::from_str(e.lines().nth(2).unwrap().trim_start_matches("data: ")).unwrap();
-        assert_eq!(
-            data,
-            json!({"error": "Service Unavailable", "code": "TEMPORARY_UNAVAILABLE"})
-        );
     }
 }

@@ -138,3 +138,134 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
     out.push_str("...");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn detail(validator: &ParamsValidator, instance: Value) -> String {
+        match validator.validate("etl", &instance) {
+            Err(JobsError::Validation { key, detail }) => {
+                assert_eq!(key, "etl");
+                detail
+            }
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_instance_passes_and_failures_name_their_paths() {
+        let v = ParamsValidator::compile(&json!({
+            "type": "object",
+            "properties": {"day": {"type": "string"}, "n": {"type": "integer", "maximum": 3}},
+            "required": ["day"]
+        }))
+        .unwrap();
+        assert!(v
+            .validate("etl", &json!({"day": "2025-01-01", "n": 2}))
+            .is_ok());
+        let d = detail(&v, json!({"n": 4}));
+        let parts: Vec<&str> = d.split("; ").collect();
+        assert_eq!(parts.len(), 2, "{d}");
+        assert!(
+            parts.contains(&"(root): \"day\" is a required property"),
+            "{d}"
+        );
+        assert!(
+            parts.contains(&"/n: value is greater than the maximum of 3"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn a_broken_schema_is_a_config_error_naming_what_is_wrong() {
+        let err = ParamsValidator::compile(&json!({"type": 12})).unwrap_err();
+        assert_eq!(err.code(), "CONFIG_ERROR");
+        assert!(
+            err.to_string().starts_with("Invalid params JSON Schema: "),
+            "{err}"
+        );
+        assert!(ParamsValidator::compile_detail(&json!({"type": 12})).is_err());
+    }
+
+    #[test]
+    fn remote_references_are_never_fetched() {
+        // No resolver is compiled in: a remote `$ref` fails to compile instead of reaching out.
+        let schema = json!({"$ref": "https://example.invalid/params.json"});
+        assert!(ParamsValidator::compile(&schema).is_err());
+    }
+
+    #[test]
+    fn errors_never_echo_the_callers_values_or_unknown_names() {
+        let v = ParamsValidator::compile(&json!({
+            "type": "object",
+            "properties": {"token": {"type": "integer"}, "mode": {"enum": ["a", "b"]}},
+            "additionalProperties": false
+        }))
+        .unwrap();
+        let secret = "dapi-0123456789abcdef";
+        let d = detail(
+            &v,
+            json!({"token": secret, "mode": secret, "secret-name\u{202e}": 1}),
+        );
+        assert!(!d.contains(secret), "{d}");
+        assert!(!d.contains("secret-name"), "{d}");
+        assert!(
+            d.contains("/token: value is not of type \"integer\""),
+            "{d}"
+        );
+        assert!(
+            d.contains("(root): Additional properties are not allowed"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn paths_keep_only_plain_characters() {
+        let v = ParamsValidator::compile(&json!({
+            "type": "object",
+            "additionalProperties": {"type": "integer"}
+        }))
+        .unwrap();
+        let d = detail(&v, json!({"<b>x\u{2028}y": "z"}));
+        assert_eq!(d, "/bxy: value is not of type \"integer\"");
+        assert_eq!(public_path("/a b/<c>/d_e-1"), "/ab/c/d_e-1");
+    }
+
+    #[test]
+    fn the_detail_is_capped_and_counts_what_it_left_out() {
+        let v = ParamsValidator::compile(&json!({
+            "type": "object",
+            "additionalProperties": {"type": "integer"}
+        }))
+        .unwrap();
+        let params: serde_json::Map<String, Value> = (0..200)
+            .map(|i| (format!("field{i:03}"), json!("x")))
+            .collect();
+        let d = detail(&v, Value::Object(params));
+        let (listed, rest) = d.rsplit_once("; and ").unwrap();
+        assert!(listed.len() <= MAX_DETAIL_CHARS, "{}", listed.len());
+        let more: usize = rest.strip_suffix(" more").unwrap().parse().unwrap();
+        assert_eq!(listed.split("; ").count() + more, 200);
+    }
+
+    #[test]
+    fn text_helpers() {
+        assert_eq!(truncate("abcdef", 6), "abcdef");
+        assert_eq!(truncate("abcdefg", 6), "abc...");
+        // Characters, not bytes: a cut never splits one.
+        assert_eq!(truncate("ééééééé", 5), "éé...");
+        assert_eq!(printable("a\u{0}b\nc\u{200b}d\u{202e}e\u{feff}f"), "abcdef");
+        for (v, t) in [
+            (json!(null), "null"),
+            (json!(true), "boolean"),
+            (json!(1.5), "number"),
+            (json!("s"), "string"),
+            (json!([]), "array"),
+            (json!({}), "object"),
+        ] {
+            assert_eq!(json_type(&v), t);
+        }
+    }
+}

@@ -156,6 +156,26 @@ impl Telemetry {
         });
     }
 
+    /// Records an operation of the ledger's database begun at `started` (`operation` names it,
+    /// `ledger.*`; `error_code` its failure's code).
+    pub fn finish_ledger(
+        &self,
+        started: Started,
+        operation: &'static str,
+        error_code: Option<String>,
+    ) {
+        self.record(CallRecord {
+            operation,
+            start_ms: started.start_ms,
+            duration_ms: started.at.elapsed().as_secs_f64() * 1000.0,
+            attempts: 1,
+            http_status: None,
+            error_code,
+            cache_hit: None,
+            run_id: None,
+        });
+    }
+
     fn record(&self, call: CallRecord) {
         {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());

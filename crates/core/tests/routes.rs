@@ -8,6 +8,7 @@ use appkit_jobs_core::jobs::Jobs;
 use appkit_jobs_core::registry::PluginConfig;
 use appkit_jobs_core::routes::*;
 use appkit_jobs_core::run;
+use appkit_jobs_core::sse::{EventStream, HEARTBEAT_FRAME};
 use appkit_jobs_emulator::{Emulator, EmulatorOptions};
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -334,6 +335,33 @@ async fn run_route_checks_params_before_sending_anything() {
     let (status, _) = json_of(r.handle(req("POST", "/other/run")).await);
     assert_eq!(status, 200);
     assert_eq!(run_now_count(&f.emu), 2);
+
+    // `{}` asks for nothing: on a job that takes no params it starts a run as no params do,
+    // streamed or not, and sends no params field.
+    let empty = json!({ "params": {} });
+    let (status, _) = json_of(
+        r.handle(with_body("POST", "/other/run", empty.clone()))
+            .await,
+    );
+    assert_eq!(status, 200);
+    let mut q = with_body("POST", "/other/run", empty);
+    q.query.insert("stream".into(), "true".into());
+    let (events, _) = drain(stream_of(r.handle(q).await)).await;
+    let (_, event, data) = events.last().unwrap();
+    assert_eq!(event, "message");
+    assert!(run::is_terminal(&data["run"]), "{data}");
+    assert_eq!(run_now_count(&f.emu), 4);
+    for sent in f
+        .emu
+        .requests()
+        .iter()
+        .filter(|q| q.path.ends_with("/jobs/run-now"))
+        .skip(2)
+    {
+        let mut fields: Vec<&String> = sent.body.as_object().unwrap().keys().collect();
+        fields.sort();
+        assert_eq!(fields, ["idempotency_token", "job_id"]);
+    }
     f.emu.stop().await;
 }
 
@@ -577,12 +605,12 @@ async fn repair_route_answers_json_or_streams_to_the_new_end() {
     assert_eq!(s, 404);
     assert_eq!(repairs(&f.emu), 0);
 
-    // JSON: the repair id.
+    // JSON: the repair id. `params: {}` asks for nothing, on a job that takes no params too.
     let (s, v) = json_of(
         r.handle(with_body(
             "POST",
             &path,
-            json!({"rerunAllFailedTasks": true}),
+            json!({"rerunAllFailedTasks": true, "params": {}}),
         ))
         .await,
     );
@@ -676,5 +704,102 @@ async fn repair_route_answers_json_or_streams_to_the_new_end() {
     let (again, _) = drain(stream_of(r.handle(lost).await)).await;
     assert_eq!(again.last().unwrap().2["status"], "TERMINATED");
     assert_eq!(repairs(&f.emu), sent + 1);
+    f.emu.stop().await;
+}
+
+fn as_person(mut r: RouteRequest, email: &str) -> RouteRequest {
+    r.headers
+        .insert("x-forwarded-email".into(), email.to_string());
+    r.headers
+        .insert("x-forwarded-preferred-username".into(), "someone".into());
+    r
+}
+
+#[tokio::test]
+async fn runs_carry_who_started_them_and_started_by_me_lists_ones_own() {
+    let f = fixture(0.0, 1000, Duration::from_secs(10)).await;
+    let run = |email: &str| {
+        let r = as_person(with_body("POST", "/etl/run", json!({})), email);
+        f.router.handle(r)
+    };
+    let (_, a) = json_of(run("alice@example.com").await);
+    let (_, b) = json_of(run("bob@example.com").await);
+    let (_, c) = json_of(run("alice@example.com").await);
+    // Started elsewhere (the Jobs UI, another app): nobody the ledger knows.
+    let elsewhere: Value = reqwest::Client::new()
+        .post(format!("{}/api/2.2/jobs/run-now", f.emu.url()))
+        .bearer_auth(f.emu.token())
+        .json(&json!({ "job_id": 1001 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let elsewhere = elsewhere["run_id"].as_i64().unwrap();
+    let (s, got) = json_of(
+        f.router
+            .handle(req("GET", &format!("/etl/runs/{}", a["runId"])))
+            .await,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(got["started_by"]["email"], "alice@example.com");
+    assert_eq!(got["started_by"]["user_name"], "someone");
+    let (_, got) = json_of(
+        f.router
+            .handle(req("GET", &format!("/etl/runs/{elsewhere}")))
+            .await,
+    );
+    assert_eq!(got["started_by"], Value::Null);
+    let (_, status) = json_of(f.router.handle(req("GET", "/etl/status")).await);
+    assert_eq!(status["run"]["run_id"], elsewhere, "the newest");
+    assert!(status["run"]
+        .as_object()
+        .unwrap()
+        .contains_key("started_by"));
+    // Mine, newest first, from whatever instance; another person's by name.
+    let mine = |email: &str| {
+        let mut r = as_person(req("GET", "/etl/runs"), email);
+        r.query.insert("startedBy".into(), "me".into());
+        f.router.handle(r)
+    };
+    let (s, listed) = json_of(mine("alice@example.com").await);
+    assert_eq!(s, 200);
+    let ids: Vec<&Value> = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["run_id"])
+        .collect();
+    assert_eq!(ids, vec![&c["runId"], &a["runId"]]);
+    let mut by_name = req("GET", "/etl/runs");
+    by_name
+        .query
+        .insert("startedBy".into(), "bob@example.com".into());
+    let (_, listed) = json_of(f.router.handle(by_name).await);
+    assert_eq!(listed["runs"][0]["run_id"], b["runId"]);
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 1);
+    // "me" without the forwarded headers: a clear 400.
+    let mut anonymous = req("GET", "/etl/runs");
+    anonymous.query.insert("startedBy".into(), "me".into());
+    let (s, body) = json_of(f.router.handle(anonymous).await);
+    assert_eq!(s, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("X-Forwarded-Email"),
+        "{body}"
+    );
+    // Hostile headers: bounded, stored as text, no 5xx.
+    let huge = format!("{}'; DROP TABLE x; --", "a".repeat(10 * 1024));
+    let (s, d) = json_of(run(&huge).await);
+    assert_eq!(s, 200);
+    let (_, got) = json_of(
+        f.router
+            .handle(req("GET", &format!("/etl/runs/{}", d["runId"])))
+            .await,
+    );
+    assert_eq!(got["started_by"]["email"].as_str().unwrap().len(), 256);
     f.emu.stop().await;
 }

@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
 use base64::Engine;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::{FaultSpec, Permission, UserSpec};
@@ -404,6 +405,7 @@ fn dispatch(
         ("GET", Some("get"), _) => get_job(shared, &ident, &q),
         ("GET", Some("list"), _) => list_jobs(shared, &ident, &q),
         ("GET", _, "/api/2.0/preview/scim/v2/Me") => Ok(scim_me(shared, &ident)),
+        ("POST", _, "/api/2.0/postgres/credentials") => postgres_credential(shared, body),
         ("POST", _, "/telemetry-ext") => Ok(json!({})),
         (m, _, p) => Err(ApiErr {
             status: 404,
@@ -481,6 +483,31 @@ fn oauth_token(shared: &Shared, headers: &HeaderMap, bytes: &[u8]) -> Result<Val
     Ok(
         json!({"access_token": token, "token_type": "Bearer", "expires_in": ttl.as_secs(), "scope": "all-apis"}),
     )
+}
+
+/// `POST /api/2.0/postgres/credentials` `{ endpoint }`: a database credential for a Lakebase
+/// endpoint, `{ token, expire_time }` (see `LakebaseSpec`). Any authenticated identity may ask.
+fn postgres_credential(shared: &Shared, body: &Value) -> Result<Value, ApiErr> {
+    let endpoint = match body.get("endpoint").and_then(Value::as_str) {
+        Some(e) if !e.trim().is_empty() => e,
+        _ => return Err(invalid("Missing required field: endpoint")),
+    };
+    let inner = shared.inner();
+    let spec = inner
+        .lakebase
+        .as_ref()
+        .filter(|s| s.endpoint.as_deref().is_none_or(|known| known == endpoint))
+        .ok_or_else(|| ApiErr {
+            status: 404,
+            code: "RESOURCE_DOES_NOT_EXIST",
+            message: format!("Endpoint {endpoint:?} does not exist."),
+        })?;
+    let expires =
+        std::time::SystemTime::now() + Duration::from_secs(spec.ttl_secs.unwrap_or(3600).max(1));
+    Ok(json!({
+        "token": spec.password,
+        "expire_time": humantime::format_rfc3339_seconds(expires).to_string(),
+    }))
 }
 
 fn scim_me(shared: &Shared, ident: &Ident) -> Value {
@@ -653,14 +680,10 @@ fn repair_run(shared: &Shared, ident: &Ident, body: &Value) -> Result<Value, Api
     let run_id = body_id(body, "run_id")?;
     let rerun_tasks = match obj.get("rerun_tasks") {
         None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| invalid("rerun_tasks must be an array of task keys."))?,
+        Some(keys) => Some(
+            Vec::<String>::deserialize(keys)
+                .map_err(|_| invalid("rerun_tasks must be an array of task keys."))?,
         ),
-        Some(_) => return Err(invalid("rerun_tasks must be an array of task keys.")),
     };
     let flag = |field: &str| match obj.get(field) {
         None | Some(Value::Null) => Ok(false),

@@ -10,7 +10,7 @@ use appkit_jobs_core::{JobsError, Result};
 /// Options of [`crate::Emulator::start`]. Every field is optional.
 ///
 /// JSON (camelCase): `{ port, jobs, jobsFile, timeScale, token, servicePrincipalName, users,
-/// clientId, clientSecret, oauthTokenTtlSecs, orgId, firstRunId, requestLogLimit }`.
+/// clientId, clientSecret, oauthTokenTtlSecs, orgId, firstRunId, requestLogLimit, lakebase }`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct EmulatorOptions {
@@ -41,6 +41,25 @@ pub struct EmulatorOptions {
     pub first_run_id: Option<i64>,
     /// How many requests the request log keeps, oldest dropped first (default 10000).
     pub request_log_limit: Option<usize>,
+    /// Lakebase's database credentials (`POST /api/2.0/postgres/credentials`); without it
+    /// that endpoint answers 404, as for a workspace with no such database endpoint.
+    pub lakebase: Option<LakebaseSpec>,
+}
+
+/// What `POST /api/2.0/postgres/credentials` hands out. JSON: `{ password, endpoint, ttlSecs }`.
+///
+/// The answer is `{ token: <password>, expire_time: <now + ttlSecs, RFC 3339> }`: the password
+/// of a real PostgreSQL the caller then connects to (a test's own), so the whole Lakebase path
+/// runs offline.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LakebaseSpec {
+    pub password: String,
+    /// When set, only this endpoint name (`projects/<p>/branches/<b>/endpoints/<e>`) is known:
+    /// any other answers 404.
+    pub endpoint: Option<String>,
+    /// Lifetime of a credential in real seconds (default 3600, as Lakebase's).
+    pub ttl_secs: Option<u64>,
 }
 
 /// One job. JSON: `{ id, name, taskType, tasks, taskCount, outcome, repairOutcome, queueMs,

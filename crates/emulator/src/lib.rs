@@ -75,7 +75,7 @@ use tokio::task::JoinHandle;
 use appkit_jobs_core::{JobsError, Result};
 pub use config::{
     sample_jobs, EmulatorOptions, FaultSpec, ForEachSpec, HistorySeed, JobParameter, JobSpec,
-    PastRun, Permission, TaskSpec, UserSpec,
+    LakebaseSpec, PastRun, Permission, TaskSpec, UserSpec,
 };
 use lifecycle::Clock;
 pub use shared::RequestLogEntry;
@@ -153,6 +153,7 @@ impl Emulator {
                 users: HashMap::new(),
                 oauth_tokens: HashMap::new(),
                 oauth_ttl: Duration::from_secs(options.oauth_token_ttl_secs.unwrap_or(3600)),
+                lakebase: options.lakebase.clone(),
             }),
             log: Mutex::new(VecDeque::new()),
             log_limit: options.request_log_limit.unwrap_or(10_000).max(1),
@@ -287,6 +288,10 @@ impl Emulator {
     /// Moves the virtual clock forward.
     pub fn advance_time(&self, ms: f64) -> Result<()> {
         self.shared.advance_time(ms)
+    }
+    /// What `POST /api/2.0/postgres/credentials` hands out from now on (`None`: 404).
+    pub fn set_lakebase(&self, spec: Option<LakebaseSpec>) {
+        self.shared.inner().lakebase = spec;
     }
     /// Lifetime of OAuth tokens issued from now on.
     pub fn set_oauth_token_ttl(&self, secs: u64) {

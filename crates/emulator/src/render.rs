@@ -224,6 +224,31 @@ fn run_fields(
     );
 }
 
+/// `run_fields` of the task run `view` (its times from its own attempt), named `key`.
+fn task_run_fields(
+    obj: &mut Map<String, Value>,
+    run: &RunRec,
+    view: &TaskView,
+    key: &str,
+    ctx: &RenderCtx,
+) {
+    let base_v = view.attempt.start_v;
+    let start_v = view.snap.begin.map(|b| base_v + b);
+    run_fields(
+        obj,
+        run,
+        &view.snap,
+        Some(key),
+        ctx,
+        (view.run_id, start_v, base_v, true),
+    );
+}
+
+/// A for-each task's own run (not one of its iterations).
+fn is_for_each_container(run: &RunRec, view: &TaskView) -> bool {
+    view.iteration.is_none() && run.job.graph.tasks[view.task].for_each.is_some()
+}
+
 /// A task run's key and settings: its task's, or for an iteration the nested task's.
 fn task_settings<'a>(run: &'a RunRec, view: &TaskView) -> (&'a str, &'a Value) {
     let def = &run.job.graph.tasks[view.task];
@@ -241,21 +266,8 @@ fn render_task(run: &RunRec, view: &TaskView, ctx: &RenderCtx) -> Value {
         _ => Map::new(),
     };
     obj.insert("run_id".into(), json!(view.run_id));
-    let base_v = view.attempt.start_v;
-    run_fields(
-        &mut obj,
-        run,
-        &view.snap,
-        Some(key),
-        ctx,
-        (
-            view.run_id,
-            view.snap.begin.map(|b| base_v + b),
-            base_v,
-            true,
-        ),
-    );
-    if view.iteration.is_none() && run.job.graph.tasks[view.task].for_each.is_some() {
+    task_run_fields(&mut obj, run, view, key, ctx);
+    if is_for_each_container(run, view) {
         let st = run.iteration_stats(view, ctx.now_v);
         let mut stats = json!({"task_run_stats": {
             "total_iterations": st.total,
@@ -430,23 +442,10 @@ pub(crate) fn render_task_run(
     obj.insert("run_type".into(), json!("JOB_RUN"));
     obj.insert("trigger".into(), json!("ONE_TIME"));
     obj.insert("format".into(), json!("MULTI_TASK"));
-    let base_v = view.attempt.start_v;
-    run_fields(
-        &mut obj,
-        run,
-        &view.snap,
-        Some(key),
-        ctx,
-        (
-            view.run_id,
-            view.snap.begin.map(|b| base_v + b),
-            base_v,
-            true,
-        ),
-    );
+    task_run_fields(&mut obj, run, view, key, ctx);
     obj.insert("tasks".into(), json!([render_task(run, view, ctx)]));
     let mut next = None;
-    if view.iteration.is_none() && run.job.graph.tasks[view.task].for_each.is_some() {
+    if is_for_each_container(run, view) {
         let iterations = run.iteration_views(view, ctx.now_v);
         let (slice, n) = page_of(&iterations, page);
         next = n;
@@ -473,7 +472,7 @@ pub(crate) fn render_output(
 ) -> Value {
     let snap = &view.snap;
     let def = &run.job.graph.tasks[view.task];
-    let container = def.for_each.is_some() && view.iteration.is_none();
+    let container = is_for_each_container(run, view);
     let (key, _) = task_settings(run, view);
     let mut out = Map::new();
     match snap.outcome {

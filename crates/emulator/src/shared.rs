@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::{FaultSpec, HistorySeed, JobSpec, UserSpec};
+use crate::config::{FaultSpec, HistorySeed, JobSpec, LakebaseSpec, UserSpec};
 use crate::history;
 use crate::lifecycle::{Clock, Forced};
 use crate::render::{self, RenderCtx};
@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     pub users: HashMap<String, Arc<UserSpec>>,
     pub oauth_tokens: HashMap<String, Instant>,
     pub oauth_ttl: Duration,
+    /// See [`LakebaseSpec`]; changed with `Emulator::set_lakebase`.
+    pub lakebase: Option<LakebaseSpec>,
 }
 
 pub(crate) struct Shared {

@@ -884,3 +884,62 @@ async fn jobs_list_pages_by_id_and_filters_by_name() {
     assert_eq!(s, 400);
     emu.stop().await;
 }
+
+#[tokio::test]
+async fn lakebase_credentials_are_handed_out_for_the_known_endpoint() {
+    let endpoint = "projects/p/branches/b/endpoints/e";
+    let emu = Emulator::start(EmulatorOptions {
+        jobs: Some(vec![job(1, "SUCCESS")]),
+        lakebase: Some(LakebaseSpec {
+            password: "pg-secret".into(),
+            endpoint: Some(endpoint.into()),
+            ttl_secs: Some(120),
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let api = Api::new(&emu);
+    let path = "/api/2.0/postgres/credentials";
+    let (s, v) = api.post(path, json!({ "endpoint": endpoint })).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["token"], "pg-secret");
+    let expires = humantime::parse_rfc3339(v["expire_time"].as_str().unwrap()).unwrap();
+    let left = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap()
+        .as_secs();
+    assert!((100..=120).contains(&left), "{left}");
+    // Another endpoint, no endpoint, no credential: refused.
+    let (s, _) = api
+        .post(
+            path,
+            json!({ "endpoint": "projects/x/branches/b/endpoints/e" }),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = api.post(path, json!({})).await;
+    assert_eq!(s, 400);
+    let (s, _) = api
+        .with_token("nope")
+        .post(path, json!({ "endpoint": endpoint }))
+        .await;
+    assert_eq!(s, 401);
+    // A rotation: the next credential is the new password; none configured answers 404.
+    emu.set_lakebase(Some(LakebaseSpec {
+        password: "rotated".into(),
+        ..Default::default()
+    }));
+    let (_, v) = api.post(path, json!({ "endpoint": endpoint })).await;
+    assert_eq!(v["token"], "rotated");
+    emu.set_lakebase(None);
+    let (s, _) = api.post(path, json!({ "endpoint": endpoint })).await;
+    assert_eq!(s, 404);
+    // The request log keeps the request, never the credential.
+    let log = serde_json::to_string(&emu.requests()).unwrap();
+    assert!(
+        !log.contains("pg-secret") && !log.contains("rotated"),
+        "{log}"
+    );
+    emu.stop().await;
+}

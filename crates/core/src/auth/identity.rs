@@ -37,17 +37,28 @@ impl fmt::Display for Secret {
 }
 
 /// A user's forwarded access token with its precomputed partition.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct UserToken {
     token: Secret,
     partition: u64,
+    /// See [`Identity::fleet_partition`]; computed when first asked.
+    fleet: OnceLock<Arc<str>>,
 }
+
+/// Equal when the tokens are (the rest is derived from them).
+impl PartialEq for UserToken {
+    fn eq(&self, other: &UserToken) -> bool {
+        self.token == other.token
+    }
+}
+impl Eq for UserToken {}
 
 impl UserToken {
     pub fn new(token: &str) -> UserToken {
         UserToken {
             partition: user_partition(token),
             token: Secret::new(token),
+            fleet: OnceLock::new(),
         }
     }
 
@@ -86,6 +97,29 @@ impl Identity {
 
     pub fn is_user(&self) -> bool {
         matches!(self, Identity::User(_))
+    }
+
+    /// `partition`, the same in every instance of an app (what they share in the ledger is
+    /// keyed by it): `sp` for the service principal; for a user, 32 hex digits of a SHA-256 of
+    /// the token (with a domain prefix). A token is far too long to be found from its hash, so
+    /// the key names no credential.
+    pub fn fleet_partition(&self) -> Arc<str> {
+        static SP: OnceLock<Arc<str>> = OnceLock::new();
+        match self {
+            Identity::ServicePrincipal => SP.get_or_init(|| Arc::from("sp")).clone(),
+            Identity::User(u) => u
+                .fleet
+                .get_or_init(|| {
+                    use sha2::Digest;
+                    let mut h = sha2::Sha256::new();
+                    h.update(b"appkit-jobs fleet partition\0");
+                    h.update(u.token.expose().as_bytes());
+                    let digest = h.finalize();
+                    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+                    Arc::from(format!("u{hex}"))
+                })
+                .clone(),
+        }
     }
 }
 
@@ -137,5 +171,19 @@ mod tests {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         "token-a".hash(&mut h);
         assert_ne!(a.partition(), h.finish());
+    }
+
+    #[test]
+    fn fleet_partitions_are_stable_and_name_no_token() {
+        assert_eq!(&*Identity::ServicePrincipal.fleet_partition(), "sp");
+        let a = Identity::user("token-a");
+        let fleet = a.fleet_partition();
+        assert_eq!(fleet.len(), 33);
+        assert!(!fleet.contains("token"));
+        // The same in any instance (no per-process key), different per token.
+        assert_eq!(fleet, Identity::user("token-a").fleet_partition());
+        assert_ne!(fleet, Identity::user("token-b").fleet_partition());
+        // Computing it changes no equality.
+        assert_eq!(a, Identity::user("token-a"));
     }
 }

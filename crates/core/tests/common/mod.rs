@@ -56,3 +56,4 @@ pub fn requests_to(emu: &Emulator, suffix: &str) -> Vec<RequestLogEntry> {
         .filter(|r| r.path.ends_with(suffix))
         .collect()
 }
+pub mod postgres;

