@@ -38,6 +38,8 @@ export declare class BindingEmulator {
   jobs(): Array<{ id: number; name: string; taskType: string; taskCount: number; parameters: string[] }>
   setTimeScale(scale: number): void
   advanceTime(ms: number): void
+  /** What `POST /api/2.0/postgres/credentials` hands out from now on (`null`: 404). */
+  setLakebase(spec?: BindingLakebaseSpec | undefined | null): void
   setOauthTokenTtl(secs: number): void
   expireOauthTokens(): void
   runCount(): number
@@ -89,11 +91,12 @@ export declare class BindingJobs {
   takeDone(): string | Array<BindingCallDone>
   /**
    * Validates, maps and triggers, as call `call`: its outcome (data `{ run_id, number_in_job }`)
-   * comes back through `takeDone()`. A promise per call would cost a threadsafe function,
+   * comes back through `takeDone()`. `started_by_json`: who the ledger records (`{ email,
+   * user_id, user_name }`), else the service principal. A promise per call would cost a threadsafe function,
    * an environment cleanup hook and a deferred each; here every call shares the service's
    * one wake-up. JS keeps the process alive while the call is out.
    */
-  startRunNow(call: number, key: string, token?: string | undefined | null, paramsJson?: string | undefined | null): void
+  startRunNow(call: number, key: string, token?: string | undefined | null, paramsJson?: string | undefined | null, startedByJson?: string | undefined | null): void
   /**
    * data: the JSON Schema of a job whose parameters come from its definition (jobs/get
    * `settings.parameters`), or undefined for any other job.
@@ -101,8 +104,20 @@ export declare class BindingJobs {
   definedParamsSchema(key: string, token?: string | undefined | null): Promise<BindingOutcome>
   /** data: the newest run, or undefined when there is none. */
   lastRun(key: string, token?: string | undefined | null): Promise<BindingOutcome>
-  /** data: runs, newest first; `limit` clamped to 1..=100 (default 20). */
-  listRuns(key: string, token?: string | undefined | null, limit?: number | undefined | null): Promise<BindingOutcome>
+  /**
+   * data: runs, newest first; `limit` clamped to 1..=100 (default 20). With `started_by`,
+   * only the runs the ledger says that person started (matched on email, user id or name).
+   */
+  listRuns(key: string, token?: string | undefined | null, limit?: number | undefined | null, startedBy?: string | undefined | null): Promise<BindingOutcome>
+  /** The ledger: where it lives, whether its database answers, its counters. */
+  ledgerStatus(): BindingLedgerStatus
+  /** The ledger's log lines since the last call (the database going away, coming back). */
+  takeLedgerLogs(): Array<BindingLogLine>
+  /**
+   * Resolves true once the ledger's database is up, false after `within_ms` (or without a
+   * database). A start may wait for it a little; nothing depends on it.
+   */
+  ledgerReady(withinMs: number): Promise<boolean>
   getRun(key: string, token: string | undefined | null, runId: string | number | bigint): Promise<BindingOutcome>
   getRunOutput(key: string, token: string | undefined | null, runId: string | number | bigint): Promise<BindingOutcome>
   getJob(key: string, token?: string | undefined | null): Promise<BindingOutcome>
@@ -123,7 +138,7 @@ export declare class BindingJobs {
    * run-now is in flight drops it, so no retry is sent after an abort. A failed trigger's
    * message is `JobsError::trigger_message`.
    */
-  startAndWatch(id: number, key: string, token?: string | undefined | null, paramsJson?: string | undefined | null): void
+  startAndWatch(id: number, key: string, token?: string | undefined | null, paramsJson?: string | undefined | null, startedByJson?: string | undefined | null): void
   /**
    * A watch, `id`, over a run of `key`: verifies that the run belongs to the job, then
    * joins the shared poll, delivering events tagged `id`.
@@ -264,6 +279,8 @@ export interface BindingEmulatorOptions {
   /** The first run id handed out (a number, or decimal text beyond 2^53). */
   firstRunId?: string | number | bigint
   requestLogLimit?: number
+  /** What `POST /api/2.0/postgres/credentials` hands out (Lakebase's database credentials). */
+  lakebase?: BindingLakebaseSpec
 }
 
 /** The engine's gauges (now) and counters (since start). */
@@ -337,6 +354,43 @@ export interface BindingJobSpec {
 }
 
 /**
+ * Lakebase's database credentials as the emulator hands them out: `{ token: password,
+ * expire_time: now + ttlSecs }`, for `endpoint` only when it is set.
+ */
+export interface BindingLakebaseSpec {
+  password: string
+  endpoint?: string
+  ttlSecs?: number
+}
+
+/** What the ledger is doing (`ledger::LedgerStatus`); never a credential. */
+export interface BindingLedgerStatus {
+  /** `"memory"` or `"postgres"`. */
+  store: string
+  up: boolean
+  listening: boolean
+  /** `host:port/database`. */
+  database?: string
+  schemaVersion: number
+  /** `"lakebase"`, `"password"` or `"none"`. */
+  credentials: string
+  credentialsMinted: number
+  operations: number
+  errors: number
+  lastError?: string
+  backlog: number
+  dropped: number
+  remembered: number
+  instance: string
+}
+
+/** A line for the app's log. */
+export interface BindingLogLine {
+  warn: boolean
+  message: string
+}
+
+/**
  * The result of a native call: `{ ok: true, data }` or `{ ok: false, status, code, message,
  * reject }`. `message` is always public text (`JobsError::public_message`): never a secret or
  * an upstream message. `reject` marks a caller's mistake (`JobsError::rejects`), which the JS
@@ -366,6 +420,26 @@ export interface BindingPastRun {
   durationMs?: number
   queueMs?: number
   agoMs?: number
+}
+
+/**
+ * A route of `/api/jobs`: its `name` (telemetry, `getEndpoints()`), HTTP `method` and `path`
+ * relative to the mount (`/:jobKey/runs/:runId`).
+ */
+export interface BindingRoute {
+  name: string
+  method: string
+  path: string
+}
+
+/**
+ * The route of a request as dispatch sees it: its `name` and `path` (as in `routeTable()`)
+ * and the request's job key, decoded.
+ */
+export interface BindingRouteMatch {
+  name: string
+  path: string
+  jobKey: string
 }
 
 /** A request relative to the mount point: `{ method: "POST", path: "/etl/run", query, headers, body }`. */
@@ -432,8 +506,8 @@ export interface BindingUserSpec {
  * What a watch delivers, tagged with the id JS gave it (`startAndWatch`/`watch`), as one
  * flat object: each update of the run (the terminal one included), then one event for the
  * end of the watch. An update (`update: true`) carries the run's `status`, `timestamp` and
- * `runJson`, the run's JSON text shared by every watcher of the update (jobs.js parses it on
- * first read), or `run` instead when the run holds an integer beyond 2^53 (those cross as
+ * `runJson`, the run's JSON text shared by every watcher of the update (updates.js parses it
+ * on first read), or `run` instead when the run holds an integer beyond 2^53 (those cross as
  * `bigint`). Otherwise the watch is over: the run ended, or it failed (`error`, e.g.
  * POLL_TIMEOUT or NOT_FOUND). A cancelled watch (`cancelWatch`) delivers nothing more.
  */
@@ -466,6 +540,16 @@ export declare function discoverJobs(config: any, env: Record<string, string>): 
  * collected strings give their text back.
  */
 export declare function liveExternalTexts(): number
+
+/**
+ * The route `method path` is for (`path` relative to the mount, percent-encoded as received),
+ * or `null`: the core's own matching, so the glue names and pre-validates the route dispatch
+ * will serve.
+ */
+export declare function matchRoute(method: string, path: string): BindingRouteMatch | null
+
+/** Every route the core serves, from its one table of them: the glue mounts and names these. */
+export declare function routeTable(): Array<BindingRoute>
 
 /** Starts an emulator on 127.0.0.1. */
 export declare function startEmulator(options?: BindingEmulatorOptions | undefined | null): Promise<BindingEmulator>
