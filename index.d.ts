@@ -66,6 +66,28 @@ export interface JobConfig {
   jobParameters?: boolean;
   /** The Databricks job id (number, or a decimal string beyond 2^53); wins over the env var. */
   jobId?: number | string;
+  /**
+   * Called for each run of this job the app started or repaired, once it (or the repair) has
+   * ended, with the run's final state: on one instance of the fleet, exactly once (at least once
+   * when an instance dies inside the handler: `runId`/`repairId` is the key to tell). A handler
+   * that throws is retried with back-off, at most 5 times. See the README's "Many instances".
+   */
+  onRunEnd?: (run: EndedRun, context: RunEndContext) => void | Promise<void>;
+}
+
+/** A run as it ended: a terminal life cycle state. */
+export type EndedRun = Run & {
+  state?: RunState & { life_cycle_state?: "TERMINATED" | "SKIPPED" | "INTERNAL_ERROR" };
+};
+
+/** What `onRunEnd` is told besides the run. */
+export interface RunEndContext {
+  jobKey: string;
+  runId: number;
+  /** The repair that ended (absent for the run's own end). */
+  repairId?: number;
+  /** Who started the run (or the repair) through the plugin. */
+  startedBy: StartedBy | null;
 }
 
 /** Options of the jobs plugin (and of `createJobs`). */

@@ -15,6 +15,10 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
+import { DEMO_JOBS } from "./jobs.mjs";
+
+export { DEMO_JOBS };
+
 const require = createRequire(import.meta.url);
 const { createJobsHandler } = require("appkit-jobs/http");
 
@@ -37,50 +41,6 @@ const REACT = {
   "/react.css": ["css", "text/css; charset=utf-8"],
 };
 
-/** The emulator's sample jobs the demo exposes, with a params schema where it makes sense. */
-export const DEMO_JOBS = {
-  etl: {
-    id: 1001,
-    config: {
-      taskType: "notebook",
-      params: {
-        type: "object",
-        properties: {
-          date: { type: "string", format: "date", title: "Date", description: "day to process" },
-          mode: { type: "string", enum: ["full", "incremental"], default: "incremental", title: "Mode" },
-          dryRun: { type: "boolean", title: "Dry run", default: false },
-        },
-        required: ["date"],
-        additionalProperties: false,
-      },
-    },
-  },
-  report: {
-    id: 1002,
-    config: {
-      taskType: "python_wheel",
-      params: {
-        type: "object",
-        properties: {
-          region: { type: "string", enum: ["emea", "amer", "apac"], title: "Region" },
-          top: { type: "integer", minimum: 1, maximum: 50, default: 10, title: "Top N" },
-        },
-        required: ["region"],
-      },
-    },
-  },
-  // No schema here: the form and the check come from the job's own parameters (jobs/get).
-  nightly: { id: 1001, config: { jobParameters: true } },
-  // Its runs fail: the page offers to repair them.
-  mixed: { id: 1009, config: {} },
-  warehouse: { id: 1003, config: { taskType: "sql" } },
-  pipeline: { id: 1004, config: {} },
-  // A task graph: fan-out, a for-each task, fan-in; `publish` fails, so its repair is offered.
-  graph: { id: 1010, config: {} },
-  // extract -> transform -> load, with history: the page shows the expected end.
-  chain: { id: 1011, config: {} },
-};
-
 /**
  * Starts the demo. Returns `{ url, server, handler, emulator, mode, close() }`.
  * @param {{ port?: number, host?: string, env?: Record<string, string|undefined>, timeScale?: number,
@@ -96,7 +56,12 @@ export async function startDemo(options = {}) {
   let emulator = null;
   let mode = "workspace";
   let jobsConfig;
-  if (!env.DATABRICKS_HOST) {
+  // An instance of the fleet demo (demo/fleet.mjs): the emulator is the fleet's, the jobs the demo's.
+  const instance = env.DEMO_INSTANCE;
+  if (instance && env.DEMO_JOBS) {
+    mode = "emulator";
+    jobsConfig = Object.fromEntries(Object.entries(DEMO_JOBS).map(([key, job]) => [key, job.config]));
+  } else if (!env.DATABRICKS_HOST) {
     mode = "emulator";
     const { startEmulator } = require("appkit-jobs");
     const timeScale = options.timeScale ?? (Number(env.DEMO_TIME_SCALE) || 1);
@@ -129,8 +94,16 @@ export async function startDemo(options = {}) {
   };
 
   const server = http.createServer((req, res) => {
+    if (instance) res.setHeader("X-Demo-Instance", instance);
     handler(req, res, async () => {
       const path = new URL(req.url ?? "/", "http://localhost").pathname;
+      if (instance && req.method === "GET" && path === "/__demo/instance") {
+        // What this instance of the fleet is doing, for the fleet demo's page.
+        const engine = handler.plugin._runtime.native.engineMetrics();
+        res.setHeader("Content-Type", "application/json; charset=utf-8");
+        res.setHeader("Cache-Control", "no-store");
+        return res.end(JSON.stringify({ instance, pid: process.pid, ledger: handler.plugin.exports().ledgerStatus(), runsWatched: engine.runsWatched, polls: engine.polls }));
+      }
       if (req.method === "GET" && path === "/config.json") {
         res.setHeader("Content-Type", "application/json; charset=utf-8");
         res.setHeader("Cache-Control", "no-store");
@@ -174,14 +147,17 @@ export async function startDemo(options = {}) {
     server.listen(port, host, resolve);
   });
   const address = server.address();
+  if (instance) console.log(JSON.stringify({ demoPort: address.port }));
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${address.port}/`;
   const jobKeys = Object.keys(handler.clientConfig().jobs);
   log(
-    mode === "emulator"
+    instance
+      ? `appkit-jobs demo: instance ${instance} (pid ${process.pid}) of the fleet, ledger ${handler.plugin.exports().ledgerStatus().store}`
+      : mode === "emulator"
       ? `appkit-jobs demo: Jobs API emulator at ${emulator.url} with sample jobs (${jobKeys.join(", ")})`
       : `appkit-jobs demo: workspace ${env.DATABRICKS_HOST}, jobs: ${jobKeys.join(", ") || "(none: set DATABRICKS_JOB_<NAME>=<id>)"}`,
   );
-  log(`appkit-jobs demo: open ${url} (the same on appkit-jobs/react's components: ${url}react.html)`);
+  if (!instance) log(`appkit-jobs demo: open ${url} (the same on appkit-jobs/react's components: ${url}react.html)`);
 
   let closed = false;
   async function close() {
@@ -196,7 +172,15 @@ export async function startDemo(options = {}) {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const demo = await startDemo().catch((err) => {
+  // `npm run demo -- --instances 2`: a fleet of instances on one PostgreSQL, behind one port.
+  const at = process.argv.indexOf("--instances");
+  const instances = at > 0 ? Number(process.argv[at + 1]) : 1;
+  if (at > 0 && !(Number.isInteger(instances) && instances >= 1 && instances <= 5)) {
+    console.error("appkit-jobs demo: --instances takes 1 to 5 (Databricks Apps runs 1 to 5 instances)");
+    process.exit(1);
+  }
+  const start = at > 0 ? () => import("./fleet.mjs").then(({ startFleetDemo }) => startFleetDemo({ instances })) : () => startDemo();
+  const demo = await start().catch((err) => {
     console.error(`appkit-jobs demo: ${err.message}`);
     process.exit(1);
   });

@@ -114,6 +114,15 @@ export declare class BindingJobs {
   /** The ledger's log lines since the last call (the database going away, coming back). */
   takeLedgerLogs(): Array<BindingLogLine>
   /**
+   * The app's run-end handlers: `handler(end)` is called for each run started or repaired
+   * through the plugin whose job has `onRunEnd`, once it has ended (see `run_end.rs`); it
+   * resolves to null when the app's handler succeeded, else to the error's text. The
+   * function is held weakly (it never keeps Node alive); set once.
+   */
+  onRunEnd(handler: (end: BindingRunEnd) => Promise<string | null>): void
+  /** What the run-end handlers did since start: `{ fired, failures, givenUp }`. */
+  runEndMetrics(): BindingRunEndMetrics
+  /**
    * Resolves true once the ledger's database is up, false after `within_ms` (or without a
    * database). A start may wait for it a little; nothing depends on it.
    */
@@ -456,6 +465,24 @@ export interface BindingRouteRequest {
 export interface BindingRouterOptions {
   /** Silence (ms) after which an SSE stream sends a `: heartbeat` comment. Default 10000. */
   heartbeatMs?: number
+}
+
+/**
+ * A run that ended, for the app's `onRunEnd` handler: its job, the run, the repair (0 for the
+ * run itself) and the run's final state as JSON text (parsed in JS).
+ */
+export interface BindingRunEnd {
+  jobKey: string
+  runId: number
+  repairId: number
+  runJson: string
+}
+
+/** What the run-end handlers did since start. */
+export interface BindingRunEndMetrics {
+  fired: number
+  failures: number
+  givenUp: number
 }
 
 /**

@@ -43,8 +43,13 @@ function nativeConfig(config) {
         out.jobs[key] = job; // the core names what is wrong with it
         continue;
       }
-      const entry = plainFields(job, `jobs.${key}.`, ["params"]);
+      const entry = plainFields(job, `jobs.${key}.`, ["params", "onRunEnd"]);
       if (isJsSchema(job.params)) entry.externalSchema = true;
+      // The handler stays here (see runEndDispatcher); the core only learns there is one.
+      if (typeof job.onRunEnd === "function") entry.onRunEnd = true;
+      else if (job.onRunEnd != null) {
+        throw new JobsError(`Invalid jobs config: jobs.${key}.onRunEnd must be a function`, { code: "CONFIG_ERROR", statusCode: 500 });
+      }
       else if (job.params != null) entry.params = job.params;
       out.jobs[key] = entry;
     }
@@ -144,7 +149,9 @@ class JobsRuntime {
     this._jsSchemaKeys = new Set(Object.entries(config.jobs ?? {}).filter(([, job]) => isJsSchema(job?.params)).map(([key]) => key));
     this._warnedDevFallback = false;
     this._logger = options.logger ?? console;
-    if (this.native.ledgerStatus().store === "postgres") watchLedgerLogs(this);
+    const handlesRunEnds = Object.values(config.jobs ?? {}).some((job) => typeof job?.onRunEnd === "function");
+    if (handlesRunEnds) this.native.onRunEnd(runEndDispatcher(config.jobs));
+    if (handlesRunEnds || this.native.ledgerStatus().store === "postgres") watchLedgerLogs(this);
     const select = (jobKey) => {
       this.assertKey(jobKey);
       return this.handle(jobKey, undefined);
@@ -285,6 +292,27 @@ class JobsRuntime {
     });
     for (const updates of waits) updates._shutDown(error);
   }
+}
+
+/**
+ * What the core calls when a run (or a repair) the app started has ended: the job's `onRunEnd`
+ * with the run's final state, `(run, { jobKey, runId, repairId, startedBy })`. Resolves null when
+ * the handler succeeded, else its error's message (the core retries with back-off and logs it).
+ * It holds the handlers, not the runtime: a runtime nobody uses is still collected.
+ */
+function runEndDispatcher(jobs) {
+  return async ({ jobKey, runId, repairId, runJson }) => {
+    const handler = jobs?.[jobKey]?.onRunEnd;
+    if (typeof handler !== "function") return null;
+    try {
+      const run = JSON.parse(runJson);
+      await handler(run, { jobKey, runId, repairId: repairId || undefined, startedBy: run.started_by ?? null });
+      return null;
+    } catch (error) {
+      const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+      return message || "the handler failed";
+    }
+  };
 }
 
 /** How often the ledger's log lines (the database going away, coming back) are written. */

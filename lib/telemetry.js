@@ -20,6 +20,7 @@
  * | metric  | jobs.engine.*, jobs.routes.* (meter jobs)       | the poll engine and the SSE routes    |
  * | span    | jobs.ledger.<op> (CLIENT, tracer jobs-jobs, db.system postgresql) | each ledger statement  |
  * | metric  | jobs.ledger.operation.count/.duration, jobs.ledger.up, .backlog, .errors, .listening | the ledger |
+ * | metric  | jobs.run_end.fired, .failures, .given_up                  | onRunEnd handlers             |
  * | log     | one record per API call and per wait (logger jobs) | when a logger provider is registered |
  *
  * Attributes carry operation names, job keys, run ids, HTTP statuses and error codes: never a
@@ -271,6 +272,11 @@ class Telemetry {
       errors: counter("jobs.ledger.errors", "Ledger operations that failed (the plugin served from memory)", "{error}"),
       dropped: counter("jobs.ledger.dropped", "Starts dropped from a full backlog", "{start}"),
     };
+    const runEnd = {
+      fired: counter("jobs.run_end.fired", "onRunEnd handlers that succeeded", "{call}"),
+      failures: counter("jobs.run_end.failures", "onRunEnd attempts that failed (thrown, rejected or timed out)", "{call}"),
+      givenUp: counter("jobs.run_end.given_up", "onRunEnd handlers given up after their last attempt", "{call}"),
+    };
     const streams = gauge("jobs.routes.sse_streams", "SSE streams open", "{stream}");
     const resumes = counter("jobs.routes.sse_resumes", "SSE streams resumed by Last-Event-ID (no second run)", "{stream}");
     meter.addBatchObservableCallback(
@@ -300,9 +306,11 @@ class Telemetry {
         result.observe(ledger.backlog, l.backlog, store);
         result.observe(ledger.errors, l.errors, store);
         result.observe(ledger.dropped, l.dropped, store);
+        const ends = this.#native.runEndMetrics();
+        for (const [key, instrument] of Object.entries(runEnd)) result.observe(instrument, ends[key]);
         for (const c of cache) (c.hit ? hits : misses).add(c.count, { "cache.key": `jobs:${c.operation}` });
       },
-      [...Object.values(engine), ...Object.values(ledger), streams, resumes],
+      [...Object.values(engine), ...Object.values(ledger), ...Object.values(runEnd), streams, resumes],
     );
     return true;
   }

@@ -18,8 +18,10 @@ use appkit_jobs_core::ledger::StartedBy;
 use appkit_jobs_core::poller::{RunUpdate, RunWatch};
 use appkit_jobs_core::registry::PluginConfig;
 use appkit_jobs_core::repair::RepairOptions;
+use appkit_jobs_core::run_end::RunEnd;
 use appkit_jobs_core::telemetry;
 use appkit_jobs_core::JobsError;
+use futures::FutureExt;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use serde_json::Value;
@@ -440,15 +442,67 @@ impl BindingJobs {
     /// The ledger's log lines since the last call (the database going away, coming back).
     #[napi]
     pub fn take_ledger_logs(&self) -> Vec<BindingLogLine> {
-        self.core
+        let ledger = self
+            .core
             .ledger()
             .take_logs()
             .into_iter()
             .map(|l| BindingLogLine {
                 warn: l.warn,
                 message: l.message,
-            })
-            .collect()
+            });
+        let ends = self
+            .core
+            .run_ends()
+            .take_logs()
+            .into_iter()
+            .map(|(warn, message)| BindingLogLine { warn, message });
+        ledger.chain(ends).collect()
+    }
+
+    /// The app's run-end handlers: `handler(end)` is called for each run started or repaired
+    /// through the plugin whose job has `onRunEnd`, once it has ended (see `run_end.rs`); it
+    /// resolves to null when the app's handler succeeded, else to the error's text. The
+    /// function is held weakly (it never keeps Node alive); set once.
+    #[napi(ts_args_type = "handler: (end: BindingRunEnd) => Promise<string | null>")]
+    pub fn on_run_end(&self, handler: RunEndCallback) {
+        let handler = Arc::new(handler);
+        let run_ends = self.core.run_ends().clone();
+        let handler: appkit_jobs_core::run_end::RunEndHandler = Arc::new(move |end: RunEnd| {
+            let handler = handler.clone();
+            async move {
+                let arg = BindingRunEnd {
+                    job_key: end.job_key,
+                    run_id: end.run_id as f64,
+                    repair_id: end.repair_id as f64,
+                    run_json: end.run_json.to_string(),
+                };
+                let promise = handler
+                    .call_async(arg)
+                    .await
+                    .map_err(|e| format!("the handler could not be called: {}", e.status))?;
+                match promise.await {
+                    Ok(None) => Ok(()),
+                    Ok(Some(error)) => Err(error),
+                    Err(e) => Err(e.reason.clone()),
+                }
+            }
+            .boxed()
+        });
+        // Within the runtime: with a database, setting the handler starts the sweep's task.
+        napi::bindgen_prelude::within_runtime_if_available(move || run_ends.set_handler(handler));
+    }
+
+    /// What the run-end handlers did since start: `{ fired, failures, givenUp }`.
+    #[napi]
+    pub fn run_end_metrics(&self) -> BindingRunEndMetrics {
+        let c = &self.core.run_ends().counters;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+        BindingRunEndMetrics {
+            fired: load(&c.fired),
+            failures: load(&c.failures),
+            given_up: load(&c.given_up),
+        }
     }
 
     /// Resolves true once the ledger's database is up, false after `within_ms` (or without a
@@ -885,6 +939,34 @@ impl From<appkit_jobs_core::ledger::LedgerStatus> for BindingLedgerStatus {
         }
     }
 }
+
+/// A run that ended, for the app's `onRunEnd` handler: its job, the run, the repair (0 for the
+/// run itself) and the run's final state as JSON text (parsed in JS).
+#[napi(object)]
+pub struct BindingRunEnd {
+    pub job_key: String,
+    pub run_id: f64,
+    pub repair_id: f64,
+    pub run_json: String,
+}
+
+/// What the run-end handlers did since start.
+#[napi(object)]
+pub struct BindingRunEndMetrics {
+    pub fired: f64,
+    pub failures: f64,
+    pub given_up: f64,
+}
+
+/// `(end) => Promise<string | null>`, held weakly.
+pub type RunEndCallback = napi::threadsafe_function::ThreadsafeFunction<
+    BindingRunEnd,
+    Promise<Option<String>>,
+    BindingRunEnd,
+    Status,
+    false,
+    true,
+>;
 
 /// A line for the app's log.
 #[napi(object)]

@@ -5,7 +5,7 @@
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { startPostgres } from "./postgres.mjs";
+import { startPostgres } from "../../scripts/embedded-postgres.mjs";
 import { emulator } from "./emulator.mjs";
 
 const APP = fileURLToPath(new URL("./appkit-app.mjs", import.meta.url));

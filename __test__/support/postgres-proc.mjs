@@ -4,7 +4,7 @@
 // died), then stops the server and removes its data. A line `stop` or `start` on stdin stops or
 // starts the server (its data kept), answered by a line `stopped` or `started`.
 import readline from "node:readline";
-import { startPostgres } from "./postgres.mjs";
+import { startPostgres } from "../../scripts/embedded-postgres.mjs";
 
 const pg = await startPostgres();
 process.stdout.write(`POSTGRES ${JSON.stringify({ port: pg.port, password: pg.password, user: pg.user })}\n`);

@@ -173,6 +173,7 @@ async function followStream(request, handlers, maxRetries = 3) {
       continue;
     }
     if (!response.ok) throw new Error(await errorMessage(response));
+    handlers.onConnect?.(response);
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -317,6 +318,7 @@ class JobCard {
     this.resultEl = node.querySelector(".result");
     this.timeline = new Timeline(node.querySelector('[data-testid="run-timeline"]'), (runId) => this.repair(runId));
     this.runLink = node.querySelector(".run-link");
+    this.servedBy = node.querySelector(".served-by");
     this.tbody = node.querySelector(".runs tbody");
     this.mineOnly = node.querySelector(".mine-only");
     this.mineOnly.addEventListener("change", () => this.refreshRuns());
@@ -414,6 +416,11 @@ class JobCard {
         this.refreshRuns();
       },
       onReconnect: () => this.say("Connection lost, resuming the same run…"),
+      // The fleet demo says which instance serves the stream (its proxy picks one per request).
+      onConnect: (response) => {
+        const instance = response.headers.get("x-demo-instance");
+        this.servedBy.textContent = instance ? `via instance ${instance}` : "";
+      },
     });
   }
 
@@ -574,6 +581,52 @@ async function main() {
       .catch((err) => card.say(err.message, true));
   }
   setInterval(() => cards.forEach((c) => c.refreshRuns()), 4000);
+  showFleet();
+}
+
+// ---------------------------------------------------------------- the fleet demo
+
+/**
+ * `npm run demo -- --instances 2` serves `/__demo/fleet`: the instances behind this page, which
+ * one polls how many runs, the ledger's state, and Kill / Start for each. Nothing otherwise.
+ */
+async function showFleet() {
+  const section = document.getElementById("fleet");
+  const render = (instances) => {
+    section.hidden = false;
+    section.querySelector("tbody").replaceChildren(
+      ...instances.map((it) => {
+        const action = el("button", { type: "button", "data-testid": `fleet-${it.alive ? "kill" : "start"}-${it.n}`, text: it.alive ? "Kill (SIGKILL)" : "Start" });
+        action.addEventListener("click", async () => {
+          action.disabled = true;
+          const res = await fetch(`/__demo/fleet/${it.n}/${it.alive ? "kill" : "start"}`, { method: "POST" });
+          if (res.ok) render((await res.json()).instances);
+        });
+        const ledger = it.ledger ? `${it.ledger.store}${it.ledger.up ? "" : " (database away)"}` : "";
+        return el(
+          "tr",
+          { "data-testid": "fleet-instance", "data-instance": it.n, "data-alive": String(it.alive) },
+          el("td", { text: `#${it.n}` }),
+          el("td", { text: it.pid ? String(it.pid) : "" }),
+          el("td", { class: it.alive ? "" : "error", text: it.alive ? "running" : "killed" }),
+          el("td", { text: it.alive ? String(it.runsWatched ?? "") : "" }),
+          el("td", { text: ledger }),
+          el("td", {}, action),
+        );
+      }),
+    );
+  };
+  const refresh = async () => {
+    try {
+      const res = await fetch("/__demo/fleet");
+      if (!res.ok) return false;
+      render((await res.json()).instances);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (await refresh()) setInterval(refresh, 1500);
 }
 
 main();

@@ -34,6 +34,7 @@ use crate::poller::{
 };
 use crate::registry::{JobEntry, PluginConfig, Registry};
 use crate::run;
+use crate::run_end::RunEnds;
 use crate::telemetry::Telemetry;
 
 /// `listRuns` default and bounds.
@@ -162,6 +163,8 @@ pub struct Jobs {
     ledger: Arc<Ledger>,
     /// Who a call with no person behind it is recorded as: the app's service principal.
     service_principal: StartedBy,
+    /// The app's run-end handlers (`onRunEnd`).
+    run_ends: Arc<RunEnds>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -387,6 +390,8 @@ impl Jobs {
         );
         let service_principal =
             StartedBy::service_principal(env.get("DATABRICKS_CLIENT_ID").map(String::as_str));
+        let (lease, check) = ledger.lease_and_check(poller.settings().base_interval);
+        let run_ends = RunEnds::new(poller.clone(), ledger.clone(), &registry, lease, check);
 
         Jobs {
             registry,
@@ -399,6 +404,7 @@ impl Jobs {
             telemetry,
             ledger,
             service_principal,
+            run_ends,
         }
     }
 
@@ -423,6 +429,11 @@ impl Jobs {
     /// The ledger (who started each run; the shared cache).
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// The app's run-end handlers (see `run_end.rs`).
+    pub fn run_ends(&self) -> &Arc<RunEnds> {
+        &self.run_ends
     }
 
     /// Who `id`'s calls are recorded as when the caller names nobody: the service principal,
@@ -528,10 +539,15 @@ impl Jobs {
                 started_by: prepared.started_by.clone(),
                 params: prepared.params.clone(),
                 at_ms: crate::telemetry::now_ms() as i64,
+                watch_end: self.run_ends.handles(&prepared.job_key),
             });
         self.cache.invalidate_job(prepared.job_id);
+        let watched = record.clone().filter(|r| r.watch_end);
         // Boxed: the database's part is a large future, and inline it would grow every run-now.
         Box::pin(self.ledger.record_and_invalidate(record, prepared.job_id)).await;
+        if let Some(record) = watched {
+            self.run_ends.started(&record);
+        }
         started
     }
 

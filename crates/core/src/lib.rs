@@ -16,6 +16,7 @@ pub mod registry;
 pub mod repair;
 pub mod routes;
 pub mod run;
+pub mod run_end;
 pub mod schema;
 pub mod sse;
 pub mod telemetry;

@@ -98,6 +98,9 @@ pub struct JobConfig {
     /// the current Jobs API way) instead of the deprecated task-level fields chosen by
     /// `taskType`. `taskType` then only describes the job to clients.
     pub job_parameters: bool,
+    /// The app handles this job's run ends (`onRunEnd` in JS; the JS function stays in JS, the
+    /// core only learns that there is one).
+    pub on_run_end: bool,
 }
 
 impl JobConfig {
@@ -115,6 +118,7 @@ impl JobConfig {
             external_schema: self.external_schema || base.external_schema,
             job_id: self.job_id.or(base.job_id),
             job_parameters: self.job_parameters || base.job_parameters,
+            on_run_end: self.on_run_end || base.on_run_end,
         }
     }
 
@@ -175,6 +179,7 @@ impl JobConfig {
             external_schema: flag(&at("externalSchema"), obj.get("externalSchema"))?,
             job_id,
             job_parameters: flag(&at("jobParameters"), obj.get("jobParameters"))?,
+            on_run_end: flag(&at("onRunEnd"), obj.get("onRunEnd"))?,
         })
     }
 }

@@ -289,9 +289,14 @@ impl Jobs {
             started_by: prepared.started_by.clone(),
             params: prepared.params.clone(),
             at_ms: crate::telemetry::now_ms() as i64,
+            watch_end: self.run_ends().handles(key),
         });
         self.forget_job_reads(prepared.job_id);
+        let watched = record.clone().filter(|r| r.watch_end);
         Box::pin(self.ledger().record_and_invalidate(record, prepared.job_id)).await;
+        if let Some(record) = watched {
+            self.run_ends().started(&record);
+        }
         result?;
         repair_id.ok_or_else(|| {
             JobsError::InvalidResponse("runs/repair answered without a repair_id".into())

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use appkit_jobs_core::client::{ClientOptions, JobsClient};
 use appkit_jobs_core::exec::{CacheKey, ReadCache, TierPolicy};
-use appkit_jobs_core::ledger::{Ledger, LedgerOption, StartRecord, StartedBy};
+use appkit_jobs_core::ledger::{migrations, Ledger, LedgerOption, StartRecord, StartedBy};
 use appkit_jobs_emulator::{Emulator, EmulatorOptions, LakebaseSpec};
 use common::postgres::PgServer;
 use serde_json::{json, Value};
@@ -59,6 +59,7 @@ fn start(run_id: i64, job_id: i64, email: &str) -> StartRecord {
         started_by: StartedBy::new(Some(email), Some("u-1"), Some("alice")).unwrap(),
         params: Some(json!({ "day": "2026-12-06" })),
         at_ms: 1_765_000_000_000 + run_id,
+        watch_end: false,
     }
 }
 
@@ -69,7 +70,7 @@ async fn several_instances_starting_at_once_migrate_once() {
     let ledgers: Vec<Ledger> = (0..8).map(|_| ledger(&pg.url(&db))).collect();
     for l in &ledgers {
         assert!(l.ready(Duration::from_secs(60)).await, "{:?}", l.status());
-        assert_eq!(l.status().schema_version, 1);
+        assert_eq!(l.status().schema_version, migrations::latest());
     }
     let client = pg.client(&db).await;
     let rows = client
@@ -80,7 +81,8 @@ async fn several_instances_starting_at_once_migrate_once() {
         .await
         .unwrap();
     let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
-    assert_eq!(versions, vec![1], "each migration applied once");
+    let every: Vec<i32> = migrations::MIGRATIONS.iter().map(|(v, _)| *v).collect();
+    assert_eq!(versions, every, "each migration applied once");
     // A later start finds the schema at its version and changes nothing.
     let late = ledger(&pg.url(&db));
     assert!(late.ready(Duration::from_secs(30)).await);
@@ -89,7 +91,7 @@ async fn several_instances_starting_at_once_migrate_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(n, 1);
+    assert_eq!(n, every.len() as i64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -84,6 +84,7 @@ mod tests {
             started_by: StartedBy::new(Some(who), None, None).unwrap(),
             params: None,
             at_ms,
+            watch_end: false,
         }
     }
 

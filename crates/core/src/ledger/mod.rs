@@ -42,6 +42,8 @@ pub struct StartRecord {
     pub params: Option<Value>,
     /// When, in epoch ms (this instance's clock).
     pub at_ms: i64,
+    /// The app handles this run's end (its job has `onRunEnd`): the fleet watches for it.
+    pub watch_end: bool,
 }
 
 /// Why the database could not do something: a stable code (a SQLSTATE such as `28P01`, a
@@ -251,9 +253,16 @@ impl Ledger {
     /// (a third of the lease at most). Within a Tokio runtime.
     pub fn fleet(&self, base: Duration) -> Option<Arc<fleet::FleetPolls>> {
         let pg = self.pg.as_ref()?;
-        let lease = self.lease.unwrap_or_else(|| fleet::default_lease(base));
-        let check = base.min(lease / 3).max(Duration::from_millis(100));
+        let (lease, check) = self.lease_and_check(base);
         Some(fleet::FleetPolls::start(pg.clone(), lease, check))
+    }
+
+    /// The lease of what an instance holds for the fleet (a run's poll, a watch for its end):
+    /// `ledger.leaseMs`, else `fleet::default_lease(base)`; and how often the others check for
+    /// lapsed ones: every poll interval, a third of the lease at most, 100 ms at least.
+    pub fn lease_and_check(&self, base: Duration) -> (Duration, Duration) {
+        let lease = self.lease.unwrap_or_else(|| fleet::default_lease(base));
+        (lease, base.min(lease / 3).max(Duration::from_millis(100)))
     }
 
     /// The database, when the ledger has one.

@@ -229,6 +229,8 @@ pub struct PgStore {
     telemetry: Arc<Telemetry>,
     /// Jobs to invalidate in the next batch, and whether a batch is on its way.
     pending: Mutex<(HashSet<i64>, bool)>,
+    /// How long a watch of a run's end is claimed for (see `run_end.rs`), ms.
+    end_lease_ms: std::sync::atomic::AtomicU64,
 }
 
 /// What the listener needs to open its own connections.
@@ -286,6 +288,7 @@ impl PgStore {
             stop: CancellationToken::new(),
             telemetry,
             pending: Mutex::new((HashSet::new(), false)),
+            end_lease_ms: std::sync::atomic::AtomicU64::new(15_000),
         });
         tokio::spawn(supervise(Arc::downgrade(&store), store.stop.clone()));
         tokio::spawn(listen(Arc::downgrade(&store), store.stop.clone()));
@@ -296,6 +299,16 @@ impl PgStore {
     pub fn close(&self) {
         self.stop.cancel();
         self.pool.close();
+    }
+
+    /// How long this instance's claim on a run's end lasts without renewal.
+    pub fn set_end_lease(&self, lease: Duration) {
+        self.end_lease_ms
+            .store(lease.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn end_lease_ms(&self) -> f64 {
+        self.end_lease_ms.load(Ordering::Relaxed) as f64
     }
 
     /// This instance's id (what its leases and starts name).
@@ -405,9 +418,10 @@ impl PgStore {
         if self.health.up() {
             let r = record.clone();
             let instance = self.instance.clone();
+            let end_lease = self.end_lease_ms();
             if self
                 .with_client("ledger.recordStart", move |c| {
-                    Box::pin(insert_start(c, r, instance, true))
+                    Box::pin(insert_start(c, r, instance, true, end_lease))
                 })
                 .await
                 .is_ok()
@@ -438,10 +452,11 @@ impl PgStore {
                 break;
             };
             let instance = self.instance.clone();
+            let end_lease = self.end_lease_ms();
             let r = record.clone();
             if self
                 .with_client("ledger.recordStart", move |c| {
-                    Box::pin(insert_start(c, r, instance, false))
+                    Box::pin(insert_start(c, r, instance, false, end_lease))
                 })
                 .await
                 .is_err()
@@ -730,6 +745,7 @@ async fn insert_start(
     r: StartRecord,
     instance: Arc<str>,
     invalidate: bool,
+    end_lease_ms: f64,
 ) -> Result<(), tokio_postgres::Error> {
     let params = r.params.map(tokio_postgres::types::Json);
     let instance: &str = &instance;
@@ -740,16 +756,23 @@ async fn insert_start(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_timestamp($10::double precision / 1000))
          ON CONFLICT (run_id, repair_id) DO NOTHING"
     );
+    // A run whose end the app handles is watched by this instance (see `run_end.rs`).
+    let watch = format!(
+        "INSERT INTO {SCHEMA}.run_ends (run_id, repair_id, job_key, claimed_by, claimed_until)
+         SELECT $1, $2, $4, $9, now() + $12 * interval '1 millisecond' WHERE $11
+         ON CONFLICT (run_id, repair_id) DO NOTHING"
+    );
     let statement = if invalidate {
         format!(
             "WITH s AS ({insert}),
+                  e AS ({watch}),
                   g AS (INSERT INTO {SCHEMA}.job_generations (job_id, gen) VALUES ($3, 1)
                         ON CONFLICT (job_id) DO UPDATE SET gen = {SCHEMA}.job_generations.gen + 1
                         RETURNING job_id)
              SELECT pg_notify('{CHANNEL}', 'inv:' || job_id) FROM g"
         )
     } else {
-        insert
+        format!("WITH s AS ({insert}) {watch}")
     };
     c.execute(
         &statement,
@@ -764,6 +787,8 @@ async fn insert_start(
             &params,
             &instance,
             &(r.at_ms as f64),
+            &r.watch_end,
+            &end_lease_ms,
         ],
     )
     .await?;

