@@ -73,6 +73,8 @@ export interface JobConfig {
    * that throws is retried with back-off, at most 5 times. See the README's "Many instances".
    */
   onRunEnd?: (run: EndedRun, context: RunEndContext) => void | Promise<void>;
+  /** What the job does, in a few words: agents read it in the job's tool descriptions ("Start a new run of the Databricks job "etl" (the nightly ETL)"). */
+  description?: string;
 }
 
 /** A run as it ended: a terminal life cycle state. */
@@ -619,6 +621,101 @@ export declare class JobsPlugin<J = Record<string, JobConfig>> {
    * a JobsError of code SHUTTING_DOWN. Runs go on.
    */
   abortActiveOperations(): void;
+  /** AppKit's ToolProvider: every job's agent tools, by local name (`etl.status`, `etl.run`, ...). */
+  getAgentTools(): JobsAgentToolDefinition[];
+  /**
+   * Runs agent tool `name` (a local name). AppKit's agents call it through `asUser(req)`, so it
+   * runs as the chat's user. Resolves to the tool's answer (see the README's "Agent tools"), or to
+   * `Invalid arguments for <name>: ...`; rejects with a JobsError whose message says what went wrong.
+   */
+  executeAgentTool(name: string, args: unknown, signal?: AbortSignal): Promise<unknown>;
+  /** The tools as AppKit's toolkit record: `plugins.jobs.toolkit({ only, except, prefix, rename })`. */
+  toolkit(opts?: JobsToolkitOptions<JobToolName<J>>): Record<string, JobsToolkitEntry<JobToolName<J>>>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agent tools (AppKit's agents: `plugins.jobs.toolkit()`, `plugin:jobs` in a markdown agent)
+// ---------------------------------------------------------------------------------------------
+
+/** The tools of each job: `<jobKey>.<verb>`. */
+export type JobToolVerb = "status" | "listRuns" | "getRun" | "getRunOutput" | "wait" | "run" | "repair" | "cancel";
+
+/** The local names of the tools of the jobs `J` (`etl.status`, `etl.run`, ...). */
+export type JobToolName<J = Record<string, JobConfig>> = `${keyof J & string}.${JobToolVerb}`;
+
+/**
+ * What a tool does to the world (AppKit's `ToolEffect`): reads are `read`; `run` and `repair`
+ * are `write`; `cancel` is `destructive`. AppKit's approval gate asks a person before every
+ * call that is not a read.
+ */
+export type JobsToolEffect = "read" | "write" | "update" | "destructive";
+
+export interface JobsToolAnnotations {
+  effect: JobsToolEffect;
+  /** The tool acts as the chat's user (AppKit runs it through `asUser(req)`). */
+  requiresUserContext: true;
+  /** Set on the writes: `run` and `repair` are not idempotent, `cancel` is. */
+  idempotent?: boolean;
+}
+
+/** One tool as a model sees it (AppKit's `AgentToolDefinition`). `parameters` is a JSON Schema object. */
+export interface JobsAgentToolDefinition {
+  name: string;
+  description: string;
+  parameters: { type: "object"; properties?: Record<string, unknown>; required?: string[]; [keyword: string]: unknown };
+  annotations: JobsToolAnnotations;
+}
+
+/** AppKit's `ToolkitOptions`: `only` / `except` / `rename` name local names (`etl.status`). */
+export interface JobsToolkitOptions<Name extends string = string> {
+  /** Prepended to each local name; default `"<plugin name>."` (`jobs.etl.status`); `""` drops it. */
+  prefix?: string;
+  only?: Name[];
+  except?: Name[];
+  /** Exact keys for some tools (wins over `prefix`). */
+  rename?: Partial<Record<Name, string>>;
+}
+
+/** AppKit's `ToolkitEntry`: what `toolkit()` returns per key, for an agent's `tools` record. */
+export interface JobsToolkitEntry<Name extends string = string> {
+  readonly __toolkitRef: true;
+  pluginName: string;
+  localName: Name;
+  def: JobsAgentToolDefinition;
+  annotations: JobsToolAnnotations;
+  /** Only the read tools may spread into agents that opt into `autoInheritTools`. */
+  autoInheritable: boolean;
+}
+
+/** A run as a tool answers it (`status`, `getRun`, `wait`): small enough for a model (< 4 KB for 150 tasks). */
+export interface JobsToolRunAnswer {
+  job: string;
+  runId: number | string;
+  state: string | null;
+  result: string | null;
+  /** In a terminal state. */
+  done: boolean;
+  /** The run's state message, clipped. */
+  message?: string;
+  startedAt?: string;
+  endedAt?: string;
+  durationMs?: number;
+  /** Who started it through the plugin (the ledger): an email, user name or id. */
+  startedBy?: string;
+  /** The run page. */
+  url?: string;
+  progress?: Pick<RunProgress, "tasksTotal" | "tasksDone" | "tasksFailed" | "tasksRunning" | "elapsedMs" | "expectedMs"> & {
+    fraction: number | null;
+    since?: "repair";
+    forEach?: Array<{ taskKey: string; total: number | null; completed: number | null; failed: number | null }>;
+  };
+  /** `getRun` on a run of at most 25 tasks: each task's state and result. */
+  tasks?: Array<{ task: string; state: string | null; result: string | null; message?: string }>;
+  /** The failed tasks (latest attempts) by name, at most 10; `moreFailedTasks` counts the rest. */
+  failedTasks?: string[];
+  moreFailedTasks?: number;
+  runningTasks?: string[];
+  moreRunningTasks?: number;
 }
 
 /**

@@ -8,6 +8,7 @@
 const { createJobsRuntime, discoverJobs, nextId, weakWake } = require("./runtime.js");
 const { asksForNothing, isJsSchema, paramsJsonSchema } = require("./schema.js");
 const { native } = require("./native.js");
+const { JobsAgentTools } = require("./agents.js");
 
 /** How long setup() waits for job definitions (jobParameters without a schema) before going on. */
 const SETUP_DEFINITIONS_WAIT_MS = 2000;
@@ -123,6 +124,8 @@ class JobsPlugin {
     // Open streams by the id given to openStream: `{ res, wait, complete, done, onClose }`.
     this._pipes = new Map();
     this._lastStreamId = 0;
+    // The agent tools (lib/agents.js): AppKit's agents reach them through the methods below.
+    this._agentTools = new JobsAgentTools(this, this._logger);
   }
 
   attachContext(deps = {}) {
@@ -166,6 +169,7 @@ class JobsPlugin {
         if (outcome.ok && outcome.data) this.#definedSchemas.set(key, outcome.data);
       }),
     );
+    this._agentTools.schemasChanged();
     return this.clientConfig();
   }
 
@@ -200,6 +204,27 @@ class JobsPlugin {
       jobs[key] = { params: paramsJsonSchema(job.params) ?? this.#definedSchemas.get(key) ?? null, taskType: job.taskType ?? null };
     }
     return { jobs };
+  }
+
+  /**
+   * AppKit's ToolProvider: the agent tools of every job, by local name (`etl.status`, `etl.run`,
+   * ...; see lib/agents.js and the README's "Agent tools").
+   */
+  getAgentTools() {
+    return this._agentTools.definitions();
+  }
+
+  /**
+   * Runs agent tool `name` with the handles of the plugin it is called on: AppKit's agents call
+   * it on `asUser(req)`, so a chat's tool call runs as the requesting user and records its person.
+   */
+  executeAgentTool(name, args, signal) {
+    return this._agentTools.execute(this.exports(), name, args, signal);
+  }
+
+  /** The tools as AppKit's toolkit record: `plugins.jobs.toolkit({ only, except, prefix, rename })`. */
+  toolkit(opts) {
+    return this._agentTools.toolkit(this.name, opts);
   }
 
   /**

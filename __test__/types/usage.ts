@@ -30,6 +30,12 @@ import {
   type RepairOptions,
   type RepairRunResponse,
   typedJobs,
+  type JobsAgentToolDefinition,
+  type JobsToolEffect,
+  type JobsToolkitEntry,
+  type JobsToolRunAnswer,
+  type JobToolName,
+  type JobToolVerb,
 } from "appkit-jobs";
 
 const taskType: TaskType = "notebook";
@@ -230,3 +236,35 @@ async function typedAppKit(): Promise<void> {
   await alias("etl").repairRun(1, { rerunAllFailedTasks: true, params: { dryRun: "yes" } });
 }
 void typedParams, typedAppKit;
+
+// Agent tools: the plugin is an AppKit ToolProvider with a toolkit, typed by its jobs.
+async function agentTools(): Promise<void> {
+  const { agents, createAgent } = await import("@databricks/appkit/beta");
+  const assistant = createAgent({
+    instructions: "Did the ETL finish? If it failed, repair it.",
+    tools: (plugins) => ({ ...plugins.jobs.toolkit({ only: ["etl.status", "etl.repair", "etl.wait"] }) }),
+  });
+  await createApp({ plugins: [server(), jobs(typedConfig), agents({ agents: { assistant } })] });
+
+  const plugin = new JobsPlugin<typeof typedConfig.jobs>(typedConfig);
+  const tools: JobsAgentToolDefinition[] = plugin.getAgentTools();
+  const effect: JobsToolEffect = tools[0]!.annotations.effect;
+  void effect;
+  const kit = plugin.toolkit({ only: ["etl.status", "etl.run"], prefix: "", rename: { "etl.run": "start_etl" } });
+  const entry: JobsToolkitEntry<JobToolName<typeof typedConfig.jobs>> | undefined = kit["etl.status"];
+  if (entry) {
+    const local: JobToolName<typeof typedConfig.jobs> = entry.localName;
+    const inherit: boolean = entry.autoInheritable;
+    void local, inherit;
+  }
+  // @ts-expect-error: no such tool
+  plugin.toolkit({ only: ["etl.stats"] });
+  // @ts-expect-error: no such job
+  plugin.toolkit({ except: ["etll.run"] });
+  const answer: unknown = await plugin.executeAgentTool("etl.status", {});
+  const run = answer as JobsToolRunAnswer;
+  const done: boolean = run.done;
+  const verb: JobToolVerb = "wait";
+  void done, verb;
+}
+void agentTools;
