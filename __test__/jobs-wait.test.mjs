@@ -17,13 +17,13 @@ const bindingUrl = pathToFileURL(path.resolve(path.dirname(fileURLToPath(import.
  * printing a JSON result) in a child node process that must exit by itself. The guard kills it
  * after `guardMs` (a hang, not a speed measure) and the test then fails.
  */
-function runChild(body, guardMs = 30_000, nodeFlags = []) {
+function runChild(body, guardMs = 30_000, nodeFlags = [], env = {}) {
   const source = `import { startEmulator, createJobs } from ${JSON.stringify(indexUrl)};
 const done = (value) => process.stdout.write("RESULT " + JSON.stringify(value) + "\\n");
 ${body}
 `;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...nodeFlags, "--input-type=module", "-e", source], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [...nodeFlags, "--input-type=module", "-e", source], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
     let out = "";
     let err = "";
     child.stdout.on("data", (d) => (out += d));
@@ -353,7 +353,8 @@ process.stdout.write("RESULT " + JSON.stringify({ collected }) + "\\n");
 
 test("run texts lent to V8 stay intact after their watch and poll are gone, and collected ones are given back", async () => {
   // The run's JSON text reaches JS as an external string over the poll's own copy where Node
-  // has them: the strings must survive the native side forgetting the run, and every one V8
+  // has them (while many watches are live; APPKIT_JOBS_LEND_TEXTS_ABOVE=0 lends from the
+  // first): the strings must survive the native side forgetting the run, and every one V8
   // collects must release its text (the count goes back to what it was).
   const r = await runChild(
     `import binding from ${JSON.stringify(bindingUrl)};
@@ -390,6 +391,7 @@ done({ lent, stillHeld, intact, after, junk: junk.length });
 `,
     30_000,
     ["--expose-gc"],
+    { APPKIT_JOBS_LEND_TEXTS_ABOVE: "0" },
   );
   assert.equal(r.signal, null, `child hung: ${r.stderr}`);
   assert.equal(r.code, 0, r.stderr);
@@ -399,4 +401,33 @@ done({ lent, stillHeld, intact, after, junk: junk.length });
   // Each update lends at most two texts: its run and its changes/progress.
   assert.ok(lent > 0 && lent <= 2 * stillHeld, `external texts lent: ${lent}`);
   assert.equal(after, 0, "collected strings gave their texts back");
+});
+
+test("with few watches live, run texts are copied into V8, not lent (its collections then free them)", async () => {
+  const r = await runChild(
+    `import binding from ${JSON.stringify(bindingUrl)};
+const emu = await startEmulator({ timeScale: 0 });
+const jobs = createJobs({ pollIntervalMs: 20 }, { env: { DATABRICKS_HOST: emu.url, DATABRICKS_TOKEN: emu.token, DATABRICKS_JOB_ETL: "${JOB.etl}" } });
+const before = binding.liveExternalTexts();
+let updates = 0;
+let intact = 0;
+await Promise.all(Array.from({ length: 20 }, async () => {
+  const it = jobs("etl").runAndWait();
+  const first = (await it.next()).value;
+  emu.setRunState(first.run.run_id, "SUCCESS");
+  for (let u = first; u; u = (await it.next()).value) {
+    updates++;
+    if (u.run.state.life_cycle_state === u.status && u.progress.tasksTotal === 1) intact++;
+  }
+}));
+const lent = binding.liveExternalTexts() - before;
+await emu.stop();
+done({ updates, intact, lent });
+`,
+  );
+  assert.equal(r.code, 0, r.stderr);
+  const { updates, intact, lent } = r.result;
+  assert.ok(updates >= 40, `two updates per run at least, got ${updates}`);
+  assert.equal(intact, updates, "every update's run and progress read back");
+  assert.equal(lent, 0, "nothing lent with 20 watches live");
 });

@@ -123,7 +123,8 @@ const S = QUICK
     };
 
 const TARGETS = {
-  cpuPerRunNow: 0.3,
+  // Issue 27: at most 0.2 of stock on both harnesses (this one and bench/runnow-standin.mjs).
+  cpuPerRunNow: 0.2,
   cpuPerWatchedRun: 0.2,
   rssPerWatcher: 0.2,
   cpuPerSse: 0.3,

@@ -78,10 +78,25 @@ export declare class BindingJobs {
   /** `{ ok: true }` for a known key, else the UNKNOWN_JOB outcome with the registry's message. */
   check(key: string): BindingOutcome
   /**
-   * Validates, maps and triggers; data `{ run_id, number_in_job }`. `started_by_json`: who
-   * the ledger records (`{ email, user_id, user_name }`), else the service principal.
+   * Where finished one-shot calls go: `wake()` is called (on the JS thread, without keeping
+   * Node alive) as soon as one is waiting; JS then calls `takeDone()`. Set once, before any call.
    */
-  runNow(key: string, token?: string | undefined | null, paramsJson?: string | undefined | null, startedByJson?: string | undefined | null): Promise<BindingOutcome>
+  deliverDoneTo(wake: () => void): void
+  /**
+   * Every call finished since the last take, in order: as one JSON text (`[{ call, outcome }]`)
+   * unless an outcome holds an integer beyond 2^53 (then as objects, those integers as
+   * bigint). `JSON.parse` builds the batch for far less than N-API does key by key (each key
+   * interned again, each object reshaped as its properties are added one by one).
+   */
+  takeDone(): string | Array<BindingCallDone>
+  /**
+   * Validates, maps and triggers, as call `call`: its outcome (data `{ run_id, number_in_job }`)
+   * comes back through `takeDone()`. `started_by_json`: who the ledger records (`{ email,
+   * user_id, user_name }`), else the service principal. A promise per call would cost a threadsafe function,
+   * an environment cleanup hook and a deferred each; here every call shares the service's
+   * one wake-up. JS keeps the process alive while the call is out.
+   */
+  startRunNow(call: number, key: string, token?: string | undefined | null, paramsJson?: string | undefined | null, startedByJson?: string | undefined | null): void
   /**
    * data: the JSON Schema of a job whose parameters come from its definition (jobs/get
    * `settings.parameters`), or undefined for any other job.
@@ -206,6 +221,15 @@ export interface BindingCacheCount {
   operation: string
   hit: boolean
   count: number
+}
+
+/**
+ * A one-shot call started with an id (`startRunNow`) that has finished: its outcome, tagged
+ * with the id JS gave it.
+ */
+export interface BindingCallDone {
+  call: number
+  outcome: BindingOutcome
 }
 
 export interface BindingCallMetrics {

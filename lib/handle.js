@@ -126,11 +126,26 @@ function createHandle(rt, key, token, callerId, person) {
   };
   /** One native call, traced when an OpenTelemetry SDK is registered. */
   const traced = async (operation, call) => toResult(await rt.telemetry.traced(operation, attributes, call));
+  /** runNow's send: one native call that finishes through the runtime's queue (`rt._call`). */
+  const sendRunNow = (value, options) => {
+    const by = startedByJson(options?.startedBy, person);
+    return rt.telemetry
+      .traced("runNow", attributes, () => {
+        const json = paramsJson(key, value);
+        return rt._call((id) => native.startRunNow(id, key, tok, json, by));
+      })
+      .then(toResult);
+  };
   const api = {
-    async runNow(params, options) {
-      const value = await rt.prepareParams(key, params);
-      const by = startedByJson(options?.startedBy, person);
-      return traced("runNow", () => native.runNow(key, tok, paramsJson(key, value), by));
+    runNow(params, options) {
+      // Params of a job with a JS schema are validated first (asynchronously); the others go
+      // as given, with no await in between. Every failure is a rejection, never a throw.
+      if (rt.hasJsSchema(key)) return rt.prepareParams(key, params).then((value) => sendRunNow(value, options));
+      try {
+        return sendRunNow(params, options);
+      } catch (error) {
+        return Promise.reject(error);
+      }
     },
     runAndWait(params, signalOrOptions, options) {
       const [signal, rest] = waitArgs(signalOrOptions, options);

@@ -140,6 +140,13 @@ class JobsRuntime {
     // next() calls waiting across all watches (see `_hold`).
     this._waiting = 0;
     this.native.deliverTo(weakWake(this, "_dispatch"));
+    // One-shot calls out (`runNow`), by id: the native side finishes them through one queue
+    // and wakes `_settle` at once (no promise or threadsafe function per call).
+    this._calls = new Map();
+    this._lastCallId = 0;
+    this.native.deliverDoneTo(weakWake(this, "_settle"));
+    // The jobs with a JS schema (their params are validated here, asynchronously).
+    this._jsSchemaKeys = new Set(Object.entries(config.jobs ?? {}).filter(([, job]) => isJsSchema(job?.params)).map(([key]) => key));
     this._warnedDevFallback = false;
     this._logger = options.logger ?? console;
     const handlesRunEnds = Object.values(config.jobs ?? {}).some((job) => typeof job?.onRunEnd === "function");
@@ -170,6 +177,37 @@ class JobsRuntime {
   /** The params to send for `key`: validated by the job's JS schema if it has one (else as given). */
   prepareParams(key, params) {
     return validateParams(key, this.jobConfig(key).params, params);
+  }
+
+  /** Whether `key`'s params go through a JS schema (`prepareParams` then has work to do). */
+  hasJsSchema(key) {
+    return this._jsSchemaKeys.has(key);
+  }
+
+  /**
+   * A one-shot native call: `start(id)` starts it, and its outcome arrives through `_settle`.
+   * While it is out, the runtime is held (see `_hold`): nothing else roots the resolver.
+   */
+  _call(start) {
+    return new Promise((resolve) => {
+      this._lastCallId = nextId(this._lastCallId);
+      const id = this._lastCallId;
+      start(id);
+      this._calls.set(id, resolve);
+      this._hold();
+    });
+  }
+
+  _settle() {
+    // One JSON text for the batch, or objects when an outcome holds an integer beyond 2^53.
+    const batch = this.native.takeDone();
+    for (const done of typeof batch === "string" ? JSON.parse(batch) : batch) {
+      const resolve = this._calls.get(done.call);
+      if (resolve === undefined) continue;
+      this._calls.delete(done.call);
+      this._release();
+      resolve(done.outcome);
+    }
   }
 
   /** The user's opaque id (`x-forwarded-user`) for telemetry's `caller.id`; never the token. */
@@ -302,27 +340,26 @@ JobsRuntime.prototype._writeLedgerLogs = function () {
 };
 
 /**
- * Runtimes with a next() waiting. A waiting caller is held only by its promise, whose resolver
- * is held by the iterator, the iterator by its runtime, and the runtime by nothing but native
- * handles that hold it weakly: without a strong root the whole cycle is collected mid-wait and
- * the caller's await never settles. This set is that root, from a next() until it settles, and
- * no longer (an iterator nobody reads is still let go). One ref'd timer while it is non-empty
- * keeps Node alive, as a pending native promise would.
+ * Runtimes with a next() or a one-shot call waiting. A waiting caller is held only by its
+ * promise, whose resolver is held by the iterator (or the runtime's calls), the iterator by its
+ * runtime, and the runtime by nothing but native handles that hold it weakly: without a strong
+ * root the whole cycle is collected mid-wait and the caller's await never settles. This set is
+ * that root, from a next() or call until it settles, and no longer (an iterator nobody reads is
+ * still let go). One timer, ref'd while the set is non-empty, keeps Node alive, as a pending
+ * native promise would (made once and ref'd/unref'd: sequential calls each go 0 -> 1 -> 0).
  */
 const awaited = new Set();
 let keepAlive = null;
 
 function awaitedAdd(runtime) {
   awaited.add(runtime);
-  keepAlive ??= setInterval(noop, 1 << 30);
+  if (keepAlive === null) keepAlive = setInterval(noop, 1 << 30);
+  else keepAlive.ref();
 }
 
 function awaitedDelete(runtime) {
   awaited.delete(runtime);
-  if (awaited.size === 0 && keepAlive !== null) {
-    clearInterval(keepAlive);
-    keepAlive = null;
-  }
+  if (awaited.size === 0 && keepAlive !== null) keepAlive.unref();
 }
 
 function noop() {}

@@ -113,8 +113,13 @@ class Telemetry {
    * spans and log record from the outcome (`{ ok, code, calls }`). `attributes` describe the
    * caller (`jobs.key`, `execution.context`, `caller.id`).
    */
-  async traced(operation, attributes, call) {
+  traced(operation, attributes, call) {
+    // Without an SDK: the call itself, no async wrapper (a promise and two ticks per call).
     if (!this.active()) return call();
+    return this.#traced(operation, attributes, call);
+  }
+
+  async #traced(operation, attributes, call) {
     const api = this.#api;
     const started = Date.now();
     const span = this.#on.traces ? api.trace.getTracer(this.#pluginName).startSpan("plugin.execute", { attributes: { "jobs.operation": operation, ...attributes } }) : null;

@@ -14,24 +14,35 @@ use serde_json::Value;
 /// an upstream message. `reject` marks a caller's mistake (`JobsError::rejects`), which the JS
 /// API throws instead of resolving to `{ ok: false }`.
 #[napi(object)]
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct BindingOutcome {
     pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reject: Option<bool>,
     /// What went wrong underneath (`ECONNREFUSED`, `ENOTFOUND`, `ERR_TLS`, ...), for `cause.code`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cause_code: Option<String>,
     /// The upstream HTTP status behind the failure (the last one seen, for an outage).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u32>,
     /// The Jobs API calls the call made, when telemetry is on (for spans).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub calls: Option<Vec<BindingCallRecord>>,
 }
 
 /// One logical Jobs API call (retries and pages included), measured by the core.
 #[napi(object)]
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct BindingCallRecord {
     /// The stock operation name: runNow, getRun, listRuns, getRunOutput, cancelRun, getJob.
     pub operation: String,
@@ -40,11 +51,15 @@ pub struct BindingCallRecord {
     pub duration_ms: f64,
     /// HTTP attempts sent (0 for a cache hit).
     pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     /// true: served from the read cache; false: a cached read that fetched.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_hit: Option<bool>,
     /// The run's id as decimal text.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
 }
 

@@ -32,7 +32,7 @@ use crate::delivery::{Delivery, Wake};
 use crate::error::{
     binding_calls, catch_panic, guarded, BindingCallRecord, BindingOutcome, OutcomeData,
 };
-use crate::json_text::BindingJsonText;
+use crate::json_text::{BindingJsonText, LiveWatch};
 
 fn identity(token: Option<String>) -> Identity {
     match token {
@@ -127,7 +127,7 @@ impl BindingWatchEvent {
         let (run_json, run) = if update.beyond_js_numbers {
             (None, Some(update.run()))
         } else {
-            (Some(BindingJsonText(update.run_json.clone())), None)
+            (Some(BindingJsonText::new(update.run_json.clone())), None)
         };
         BindingWatchEvent {
             watch,
@@ -136,7 +136,7 @@ impl BindingWatchEvent {
             timestamp: Some(update.timestamp),
             run_json,
             run,
-            meta_json: Some(BindingJsonText(update.meta_json.clone())),
+            meta_json: Some(BindingJsonText::new(update.meta_json.clone())),
             error: None,
             run_id: None,
             repair_id: None,
@@ -161,11 +161,22 @@ impl BindingWatchEvent {
     }
 }
 
+/// A one-shot call started with an id (`startRunNow`) that has finished: its outcome, tagged
+/// with the id JS gave it.
+#[napi(object, object_from_js = false)]
+#[derive(serde::Serialize)]
+pub struct BindingCallDone {
+    pub call: u32,
+    pub outcome: BindingOutcome,
+}
+
 /// The jobs service of one plugin instance.
 #[napi]
 pub struct BindingJobs {
     core: Arc<Jobs>,
     delivery: Arc<Delivery<BindingWatchEvent>>,
+    /// Finished one-shot calls (`startRunNow`), JS woken at once.
+    done: Arc<Delivery<BindingCallDone>>,
     watches: Arc<Watches>,
 }
 
@@ -214,10 +225,12 @@ impl BindingJobs {
         Fut: Future<Output = appkit_jobs_core::Result<T>>,
     {
         let traced = self.core.telemetry().enabled();
-        // Boxed at once: the call is built on the JS thread, whose stack a test runner (or an
-        // app's framework) may already have deep; a large future moved around on it made napi
-        // reject the call with `undefined`.
-        let fut = traced_if(traced, Box::pin(f(self.core.clone())));
+        // Boxed at once: each wrapper below (the telemetry scope, the panic guard, the task)
+        // would otherwise hold the call's future inline and double it (~10 KB for a run-now,
+        // ~1.2 KB boxed), copied by every move on the way to a Tokio task; and the call is built
+        // on the JS thread, whose stack a test runner (or an app's framework) may already have
+        // deep: a large future moved around on it made napi reject the call with `undefined`.
+        let fut = Box::pin(traced_if(traced, f(self.core.clone())));
         guarded(async move {
             let (result, calls) = fut.await;
             with_calls(BindingOutcome::from(result), calls)
@@ -237,6 +250,7 @@ impl BindingJobs {
         Ok(BindingJobs {
             core: Arc::new(core),
             delivery: Arc::default(),
+            done: Arc::new(Delivery::immediate()),
             watches: Arc::default(),
         })
     }
@@ -331,22 +345,58 @@ impl BindingJobs {
         }
     }
 
-    /// Validates, maps and triggers; data `{ run_id, number_in_job }`. `started_by_json`: who
-    /// the ledger records (`{ email, user_id, user_name }`), else the service principal.
-    #[napi(catch_unwind)]
-    pub async fn run_now(
+    /// Where finished one-shot calls go: `wake()` is called (on the JS thread, without keeping
+    /// Node alive) as soon as one is waiting; JS then calls `takeDone()`. Set once, before any call.
+    #[napi]
+    pub fn deliver_done_to(&self, #[napi(ts_arg_type = "() => void")] wake: Wake) {
+        self.done.wake_with(wake);
+    }
+
+    /// Every call finished since the last take, in order: as one JSON text (`[{ call, outcome }]`)
+    /// unless an outcome holds an integer beyond 2^53 (then as objects, those integers as
+    /// bigint). `JSON.parse` builds the batch for far less than N-API does key by key (each key
+    /// interned again, each object reshaped as its properties are added one by one).
+    #[napi(ts_return_type = "string | Array<BindingCallDone>")]
+    pub fn take_done(&self) -> Either<String, Vec<BindingCallDone>> {
+        let done = self.done.take();
+        let safe = done.iter().all(|d| {
+            d.outcome
+                .data
+                .as_ref()
+                .is_none_or(appkit_jobs_core::run::js_safe)
+        });
+        if safe {
+            if let Ok(text) = serde_json::to_string(&done) {
+                return Either::A(text);
+            }
+        }
+        Either::B(done)
+    }
+
+    /// Validates, maps and triggers, as call `call`: its outcome (data `{ run_id, number_in_job }`)
+    /// comes back through `takeDone()`. `started_by_json`: who the ledger records (`{ email,
+    /// user_id, user_name }`), else the service principal. A promise per call would cost a threadsafe function,
+    /// an environment cleanup hook and a deferred each; here every call shares the service's
+    /// one wake-up. JS keeps the process alive while the call is out.
+    #[napi]
+    pub fn start_run_now(
         &self,
+        call: u32,
         key: String,
         token: Option<String>,
         params_json: Option<String>,
         started_by_json: Option<String>,
-    ) -> BindingOutcome {
-        self.call(move |core| async move {
+    ) {
+        let run = self.call(move |core| async move {
             let params = parse_params(params_json)?;
             let by = parse_started_by(started_by_json);
             core.run_now_by(&key, &identity(token), params, by).await
-        })
-        .await
+        });
+        let done = self.done.clone();
+        napi::bindgen_prelude::spawn(async move {
+            let outcome = run.await;
+            done.push(BindingCallDone { call, outcome });
+        });
     }
 
     /// data: the JSON Schema of a job whose parameters come from its definition (jobs/get
@@ -674,6 +724,8 @@ enum WatchState {
 
 struct WatchInner {
     state: Mutex<WatchState>,
+    /// Counted among the live watches while it lives (whether run texts are lent or copied).
+    _live: LiveWatch,
     /// Cancels the driver. `notify_one` keeps the wake-up for a driver that is not waiting on
     /// it yet, so a cancelled driver stops at its next step whenever the cancel came.
     on_cancel: Notify,
@@ -719,6 +771,7 @@ impl WatchInner {
     fn new(state: WatchState, delivery: Arc<Delivery<BindingWatchEvent>>) -> WatchInner {
         WatchInner {
             state: Mutex::new(state),
+            _live: LiveWatch::new(),
             on_cancel: Notify::new(),
             delivery,
         }

@@ -11,7 +11,9 @@ export const ROOT = path.dirname(BENCH_DIR);
 export function startEmulatorProcess(options, { timeoutMs = 30_000, env = process.env } = {}) {
   const child = spawn(process.execPath, [path.join(BENCH_DIR, "lib", "emulator-proc.mjs"), JSON.stringify(options)], {
     cwd: ROOT,
-    env,
+    // The addon's runtime has one worker unless told otherwise; the emulator (the workspace of
+    // every row) keeps the two it had, so that rows stay comparable with earlier rounds.
+    env: { TOKIO_WORKER_THREADS: "2", ...env },
     stdio: ["pipe", "pipe", "pipe"],
   });
   let stderr = "";
