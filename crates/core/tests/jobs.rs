@@ -98,18 +98,22 @@ async fn a_runs_job_is_read_once_per_identity_for_ownership_checks() {
     .await
     .unwrap();
     let (a, b) = (1001, 1002); // sample jobs of the emulator
-    let jobs = Jobs::new(
-        config(json!({})),
-        env(
-            &emu,
-            &[
-                ("DATABRICKS_JOB_A", &a.to_string()),
-                ("DATABRICKS_JOB_B", &b.to_string()),
-            ],
-        ),
-    );
+    let make = || {
+        Jobs::new(
+            config(json!({})),
+            env(
+                &emu,
+                &[
+                    ("DATABRICKS_JOB_A", &a.to_string()),
+                    ("DATABRICKS_JOB_B", &b.to_string()),
+                ],
+            ),
+        )
+    };
+    let jobs = make();
     let sp = Identity::ServicePrincipal;
-    let run_id = run::run_id(&jobs.run_now("b", &sp, None).await.unwrap()).unwrap();
+    // A run started elsewhere (another app, no shared ledger): its job must be read to check it.
+    let run_id = run::run_id(&make().run_now("b", &sp, None).await.unwrap()).unwrap();
     emu.clear_requests();
     let gets = |emu: &Emulator| {
         emu.requests()
@@ -138,6 +142,15 @@ async fn a_runs_job_is_read_once_per_identity_for_ownership_checks() {
     let _ = jobs.watch_run("b", &user, run_id).await;
     assert_eq!(gets(&emu), after_first + 1);
     drop((w, more));
+    // A run this plugin started is in its ledger: the check reads nothing, only the poll does.
+    let own = run::run_id(&jobs.run_now("b", &sp, None).await.unwrap()).unwrap();
+    emu.clear_requests();
+    let mut w = jobs.watch_run("b", &sp, own).await.unwrap();
+    w.next().await.unwrap().unwrap();
+    assert_eq!(gets(&emu), 1);
+    assert!(jobs.watch_run("a", &sp, own).await.is_err());
+    assert_eq!(gets(&emu), 1);
+    drop(w);
     emu.stop().await;
 }
 
