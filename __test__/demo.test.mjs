@@ -103,7 +103,7 @@ test("demo page in Chromium: run to a terminal state, cancel another, errors as 
   await mixed.locator(".repair-btn").waitFor({ state: "visible" });
   await mixed.locator('.runs tbody tr .row-repair').first().waitFor({ timeout: 10_000 });
   await mixed.locator(".repair-btn").click();
-  await mixed.locator('.steps li[data-state="RUNNING"]').waitFor({ timeout: 15_000 });
+  await liveState(page, '[data-job="mixed"] .steps li', ["RUNNING"], 15_000);
   await mixed.locator('.result[data-result="SUCCESS"]').waitFor({ state: "visible", timeout: 30_000 });
   assert.match(await mixed.locator(".message").textContent(), /Run #\d+ repaired\./);
   assert.equal(await mixed.locator(".repair-btn").isHidden(), true);
@@ -147,6 +147,18 @@ test("demo page in Chromium: run to a terminal state, cancel another, errors as 
 });
 
 /** The timeline's bars: `[{ task, state, result, width }]` in page order (width in % of the track). */
+/**
+ * Waits until an element matching `selector` has a `data-state` among `states`, checked on every
+ * frame: a state that lasts a few hundred milliseconds can fall between a locator's retries.
+ */
+function liveState(page, selector, states, timeout) {
+  return page.waitForFunction(
+    ([sel, wanted]) => [...document.querySelectorAll(sel)].some((el) => wanted.includes(el.dataset.state)),
+    [selector, states],
+    { polling: "raf", timeout },
+  );
+}
+
 async function bars(card) {
   return card.locator('[data-testid="task-bar"]').evaluateAll((rows) =>
     rows.map((r) => ({
@@ -205,7 +217,8 @@ test("demo timeline in Chromium: a task graph runs bar by bar with its expected 
   const repair = graph.locator('[data-testid="timeline-repair"]');
   await repair.waitFor({ state: "visible" });
   await repair.click();
-  await graph.locator('[data-testid="task-bar"][data-task="publish"][data-state="RUNNING"]').waitFor({ timeout: 20_000 });
+  // publish runs again: its bar leaves FAILED for a live state.
+  await liveState(page, '[data-job="graph"] [data-testid="task-bar"][data-task="publish"]', ["PENDING", "QUEUED", "RUNNING", "TERMINATING"], 20_000);
   const repairing = await bars(graph);
   assert.ok(repairing.filter((b) => b.task !== "publish" && b.task !== "report").every((b) => b.result === "SUCCESS"));
   await graph.locator('.result[data-result="SUCCESS"]').waitFor({ state: "visible", timeout: 40_000 });

@@ -140,7 +140,7 @@ test("a failed trigger throws a JobsError with status text only", async (t) => {
 });
 
 test("watchRun re-attaches to a running run; watchers of one run share one poll", async (t) => {
-  const emu = await emulator(t, { timeScale: 200, timeScale: 0 });
+  const emu = await emulator(t, { timeScale: 0 });
   const api = createJobs({ pollIntervalMs: 20 }, { env: patEnv(emu, { etl: JOB.etl }) });
   const etl = api("etl");
   const runId = (await etl.runNow()).data.run_id;
@@ -171,7 +171,7 @@ test("watchRun re-attaches to a running run; watchers of one run share one poll"
 });
 
 test("two watchers of one run share one poll", async (t) => {
-  const emu = await emulator(t, { timeScale: 200, timeScale: 0 });
+  const emu = await emulator(t, { timeScale: 0 });
   // A long interval: each poll makes only its immediate first request during this test.
   const api = createJobs({ pollIntervalMs: 60_000 }, { env: patEnv(emu, { etl: JOB.etl }) });
   const etl = api("etl");
@@ -182,8 +182,8 @@ test("two watchers of one run share one poll", async (t) => {
   const [fa, fb] = await Promise.all([a.next(), b.next()]);
   assert.equal(fa.value.status, "QUEUED");
   assert.equal(fb.value.status, "QUEUED");
-  // One ownership read (cached, shared by both) + one poll for both watchers.
-  assert.equal(requestsTo(emu, "/jobs/runs/get").length, 2);
+  // No ownership read (the ledger knows the run started here) and one poll for both watchers.
+  assert.equal(requestsTo(emu, "/jobs/runs/get").length, 1);
   const pending = [a.next(), b.next()];
   await a.return();
   await b.return();
@@ -194,7 +194,7 @@ test("two watchers of one run share one poll", async (t) => {
 });
 
 test("reads cached before a watched run changed are not served after it", async (t) => {
-  const emu = await emulator(t, { timeScale: 200, timeScale: 0 });
+  const emu = await emulator(t, { timeScale: 0 });
   const api = createJobs({ pollIntervalMs: 10 }, { env: patEnv(emu, { etl: JOB.etl }) });
   const etl = api("etl");
   const runId = (await etl.runNow()).data.run_id;
@@ -267,7 +267,7 @@ test("return() while params are still being validated sends no run-now, and noth
 
 test("waits sharing one AbortSignal: one listener on it, abort ends them all, none left after", async (t) => {
   const { getEventListeners } = await import("node:events");
-  const emu = await emulator(t, { timeScale: 200, timeScale: 0 });
+  const emu = await emulator(t, { timeScale: 0 });
   const api = createJobs({ pollIntervalMs: 60_000 }, { env: patEnv(emu, { etl: JOB.etl }) });
   t.after(() => api.close());
 
@@ -300,7 +300,7 @@ test("waits sharing one AbortSignal: one listener on it, abort ends them all, no
 
 test("an iterator not read to its end is let go once its run ends (the runtime keeps no reference)", async (t) => {
   const { createJobsRuntime } = await import("appkit-jobs");
-  const emu = await emulator(t, { timeScale: 200, timeScale: 0 }); // the run moves only when the test says
+  const emu = await emulator(t, { timeScale: 0 }); // the run moves only when the test says
   const rt = createJobsRuntime({ pollIntervalMs: 20 }, { env: patEnv(emu, { etl: JOB.etl }) });
   t.after(() => rt.close());
   const updates = rt.exports("etl").runAndWait();
