@@ -211,6 +211,9 @@ pub struct PreparedRun {
     params: Option<Value>,
     /// Who the ledger records as starting the run.
     started_by: StartedBy,
+    /// The token came from the caller (a resumed stream): the workspace answers a token with
+    /// whatever run it names, maybe another job's, so the run is checked before it is recorded.
+    token_given: bool,
 }
 
 impl PreparedRun {
@@ -502,6 +505,7 @@ impl Jobs {
             params::check_defined(key, params.as_ref(), &defined)?;
         }
         let job_id = entry.job_id()?;
+        let token_given = token.is_some();
         let token = token.unwrap_or_else(|| idempotency_token(job_id));
         if let Value::Object(map) = &mut body {
             map.insert("idempotency_token".into(), Value::String(token.clone()));
@@ -513,6 +517,7 @@ impl Jobs {
             body,
             params,
             started_by: self.default_started_by(id),
+            token_given,
         })
     }
 
@@ -542,6 +547,10 @@ impl Jobs {
                 watch_end: self.run_ends.handles(&prepared.job_key),
             });
         self.cache.invalidate_job(prepared.job_id);
+        let record = match record {
+            Some(r) if prepared.token_given => self.owned_start(id, r).await,
+            record => record,
+        };
         let watched = record.clone().filter(|r| r.watch_end);
         // Boxed: the database's part is a large future, and inline it would grow every run-now.
         Box::pin(self.ledger.record_and_invalidate(record, prepared.job_id)).await;
@@ -549,6 +558,15 @@ impl Jobs {
             self.run_ends.started(&record);
         }
         started
+    }
+
+    /// `record` if its run is the job's, by a read of the run (which the watch that follows
+    /// then finds cached): only for a token the caller gave.
+    async fn owned_start(&self, id: &Identity, record: StartRecord) -> Option<StartRecord> {
+        let run = Box::pin(self.cached_run(id, record.job_id, record.run_id))
+            .await
+            .ok()?;
+        (run::job_id(&run) == Some(record.job_id)).then_some(record)
     }
 
     /// The parameters the job itself defines, for a job sending `job_parameters` with no params
