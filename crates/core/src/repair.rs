@@ -20,6 +20,8 @@ use crate::params;
 use crate::poller::RunWatch;
 use crate::registry::JobEntry;
 use crate::run;
+// Read from a run like its other fields; named here too, where repairs need it.
+pub use crate::run::latest_repair_id;
 
 /// How long a repaired run may keep showing its old end before the watch starts anyway (the
 /// service records a repair asynchronously; the run normally leaves its end at once).
@@ -75,17 +77,6 @@ impl RepairOptions {
             started_by: None,
         })
     }
-}
-
-/// The id a new repair must name as `latest_repair_id`: that of the last REPAIR item of the
-/// run's `repair_history` (`None` for a run never repaired).
-pub fn latest_repair_id(run: &Value) -> Option<i64> {
-    run.get("repair_history")?
-        .as_array()?
-        .iter()
-        .rev()
-        .find(|item| item.get("type").and_then(Value::as_str) == Some("REPAIR"))
-        .and_then(|item| crate::ids::from_json(item.get("id")?))
 }
 
 /// The runs/repair body, without `latest_repair_id`. `Validation` (nothing sent) unless exactly
@@ -408,18 +399,5 @@ mod tests {
             let e = RepairOptions::from_json(Some(&bad)).unwrap_err();
             assert_eq!(e.code(), "INVALID_REQUEST", "{bad}");
         }
-    }
-
-    #[test]
-    fn latest_repair_id_is_the_last_repair_item() {
-        assert_eq!(latest_repair_id(&json!({})), None);
-        assert_eq!(
-            latest_repair_id(&json!({"repair_history": [{"type": "ORIGINAL"}]})),
-            None
-        );
-        let run = json!({"repair_history": [
-            {"type": "ORIGINAL"}, {"type": "REPAIR", "id": 734650698524280_i64}, {"type": "REPAIR", "id": "734650698524281"}
-        ]});
-        assert_eq!(latest_repair_id(&run), Some(734650698524281));
     }
 }

@@ -47,6 +47,17 @@ pub fn run_id(run: &Value) -> Option<i64> {
     id_field(run, "run_id")
 }
 
+/// The id a new repair must name as `latest_repair_id`: that of the last REPAIR item of the
+/// run's `repair_history` (`None` for a run never repaired).
+pub fn latest_repair_id(run: &Value) -> Option<i64> {
+    run.get("repair_history")?
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|item| item.get("type").and_then(Value::as_str) == Some("REPAIR"))
+        .and_then(|item| crate::ids::from_json(item.get("id")?))
+}
+
 fn id_field(v: &Value, field: &str) -> Option<i64> {
     crate::ids::from_json(v.get(field)?)
 }
@@ -774,5 +785,18 @@ mod tests {
             b"{\"run_id\":1,\"next_page_token\":\"\"}"
         ))
         .is_some());
+    }
+
+    #[test]
+    fn latest_repair_id_is_the_last_repair_item() {
+        assert_eq!(latest_repair_id(&json!({})), None);
+        assert_eq!(
+            latest_repair_id(&json!({"repair_history": [{"type": "ORIGINAL"}]})),
+            None
+        );
+        let run = json!({"repair_history": [
+            {"type": "ORIGINAL"}, {"type": "REPAIR", "id": 734650698524280_i64}, {"type": "REPAIR", "id": "734650698524281"}
+        ]});
+        assert_eq!(latest_repair_id(&run), Some(734650698524281));
     }
 }

@@ -370,7 +370,7 @@ impl RunEnds {
 
 /// Whether a run's update shows repair `repair_id` (its latest repair is that one or newer).
 fn shows_repair(update: &RunUpdate, repair_id: i64) -> bool {
-    crate::repair::latest_repair_id(&update.run()).is_some_and(|latest| latest >= repair_id)
+    crate::run::latest_repair_id(&update.run()).is_some_and(|latest| latest >= repair_id)
 }
 
 /// Moves an end to `firing` for this instance: true when it won (or already had it).
