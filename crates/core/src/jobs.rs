@@ -120,11 +120,40 @@ impl HistoryReads {
             tokio::spawn(async move {
                 if let Some(found) = reads.read(&identity, job_id).await {
                     let mut known = reads.known.lock().unwrap_or_else(|e| e.into_inner());
-                    known.entry(key).or_default().found = Some(Arc::new(found));
+                    let entry = known.entry(key).or_default();
+                    // A read that found no successful run keeps what was learnt meanwhile.
+                    if found.run_ms.is_some() || entry.found.is_none() {
+                        entry.found = Some(Arc::new(found));
+                    }
                 }
             });
         }
         entry.found.clone()
+    }
+
+    /// A run seen to its end here, for a job whose history holds no successful run (a new job,
+    /// or one read before its first run ended): its durations stand in until the next read, so
+    /// the runs after it are aimed at their end too. Parsed only while the job has no figure.
+    fn learn(&self, partition: u64, job_id: i64, update: &RunUpdate) {
+        let key = (partition, job_id);
+        let lacks = |known: &HashMap<(u64, i64), HistoryEntry>| {
+            known
+                .get(&key)
+                .is_some_and(|e| e.found.as_ref().is_none_or(|h| h.run_ms.is_none()))
+        };
+        if !update.terminal || !lacks(&self.known.lock().unwrap_or_else(|e| e.into_inner())) {
+            return;
+        }
+        let Ok(run) = serde_json::from_str::<Value>(&update.run_json) else {
+            return;
+        };
+        let seen = History::from_runs(std::slice::from_ref(&run));
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.run_ms.is_some() && lacks(&known) {
+            if let Some(entry) = known.get_mut(&key) {
+                entry.found = Some(Arc::new(seen));
+            }
+        }
     }
 
     async fn read(&self, identity: &Identity, job_id: i64) -> Option<History> {
@@ -338,19 +367,6 @@ impl Jobs {
         });
         // Once per shared state change (not per watcher): the job's cached lists and runs are
         // stale now, and the poll's read tells which job the run belongs to.
-        let (update_cache, update_owners, update_ledger) =
-            (cache.clone(), owners.clone(), ledger.clone());
-        let on_update: OnUpdate =
-            Arc::new(move |partition: u64, run_id: i64, update: &RunUpdate| {
-                if let Some(job_id) = update.job_id {
-                    update_owners
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(partition, run_id, job_id);
-                    update_cache.invalidate_job(job_id);
-                    update_ledger.invalidate_soon(job_id);
-                }
-            });
         // The job's typical durations for `expectedMs` (see `HistoryReads`).
         let reads = Arc::new(HistoryReads {
             client: client.clone(),
@@ -364,6 +380,21 @@ impl Jobs {
                 .unwrap_or(HISTORY_TTL),
             known: Mutex::default(),
         });
+        let (update_cache, update_owners, update_ledger) =
+            (cache.clone(), owners.clone(), ledger.clone());
+        let update_reads = reads.clone();
+        let on_update: OnUpdate =
+            Arc::new(move |partition: u64, run_id: i64, update: &RunUpdate| {
+                if let Some(job_id) = update.job_id {
+                    update_owners
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(partition, run_id, job_id);
+                    update_cache.invalidate_job(job_id);
+                    update_ledger.invalidate_soon(job_id);
+                    update_reads.learn(partition, job_id, update);
+                }
+            });
         let history: FetchHistory =
             Arc::new(move |identity: &Identity, job_id: i64| reads.peek(identity, job_id));
         let attribution_ledger = ledger.clone();

@@ -1,5 +1,6 @@
 //! The jobs service against the emulator: one idempotency token per run-now, another job's
-//! runs untouched, ownership read once per identity, multi-task output.
+//! runs untouched, ownership read once per identity, multi-task output, durations learnt from
+//! a run seen to its end.
 mod common;
 
 use appkit_jobs_core::auth::Identity;
@@ -156,20 +157,16 @@ async fn a_runs_job_is_read_once_per_identity_for_ownership_checks() {
 
 #[tokio::test]
 async fn multi_task_output_is_aggregated() {
-    let spec: JobSpec = serde_json::from_value(json!({
-        "id": 4242, "name": "multi", "tasks": [
-            {"taskKey": "extract"}, {"taskKey": "load"}
-        ],
-        "durationMs": 1
-    }))
-    .unwrap();
-    let emu = Emulator::start(EmulatorOptions {
-        jobs: Some(vec![spec]),
-        time_scale: Some(1000.0),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let emu = emulator_with(
+        json!({
+            "id": 4242, "name": "multi", "tasks": [
+                {"taskKey": "extract"}, {"taskKey": "load"}
+            ],
+            "durationMs": 1
+        }),
+        1000.0,
+    )
+    .await;
     let jobs = Jobs::new(
         config(json!({})),
         env(&emu, &[("DATABRICKS_JOB_MULTI", "4242")]),
@@ -279,4 +276,56 @@ async fn calls_are_measured_only_while_telemetry_is_on() {
     sums.sort();
     assert_eq!(sums, [("getRun", true, 1), ("runNow", true, 1)]);
     emu.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_without_history_learns_its_duration_from_a_run_seen_to_its_end() {
+    // No past runs: the history read finds nothing, and the first run has no expected end.
+    let emu = emulator_with(
+        json!({"id": 4343, "name": "new", "queueMs": 100, "pendingMs": 100, "durationMs": 600}),
+        10.0,
+    )
+    .await;
+    let jobs = Jobs::new(
+        config(json!({"pollIntervalMs": 20})),
+        env(&emu, &[("DATABRICKS_JOB_NEW", "4343")]),
+    );
+    let sp = Identity::ServicePrincipal;
+    let expected_of = |u: &appkit_jobs_core::poller::RunUpdate| {
+        serde_json::from_str::<serde_json::Value>(&u.meta_json).unwrap()["progress"]["expectedMs"]
+            .as_i64()
+    };
+    let mut first = jobs.start_and_watch("new", &sp, None).await.unwrap();
+    let mut last = None;
+    while let Some(update) = first.next().await {
+        let update = update.unwrap();
+        assert_eq!(expected_of(&update), None, "no history yet");
+        last = Some(update);
+    }
+    let last = last.unwrap();
+    let run: serde_json::Value = serde_json::from_str(&last.run_json).unwrap();
+    assert_eq!(run["state"]["result_state"], "SUCCESS");
+    let took = run["end_time"].as_i64().unwrap() - run["start_time"].as_i64().unwrap();
+    // The next run is expected to take as long, before any new history read (the TTL holds).
+    let lists = common::requests_to(&emu, "/runs/list").len();
+    let mut second = jobs.start_and_watch("new", &sp, None).await.unwrap();
+    let mut seen = None;
+    while let Some(update) = second.next().await {
+        seen = seen.or(expected_of(&update.unwrap()));
+    }
+    assert_eq!(seen, Some(took));
+    assert_eq!(common::requests_to(&emu, "/runs/list").len(), lists);
+    emu.stop().await;
+}
+
+/// An emulator with one job of the given spec, its clock sped up by `time_scale`.
+async fn emulator_with(spec: serde_json::Value, time_scale: f64) -> Emulator {
+    let spec: JobSpec = serde_json::from_value(spec).unwrap();
+    Emulator::start(EmulatorOptions {
+        jobs: Some(vec![spec]),
+        time_scale: Some(time_scale),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
 }
