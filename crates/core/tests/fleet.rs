@@ -102,9 +102,11 @@ async fn two_instances_following_one_run_poll_it_once_and_see_the_same_updates()
         .unwrap();
     let (seen_a, seen_b) = tokio::join!(drain(wa), drain(wb));
     assert_eq!(seen_a.last().map(String::as_str), Some("TERMINATED"));
-    assert_eq!(
-        seen_a, seen_b,
-        "the follower serves the holder's updates, in order"
+    // The follower serves the holder's updates, in order, from the one current when it joined
+    // (under load its ownership read and claim may outlast the brief QUEUED state).
+    assert!(
+        !seen_b.is_empty() && seen_a.ends_with(&seen_b),
+        "{seen_a:?} / {seen_b:?}"
     );
     // (Not the same list as `single`: which short states a poll catches depends on its jitter.)
     assert_eq!(single.last().map(String::as_str), Some("TERMINATED"));
@@ -155,5 +157,106 @@ async fn when_the_holder_lets_go_the_follower_takes_over_and_goes_on_to_the_end(
         "{:?}",
         started.elapsed()
     );
+    emu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_nobody_took_over_is_swept_an_hour_after_it_lapsed() {
+    let db = server().database("fleet_sweep").await;
+    let emu = Emulator::start(EmulatorOptions {
+        jobs: Some(vec![serde_json::from_value(json!({
+            "id": 4001, "name": "etl", "durationMs": 600_000
+        }))
+        .unwrap()]),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let sql = server().client(&db).await;
+    let rows = |table: &'static str, run_id: i64| {
+        let sql = &sql;
+        async move {
+            sql.query_one(
+                &format!("SELECT count(*) FROM appkit_jobs.{table} WHERE run_id = $1"),
+                &[&run_id],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    // Two runs watched on one instance, whose watchers both leave mid-run: nobody takes over.
+    let a = instance(&emu, &db);
+    ready(&a).await;
+    let mut left = Vec::new();
+    for _ in 0..2 {
+        let mut w = a
+            .start_and_watch("etl", &Identity::ServicePrincipal, None)
+            .await
+            .unwrap();
+        w.next().await.unwrap().unwrap();
+        left.push(w.run_id());
+    }
+    let (old, recent) = (left[0], left[1]);
+    drop(a);
+    for run_id in [old, recent] {
+        assert_eq!(rows("polls", run_id).await, 1);
+        assert!(rows("updates", run_id).await >= 1);
+    }
+    // One lapsed two hours ago, the other just now.
+    sql.execute(
+        "UPDATE appkit_jobs.polls SET expires_at = now() - interval '2 hours' WHERE run_id = $1",
+        &[&old],
+    )
+    .await
+    .unwrap();
+    // The next instance to start sweeps the old one and keeps the recent one.
+    let b = instance(&emu, &db);
+    ready(&b).await;
+    let started = std::time::Instant::now();
+    while rows("polls", old).await > 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "not swept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows("updates", old).await, 0);
+    assert_eq!(rows("polls", recent).await, 1);
+    assert!(rows("updates", recent).await >= 1);
+    emu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_let_go_is_polled_by_the_next_instance_that_watches_it() {
+    let db = server().database("fleet_let_go").await;
+    let emu = Emulator::start(EmulatorOptions {
+        jobs: Some(vec![job()]),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (a, b) = (instance(&emu, &db), instance(&emu, &db));
+    ready(&a).await;
+    ready(&b).await;
+    let mut wa = a
+        .start_and_watch("etl", &Identity::ServicePrincipal, None)
+        .await
+        .unwrap();
+    let run_id = wa.run_id();
+    wa.next().await.unwrap().unwrap();
+    // a's only watcher leaves while nobody else watches; a lives on (and renews its leases).
+    drop(wa);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // b watches the run later: someone must poll it to its end.
+    let seen = drain(
+        b.watch_run("etl", &Identity::ServicePrincipal, run_id)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("TERMINATED"),
+        "{seen:?}"
+    );
+    drop(a);
     emu.stop().await;
 }

@@ -20,7 +20,9 @@
 //! - A holder that finds its lease taken (it stalled past the lease) follows from then on; what
 //!   both published in the meantime carries its fleet seq, so nothing is served twice or out of
 //!   order.
-//! - Ended runs' rows are swept an hour after their end.
+//! - Ended runs' rows are swept an hour after their end, and so are the rows of runs nobody took
+//!   over (every watcher left, or the last holder died): an hour after their lease lapsed. An
+//!   instance sweeps when it starts and every hundred renewals.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,8 +37,15 @@ use crate::poller::{Claim, Fleet, FleetKey, FleetNews, FleetSignal, Published};
 /// The shortest lease: a few poll intervals, but never so short that a busy instance loses its
 /// leases between two renewals.
 const MIN_LEASE: Duration = Duration::from_secs(1);
-/// Ended runs' leases and updates are kept this long (a late watcher still finds the end).
-const KEEP_ENDED: &str = "1 hour";
+/// The rows `renew` sweeps: of runs that ended an hour ago (a late watcher still finds the
+/// end until then), or whose lease lapsed an hour ago with nobody taking it over; each side
+/// reads its partial index.
+const GONE: &str = "((p.ended AND p.updated_at < now() - interval '1 hour')
+                     OR (NOT p.ended AND p.expires_at < now() - interval '1 hour'))";
+/// Lapsed leases older than this many leases are no longer looked for every poll interval: a
+/// follower finds its run's lapse by its own check every lease (`FleetPolls::check`), so a lease
+/// that lapsed longer ago has no follower, and the statement stays small with many of them.
+const LAPSED_RECENTLY: f64 = 3.0;
 /// How many updates a follower reads at once.
 const UPDATES_PAGE: i64 = 100;
 
@@ -145,18 +154,21 @@ impl FleetPolls {
         }
     }
 
-    /// Lapsed leases (every poll interval): one statement over the partial index of live leases,
-    /// whose answer is empty while every holder is alive; each lapsed one followed here wakes
-    /// its follower to claim it.
+    /// Leases that lapsed lately (every poll interval): one statement over the partial index of
+    /// live leases, whose answer is empty while every holder is alive; each lapsed one followed
+    /// here wakes its follower to claim it.
     async fn check_lapsed(&self) -> Result<(), LedgerError> {
+        let window = self.lease_ms() * LAPSED_RECENTLY;
         let rows = self
             .pg
-            .run("ledger.lapsedLeases", |c| {
+            .run("ledger.lapsedLeases", move |c| {
                 Box::pin(async move {
                     c.query(
                         "SELECT partition, run_id FROM appkit_jobs.polls
-                         WHERE NOT ended AND expires_at < now() LIMIT 10000",
-                        &[],
+                         WHERE NOT ended AND expires_at < now()
+                           AND expires_at > now() - $1 * interval '1 millisecond'
+                         LIMIT 10000",
+                        &[&window],
                     )
                     .await
                 })
@@ -255,7 +267,7 @@ fn parse_payload(payload: &str) -> Option<(Payload, FleetKey, i64)> {
 }
 
 /// Renews every lease this instance holds, every third of the lease, in one statement; sweeps
-/// the rows of runs that ended long ago now and then.
+/// the rows of runs that ended, or were left, long ago at the first renewal and every hundredth.
 async fn renew(fleet: std::sync::Weak<FleetPolls>, stop: tokio_util::sync::CancellationToken) {
     let period = match fleet.upgrade() {
         Some(f) => f.lease / 3,
@@ -282,23 +294,21 @@ async fn renew(fleet: std::sync::Weak<FleetPolls>, stop: tokio_util::sync::Cance
                 })
             })
             .await;
-        sweeps += 1;
         if sweeps.is_multiple_of(100) {
             let _ =
                 f.pg.run("ledger.sweepPolls", |c| {
                     Box::pin(async move {
                         c.batch_execute(&format!(
                             "DELETE FROM appkit_jobs.updates u USING appkit_jobs.polls p
-                             WHERE p.partition = u.partition AND p.run_id = u.run_id
-                               AND p.ended AND p.updated_at < now() - interval '{KEEP_ENDED}';
-                             DELETE FROM appkit_jobs.polls
-                             WHERE ended AND updated_at < now() - interval '{KEEP_ENDED}';"
+                             WHERE p.partition = u.partition AND p.run_id = u.run_id AND {GONE};
+                             DELETE FROM appkit_jobs.polls p WHERE {GONE};"
                         ))
                         .await
                     })
                 })
                 .await;
         }
+        sweeps += 1;
     }
 }
 
@@ -465,6 +475,8 @@ impl Fleet for FleetPolls {
         })
     }
 
+    /// Hands the lease back: lapsed at once, and held by nobody, so that this instance's
+    /// renewals (of every lease it holds) no longer keep it alive for a poll that has stopped.
     fn release<'a>(&'a self, key: &'a FleetKey) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let (partition, run_id) = (key.partition.to_string(), key.run_id);
@@ -476,7 +488,8 @@ impl Fleet for FleetPolls {
                         c.execute(
                             "WITH r AS (
                                UPDATE appkit_jobs.polls
-                               SET expires_at = now() - interval '1 millisecond', updated_at = now()
+                               SET holder = '', expires_at = now() - interval '1 millisecond',
+                                   updated_at = now()
                                WHERE partition = $1 AND run_id = $2 AND holder = $3 AND NOT ended
                                RETURNING partition)
                              SELECT pg_notify('appkit_jobs', 'free:' || $1 || ':' || $2::text) FROM r",
