@@ -127,3 +127,25 @@ test("JSON Schema: validated in Rust, `default` is not inserted, invalid never s
   }
   assert.equal(at(emu, API.runNow).length, 1);
 });
+
+test("a params schema holds beside an onRunEnd handler (JSON Schema and Zod)", async (t) => {
+  const emu = await emulator(t);
+  const jsonSchema = { type: "object", properties: { table: { type: "string" } }, required: ["table"], additionalProperties: false };
+  const onRunEnd = async () => {};
+  const api = jobsFor(
+    t,
+    {
+      jobs: {
+        sql: { taskType: "sql", params: jsonSchema, onRunEnd },
+        nb: { taskType: "notebook", params: z.object({ day: z.string() }), onRunEnd },
+      },
+    },
+    patEnv(emu, { sql: 1003, nb: 1001 }),
+  );
+  await assert.rejects(api("sql").runNow({}), { name: "ValidationError" });
+  await assert.rejects(api("nb").runNow({ day: 1 }), { name: "ValidationError" });
+  assert.equal(at(emu, API.runNow).length, 0);
+  assert.equal((await api("sql").runNow({ table: "events" })).ok, true);
+  assert.equal((await api("nb").runNow({ day: "mon" })).ok, true);
+  assert.deepEqual(at(emu, API.runNow).map((r) => r.body.sql_params ?? r.body.notebook_params), [{ table: "events" }, { day: "mon" }]);
+});

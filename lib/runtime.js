@@ -45,12 +45,12 @@ function nativeConfig(config) {
       }
       const entry = plainFields(job, `jobs.${key}.`, ["params", "onRunEnd"]);
       if (isJsSchema(job.params)) entry.externalSchema = true;
+      else if (job.params != null) entry.params = job.params;
       // The handler stays here (see runEndDispatcher); the core only learns there is one.
       if (typeof job.onRunEnd === "function") entry.onRunEnd = true;
       else if (job.onRunEnd != null) {
         throw new JobsError(`Invalid jobs config: jobs.${key}.onRunEnd must be a function`, { code: "CONFIG_ERROR", statusCode: 500 });
       }
-      else if (job.params != null) entry.params = job.params;
       out.jobs[key] = entry;
     }
   } else if (jobs !== undefined) {
