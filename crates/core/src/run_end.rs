@@ -16,9 +16,12 @@
 //!   `MAX_ATTEMPTS` times, each attempt bounded by `ATTEMPT_TIMEOUT`; each failure goes to the
 //!   app's log and to telemetry, and a handler that never succeeds ends `failed` with its last
 //!   error.
-//! - **Without a database** (or while it is away): once, in this process, for as long as it
-//!   lives.
-use std::collections::{HashMap, HashSet, VecDeque};
+//! - **Without a database**: once, in this process, for as long as it lives. **While it is
+//!   away**: fired from here, and how it finished is written once it is back (until then another
+//!   instance that adopts the end may fire it again: at least once).
+//! - An end that can never fire (the run cannot be followed, or never shows its repair) is
+//!   written `failed` with why, so that no instance adopts it again.
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -97,7 +100,21 @@ pub struct RunEnds {
     fired: Mutex<Fired>,
     pub counters: RunEndCounters,
     logs: Mutex<VecDeque<(bool, String)>>,
+    /// How ends finished here while the database could not say so (away, or their start not
+    /// written yet): written by the sweep once it can.
+    unrecorded: Mutex<Vec<Outcome>>,
 }
+
+/// How an end finished: `done`, or `failed` with why; and how many sweeps tried to write it.
+struct Outcome {
+    key: EndKey,
+    state: &'static str,
+    error: Option<String>,
+    tries: u32,
+}
+
+/// Sweeps that try to write an outcome before it is dropped (its row never came).
+const UNRECORDED_TRIES: u32 = 20;
 
 impl std::fmt::Debug for RunEnds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -135,6 +152,7 @@ impl RunEnds {
             fired: Mutex::default(),
             counters: RunEndCounters::default(),
             logs: Mutex::default(),
+            unrecorded: Mutex::default(),
         })
     }
 
@@ -196,8 +214,13 @@ impl RunEnds {
         }
         let ends = self.clone();
         tokio::spawn(async move {
-            if let Some(last) = ends.wait_for_end(run_id, repair_id, &job_key).await {
-                ends.fire(run_id, repair_id, &job_key, last).await;
+            match ends.wait_for_end(run_id, repair_id, &job_key).await {
+                Ok(last) => ends.fire(run_id, repair_id, &job_key, last).await,
+                // Not fired, and no instance ever will: say so in the row, so none adopts it.
+                Err(why) => {
+                    ends.finished((run_id, repair_id), "failed", Some(why))
+                        .await
+                }
             }
             ends.watching
                 .lock()
@@ -207,9 +230,14 @@ impl RunEnds {
     }
 
     /// The run's final update once the run (or the repair) has ended, following the shared
-    /// poll (as the service principal); `None` when the run cannot be followed (gone, or not
-    /// this app's to read).
-    async fn wait_for_end(&self, run_id: i64, repair_id: i64, job_key: &str) -> Option<RunUpdate> {
+    /// poll (as the service principal); why not when the run cannot be followed (gone, or not
+    /// this app's to read), or never shows the repair.
+    async fn wait_for_end(
+        &self,
+        run_id: i64,
+        repair_id: i64,
+        job_key: &str,
+    ) -> Result<RunUpdate, String> {
         let started = tokio::time::Instant::now();
         let mut retry = FIRST_BACKOFF;
         loop {
@@ -232,19 +260,27 @@ impl RunEnds {
             if let Some(update) = last {
                 // A repair's end: the run must show the repair (it records one asynchronously).
                 if repair_id == 0 || shows_repair(&update, repair_id) {
-                    return Some(update);
+                    return Ok(update);
                 }
                 if started.elapsed() > SETTLE_LIMIT {
-                    self.log(true, format!("[jobs] onRunEnd({job_key}): run {run_id} never showed repair {repair_id}; not fired"));
-                    return None;
+                    let why = format!("run {run_id} never showed repair {repair_id}");
+                    self.log(
+                        true,
+                        format!("[jobs] onRunEnd({job_key}): {why}; not fired"),
+                    );
+                    return Err(why);
                 }
             } else if let Some(e) = failed {
                 if e.status() == 404
                     || e.status() == 403
                     || matches!(e, crate::JobsError::Api { status: 400, .. })
                 {
-                    self.log(true, format!("[jobs] onRunEnd({job_key}): run {run_id} cannot be followed ({}); not fired", e.code()));
-                    return None;
+                    let why = format!("run {run_id} cannot be followed ({})", e.code());
+                    self.log(
+                        true,
+                        format!("[jobs] onRunEnd({job_key}): {why}; not fired"),
+                    );
+                    return Err(why);
                 }
             }
             tokio::time::sleep(retry).await;
@@ -270,8 +306,8 @@ impl RunEnds {
                 }
             }
         }
-        let pg = self.ledger.postgres().filter(|pg| pg.health.up()).cloned();
-        if let Some(pg) = &pg {
+        // While the database is away this answers at once (an error): fired from here then.
+        if let Some(pg) = self.ledger.postgres() {
             match begin_firing(pg, run_id, repair_id, self.lease, last.status.as_deref()).await {
                 Ok(true) => {}
                 // Another instance fires it (or has).
@@ -298,9 +334,7 @@ impl RunEnds {
             match outcome {
                 Ok(()) => {
                     self.counters.fired.fetch_add(1, Ordering::Relaxed);
-                    if let Some(pg) = &pg {
-                        let _ = finish(pg, run_id, repair_id, "done", None).await;
-                    }
+                    self.finished(key, "done", None).await;
                     return;
                 }
                 Err(error) => {
@@ -317,9 +351,7 @@ impl RunEnds {
                     );
                     if last_try {
                         self.counters.given_up.fetch_add(1, Ordering::Relaxed);
-                        if let Some(pg) = &pg {
-                            let _ = finish(pg, run_id, repair_id, "failed", Some(error)).await;
-                        }
+                        self.finished(key, "failed", Some(error)).await;
                         return;
                     }
                     tokio::time::sleep(backoff).await;
@@ -329,9 +361,47 @@ impl RunEnds {
         }
     }
 
-    /// Ends whose watcher is gone (its claim lapsed): taken here, watched from here.
+    /// Records how an end finished; kept for the sweep when the database cannot take it now.
+    async fn finished(&self, key: EndKey, state: &'static str, error: Option<String>) {
+        let Some(pg) = self.ledger.postgres() else {
+            return;
+        };
+        let outcome = Outcome {
+            key,
+            state,
+            error,
+            tries: 0,
+        };
+        if !matches!(finish(pg, &outcome).await, Ok(true)) {
+            self.unrecorded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(outcome);
+        }
+    }
+
+    /// Writes the outcomes the database could not take when they came (see `finished`).
+    async fn write_unrecorded(&self, pg: &PgStore) {
+        let pending =
+            std::mem::take(&mut *self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut kept = Vec::new();
+        for mut outcome in pending {
+            outcome.tries += 1;
+            if !matches!(finish(pg, &outcome).await, Ok(true)) && outcome.tries < UNRECORDED_TRIES {
+                kept.push(outcome);
+            }
+        }
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(kept);
+    }
+
+    /// Ends whose watcher is gone (its claim lapsed) of this app's jobs with a handler: taken
+    /// here, watched from here.
     async fn adopt_orphans(self: &Arc<Self>, pg: &PgStore) {
         let (instance, lease) = (pg.instance().to_string(), self.lease.as_millis() as f64);
+        let jobs: Vec<String> = self.jobs.iter().cloned().collect();
         let Ok(rows) = pg
             .run("ledger.adoptRunEnds", move |c| {
                 Box::pin(async move {
@@ -340,10 +410,11 @@ impl RunEnds {
                          SET claimed_by = $1, claimed_until = now() + $2 * interval '1 millisecond'
                          FROM (SELECT run_id, repair_id FROM appkit_jobs.run_ends
                                WHERE state IN ('waiting', 'firing') AND claimed_until < now()
+                                 AND job_key = ANY($4)
                                ORDER BY claimed_until LIMIT $3 FOR UPDATE SKIP LOCKED) o
                          WHERE e.run_id = o.run_id AND e.repair_id = o.repair_id
                          RETURNING e.run_id, e.repair_id, e.job_key",
-                        &[&instance, &lease, &SWEEP_BATCH],
+                        &[&instance, &lease, &SWEEP_BATCH, &jobs],
                     )
                     .await
                 })
@@ -353,17 +424,14 @@ impl RunEnds {
             return;
         };
         for row in rows {
-            let job_key: String = row.get(2);
-            if self.jobs.contains(&job_key) {
-                // Fired here before (the row still said otherwise): let this watch fire again.
-                let key = (row.get(0), row.get(1));
-                self.fired
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .set
-                    .remove(&key);
-                self.watch(key.0, key.1, job_key);
-            }
+            // Fired here before (the row still said otherwise): let this watch fire again.
+            let key = (row.get(0), row.get(1));
+            self.fired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set
+                .remove(&key);
+            self.watch(key.0, key.1, row.get(2));
         }
     }
 }
@@ -403,25 +471,22 @@ async fn begin_firing(
     .await
 }
 
-/// Records how a fired end finished: `done`, or `failed` with the last error.
-async fn finish(
-    pg: &PgStore,
-    run_id: i64,
-    repair_id: i64,
-    state: &'static str,
-    error: Option<String>,
-) -> Result<(), crate::ledger::LedgerError> {
+/// Records how an end finished here: `done`, or `failed` with the last error. False when its
+/// row is not (yet) there or is another instance's.
+async fn finish(pg: &PgStore, outcome: &Outcome) -> Result<bool, crate::ledger::LedgerError> {
     let instance = pg.instance().to_string();
+    let ((run_id, repair_id), state, error) = (outcome.key, outcome.state, outcome.error.clone());
     pg.run("ledger.finishRunEnd", move |c| {
         Box::pin(async move {
-            c.execute(
-                "UPDATE appkit_jobs.run_ends
-                 SET state = $4, last_error = $5, fired_at = now()
-                 WHERE run_id = $1 AND repair_id = $2 AND claimed_by = $3",
-                &[&run_id, &repair_id, &instance, &state, &error],
-            )
-            .await?;
-            Ok(())
+            let n = c
+                .execute(
+                    "UPDATE appkit_jobs.run_ends
+                     SET state = $4, last_error = $5, fired_at = now()
+                     WHERE run_id = $1 AND repair_id = $2 AND claimed_by = $3",
+                    &[&run_id, &repair_id, &instance, &state, &error],
+                )
+                .await?;
+            Ok(n > 0)
         })
     })
     .await
@@ -467,23 +532,7 @@ async fn sweep(
                 })
                 .await;
         }
+        ends.write_unrecorded(&pg).await;
         ends.adopt_orphans(&pg).await;
     }
-}
-
-/// How many handlers of each state the ledger's database holds (for tests and status).
-pub async fn states(pg: &PgStore) -> HashMap<String, i64> {
-    pg.run("ledger.runEndStates", |c| {
-        Box::pin(async move {
-            let rows = c
-                .query(
-                    "SELECT state, count(*) FROM appkit_jobs.run_ends GROUP BY state",
-                    &[],
-                )
-                .await?;
-            Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
-        })
-    })
-    .await
-    .unwrap_or_default()
 }

@@ -260,3 +260,78 @@ async fn a_run_let_go_is_polled_by_the_next_instance_that_watches_it() {
     drop(a);
     emu.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_run_ends_are_adopted_only_for_this_apps_handled_jobs_and_never_left_waiting() {
+    let db = server().database("fleet_run_ends").await;
+    let emu = Emulator::start(EmulatorOptions {
+        jobs: Some(vec![job()]),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let env: HashMap<String, String> = env(&emu, &[("DATABRICKS_JOB_ETL", "4001")]);
+    let jobs = Jobs::new(
+        config(json!({
+            "pollIntervalMs": 100,
+            "ledger": { "connectionString": server().url(&db) },
+            "jobs": { "etl": { "onRunEnd": true } },
+        })),
+        env,
+    );
+    ready(&jobs).await;
+    let sql = server().client(&db).await;
+    // Two ends whose instance died: one of a job this app does not handle (another app on the
+    // same database, or a handler a deploy removed), one of a run the workspace does not know.
+    sql.batch_execute(
+        "INSERT INTO appkit_jobs.run_ends (run_id, job_key, claimed_by, claimed_until)
+         VALUES (7001, 'other', 'gone', now() - interval '1 minute'),
+                (7002, 'etl', 'gone', now() - interval '1 minute')",
+    )
+    .await
+    .unwrap();
+    let fired = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = fired.clone();
+    jobs.run_ends()
+        .set_handler(std::sync::Arc::new(move |_end| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        }));
+    let row = |run_id: i64| {
+        let sql = &sql;
+        async move {
+            let r = sql
+                .query_one(
+                    "SELECT state, claimed_by, last_error FROM appkit_jobs.run_ends WHERE run_id = $1",
+                    &[&run_id],
+                )
+                .await
+                .unwrap();
+            (
+                r.get::<_, String>(0),
+                r.get::<_, Option<String>>(1),
+                r.get::<_, Option<String>>(2),
+            )
+        }
+    };
+    // The unknown run is adopted, found not to exist, and written failed with why.
+    let started = std::time::Instant::now();
+    while row(7002).await.0 == "waiting" {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            row(7002).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (state, _, error) = row(7002).await;
+    assert_eq!(state, "failed");
+    assert!(error.unwrap_or_default().contains("cannot be followed"));
+    // The other job's end is still where its instance left it, for an app that handles it.
+    assert_eq!(
+        row(7001).await,
+        ("waiting".to_string(), Some("gone".to_string()), None)
+    );
+    assert_eq!(fired.load(std::sync::atomic::Ordering::SeqCst), 0);
+    emu.stop().await;
+}
