@@ -272,9 +272,19 @@ async fn a_database_that_goes_away_fails_nothing_and_gets_the_backlog_when_back(
     let a = ledger(&pg.url(&db));
     assert!(a.ready(Duration::from_secs(30)).await);
     let cache = ReadCache::with_shared(&TierPolicy::read(), 100, a.shared_tier());
+    // A start the database itself refuses (jsonb takes no NUL): dropped and counted, not kept.
+    let refused = || StartRecord {
+        job_id: 8,
+        params: Some(json!({ "day": "\u{0}" })),
+        ..start(300, 8, "carol@example.com")
+    };
+    a.record(refused()).await;
+    assert_eq!((a.status().backlog, a.status().dropped), (0, 1));
     pg.stop();
     // Recording while the database is away returns at once, and this instance still knows.
     let t0 = std::time::Instant::now();
+    // First in the backlog: refused when it is written, it must not hold up the others.
+    a.record(refused()).await;
     for i in 0..3 {
         a.record(start(301 + i, 7, "carol@example.com")).await;
     }
@@ -287,7 +297,7 @@ async fn a_database_that_goes_away_fails_nothing_and_gets_the_backlog_when_back(
         "no wait once down: {:?}",
         t1.elapsed()
     );
-    assert_eq!(a.status().backlog, 4);
+    assert_eq!(a.status().backlog, 5);
     assert_eq!(
         a.started_by(301).await.and_then(|w| w.email),
         Some("carol@example.com".into())
@@ -312,6 +322,7 @@ async fn a_database_that_goes_away_fails_nothing_and_gets_the_backlog_when_back(
         s.up && s.backlog == 0
     })
     .await;
+    assert_eq!(a.status().dropped, 2, "the refused start, twice");
     let b = ledger(&pg.url(&db));
     assert!(b.ready(Duration::from_secs(30)).await);
     assert_eq!(

@@ -488,20 +488,18 @@ impl PgStore {
     }
 
     /// Records a start and makes its job's cached reads stale everywhere; while the database is
-    /// away (or on failure) the start waits in the backlog (the others' caches expire).
+    /// away the start waits in the backlog (the others' caches expire).
     pub async fn record(&self, record: &StartRecord) {
         if self.health.up() {
-            let r = record.clone();
-            let instance = self.instance.clone();
-            let end_lease = self.end_lease_ms();
-            if self
-                .with_client("ledger.recordStart", move |c| {
-                    Box::pin(insert_start(c, r, instance, true, end_lease))
-                })
-                .await
-                .is_ok()
-            {
-                return;
+            match self.write_start(record, true).await {
+                Ok(()) => return,
+                // Refused by the database itself (not lost on the way): no later try would do
+                // better, and one kept would hold up the backlog behind it.
+                Err(e) if !e.is_connectivity() => {
+                    self.health.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(_) => {}
             }
         }
         let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
@@ -512,7 +510,17 @@ impl PgStore {
         backlog.push_back(record.clone());
     }
 
-    /// Writes the backlog, oldest first, until it is empty or the database fails again.
+    /// One start's statement (see `insert_start`).
+    async fn write_start(&self, record: &StartRecord, invalidate: bool) -> Result<(), LedgerError> {
+        let (r, instance, end_lease) = (record.clone(), self.instance.clone(), self.end_lease_ms());
+        self.with_client("ledger.recordStart", move |c| {
+            Box::pin(insert_start(c, r, instance, invalidate, end_lease))
+        })
+        .await
+    }
+
+    /// Writes the backlog, oldest first, until it is empty or the database goes away again; a
+    /// start the database refuses is dropped (and counted), so it cannot hold up the others.
     async fn flush(&self) -> usize {
         let mut written = 0;
         let mut jobs = HashSet::new();
@@ -526,17 +534,15 @@ impl PgStore {
             let Some(record) = next else {
                 break;
             };
-            let instance = self.instance.clone();
-            let end_lease = self.end_lease_ms();
-            let r = record.clone();
-            if self
-                .with_client("ledger.recordStart", move |c| {
-                    Box::pin(insert_start(c, r, instance, false, end_lease))
-                })
-                .await
-                .is_err()
-            {
-                break;
+            match self.write_start(&record, false).await {
+                Ok(()) => {
+                    jobs.insert(record.job_id);
+                    written += 1;
+                }
+                Err(e) if !e.is_connectivity() => {
+                    self.health.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => break,
             }
             let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
             if backlog
@@ -545,8 +551,6 @@ impl PgStore {
             {
                 backlog.pop_front();
             }
-            jobs.insert(record.job_id);
-            written += 1;
         }
         // Reads of these jobs cached meanwhile (on any instance) said nobody started them.
         if !jobs.is_empty() {
