@@ -177,13 +177,13 @@ function paramsSchema(job, fromConfig) {
     const schema = list && !job.jobParameters
       ? object({ args: { type: "array", items: { type: "string" }, description: "Command-line arguments." } })
       : { type: "object", additionalProperties: { type: "string" }, maxProperties: native().maxUnvalidatedParamKeys(), description: "The job's parameters by name (values are sent as text)." };
-    return { schema, takesParams: true, pending: Boolean(job.jobParameters) && !job.params };
+    return { schema, takesParams: true, pending: Boolean(job.jobParameters) };
   }
   return { schema: object({}), takesParams: false, pending: false };
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tool bodies: `ctx` is { key, local, handle, config, native, signal }
+// Tool bodies: `ctx` is { key, local, handle, native, signal }
 // ---------------------------------------------------------------------------------------------
 
 async function status(ctx) {
@@ -263,6 +263,8 @@ async function wait(ctx, args) {
   const timer = setTimeout(() => stop.abort(), seconds * 1000);
   const onAbort = () => stop.abort();
   ctx.signal?.addEventListener("abort", onAbort, { once: true });
+  // A listener added to a signal already aborted never runs.
+  if (ctx.signal?.aborted) stop.abort();
   const started = Date.now();
   let last;
   try {
@@ -440,10 +442,7 @@ function failure(ctx, error, runId) {
 
 /** The first update of a run (its state, tasks and progress), read through the shared poll. */
 async function firstUpdate(ctx, runId) {
-  const stop = new AbortController();
-  const onAbort = () => stop.abort();
-  ctx.signal?.addEventListener("abort", onAbort, { once: true });
-  const updates = ctx.handle.watchRun(runId, stop.signal);
+  const updates = ctx.handle.watchRun(runId, ctx.signal);
   try {
     const { value, done } = await updates.next();
     if (done || value === undefined) throw new ToolFailure("The call was cancelled before it finished.", { code: "CANCELLED", statusCode: 499 });
@@ -451,8 +450,7 @@ async function firstUpdate(ctx, runId) {
   } catch (error) {
     throw failure(ctx, error, runId);
   } finally {
-    ctx.signal?.removeEventListener("abort", onAbort);
-    stop.abort();
+    // Leaves the shared poll (the last watcher's leaving stops it).
     await updates.return?.();
   }
 }
@@ -727,7 +725,6 @@ class JobsAgentTools {
       key: tool.key,
       local,
       handle: exportsOf(tool.key),
-      config: this._plugin.config.jobs?.[tool.key] ?? {},
       native: this._plugin._runtime.native,
       signal,
     };
