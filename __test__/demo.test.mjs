@@ -146,7 +146,6 @@ test("demo page in Chromium: run to a terminal state, cancel another, errors as 
   await page.close();
 });
 
-/** The timeline's bars: `[{ task, state, result, width }]` in page order (width in % of the track). */
 /**
  * Waits until an element matching `selector` has a `data-state` among `states`, checked on every
  * frame: a state that lasts a few hundred milliseconds can fall between a locator's retries.
@@ -159,6 +158,7 @@ function liveState(page, selector, states, timeout) {
   );
 }
 
+/** The timeline's bars: `[{ task, state, result, width }]` in page order (width in % of the track). */
 async function bars(card) {
   return card.locator('[data-testid="task-bar"]').evaluateAll((rows) =>
     rows.map((r) => ({

@@ -59,7 +59,7 @@ test("a runNow still out keeps the process alive until it settles", async (t) =>
       (r) => console.log("settled " + JSON.stringify(r.ok)),
       (e) => console.log("rejected " + e.code),
     );`;
-  const child = spawn(process.execPath, ["-e", script], { env: { ...process.env, JOBS_ENV: JSON.stringify(patEnv(emu)) }, stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(process.execPath, ["-e", script], { env: { ...process.env, JOBS_ENV: JSON.stringify(patEnv(emu)) }, stdio: ["ignore", "pipe", "inherit"], timeout: 60_000 });
   let out = "";
   child.stdout.on("data", (c) => (out += c));
   const code = await new Promise((resolve) => child.once("exit", resolve));

@@ -38,9 +38,14 @@ export async function startFleetDemo(options = {}) {
   const timeScale = options.timeScale ?? (Number(process.env.DEMO_TIME_SCALE) || 1);
 
   const postgres = await startPostgres();
-  await postgres.createDatabase("demo");
   const { startEmulator } = require("appkit-jobs");
-  const emulator = await startEmulator({ port: 0, timeScale, lakebase: { password: postgres.password, endpoint: ENDPOINT } });
+  const emulator = await postgres
+    .createDatabase("demo")
+    .then(() => startEmulator({ port: 0, timeScale, lakebase: { password: postgres.password, endpoint: ENDPOINT } }))
+    .catch(async (error) => {
+      await postgres.destroy().catch(() => {});
+      throw error;
+    });
   // What Databricks Apps gives an app with a database: no password, a Lakebase endpoint.
   const env = {};
   for (const [k, v] of Object.entries(process.env)) if (!/^(DATABRICKS_|PG|LAKEBASE_)/.test(k)) env[k] = v;
@@ -88,7 +93,14 @@ export async function startFleetDemo(options = {}) {
       child.once("exit", (code, signal) => (it.alive ? undefined : reject(new Error(`instance ${it.n} exited (${code ?? signal}) before listening`))));
     });
   }
-  await Promise.all(instances.map(launch));
+  /** A start that failed leaves nothing running behind it. */
+  const abandon = async (error) => {
+    for (const it of instances) it.child?.kill("SIGKILL");
+    await emulator.stop().catch(() => {});
+    await postgres.destroy().catch(() => {});
+    throw error;
+  };
+  await Promise.all(instances.map(launch)).catch(abandon);
 
   let next = 0;
   /** The live instances, starting with the next in turn. */
@@ -166,7 +178,7 @@ export async function startFleetDemo(options = {}) {
   await new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, resolve);
-  });
+  }).catch(abandon);
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${server.address().port}/`;
   log(`appkit-jobs demo: ${count} instances (pids ${instances.map((i) => i.child.pid).join(", ")}) on PostgreSQL 127.0.0.1:${postgres.port}, the emulator at ${emulator.url}`);
   log(`appkit-jobs demo: open ${url}: kill an instance from the Fleet panel (or kill -9 <pid>) while a run streams`);

@@ -46,6 +46,8 @@ export async function startInstance(t, env, jobs) {
   const full = { ...process.env, ...env };
   delete full.NODE_ENV;
   delete full.DATABRICKS_JOB_ID;
+  // Only the ledger settings a test gives (a shell's own PG*/LAKEBASE_* would turn one on).
+  for (const k of Object.keys(process.env)) if (/^(PG|LAKEBASE_)/.test(k) && !(k in env)) delete full[k];
   for (const k of Object.keys(full)) if (k.startsWith("DATABRICKS_JOB_")) delete full[k];
   for (const [key, id] of Object.entries(jobs)) full[`DATABRICKS_JOB_${key.toUpperCase()}`] = String(id);
   const child = spawn(process.execPath, [APP], { cwd: ROOT, env: full, stdio: ["ignore", "pipe", "pipe"] });
