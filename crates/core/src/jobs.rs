@@ -365,8 +365,6 @@ impl Jobs {
             }
             .boxed()
         });
-        // Once per shared state change (not per watcher): the job's cached lists and runs are
-        // stale now, and the poll's read tells which job the run belongs to.
         // The job's typical durations for `expectedMs` (see `HistoryReads`).
         let reads = Arc::new(HistoryReads {
             client: client.clone(),
@@ -380,21 +378,27 @@ impl Jobs {
                 .unwrap_or(HISTORY_TTL),
             known: Mutex::default(),
         });
+        // Once per shared state change (not per watcher): the job's cached lists and runs are
+        // stale now, and the poll's read tells which job the run belongs to.
         let (update_cache, update_owners, update_ledger) =
             (cache.clone(), owners.clone(), ledger.clone());
         let update_reads = reads.clone();
-        let on_update: OnUpdate =
-            Arc::new(move |partition: u64, run_id: i64, update: &RunUpdate| {
+        let on_update: OnUpdate = Arc::new(
+            move |partition: u64, run_id: i64, update: &RunUpdate, read_here: bool| {
                 if let Some(job_id) = update.job_id {
                     update_owners
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(partition, run_id, job_id);
                     update_cache.invalidate_job(job_id);
-                    update_ledger.invalidate_soon(job_id);
+                    // Every instance's caches: once, by the instance that read the update.
+                    if read_here {
+                        update_ledger.invalidate_soon(job_id);
+                    }
                     update_reads.learn(partition, job_id, update);
                 }
-            });
+            },
+        );
         let history: FetchHistory =
             Arc::new(move |identity: &Identity, job_id: i64| reads.peek(identity, job_id));
         let attribution_ledger = ledger.clone();
@@ -582,13 +586,19 @@ impl Jobs {
             Some(r) if prepared.token_given => self.owned_start(id, r).await,
             record => record,
         };
-        let watched = record.clone().filter(|r| r.watch_end);
+        self.record_start(record, prepared.job_id).await;
+        started
+    }
+
+    /// Records a start (or a repair) for the fleet and makes the job's reads stale everywhere,
+    /// then watches for its end when the app handles it (`onRunEnd`).
+    pub(crate) async fn record_start(&self, record: Option<StartRecord>, job_id: i64) {
+        let watched = record.as_ref().filter(|r| r.watch_end).cloned();
         // Boxed: the database's part is a large future, and inline it would grow every run-now.
-        Box::pin(self.ledger.record_and_invalidate(record, prepared.job_id)).await;
+        Box::pin(self.ledger.record_and_invalidate(record, job_id)).await;
         if let Some(record) = watched {
             self.run_ends.started(&record);
         }
-        started
     }
 
     /// `record` if its run is the job's, by a read of the run (which the watch that follows

@@ -57,8 +57,10 @@ pub type FetchRun =
     Arc<dyn Fn(Identity, i64) -> BoxFuture<'static, Result<PolledRun>> + Send + Sync>;
 
 /// Called once per published update of a shared poll (not once per watcher), with the
-/// identity partition and run id of the poll, before any watcher sees the update.
-pub type OnUpdate = Arc<dyn Fn(u64, i64, &RunUpdate) + Send + Sync>;
+/// identity partition and run id of the poll, before any watcher sees the update; and whether
+/// this process read it (false for an update served from the fleet's holder, whose own call
+/// already did what is done once for the whole fleet).
+pub type OnUpdate = Arc<dyn Fn(u64, i64, &RunUpdate, bool) + Send + Sync>;
 
 /// Who started a run, as the JSON text of `started_by` (`None`: nobody the ledger knows): asked
 /// once per poll, before its first update, and written into every update's run.
@@ -439,10 +441,11 @@ struct Gate {
 #[derive(Default)]
 struct Snapshot {
     seq: u64,
-    /// `(publication seq, when, update)`, oldest first; never empty once an update came.
-    recent: VecDeque<(u64, Instant, RunUpdate)>,
-    /// The poll's end by an error, with its publication seq.
-    error: Option<(u64, JobsError)>,
+    /// `(when, update)`, oldest first (`update.seq` is its publication's); never empty once an
+    /// update came.
+    recent: VecDeque<(Instant, RunUpdate)>,
+    /// The poll's end by an error (published as `seq`).
+    error: Option<JobsError>,
 }
 
 /// How long a published update is kept for watchers that have not taken it yet (the newest is
@@ -581,9 +584,9 @@ impl RunWatch {
                 let snap = rx.borrow_and_update();
                 if snap.seq > self.seen {
                     // The first update after the last one taken, else the poll's error.
-                    match snap.recent.iter().find(|(seq, _, _)| *seq > self.seen) {
-                        Some((seq, _, update)) => Some((*seq, Ok(update.clone()))),
-                        None => Some((snap.seq, Err(snap.error.as_ref().map(|(_, e)| e.clone())))),
+                    match snap.recent.iter().find(|(_, u)| u.seq > self.seen) {
+                        Some((_, update)) => Some((update.seq, Ok(update.clone()))),
+                        None => Some((snap.seq, Err(snap.error.clone()))),
                     }
                 } else {
                     None
@@ -833,11 +836,13 @@ impl Poll {
             }
             self.role = Role::Holder { fleet, key };
         } else {
-            let mut seen = claim.latest.as_ref().map_or(0, |l| l.seq - 1);
-            if let Some(latest) = &claim.latest {
-                self.serve(latest);
-                seen = latest.seq;
-            }
+            let seen = match &claim.latest {
+                Some(latest) => {
+                    self.serve(latest);
+                    latest.seq
+                }
+                None => 0,
+            };
             let signal = fleet.follow(&key);
             self.role = Role::Follower {
                 fleet,
@@ -872,15 +877,15 @@ impl Poll {
             beyond_js_numbers: published.beyond_js_numbers,
             meta_json: published.meta_json.clone(),
         };
-        self.publish(update);
+        self.publish(update, false);
     }
 
-    /// Hands `update` to every watcher (see `Snapshot`).
-    fn publish(&mut self, mut update: RunUpdate) {
+    /// Hands `update` (read here, or served from the fleet) to every watcher (see `Snapshot`).
+    fn publish(&mut self, mut update: RunUpdate, read_here: bool) {
         self.seq += 1;
         update.seq = self.seq;
         if let Some(on_update) = &self.inner.on_update {
-            on_update(self.key.0, self.key.1, &update);
+            on_update(self.key.0, self.key.1, &update, read_here);
         }
         self.inner
             .counters
@@ -890,13 +895,13 @@ impl Poll {
         self.tx.send_modify(|snap| {
             let now = Instant::now();
             snap.seq = seq;
-            snap.recent.push_back((seq, now, update));
+            snap.recent.push_back((now, update));
             while snap.recent.len() > 1
                 && (snap.recent.len() > RECENT_UPDATES_MAX
                     || snap
                         .recent
                         .front()
-                        .is_some_and(|(_, at, _)| now.duration_since(*at) > RECENT_UPDATES_KEPT))
+                        .is_some_and(|(at, _)| now.duration_since(*at) > RECENT_UPDATES_KEPT))
             {
                 snap.recent.pop_front();
             }
@@ -909,7 +914,7 @@ impl Poll {
         let seq = self.seq;
         self.tx.send_modify(|snap| {
             snap.seq = seq;
-            snap.error = Some((seq, e));
+            snap.error = Some(e);
         });
     }
 
@@ -947,15 +952,18 @@ impl Poll {
         match fleet.updates_after(&key, after).await {
             Some(list) => {
                 for published in &list {
-                    if let Role::Follower { seen, .. } = &mut self.role {
-                        *seen = published.seq;
-                    }
-                    self.resume_from(published);
                     self.serve(published);
                     if published.terminal {
                         self.inner.retire(self.key);
                         return Step::Done;
                     }
+                }
+                // Ready to take over from the newest (only it counts if this one ever polls).
+                if let Some(last) = list.last() {
+                    if let Role::Follower { seen, .. } = &mut self.role {
+                        *seen = last.seq;
+                    }
+                    self.resume_from(last);
                 }
             }
             // The fleet cannot answer: poll for ourselves (correct, if not shared).
@@ -1071,7 +1079,7 @@ impl Poll {
                         fraction: self.fraction_floor,
                     });
                     // This instance's watchers first; then the fleet's.
-                    self.publish(update);
+                    self.publish(update, true);
                     if let (Some(published), Role::Holder { fleet, key }) = (published, &self.role)
                     {
                         let (fleet, key) = (fleet.clone(), key.clone());
@@ -1468,7 +1476,7 @@ mod tests {
         });
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
-        let on_update: OnUpdate = Arc::new(move |partition, run_id, u: &RunUpdate| {
+        let on_update: OnUpdate = Arc::new(move |partition, run_id, u: &RunUpdate, _| {
             assert!(!u.beyond_js_numbers);
             seen2
                 .lock()

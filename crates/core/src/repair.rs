@@ -283,11 +283,7 @@ impl Jobs {
             watch_end: self.run_ends().handles(key),
         });
         self.forget_job_reads(prepared.job_id);
-        let watched = record.clone().filter(|r| r.watch_end);
-        Box::pin(self.ledger().record_and_invalidate(record, prepared.job_id)).await;
-        if let Some(record) = watched {
-            self.run_ends().started(&record);
-        }
+        self.record_start(record, prepared.job_id).await;
         result?;
         repair_id.ok_or_else(|| {
             JobsError::InvalidResponse("runs/repair answered without a repair_id".into())

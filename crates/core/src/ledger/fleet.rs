@@ -118,10 +118,6 @@ impl FleetPolls {
         fleet
     }
 
-    pub fn lease(&self) -> Duration {
-        self.lease
-    }
-
     fn lease_ms(&self) -> f64 {
         self.lease.as_millis() as f64
     }

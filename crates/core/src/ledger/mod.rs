@@ -270,10 +270,6 @@ impl Ledger {
         self.pg.as_ref()
     }
 
-    pub fn instance(&self) -> &str {
-        &self.instance
-    }
-
     /// Records a start: in this process at once, and in the database before returning while it
     /// is up (bounded in time); while it is not, it is written once it is back.
     pub async fn record(&self, record: StartRecord) {
