@@ -188,16 +188,28 @@ async fn a_lease_nobody_took_over_is_swept_an_hour_after_it_lapsed() {
     // Two runs watched on one instance, whose watchers both leave mid-run: nobody takes over.
     let a = instance(&emu, &db);
     ready(&a).await;
-    let mut left = Vec::new();
+    let mut watches = Vec::new();
     for _ in 0..2 {
         let mut w = a
             .start_and_watch("etl", &Identity::ServicePrincipal, None)
             .await
             .unwrap();
         w.next().await.unwrap().unwrap();
-        left.push(w.run_id());
+        watches.push(w);
     }
-    let (old, recent) = (left[0], left[1]);
+    let (old, recent) = (watches[0].run_id(), watches[1].run_id());
+    // The fleet's copy of the first update is written just after this instance's watchers got it.
+    let started = std::time::Instant::now();
+    for run_id in [old, recent] {
+        while rows("updates", run_id).await == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "never published"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    drop(watches);
     drop(a);
     for run_id in [old, recent] {
         assert_eq!(rows("polls", run_id).await, 1);
